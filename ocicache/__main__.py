@@ -1,0 +1,5 @@
+"""Entry point for `python -m ocicache`."""
+
+from ocicache.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""CLI command modules: each parses options, calls one api function and renders the result."""

@@ -1,0 +1,218 @@
+"""Strict JSON decoding and parsing of index.json, cache manifests and cache configs into model values.
+
+Errors say where: `CorruptError(file=..., where="manifests[2].digest", ...)`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ocicache import mediatypes as mt
+from ocicache.errors import CorruptError
+from ocicache.model import (
+    CacheConfig,
+    CacheManifest,
+    ConfigLayer,
+    Descriptor,
+    Index,
+    IndexEntry,
+    OtherManifest,
+)
+from ocicache.timefmt import parse_rfc3339_ns
+
+# Largest JSON document we will decode. BuildKit itself refuses to import a manifest or config
+# over 1 MiB; bigger ones exist on disk (large mode=max configs), so we read up to 16 MiB.
+JSON_LIMIT = 16 << 20
+IMPORT_LIMIT = 1 << 20  # BuildKit's own limit on manifests and configs it imports
+
+KIND_CACHE_MANIFEST = "cache-manifest"
+KIND_CACHE_CONFIG = "cache-config"
+KIND_MANIFEST = "manifest"  # an image manifest / index that is not a cache manifest
+KIND_UNKNOWN_JSON = "unknown-json"
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _no_constants(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_strict(data: bytes, file: str) -> Any:
+    """Decode JSON strictly: UTF-8, no duplicate keys, no NaN/Infinity, bounded nesting."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CorruptError(f"not UTF-8 (byte {e.start})", file=file) from None
+    if not text.strip():
+        raise CorruptError("empty file", file=file)
+    try:
+        return json.loads(text, object_pairs_hook=_pairs, parse_constant=_no_constants)
+    except _DuplicateKey as e:
+        raise CorruptError(f"duplicate key {str(e)!r}", file=file) from None
+    except json.JSONDecodeError as e:
+        what = "truncated JSON" if e.pos >= len(text.rstrip()) else "malformed JSON"
+        raise CorruptError(f"{what} at line {e.lineno} column {e.colno}: {e.msg}",
+                           file=file) from None
+    except RecursionError:
+        raise CorruptError("JSON nested too deeply", file=file) from None
+    except ValueError as e:
+        raise CorruptError(str(e), file=file) from None
+
+
+def looks_like_json(head: bytes) -> bool:
+    """True when the first bytes can start a JSON object (layers are gzip/zstd/tar)."""
+    return head.lstrip(b" \t\r\n")[:1] == b"{"
+
+
+def validate(doc: object, schema: str, file: str) -> None:
+    """Validate against one of our schemas; raise CorruptError naming the first violation."""
+    from ocicache.schema import validate as schema_validate
+
+    violations = schema_validate(doc, schema)
+    if violations:
+        v = violations[0]
+        more = f" (+{len(violations) - 1} more)" if len(violations) > 1 else ""
+        raise CorruptError(f"{v.message}{more}", file=file, where=v.path or "(root)")
+
+
+def classify(doc: object) -> str:
+    """What a decoded JSON blob is, from its shape and media types."""
+    if not isinstance(doc, dict):
+        return KIND_UNKNOWN_JSON
+    if "layers" in doc and "records" in doc and "config" not in doc:
+        return KIND_CACHE_CONFIG
+    if "config" in doc and "layers" in doc:
+        config = doc.get("config")
+        if isinstance(config, dict) and config.get("mediaType") == mt.CACHE_CONFIG:
+            return KIND_CACHE_MANIFEST
+        return KIND_MANIFEST
+    manifests = doc.get("manifests")
+    if isinstance(manifests, list):
+        if any(isinstance(m, dict) and m.get("mediaType") == mt.CACHE_CONFIG for m in manifests):
+            return KIND_CACHE_MANIFEST
+        return KIND_MANIFEST
+    return KIND_UNKNOWN_JSON
+
+
+def descriptor(obj: Mapping[str, Any]) -> Descriptor:
+    """A Descriptor from an already-validated descriptor object."""
+    ann = obj.get("annotations") or {}
+    return Descriptor(obj["mediaType"], obj["digest"], obj["size"], ann)
+
+
+def parse_index(doc: object, file: str = "index.json") -> Index:
+    """index.json: an OCI image index whose entries are the tags' cache manifests."""
+    validate(doc, "image-index", file)
+    assert isinstance(doc, dict)
+    entries = tuple(IndexEntry(i, descriptor(m)) for i, m in enumerate(doc["manifests"]))
+    media_type = doc.get("mediaType")
+    return Index(entries, media_type if isinstance(media_type, str) else None, doc)
+
+
+def parse_cache_manifest(doc: object, digest: str, file: str) -> CacheManifest:
+    """A cache manifest of shape A (image manifest), B (OCI index) or C (Docker list)."""
+    assert isinstance(doc, dict)
+    if "config" in doc:
+        validate(doc, "image-manifest", file)
+        media_type = doc.get("mediaType") or mt.OCI_MANIFEST
+        config = descriptor(doc["config"])
+        layers, others = _split(doc["layers"])
+        return CacheManifest(digest, mt.SHAPE_A, media_type, config, layers, others)
+    media_type = doc.get("mediaType") or mt.OCI_INDEX
+    if media_type == mt.DOCKER_LIST:
+        validate(doc, "docker-manifest-list", file)
+        shape = mt.SHAPE_C
+    else:
+        validate(doc, "image-index", file)
+        shape = mt.SHAPE_B
+    configs = [descriptor(m) for m in doc["manifests"] if m["mediaType"] == mt.CACHE_CONFIG]
+    rest = [m for m in doc["manifests"] if m["mediaType"] != mt.CACHE_CONFIG]
+    layers, others = _split(rest)
+    # BuildKit writes exactly one cache config (last); extra ones are reported by `check`.
+    config = configs[-1] if configs else None
+    return CacheManifest(digest, shape, media_type, config, layers,
+                         others + tuple(configs[:-1]))
+
+
+def _split(items: list[Mapping[str, Any]]) -> tuple[tuple[Descriptor, ...], tuple[Descriptor, ...]]:
+    layers: list[Descriptor] = []
+    others: list[Descriptor] = []
+    for item in items:
+        d = descriptor(item)
+        (others if d.media_type in mt.MANIFEST_TYPES else layers).append(d)
+    return tuple(layers), tuple(others)
+
+
+def parse_other_manifest(doc: object, digest: str, file: str) -> OtherManifest:
+    """A foreign image manifest or index: just the descriptors it references."""
+    assert isinstance(doc, dict)
+    if "config" in doc:
+        validate(doc, "image-manifest", file)
+        children = [descriptor(doc["config"])] + [descriptor(x) for x in doc["layers"]]
+        media_type = doc.get("mediaType") or mt.OCI_MANIFEST
+    else:
+        schema = "docker-manifest-list" if doc.get("mediaType") == mt.DOCKER_LIST else "image-index"
+        validate(doc, schema, file)
+        children = [descriptor(x) for x in doc["manifests"]]
+        media_type = doc.get("mediaType") or mt.OCI_INDEX
+    return OtherManifest(digest, media_type, tuple(children))
+
+
+def parse_cache_config(doc: object, digest: str, file: str) -> CacheConfig:
+    """The cache config: layer parent links (missing parent = 0, -1 = root) and record times."""
+    validate(doc, "cacheconfig", file)
+    assert isinstance(doc, dict)
+    raw_layers = doc.get("layers") or []
+    n = len(raw_layers)
+    layers = tuple(ConfigLayer(x["blob"], x.get("parent", 0)) for x in raw_layers)
+    problems: list[str] = []
+    for i, layer in enumerate(layers):
+        if layer.parent != -1 and not 0 <= layer.parent < n:
+            problems.append(f"layers[{i}].parent: {layer.parent} is out of range (0..{n - 1})")
+        elif layer.parent == i:
+            problems.append(f"layers[{i}].parent: a layer cannot be its own parent")
+    if not problems:
+        problems.extend(_loops(layers))
+    created: dict[int, int] = {}
+    records = doc.get("records") or []
+    for r, record in enumerate(records):
+        for j, ref in enumerate(record.get("layers") or []):
+            idx = ref["layer"]
+            if not 0 <= idx < n:
+                problems.append(f"records[{r}].layers[{j}].layer: {idx} is out of range")
+                continue
+            ns = parse_rfc3339_ns(ref.get("createdAt"))
+            if ns is not None and ns > created.get(idx, -1):
+                created[idx] = ns
+    return CacheConfig(digest, layers, len(records), created, tuple(problems))
+
+
+def _loops(layers: tuple[ConfigLayer, ...]) -> list[str]:
+    """Every layer whose parent chain comes back to itself (FORMAT.md: loops are invalid)."""
+    state = [0] * len(layers)  # 0 new, 1 on the current path, 2 known to reach a root
+    problems: list[str] = []
+    for start in range(len(layers)):
+        path: list[int] = []
+        i = start
+        while i != -1 and state[i] == 0:
+            state[i] = 1
+            path.append(i)
+            i = layers[i].parent
+        if i != -1 and state[i] == 1:
+            problems.append(f"layers[{i}].parent: parent links form a loop")
+        for j in path:
+            state[j] = 2
+    return problems

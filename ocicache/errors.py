@@ -1,0 +1,70 @@
+"""The one exception hierarchy of ocicache, each class carrying its documented exit code."""
+
+from __future__ import annotations
+
+# Exit codes (documented in README.md, "Exit codes"). Typer/click uses 2 for usage errors.
+EXIT_OK = 0
+EXIT_PROBLEMS = 1  # `check` found integrity problems
+EXIT_USAGE = 2  # bad command line, bad REF/SPEC syntax
+EXIT_NOT_CACHE_DIR = 3  # DIR missing, unreadable, or not a cache directory
+EXIT_CORRUPT = 4  # a document needed for the answer is torn, malformed or invalid
+EXIT_NOT_FOUND = 5  # REF names no export (or more than one)
+EXIT_REFUSED = 6  # a deleting/rewriting command refused to act (fail closed)
+EXIT_BUSY = 7  # BuildKit holds index.json.lock; try again
+
+
+class OcicacheError(Exception):
+    """Base class: `file` and `where` say what the error is about; `hint` may help the user."""
+
+    exit_code = EXIT_CORRUPT
+
+    def __init__(
+        self, message: str, *, file: str | None = None, where: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.where = where
+        self.hint = hint
+
+    def __str__(self) -> str:
+        parts = [p for p in (self.file, self.where) if p]
+        parts.append(self.message)
+        return ": ".join(parts)
+
+
+class UsageError(OcicacheError):
+    """The arguments do not make sense (bad REF syntax, bad duration, bad name)."""
+
+    exit_code = EXIT_USAGE
+
+
+class NotACacheDirError(OcicacheError):
+    """DIR does not exist, cannot be read, or holds no OCI layout."""
+
+    exit_code = EXIT_NOT_CACHE_DIR
+
+
+class CorruptError(OcicacheError):
+    """A document (index.json, a manifest, a cache config) is torn, malformed or invalid."""
+
+    exit_code = EXIT_CORRUPT
+
+
+class NotFoundError(OcicacheError):
+    """A REF resolves to no export, or to more than one."""
+
+    exit_code = EXIT_NOT_FOUND
+
+
+class RefusedError(OcicacheError):
+    """A command that deletes or rewrites refuses to act because it cannot be sure it is safe."""
+
+    exit_code = EXIT_REFUSED
+
+
+class BusyError(OcicacheError):
+    """BuildKit (or another ocicache) holds the index.json lock."""
+
+    exit_code = EXIT_BUSY

@@ -1,0 +1,241 @@
+"""One read of a cache directory: index.json, every blob's stat, and every JSON document parsed once.
+
+Cache manifests are found by content, not only through index.json (older exports have nothing
+pointing at them). Only blobs small enough to be JSON are opened, and only their first bytes
+unless they start like JSON; a blob that an already-parsed manifest lists as a layer is never
+opened (layers can be gigabytes and are never JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ocicache import documents as docs
+from ocicache import mediatypes as mt
+from ocicache.digest import Digest, parse_digest
+from ocicache.errors import CorruptError, OcicacheError, UsageError
+from ocicache.layout import INDEX_JSON, OCI_LAYOUT, BlobFile, IngestEntry, Layout, Stray
+from ocicache.model import CacheConfig, CacheManifest, Index, OtherManifest
+
+SNIFF_BYTES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something wrong or odd in the directory, said about one file (and where in it)."""
+
+    severity: str  # "error" | "warning" | "note"
+    file: str
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return ": ".join(p for p in (self.file, self.where, self.message) if p)
+
+
+@dataclass
+class Inventory:
+    """Everything ocicache knows about a directory after one read."""
+
+    root: Path
+    index: Index | None
+    index_error: OcicacheError | None
+    oci_layout: object | None
+    blobs: dict[str, BlobFile]
+    strays: tuple[Stray, ...]
+    ingest: tuple[IngestEntry, ...]
+    manifests: dict[str, CacheManifest] = field(default_factory=dict)
+    configs: dict[str, CacheConfig] = field(default_factory=dict)
+    foreign: dict[str, OtherManifest] = field(default_factory=dict)
+    foreign_closure: set[str] = field(default_factory=set)
+    kinds: dict[str, str] = field(default_factory=dict)  # digest -> documents.KIND_* for JSON
+    bad_docs: dict[str, OcicacheError] = field(default_factory=dict)  # JSON that failed to parse
+    problems: list[Problem] = field(default_factory=list)
+
+    def require_index(self) -> Index:
+        """The parsed index.json, or raise the error that made it unreadable."""
+        if self.index_error is not None:
+            raise self.index_error
+        assert self.index is not None
+        return self.index
+
+    def warn(self, file: str, where: str, message: str, severity: str = "warning") -> None:
+        self.problems.append(Problem(severity, file, where, message))
+
+
+def read_inventory(layout: Layout) -> Inventory:
+    """Read DIR once: index.json, oci-layout, blobs/ (stat), ingest/, and every JSON blob."""
+    index, index_error = _read_index(layout)
+    oci_layout = _read_oci_layout(layout)
+    scan = layout.scan_blobs()
+    inv = Inventory(layout.root, index, index_error, oci_layout, scan.blobs, scan.strays,
+                    layout.scan_ingest())
+    if index_error is not None:
+        inv.warn(index_error.file or INDEX_JSON, index_error.where or "", index_error.message,
+                 "error")
+    if isinstance(oci_layout, CorruptError):
+        inv.warn(OCI_LAYOUT, "", oci_layout.message)
+    for stray in scan.strays:
+        inv.warn(stray.relpath, "", stray.reason, "note")
+    _Reader(layout, inv).run()
+    return inv
+
+
+def _read_index(layout: Layout) -> tuple[Index | None, OcicacheError | None]:
+    try:
+        data = layout.read_top(INDEX_JSON)
+    except CorruptError as e:
+        return None, e
+    if data is None:
+        return None, CorruptError("missing", file=INDEX_JSON,
+                                  hint="`ocicache repair DIR` can rebuild it from blobs/")
+    try:
+        return docs.parse_index(docs.loads_strict(data, INDEX_JSON)), None
+    except CorruptError as e:
+        if e.hint is None:
+            e.hint = "`ocicache repair DIR` can rebuild it from blobs/"
+        return None, e
+
+
+def _read_oci_layout(layout: Layout) -> object | None:
+    """The oci-layout document; None when absent (clients older than v0.12 write none)."""
+    try:
+        data = layout.read_top(OCI_LAYOUT, 4096)
+        if data is None:
+            return None
+        doc = docs.loads_strict(data, OCI_LAYOUT)
+        docs.validate(doc, "oci-layout", OCI_LAYOUT)
+        return doc
+    except CorruptError as e:
+        return e
+
+
+class _Reader:
+    """Finds and parses every JSON document in blobs/, each once."""
+
+    def __init__(self, layout: Layout, inv: Inventory) -> None:
+        self.layout = layout
+        self.inv = inv
+        self.known_layers: set[str] = set()
+        self.done: set[str] = set()
+
+    def run(self) -> None:
+        inv = self.inv
+        # index.json targets first: they name the manifests most worth knowing about.
+        if inv.index is not None:
+            for entry in inv.index.entries:
+                self._visit_index_entry(entry.position, entry.descriptor.digest)
+        # Then every other blob that could be JSON, newest first: a manifest is written after
+        # its layers, so its layers become known (and are skipped) before we reach them.
+        candidates = sorted(
+            (b for b in inv.blobs.values() if b.size <= docs.JSON_LIMIT),
+            key=lambda b: (-b.mtime_ns, b.digest),
+        )
+        for blob in candidates:
+            if blob.digest in self.done or blob.digest in self.known_layers:
+                continue
+            self._sniff(blob)
+
+    def _visit_index_entry(self, position: int, digest: str) -> None:
+        where = f"manifests[{position}]"
+        if digest not in self.inv.blobs:
+            self.inv.warn(INDEX_JSON, where, f"{digest}: manifest blob is missing", "error")
+            return
+        self._parse_blob(self.inv.blobs[digest], top_level=True)
+        if digest not in self.inv.manifests:
+            # A foreign entry (not a cache manifest): keep its whole closure.
+            self._foreign_closure([digest])
+
+    def _sniff(self, blob: BlobFile) -> None:
+        try:
+            head = self.layout.read_blob_head(blob, SNIFF_BYTES)
+        except (OSError, CorruptError) as e:
+            self.inv.warn(blob.relpath, "", f"cannot read: {e}")
+            self.done.add(blob.digest)
+            return
+        if docs.looks_like_json(head):
+            self._parse_blob(blob)
+        self.done.add(blob.digest)
+
+    def _load(self, blob: BlobFile) -> object | None:
+        try:
+            data = self.layout.read_blob(Digest(*blob.digest.split(":", 1)), docs.JSON_LIMIT)
+            return docs.loads_strict(data, blob.relpath)
+        except CorruptError as e:
+            self.inv.bad_docs[blob.digest] = e
+        except OSError as e:
+            self.inv.bad_docs[blob.digest] = CorruptError(f"cannot read: {e}", file=blob.relpath)
+        return None
+
+    def _parse_blob(self, blob: BlobFile, top_level: bool = False) -> None:
+        if blob.digest in self.done:
+            return
+        self.done.add(blob.digest)
+        if blob.size > docs.JSON_LIMIT:
+            return
+        doc = self._load(blob)
+        if doc is None:
+            return
+        kind = docs.classify(doc)
+        self.inv.kinds[blob.digest] = kind
+        try:
+            if kind == docs.KIND_CACHE_MANIFEST:
+                manifest = docs.parse_cache_manifest(doc, blob.digest, blob.relpath)
+                self.inv.manifests[blob.digest] = manifest
+                self._after_manifest(manifest)
+            elif kind == docs.KIND_CACHE_CONFIG:
+                if blob.digest not in self.inv.configs:
+                    self.inv.configs[blob.digest] = docs.parse_cache_config(
+                        doc, blob.digest, blob.relpath)
+            elif kind == docs.KIND_MANIFEST:
+                self.inv.foreign[blob.digest] = docs.parse_other_manifest(
+                    doc, blob.digest, blob.relpath)
+        except CorruptError as e:
+            self.inv.bad_docs[blob.digest] = e
+
+    def _after_manifest(self, manifest: CacheManifest) -> None:
+        for layer in manifest.layers:
+            if mt.is_layer_type(layer.media_type):
+                self.known_layers.add(layer.digest)
+        config = manifest.config
+        if config is None:
+            self.inv.warn(_blob_rel(manifest.digest), "", "cache manifest names no cache config",
+                          "error")
+            return
+        blob = self.inv.blobs.get(config.digest)
+        if blob is not None:
+            self._parse_blob(blob)
+
+    def _foreign_closure(self, roots: Iterable[str]) -> None:
+        stack = list(roots)
+        while stack:
+            digest = stack.pop()
+            if digest in self.inv.foreign_closure:
+                continue
+            self.inv.foreign_closure.add(digest)
+            blob = self.inv.blobs.get(digest)
+            if blob is None:
+                continue
+            self._parse_blob(blob)
+            other = self.inv.foreign.get(digest)
+            if other is not None:
+                stack.extend(d.digest for d in other.children)
+            cache = self.inv.manifests.get(digest)
+            if cache is not None:
+                stack.extend(_cache_manifest_blobs(cache))
+
+
+def _cache_manifest_blobs(manifest: CacheManifest) -> list[str]:
+    out = [d.digest for d in manifest.layers] + [d.digest for d in manifest.others]
+    if manifest.config is not None:
+        out.append(manifest.config.digest)
+    return out
+
+
+def _blob_rel(digest: str) -> str:
+    try:
+        return Layout.blob_relpath(parse_digest(digest))
+    except UsageError:
+        return digest

@@ -1,0 +1,375 @@
+"""The only reader of a cache directory: bounded reads through directory fds, never following a symlink.
+
+Every path below DIR is opened relative to a directory file descriptor with O_NOFOLLOW, so a
+symlink (for `blobs`, `blobs/sha256` or a blob) can never lead a read outside DIR, and a blob
+name only becomes a path after `digest.is_hex_name` accepted it. Files are opened with
+O_NONBLOCK (a FIFO cannot hang us) and checked to be regular files before any read; O_NOATIME
+is used where the kernel allows it, so reading changes nothing, not even access times.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ocicache.digest import ALGORITHMS, Digest, is_hex_name
+from ocicache.errors import CorruptError, NotACacheDirError
+
+INDEX_JSON = "index.json"
+OCI_LAYOUT = "oci-layout"
+LOCK_FILE = "index.json.lock"
+BLOBS = "blobs"
+INGEST = "ingest"
+
+# index.json holds one small descriptor per tag: 16 MiB is far beyond any real one and keeps a
+# hostile (e.g. sparse multi-GB) file from being read into memory.
+INDEX_LIMIT = 16 << 20
+
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+@dataclass(frozen=True, slots=True)
+class BlobFile:
+    """One entry of `blobs/<algorithm>/` as lstat saw it."""
+
+    algorithm: str
+    name: str
+    size: int
+    mtime_ns: int
+    mode: int
+
+    @property
+    def digest(self) -> str:
+        return f"{self.algorithm}:{self.name}"
+
+    @property
+    def relpath(self) -> str:
+        return f"{BLOBS}/{self.algorithm}/{self.name}"
+
+    @property
+    def regular(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
+
+@dataclass(frozen=True, slots=True)
+class Stray:
+    """Something in `blobs/` that is not a blob: a bad name, a symlink, a directory, ..."""
+
+    relpath: str
+    reason: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class IngestEntry:
+    """An `ingest/<hex>/` folder left by an interrupted write (BuildKit never cleans these)."""
+
+    name: str
+    relpath: str
+    bytes: int  # all regular files inside
+    data_size: int | None  # size of `data`, None when there is no data file
+    total: int | None  # expected size from `total`, when readable
+    mtime_ns: int  # mtime of `data`, else of the folder (the age gc judges by)
+    ref: str | None  # the content of `ref` (e.g. "local-cache/sha256:..."), when readable
+
+
+@dataclass(frozen=True, slots=True)
+class BlobScan:
+    """Every blob file (by digest, sorted) and every stray entry under blobs/."""
+
+    blobs: dict[str, BlobFile]
+    strays: tuple[Stray, ...]
+
+
+class Layout:
+    """A cache directory opened for reading. Use as a context manager (it holds directory fds)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(os.path.abspath(root))
+        try:
+            # DIR itself may be a symlink the user chose to name; nothing below it may be.
+            self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotACacheDirError("no such directory", file=str(self.root)) from None
+        except NotADirectoryError:
+            raise NotACacheDirError("not a directory", file=str(self.root)) from None
+        except OSError as e:
+            raise NotACacheDirError(f"cannot open: {e.strerror}", file=str(self.root)) from None
+        self._dir_fds: dict[str, int | None] = {}
+        names = set(self._listdir(self._root_fd))
+        if INDEX_JSON not in names and BLOBS not in names:
+            self.close()
+            raise NotACacheDirError(
+                "not a cache directory (no index.json and no blobs/)",
+                file=str(self.root),
+                hint="point at the DIR given to --cache-to type=local,dest=DIR",
+            )
+        self.top_names = frozenset(names)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        for fd in self._dir_fds.values():
+            if fd is not None:
+                os.close(fd)
+        self._dir_fds.clear()
+        if self._root_fd >= 0:
+            os.close(self._root_fd)
+            self._root_fd = -1
+
+    def __enter__(self) -> Layout:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def root_fd(self) -> int:
+        return self._root_fd
+
+    # -- directories ---------------------------------------------------------------------------
+    def _subdir_fd(self, relpath: str) -> int | None:
+        """fd of a directory below DIR, opened component by component with O_NOFOLLOW."""
+        if relpath in self._dir_fds:
+            return self._dir_fds[relpath]
+        parent, _, name = relpath.rpartition("/")
+        parent_fd = self._subdir_fd(parent) if parent else self._root_fd
+        fd: int | None = None
+        if parent_fd is not None:
+            try:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            except OSError:
+                fd = None  # absent, a symlink (ELOOP), or not a directory
+        self._dir_fds[relpath] = fd
+        return fd
+
+    def blob_dir_fd(self, algorithm: str) -> int | None:
+        """fd of `blobs/<algorithm>` (None when absent or not a real directory)."""
+        if algorithm not in ALGORITHMS:
+            return None
+        return self._subdir_fd(f"{BLOBS}/{algorithm}")
+
+    @staticmethod
+    def _listdir(fd: int) -> list[str]:
+        return sorted(e.name for e in os.scandir(fd))
+
+    # -- reads -----------------------------------------------------------------------------------
+    def _open(self, dir_fd: int, name: str, where: str) -> int:
+        try:
+            fd = os.open(name, _READ_FLAGS | _NOATIME, dir_fd=dir_fd)
+        except PermissionError:
+            if not _NOATIME:
+                raise CorruptError("permission denied", file=where) from None
+            try:  # O_NOATIME is only allowed to the file's owner
+                fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+            except PermissionError:
+                raise CorruptError("permission denied", file=where) from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise CorruptError("is a symlink; not followed", file=where) from None
+            raise
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise CorruptError("not a regular file", file=where)
+        return fd
+
+    def _read(self, dir_fd: int, name: str, where: str, limit: int) -> bytes:
+        fd = self._open(dir_fd, name, where)
+        try:
+            chunks: list[bytes] = []
+            remaining = limit + 1
+            while remaining > 0:
+                chunk = os.read(fd, min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+        except OSError as e:
+            raise CorruptError(f"cannot read: {e.strerror}", file=where) from None
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
+        if len(data) > limit:
+            raise CorruptError(f"larger than {limit} bytes; not read", file=where)
+        return data
+
+    def read_top(self, name: str, limit: int = INDEX_LIMIT) -> bytes | None:
+        """Bytes of a top-level file (index.json, oci-layout), or None when it does not exist."""
+        try:
+            return self._read(self._root_fd, name, name, limit)
+        except FileNotFoundError:
+            return None
+
+    def stat_top(self, name: str) -> os.stat_result | None:
+        """lstat of a top-level entry, or None."""
+        try:
+            return os.stat(name, dir_fd=self._root_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def read_blob(self, digest: Digest, limit: int) -> bytes:
+        """The bytes of a blob (at most `limit`); FileNotFoundError when it is missing."""
+        fd = self.blob_dir_fd(digest.algorithm)
+        if fd is None:
+            raise FileNotFoundError(self.blob_relpath(digest))
+        return self._read(fd, digest.encoded, self.blob_relpath(digest), limit)
+
+    def read_blob_head(self, blob: BlobFile, n: int) -> bytes:
+        """The first `n` bytes of a blob file (to tell JSON from layer bytes)."""
+        fd = self.blob_dir_fd(blob.algorithm)
+        if fd is None:
+            raise FileNotFoundError(blob.relpath)
+        f = self._open(fd, blob.name, blob.relpath)
+        try:
+            return os.read(f, n)
+        finally:
+            os.close(f)
+
+    def open_blob_fd(self, blob: BlobFile) -> int:
+        """A read-only fd on a blob file (caller closes it); used for hashing."""
+        fd = self.blob_dir_fd(blob.algorithm)
+        if fd is None:
+            raise FileNotFoundError(blob.relpath)
+        return self._open(fd, blob.name, blob.relpath)
+
+    @staticmethod
+    def blob_relpath(digest: Digest) -> str:
+        return f"{BLOBS}/{digest.algorithm}/{digest.encoded}"
+
+    # -- scans ----------------------------------------------------------------------------------
+    def scan_blobs(self) -> BlobScan:
+        """One lstat pass over blobs/: every blob by digest, and everything else as a stray."""
+        blobs: dict[str, BlobFile] = {}
+        strays: list[Stray] = []
+        blobs_fd = self._subdir_fd(BLOBS)
+        if blobs_fd is None:
+            st = self.stat_top(BLOBS)
+            if st is not None:
+                strays.append(Stray(BLOBS, "not a directory (or a symlink); not followed", 0))
+            return BlobScan(blobs, tuple(strays))
+        for alg_entry in sorted(os.scandir(blobs_fd), key=lambda e: e.name):
+            rel_alg = f"{BLOBS}/{alg_entry.name}"
+            if alg_entry.name not in ALGORITHMS:
+                strays.append(Stray(rel_alg, "unknown digest algorithm folder", 0))
+                continue
+            alg_fd = self.blob_dir_fd(alg_entry.name)
+            if alg_fd is None:
+                strays.append(Stray(rel_alg, "not a directory (or a symlink); not followed", 0))
+                continue
+            for entry in os.scandir(alg_fd):
+                rel = f"{rel_alg}/{entry.name}"
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    strays.append(Stray(rel, "cannot stat", 0))
+                    continue
+                if not is_hex_name(alg_entry.name, entry.name):
+                    strays.append(Stray(rel, "name is not a digest", st.st_size))
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    kind = _file_kind(st.st_mode)
+                    strays.append(Stray(rel, f"{kind}, not a regular file; not followed", 0))
+                    continue
+                blob = BlobFile(alg_entry.name, entry.name, st.st_size, st.st_mtime_ns,
+                                st.st_mode)
+                blobs[blob.digest] = blob
+        ordered = dict(sorted(blobs.items()))
+        return BlobScan(ordered, tuple(sorted(strays, key=lambda s: s.relpath)))
+
+    def scan_ingest(self) -> tuple[IngestEntry, ...]:
+        """Every `ingest/<name>/` folder (interrupted writes), sorted by name."""
+        ingest_fd = self._subdir_fd(INGEST)
+        if ingest_fd is None:
+            return ()
+        out: list[IngestEntry] = []
+        for entry in sorted(os.scandir(ingest_fd), key=lambda e: e.name):
+            rel = f"{INGEST}/{entry.name}"
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                out.append(IngestEntry(entry.name, rel, st.st_size if stat.S_ISREG(st.st_mode)
+                                       else 0, None, None, st.st_mtime_ns, None))
+                continue
+            out.append(self._ingest_entry(entry.name, rel, st))
+        return tuple(out)
+
+    def _ingest_entry(self, name: str, rel: str, dir_st: os.stat_result) -> IngestEntry:
+        fd = self._subdir_fd(rel)
+        if fd is None:
+            return IngestEntry(name, rel, 0, None, None, dir_st.st_mtime_ns, None)
+        total_bytes = 0
+        data_size: int | None = None
+        mtime = dir_st.st_mtime_ns
+        files: dict[str, os.stat_result] = {}
+        for f in os.scandir(fd):
+            try:
+                fst = f.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(fst.st_mode):
+                total_bytes += fst.st_size
+                files[f.name] = fst
+        if "data" in files:
+            data_size = files["data"].st_size
+            mtime = files["data"].st_mtime_ns
+        total = _small_int(self, fd, "total", f"{rel}/total") if "total" in files else None
+        ref = _small_text(self, fd, "ref", f"{rel}/ref") if "ref" in files else None
+        return IngestEntry(name, rel, total_bytes, data_size, total, mtime, ref)
+
+    def walk_files(self) -> Iterator[tuple[str, os.stat_result]]:
+        """Every entry below DIR (relative path, lstat), not following symlinks; sorted."""
+        yield from _walk(self._root_fd, "")
+
+
+def _walk(fd: int, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
+    for entry in sorted(os.scandir(fd), key=lambda e: e.name):
+        rel = f"{prefix}{entry.name}"
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        yield rel, st
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                sub = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+            except OSError:
+                continue
+            try:
+                yield from _walk(sub, rel + "/")
+            finally:
+                os.close(sub)
+
+
+def _small_text(layout: Layout, dir_fd: int, name: str, where: str) -> str | None:
+    try:
+        return layout._read(dir_fd, name, where, 4096).decode("utf-8", "replace").strip()
+    except (OSError, CorruptError):
+        return None
+
+
+def _small_int(layout: Layout, dir_fd: int, name: str, where: str) -> int | None:
+    text = _small_text(layout, dir_fd, name, where)
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"

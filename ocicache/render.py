@@ -1,0 +1,225 @@
+"""Turn results into output: versioned JSON documents and human tables (tabulate + humanize)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from ocicache.api import ShowResult, Snapshot
+from ocicache.exports import Export
+from ocicache.reports import BlobRow, StackLayer, Usage
+from ocicache.timefmt import format_rfc3339, to_datetime
+
+SHORT = 19  # "sha256:" + 12 hex
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, sort_keys=False)
+
+
+def _t(ns: int | None) -> str | None:
+    return format_rfc3339(ns) if ns is not None else None
+
+
+def _digest(d: str, no_trunc: bool) -> str:
+    return d if no_trunc else d[:SHORT]
+
+
+def size(n: int | None) -> str:
+    import humanize
+
+    return "-" if n is None else str(humanize.naturalsize(n))
+
+
+def ago(ns: int | None, now: datetime) -> str:
+    import humanize
+
+    return "-" if ns is None else str(humanize.naturaltime(now - to_datetime(ns)))
+
+
+def table(rows: list[list[Any]], headers: list[str]) -> str:
+    from tabulate import tabulate
+
+    return str(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+
+
+# -- history ---------------------------------------------------------------------------------
+def export_json(e: Export, position: int) -> dict[str, Any]:
+    return {
+        "digest": e.digest,
+        "position": position,
+        "shape": e.shape,
+        "mediaType": e.media_type,
+        "tags": list(e.tags),
+        "pins": list(e.pins),
+        "current": e.current,
+        "created": _t(e.created_ns),
+        "createdFrom": e.created_from,
+        "mtime": _t(e.mtime_ns),
+        "newestStep": _t(e.newest_step_ns),
+        "layers": len(e.layers),
+        "size": e.size,
+        "uniqueSize": e.unique_size,
+        "manifestSize": e.manifest_size,
+        "config": e.config.digest if e.config else None,
+        "configSize": e.config.size if e.config else None,
+        "records": e.cache_config.record_count if e.cache_config else None,
+        "complete": e.complete,
+        "missing": list(e.missing),
+        "wrongSize": list(e.wrong_size),
+        "problems": list(e.problems),
+    }
+
+
+def history_json(snap: Snapshot) -> dict[str, Any]:
+    inv = snap.inventory
+    foreign = []
+    if inv.index is not None:
+        for entry in inv.index.entries:
+            if entry.descriptor.digest in inv.foreign:
+                foreign.append({"digest": entry.descriptor.digest,
+                                "mediaType": entry.descriptor.media_type,
+                                "refName": entry.ref_name, "position": entry.position})
+    return {
+        "schema": "ocicache/history@1",
+        "directory": str(snap.root),
+        "exports": [export_json(e, i) for i, e in enumerate(snap.exports)],
+        "foreign": foreign,
+        "warnings": snap.warnings,
+    }
+
+
+def _tag_cell(e: Export) -> str:
+    names = list(e.tags) + [f"{p} (pin)" for p in e.pins]
+    return ", ".join(names) if names else "-"
+
+
+def history_table(snap: Snapshot, now: datetime, no_trunc: bool = False) -> str:
+    rows = []
+    for i, e in enumerate(snap.exports):
+        created = ago(e.created_ns, now)
+        if e.created_from == "createdat":
+            created += " *"
+        state = "ok" if e.complete else "INCOMPLETE"
+        rows.append([f"~{i}", _digest(e.digest, no_trunc), _tag_cell(e), created,
+                     str(len(e.layers)), size(e.size), size(e.unique_size), e.shape or "?",
+                     state])
+    out = table(rows, ["REF", "DIGEST", "TAGS", "EXPORTED", "LAYERS", "SIZE", "UNIQUE", "SHAPE",
+                       "STATE"])
+    if any(e.created_from == "createdat" for e in snap.exports):
+        out += "\n* file mtimes were lost: time of the newest step built (createdAt)"
+    return out
+
+
+# -- show --------------------------------------------------------------------------------------
+def layer_json(layer: StackLayer) -> dict[str, Any]:
+    return {
+        "index": layer.index,
+        "parent": layer.parent,
+        "depth": layer.depth,
+        "digest": layer.digest,
+        "mediaType": layer.media_type,
+        "size": layer.size,
+        "created": _t(layer.created_ns),
+        "diffID": layer.diff_id,
+        "origins": list(layer.origins),
+        "present": layer.present,
+    }
+
+
+def show_json(r: ShowResult) -> dict[str, Any]:
+    doc = export_json(r.export, r.position)
+    doc["stack"] = [layer_json(x) for x in r.layers]
+    return {"schema": "ocicache/show@1", "directory": str(r.snapshot.root), "export": doc,
+            "warnings": r.snapshot.warnings}
+
+
+def show_text(r: ShowResult, now: datetime, no_trunc: bool = False) -> str:
+    e = r.export
+    head = [
+        f"export    ~{r.position}  {e.digest}",
+        f"tags      {_tag_cell(e)}",
+        f"exported  {ago(e.created_ns, now)} ({_t(e.created_ns) or 'unknown'}, from {e.created_from})",
+        f"shape     {e.shape} ({e.media_type})",
+        f"size      {size(e.size)} total, {size(e.unique_size)} unique",
+        f"config    {_digest(e.config.digest, no_trunc) if e.config else '-'} "
+        f"({size(e.config.size) if e.config else '-'}, "
+        f"{e.cache_config.record_count if e.cache_config else '?'} records)",
+        f"state     {'complete' if e.complete else 'INCOMPLETE'}",
+    ]
+    for p in e.problems:
+        head.append(f"problem   {p}")
+    for d in e.missing:
+        head.append(f"missing   {d}")
+    rows = []
+    for x in r.layers:
+        indent = "· " * x.depth
+        origin = ", ".join(x.origins) if x.origins else ""
+        rows.append([f"{indent}{x.index}", _digest(x.digest, no_trunc),
+                     (x.media_type or "?").rsplit("/", 1)[-1], size(x.size),
+                     ago(x.created_ns, now),
+                     _digest(x.diff_id, no_trunc) if x.diff_id else "-",
+                     ("" if x.present else "MISSING ") + origin])
+    return "\n".join(head) + "\n\n" + table(
+        rows, ["LAYER", "DIGEST", "TYPE", "SIZE", "CREATED", "DIFF ID", "NOTE"])
+
+
+# -- blobs -------------------------------------------------------------------------------------
+def blobs_json(snap: Snapshot, rows: list[BlobRow]) -> dict[str, Any]:
+    return {
+        "schema": "ocicache/blobs@1",
+        "directory": str(snap.root),
+        "blobs": [{"digest": b.digest, "size": b.size, "kind": b.kind, "exports": b.exports,
+                   "fromIndex": b.from_index, "referenced": b.exports > 0 or b.from_index,
+                   "mtime": format_rfc3339(b.mtime_ns), "mode": f"{b.mode & 0o7777:04o}"}
+                  for b in rows],
+        "strays": [{"path": s.relpath, "reason": s.reason} for s in snap.inventory.strays],
+        "warnings": snap.warnings,
+    }
+
+
+def blobs_table(snap: Snapshot, rows: list[BlobRow], now: datetime, no_trunc: bool = False
+                ) -> str:
+    out = []
+    for b in rows:
+        note = "index" if b.from_index else ("older" if b.exports else "UNREFERENCED")
+        out.append([_digest(b.digest, no_trunc), size(b.size), b.kind, str(b.exports), note,
+                    ago(b.mtime_ns, now)])
+    text = table(out, ["DIGEST", "SIZE", "KIND", "EXPORTS", "REACHED FROM", "MODIFIED"])
+    for s in snap.inventory.strays:
+        text += f"\nstray: {s.relpath}: {s.reason}"
+    return text
+
+
+# -- du ----------------------------------------------------------------------------------------
+_LABELS = {
+    "index": "reachable from index.json",
+    "older-exports": "only from older exports",
+    "unreferenced": "from no export",
+    "ingest": "stale ingest/ (interrupted writes)",
+    "stray": "stray entries in blobs/",
+    "metadata": "index.json, oci-layout, lock",
+}
+
+
+def du_json(snap: Snapshot, usage: list[Usage]) -> dict[str, Any]:
+    return {
+        "schema": "ocicache/du@1",
+        "directory": str(snap.root),
+        "categories": [{"category": u.category, "files": u.files, "bytes": u.bytes}
+                       for u in usage],
+        "total": {"files": sum(u.files for u in usage), "bytes": sum(u.bytes for u in usage)},
+        "exports": {"total": len(snap.exports),
+                    "current": sum(1 for e in snap.exports if e.referenced_by_index)},
+        "warnings": snap.warnings,
+    }
+
+
+def du_table(snap: Snapshot, usage: list[Usage]) -> str:
+    total = sum(u.bytes for u in usage) or 1
+    rows = [[_LABELS[u.category], str(u.files), size(u.bytes), f"{100 * u.bytes / total:.1f}%"]
+            for u in usage]
+    rows.append(["total", str(sum(u.files for u in usage)), size(sum(u.bytes for u in usage)),
+                 "100.0%"])
+    return table(rows, ["WHERE", "FILES", "SIZE", "SHARE"])

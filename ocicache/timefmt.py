@@ -1,0 +1,50 @@
+"""RFC 3339 times as integer nanoseconds since the epoch, both ways (BuildKit writes nanoseconds)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9})\d*)?"
+    r"(Z|z|[+-]\d{2}:\d{2})"
+)
+
+
+def parse_rfc3339_ns(text: object) -> int | None:
+    """Nanoseconds since the epoch, or None for a missing, malformed or zero time.
+
+    BuildKit writes Go's zero time `0001-01-01T00:00:00Z` for unknown times (FORMAT.md).
+    """
+    if not isinstance(text, str) or len(text) > 64:
+        return None
+    m = _RFC3339.fullmatch(text)
+    if not m:
+        return None
+    year, month, day, hour, minute, second, frac, zone = m.groups()
+    if year == "0001":
+        return None
+    try:
+        base = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
+                        tzinfo=UTC)
+    except ValueError:
+        return None
+    offset = 0
+    if zone not in ("Z", "z"):
+        sign = 1 if zone[0] == "+" else -1
+        offset = sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+    seconds = int(base.timestamp()) - offset
+    nanos = int((frac or "0").ljust(9, "0"))
+    return seconds * 1_000_000_000 + nanos
+
+
+def format_rfc3339(ns: int) -> str:
+    """`2026-11-27T19:16:57.260096Z`: UTC, microsecond precision."""
+    dt = datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC)
+    micros = (ns % 1_000_000_000) // 1000
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
+
+
+def to_datetime(ns: int) -> datetime:
+    """An aware UTC datetime for `ns`."""
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC)
