@@ -63,9 +63,12 @@ def loads_strict(data: bytes, file: str) -> Any:
     except _DuplicateKey as e:
         raise CorruptError(f"duplicate key {str(e)!r}", file=file) from None
     except json.JSONDecodeError as e:
-        what = "truncated JSON" if e.pos >= len(text.rstrip()) else "malformed JSON"
-        raise CorruptError(f"{what} at line {e.lineno} column {e.colno}: {e.msg}",
-                           file=file) from None
+        # A torn write (BuildKit rewrites index.json in place) leaves a valid prefix: the
+        # decoder then fails at the very end, or inside a string it never saw closed.
+        torn = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")
+        what = "truncated JSON" if torn else "malformed JSON"
+        raise CorruptError(f"{what} ({e.msg.removesuffix(' starting at')} at line {e.lineno} "
+                           f"column {e.colno}; {len(data)} bytes)", file=file) from None
     except RecursionError:
         raise CorruptError("JSON nested too deeply", file=file) from None
     except ValueError as e:
@@ -142,8 +145,8 @@ def parse_cache_manifest(doc: object, digest: str, file: str) -> CacheManifest:
     rest = [m for m in doc["manifests"] if m["mediaType"] != mt.CACHE_CONFIG]
     layers, others = _split(rest)
     # BuildKit writes exactly one cache config (last); extra ones are reported by `check`.
-    config = configs[-1] if configs else None
-    return CacheManifest(digest, shape, media_type, config, layers,
+    cache_config = configs[-1] if configs else None
+    return CacheManifest(digest, shape, media_type, cache_config, layers,
                          others + tuple(configs[:-1]))
 
 

@@ -14,7 +14,7 @@ import os
 import stat
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from ocicache.errors import BusyError, RefusedError
 from ocicache.layout import LOCK_FILE
@@ -63,8 +63,6 @@ def index_lock(root_fd: int, timeout: float = 10.0) -> Iterator[None]:
         yield
     finally:
         # Like BuildKit: remove the lock file while still holding it, then release.
-        try:
+        with suppress(FileNotFoundError):
             os.unlink(LOCK_FILE, dir_fd=root_fd)
-        except FileNotFoundError:
-            pass
         os.close(fd)

@@ -96,11 +96,11 @@ class Builder:
             if new_parent != 0:  # a missing parent means 0 (FORMAT.md)
                 entry["parent"] = new_parent
             config_layers.append(entry)
-        records = [{"digest": "sha256:" + hashlib.sha256(f"rec{i}{l['digest']}".encode())
+        records = [{"digest": "sha256:" + hashlib.sha256(f"rec{i}{x['digest']}".encode())
                     .hexdigest(),
                     "layers": [{"layer": where[i],
-                                "createdAt": l["annotations"][ANN_CREATED]}]}
-                   for i, l in enumerate(layers)]
+                                "createdAt": x["annotations"][ANN_CREATED]}]}
+                   for i, x in enumerate(layers)]
         config = compact({"layers": config_layers, "records": records})
         config_digest = self.blob(config)
         config_desc = {"mediaType": mt.CACHE_CONFIG, "digest": config_digest,

@@ -1,0 +1,61 @@
+"""Shared test helpers: copies of the real BuildKit fixtures, CLI runner, tree snapshots."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures" / "buildkit-v0.32.2"
+CASES = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
+
+
+def groundtruth(case: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / f"{case}.groundtruth.json").read_text())
+
+
+def copy_fixture(case: str, dest: Path, restore_mtimes: bool) -> Path:
+    """A writable copy of a real fixture; with restore_mtimes, blob mtimes and 0444 modes as
+    BuildKit left them (git keeps neither)."""
+    target = dest / case
+    shutil.copytree(FIXTURES / case, target)
+    if restore_mtimes:
+        for blob in groundtruth(case)["final"]["blobs_on_disk"]:
+            path = target / "blobs" / "sha256" / blob["digest"].split(":", 1)[1]
+            os.utime(path, ns=(blob["mtime_ns"], blob["mtime_ns"]))
+            os.chmod(path, int(blob["mode"], 8))
+    return target
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `python -m ocicache ARGS` as a user would; never hangs the suite."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.setdefault("OCICACHE_NO_CACHE", "1")
+    return subprocess.run([sys.executable, "-m", "ocicache", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, env=full_env)
+
+
+def tree_state(root: Path) -> list[tuple[str, int, int, int]]:
+    """Names, sizes, modes and mtimes of everything below root (symlinks not followed)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(dirnames + filenames):
+            p = Path(dirpath) / name
+            st = p.lstat()
+            out.append((str(p.relative_to(root)), st.st_size if not stat.S_ISDIR(st.st_mode)
+                        else 0, st.st_mode, st.st_mtime_ns))
+    return sorted(out)
+
+
+@pytest.fixture(params=CASES)
+def case(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
