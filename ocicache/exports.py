@@ -36,6 +36,7 @@ class Export:
     tags: tuple[str, ...]  # index.json ref names BuildKit wrote for it
     pins: tuple[str, ...]  # ref names `ocicache pin` registered for it
     positions: tuple[int, ...]  # its index.json positions
+    tag_positions: tuple[int, ...]  # positions of the entries BuildKit wrote (not our pins)
     created_ns: int | None
     created_from: str
     mtime_ns: int | None
@@ -98,8 +99,8 @@ def build_exports(inv: Inventory) -> list[Export]:
     counts: Counter[str] = Counter()
     for f in facts:
         counts.update(f.sizes.keys())
-    lost = _mtimes_lost(facts)
-    return order_newest_first([_finish(f, counts, lost) for f in facts])
+    usable = _mtimes_usable(facts)
+    return order_newest_first([_finish(f, counts, usable) for f in facts])
 
 
 def _facts(inv: Inventory, digest: str, entries: list[tuple[int, str | None, bool]]) -> _Facts:
@@ -153,21 +154,27 @@ def _facts(inv: Inventory, digest: str, entries: list[tuple[int, str | None, boo
     )
 
 
-def _mtimes_lost(facts: list[_Facts]) -> bool:
-    """True when manifest mtimes cannot be export times: all are younger than every step built.
+def _mtimes_usable(facts: list[_Facts]) -> bool:
+    """Whether manifest mtimes are export times, for the whole directory at once.
 
-    In a directory BuildKit wrote, the first export's manifest predates the steps that later
-    exports built; after a checkout or a copy that drops mtimes, every file is newer than all.
+    Not when any manifest is older than its own newest step (a manifest is written after its
+    steps were built: its mtime comes from a skewed clock or was reset), nor when every manifest
+    is younger than every step ever built (a checkout or a copy that dropped mtimes: in a
+    directory BuildKit wrote, the first export predates the steps later exports built).
+    Evidence is never mixed: two clocks would interleave exports wrongly.
     """
-    mtimes = [f.blob_mtime for f in facts if f.blob_mtime is not None and f.manifest]
-    steps = [f.newest_step for f in facts if f.newest_step is not None]
-    return len(mtimes) >= 2 and bool(steps) and min(mtimes) >= max(steps)
+    dated = [(f.blob_mtime, f.newest_step) for f in facts
+             if f.blob_mtime is not None and f.manifest is not None]
+    if any(step is not None and mtime < step - _SKEW_NS for mtime, step in dated):
+        return False
+    steps = [step for _, step in dated if step is not None]
+    return not (len(dated) >= 2 and steps and min(m for m, _ in dated) >= max(steps))
 
 
-def _finish(f: _Facts, counts: Counter[str], mtimes_lost: bool) -> Export:
+def _finish(f: _Facts, counts: Counter[str], mtimes_usable: bool) -> Export:
     mtime, newest = f.blob_mtime, f.newest_step
     created: int | None
-    if mtime is not None and not mtimes_lost and (newest is None or mtime >= newest - _SKEW_NS):
+    if mtime is not None and mtimes_usable:
         created, evidence = mtime, EVIDENCE_MTIME
     elif newest is not None:
         created, evidence = newest, EVIDENCE_CREATEDAT
@@ -182,6 +189,7 @@ def _finish(f: _Facts, counts: Counter[str], mtimes_lost: bool) -> Export:
         tags=tuple(dict.fromkeys(n for _, n, p in f.entries if n is not None and not p)),
         pins=tuple(dict.fromkeys(n for _, n, p in f.entries if n is not None and p)),
         positions=tuple(pos for pos, _, _ in f.entries),
+        tag_positions=tuple(pos for pos, n, p in f.entries if not p),
         created_ns=created,
         created_from=evidence,
         mtime_ns=mtime,
@@ -199,16 +207,23 @@ def _finish(f: _Facts, counts: Counter[str], mtimes_lost: bool) -> Export:
 
 
 def order_newest_first(exports: list[Export]) -> list[Export]:
-    """Sort by export time, keeping BuildKit's index.json entries in their append order."""
+    """Sort by export time, newest first, within what index.json proves about the order.
+
+    BuildKit appends each export's entry at the end of index.json, so the entries it wrote are
+    in export order, and the last of them is the newest export of all (even when it re-exported
+    a manifest whose blob, never rewritten, keeps an older mtime).
+    """
     effective: dict[str, int] = {e.digest: e.created_ns or 0 for e in exports}
+    written = sorted((max(e.tag_positions), e.digest) for e in exports if e.tag_positions)
     running = 0
-    written_by_buildkit = sorted(
-        ((min(e.positions), e) for e in exports if e.tags), key=lambda pe: pe[0])
-    for _, e in written_by_buildkit:
-        running = max(running, effective[e.digest])
-        effective[e.digest] = running
+    for _, digest in written:
+        running = max(running, effective[digest])
+        effective[digest] = running
+    if written:
+        effective[written[-1][1]] = max(effective.values())
+    last_position = {digest: pos for pos, digest in written}
     return sorted(
         exports,
-        key=lambda e: (effective[e.digest], max(e.positions) if e.tags else -1, e.digest),
+        key=lambda e: (effective[e.digest], last_position.get(e.digest, -1), e.digest),
         reverse=True,
     )

@@ -155,3 +155,43 @@ def test_symlinked_blob_is_not_followed(tmp_path: Path) -> None:
 def test_version_and_module_entry_point() -> None:
     r = run_cli("--version")
     assert r.returncode == 0 and r.stdout.startswith("ocicache ")
+
+
+def test_reexported_identical_manifest_is_the_newest(tmp_path: Path) -> None:
+    # Identical builds write byte-identical manifests: no new blob (its mtime stays old),
+    # but BuildKit moves the tag's entry to the end of index.json.
+    b = Builder(tmp_path)
+    first = [b.layer("r"), b.layer("one")]
+    m1 = b.export(first)
+    m2 = b.export([first[0], b.layer("two")])
+    assert b.export(first) == m1
+    exports = api.history(tmp_path).exports
+    assert [e.digest for e in exports] == [m1, m2]
+    assert exports[0].current and not exports[1].current
+
+
+def test_skewed_clock_uses_createdat_for_every_export(tmp_path: Path) -> None:
+    # The daemon's clock (createdAt) ahead of the client's (mtimes): a manifest cannot predate
+    # its own steps, so no mtime is trusted and no two clocks are mixed.
+    b = Builder(tmp_path)
+    ahead = b.clock_ns + 3600 * 10**9
+    old = b.export([b.layer("r", created_ns=ahead)])
+    new = b.export([b.layer("r", created_ns=ahead), b.layer("s", created_ns=ahead + 10**9)])
+    exports = api.history(tmp_path).exports
+    assert [e.digest for e in exports] == [new, old]
+    assert {e.created_from for e in exports} == {"createdat"}
+
+
+def test_mtimes_lost_keeps_index_order_between_tags(tmp_path: Path) -> None:
+    # Like f-tags: tag b's export built newer steps than tag a's later re-export, but index.json
+    # proves a came after b. With mtimes lost (all reset to one instant), order still holds.
+    b = Builder(tmp_path)
+    r, s, t = b.layer("r"), b.layer("s"), b.layer("t")
+    first = b.export([r], tag="a")
+    mb = b.export([r, s, t], tag="b")
+    ma = b.export([r, s], tag="a")
+    for p in (tmp_path / "blobs" / "sha256").iterdir():
+        os.utime(p, ns=(b.clock_ns + 10**12, b.clock_ns + 10**12))
+    exports = api.history(tmp_path).exports
+    assert [e.digest for e in exports] == [ma, mb, first]
+    assert exports[0].created_from == "createdat"
