@@ -1,7 +1,9 @@
 """BuildKit's own index.json lock: a short, non-blocking flock on DIR/index.json.lock.
 
-BuildKit (the client's local content store) takes a NON-blocking flock on `index.json.lock`
-around every read and write of index.json and removes the lock file afterwards (FORMAT.md).
+BuildKit's client (client/ociindex) takes a NON-blocking flock on `index.json.lock` around every
+access to index.json: shared (TryRLock) to read it, exclusive (TryLock) to rewrite it, and it
+removes the lock file after unlocking. A writer that finds the lock taken fails its export at
+once, so we hold the lock briefly, and shared when we only read.
 We do the same, retry briefly while it is busy, and after locking check that the file we hold
 is still the one at that path (BuildKit may have unlinked it between our open and flock).
 """
@@ -23,8 +25,9 @@ _FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
 @contextmanager
-def index_lock(root_fd: int, timeout: float = 10.0) -> Iterator[None]:
-    """Hold BuildKit's index.json lock in the directory `root_fd`; BusyError after `timeout` s."""
+def index_lock(root_fd: int, timeout: float = 10.0, shared: bool = False) -> Iterator[None]:
+    """Hold BuildKit's index.json lock in the directory `root_fd` (shared: as a reader, which
+    BuildKit's own readers do not block on); BusyError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     delay = 0.005
     while True:
@@ -38,7 +41,7 @@ def index_lock(root_fd: int, timeout: float = 10.0) -> Iterator[None]:
                 raise RefusedError("is a symlink; refusing to use it", file=LOCK_FILE) from None
             raise
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             if time.monotonic() >= deadline:
