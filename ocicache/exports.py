@@ -53,8 +53,9 @@ class Export:
 
     @property
     def current(self) -> bool:
-        """The export a tag currently points at (pins do not count)."""
-        return bool(self.tags)
+        """The export an index.json entry BuildKit wrote points at (pins do not count; an entry
+        without a ref name, as very old clients may write, still counts)."""
+        return bool(self.tag_positions)
 
     @property
     def complete(self) -> bool:

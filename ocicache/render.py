@@ -92,6 +92,8 @@ def history_json(snap: Snapshot) -> dict[str, Any]:
 
 def _tag_cell(e: Export) -> str:
     names = list(e.tags) + [f"{p} (pin)" for p in e.pins]
+    if e.current and not e.tags:
+        names.insert(0, "(unnamed entry)")
     return ", ".join(names) if names else "-"
 
 

@@ -195,3 +195,17 @@ def test_mtimes_lost_keeps_index_order_between_tags(tmp_path: Path) -> None:
     exports = api.history(tmp_path).exports
     assert [e.digest for e in exports] == [ma, mb, first]
     assert exports[0].created_from == "createdat"
+
+
+def test_index_entry_without_ref_name_is_current(tmp_path: Path) -> None:
+    b = Builder(tmp_path)
+    old = b.export([b.layer("r")])
+    new = b.export([b.layer("r"), b.layer("s")], tag=None)
+    data = (tmp_path / "blobs" / "sha256" / new[7:]).read_bytes()
+    b.entries = [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": new,
+                  "size": len(data)}]
+    b.write_index()
+    exports = {e.digest: e for e in api.history(tmp_path).exports}
+    assert exports[new].current and exports[new].tags == ()
+    assert not exports[old].current
+    assert "(unnamed entry)" in run_cli("history", str(tmp_path)).stdout
