@@ -316,6 +316,7 @@ def explain(text: str, read_dir: DirReader, fallback_dir: str | None = None) -> 
     tag = parsed.get("tag")
     new_digest: str | None = None
     new_tag: str | None = None
+    tag_ok = False
     if digest is not None and digest != "":
         if tag is not None:
             x.add(SEV_NOTE, "tag", "ignored: with digest= BuildKit loads that manifest and "
@@ -334,11 +335,11 @@ def explain(text: str, read_dir: DirReader, fallback_dir: str | None = None) -> 
         else:
             new_digest = digest
         if new_digest is None and view is not None:
-            new_tag = _judge_tag(x, view, tag, fallback=True)
+            tag_ok, new_tag = _judge_tag(x, view, tag, fallback=True)
     else:
         if digest == "":
             x.add(SEV_NOTE, "digest", "empty: BuildKit looks the tag up in index.json instead")
-        new_tag = _judge_tag(x, view, tag, fallback=False) if view is not None else tag
+        tag_ok, new_tag = _judge_tag(x, view, tag, fallback=False)
     # -- the corrected spec ----------------------------------------------------------------------
     if candidate:
         attrs: list[tuple[str, str]] = [("src", candidate)]
@@ -346,7 +347,7 @@ def explain(text: str, read_dir: DirReader, fallback_dir: str | None = None) -> 
             attrs.append(("digest", new_digest))
         elif new_tag is not None:
             attrs.append(("tag", new_tag))
-        if x.outcome != OUTCOME_SKIPPED or view is None or new_digest or new_tag:
+        if view is None or new_digest is not None or tag_ok:
             x.corrected = spec_mod.format_spec("local", attrs)
     return x
 
@@ -356,15 +357,16 @@ def by_digest(view: DirView, digest: str) -> Export:
 
 
 def _judge_tag(x: Explanation, view: DirView | None, tag: str | None,
-               fallback: bool) -> str | None:
-    """Judge the tag lookup BuildKit does when no usable digest is given; the tag to keep."""
+               fallback: bool) -> tuple[bool, str | None]:
+    """Judge the tag lookup BuildKit does when no usable digest is given: whether it works,
+    and the tag to write (None for the default `latest`)."""
     if view is None:
-        return tag
+        return True, tag
     inv = view.inventory
     if inv.index is None:
         x.add(SEV_WARNING, "tag", "index.json cannot be read: BuildKit skips the import")
         x.worsen(OUTCOME_SKIPPED)
-        return None
+        return False, None
     name = tag if tag else "latest"
     tags = index_tags(inv)
     if name not in tags:
@@ -373,7 +375,7 @@ def _judge_tag(x: Explanation, view: DirView | None, tag: str | None,
         x.add(SEV_WARNING, key, f"tag {name!r} is not in index.json (tags: {known}): BuildKit "
               f"skips the import (\"no digest found for tag {name}\")")
         x.worsen(OUTCOME_SKIPPED)
-        return None
+        return False, None
     digest = tags[name]
     e = next((o for o in view.exports if o.digest == digest), None)
     if fallback:
@@ -382,6 +384,6 @@ def _judge_tag(x: Explanation, view: DirView | None, tag: str | None,
         x.add(SEV_WARNING, "tag", f"tag {name!r} names {digest}, which is not a cache "
               "manifest: BuildKit skips the import")
         x.worsen(OUTCOME_SKIPPED)
-        return None
+        return False, None
     _judge_export(x, inv, e, "tag")
-    return tag if tag else None
+    return True, tag if tag else None

@@ -141,10 +141,19 @@ def local_spec(src: str, digest: str | None = None, tag: str | None = None) -> s
 
 
 def _hcl_string(s: str) -> str:
-    # HCL quoted template: escape backslash and quote; `${` and `%{` start interpolation.
-    out = s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    out = out.replace("\t", "\\t").replace("${", "$${").replace("%{", "%%{")
-    return f'"{out}"'
+    # An HCL quoted template: escapes \\ \" \n \r \t \uNNNN; `${` and `%{` start templates.
+    out: list[str] = []
+    for c in s:
+        if c in '"\\':
+            out.append("\\" + c)
+        elif c in "\n\r\t":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[c])
+        elif ord(c) < 0x20 or ord(c) == 0x7F:
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(c)
+    text = "".join(out).replace("${", "$${").replace("%{", "%%{")
+    return f'"{text}"'
 
 
 _YAML_PLAIN = re.compile(r"[A-Za-z0-9_./=,+-][A-Za-z0-9_./=,:+@ -]*")

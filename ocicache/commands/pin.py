@@ -12,6 +12,18 @@ from ocicache import spec as spec_mod
 from ocicache.errors import EXIT_WONT_IMPORT, UsageError
 
 _FORMATS = ", ".join(spec_mod.FORMATS)
+_DIR_HELP = "The cache directory (--cache-to type=local,dest=DIR)."
+OptDirArg = typer.Argument(None, help=_DIR_HELP + " Not needed with --explain.",
+                           show_default=False)
+OptRefArg = typer.Argument(None, help="Tag, pin, digest, digest prefix (7+ hex) or ~N; default: "
+                           "the newest export of tag `latest`, else the newest.",
+                           show_default=False)
+DirArg = typer.Argument(..., help=_DIR_HELP, show_default=False)
+RefArg = typer.Argument(..., help="The export: tag, digest, digest prefix (7+ hex) or ~N.",
+                        show_default=False)
+NameArg = typer.Argument(..., help="The ref name to register (OCI ref-name grammar).",
+                         show_default=False)
+PinNameArg = typer.Argument(..., help="The pin to remove.", show_default=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -19,12 +31,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def ref(
-        directory: Path | None = typer.Argument(
-            None, help="The cache directory (--cache-to type=local,dest=DIR).",
-            show_default=False),
-        ref: str | None = typer.Argument(
-            None, help="Tag, digest, digest prefix (7+ hex) or ~N; default: the newest export "
-                       "of tag `latest`, else the newest.", show_default=False),
+        directory: Path | None = OptDirArg,
+        ref: str | None = OptRefArg,
         fmt: str = typer.Option("bare", "--format", "-f", help=f"One of: {_FORMATS}."),
         all_: bool = typer.Option(False, "--all", help="One spec per export, newest first."),
         explain: str | None = typer.Option(
@@ -78,11 +86,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def pin(
-        directory: Path = typer.Argument(..., help="The cache directory.", show_default=False),
-        ref: str = typer.Argument(..., help="The export: tag, digest, digest prefix or ~N.",
-                                  show_default=False),
-        name: str = typer.Argument(..., help="The ref name to register (OCI ref-name grammar).",
-                                   show_default=False),
+        directory: Path = DirArg,
+        ref: str = RefArg,
+        name: str = NameArg,
         force: bool = typer.Option(False, "--force",
                                    help="Replace an entry of that name BuildKit wrote."),
         fmt: str = typer.Option("bare", "--format", "-f", help=f"One of: {_FORMATS}."),
@@ -105,8 +111,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def unpin(
-        directory: Path = typer.Argument(..., help="The cache directory.", show_default=False),
-        name: str = typer.Argument(..., help="The pin to remove.", show_default=False),
+        directory: Path = DirArg,
+        name: str = PinNameArg,
         force: bool = typer.Option(False, "--force",
                                    help="Also remove an entry BuildKit wrote (a tag)."),
         json: bool = typer.Option(False, "--json", help="Print a versioned JSON document."),
