@@ -107,7 +107,9 @@ def ref(directory: str | os.PathLike[str], ref: str | None = None) -> tuple[Snap
     Raises RefusedError when BuildKit would refuse to import it (manifest or cache config
     missing, unreadable, or over 1 MiB); missing layers are warnings in the result.
     """
-    snap = history(directory)
+    # With digest= BuildKit never reads index.json: a torn one must not stop us (its
+    # problem is in snap.warnings); only tags become unknown.
+    snap = read(directory)
     if ref is None:
         export = cachefrom.default_export(snap.exports)
         if export is None:
@@ -124,7 +126,7 @@ def ref(directory: str | os.PathLike[str], ref: str | None = None) -> tuple[Snap
 
 def ref_all(directory: str | os.PathLike[str]) -> tuple[Snapshot, list[RefResult]]:
     """The spec of every export, newest first (refused ones carry spec None and the reason)."""
-    snap = history(directory)
+    snap = read(directory)
     return snap, [_ref_result(snap, e) for e in snap.exports]
 
 

@@ -275,3 +275,27 @@ def test_sigkill_during_rewrites_never_tears_index(tmp_path: Path) -> None:
         assert (d / "index.json").read_bytes() == old
         assert sorted(os.listdir(d)) == ["blobs", "index.json", "oci-layout"]
     assert states["old"] + states["new"] == 8
+
+
+def test_busy_lock_refuses(tmp_path: Path) -> None:
+    import fcntl
+
+    from ocicache.errors import BusyError
+    from ocicache.layout import Layout
+
+    d = copy_case("f-tags", tmp_path / "f")
+    before = (d / "index.json").read_bytes()
+    with open(d / "index.json.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BuildKit is writing
+        with Layout(d) as layout, pytest.raises(BusyError):
+            indexwrite.rewrite_index(layout, lambda entries: entries[:1], timeout=0.05)
+    assert (d / "index.json").read_bytes() == before
+
+
+def test_ref_works_with_a_torn_index(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = copy_case("a-history-min", tmp_path / "a")
+    oldest = api.history(d).exports[-1]
+    (d / "index.json").write_bytes(b'{"schemaVersion":2,"manif')
+    code, out, err = run(capsys, "ref", str(d), oldest.digest)
+    assert (code, out) == (0, f"type=local,src={d},digest={oldest.digest}\n")
+    assert "index.json" in err
