@@ -14,6 +14,7 @@ cache/remotecache/local):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -299,6 +300,12 @@ def explain(text: str, read_dir: DirReader, fallback_dir: str | None = None) -> 
             x.add(SEV_NOTE, key, "not an option of a local cache import: ignored")
     # -- the directory -------------------------------------------------------------------------
     view: DirView | None = None
+    if candidate and candidate.startswith("~"):
+        expanded = os.path.expanduser(candidate)
+        x.add(SEV_WARNING, "src", f"{candidate}: no shell expands `~` inside a --cache-from "
+              f"value, so BuildKit looks for a directory literally named so; use {expanded}")
+        x.worsen(OUTCOME_SKIPPED)
+        candidate = expanded
     if candidate:
         if not candidate.startswith("/"):
             x.add(SEV_NOTE, "src", "a relative path: BuildKit resolves it against the "

@@ -274,6 +274,8 @@ def test_explain_against_a_directory(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert doc["outcome"] == "fails" and doc["corrected"] == f"type=local,src={d},tag=alpha"
     doc = _explain(f'cache-from: "type=local,src={d}"')
     assert doc["outcome"] == "imports"
+    doc = _explain("type=local,src=~/no-such-cache-dir")
+    assert doc["corrected"] == f"type=local,src={Path.home()}/no-such-cache-dir"
 
 
 def test_explain_other_types_and_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
