@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from ocicache import reports
+from ocicache import cachefrom, pins, reports
+from ocicache import spec as spec_mod
+from ocicache.errors import NotFoundError, OcicacheError, RefusedError
 from ocicache.exports import Export, build_exports
+from ocicache.indexwrite import RawEntry, rewrite_index
 from ocicache.inventory import Inventory, read_inventory
 from ocicache.layout import INDEX_JSON, LOCK_FILE, OCI_LAYOUT, Layout
 from ocicache.refs import resolve
@@ -72,3 +76,117 @@ def du(directory: str | os.PathLike[str]) -> tuple[Snapshot, list[reports.Usage]
     """Where the bytes are, by category."""
     snap = read(directory)
     return snap, reports.disk_usage(snap.inventory, snap.exports, list(snap.metadata_sizes))
+
+
+# -- ref, pin, unpin (cache-from specs and pins) ----------------------------------------------
+@dataclass(frozen=True)
+class RefResult:
+    """The import spec of one export, or why BuildKit would refuse it."""
+
+    export: Export
+    position: int  # N in ~N
+    src: str
+    spec: str | None  # None when refused
+    readiness: cachefrom.Readiness
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.readiness.warnings)
+
+
+def _ref_result(snap: Snapshot, export: Export) -> RefResult:
+    r = cachefrom.readiness(snap.inventory, export)
+    src = str(snap.root)
+    spec = spec_mod.local_spec(src, digest=export.digest) if r.ok else None
+    return RefResult(export, snap.exports.index(export), src, spec, r)
+
+
+def ref(directory: str | os.PathLike[str], ref: str | None = None) -> tuple[Snapshot, RefResult]:
+    """The `--cache-from` spec of one export (default: newest of tag `latest`, else newest).
+
+    Raises RefusedError when BuildKit would refuse to import it (manifest or cache config
+    missing, unreadable, or over 1 MiB); missing layers are warnings in the result.
+    """
+    # With digest= BuildKit never reads index.json: a torn one must not stop us (its
+    # problem is in snap.warnings); only tags become unknown.
+    snap = read(directory)
+    if ref is None:
+        export = cachefrom.default_export(snap.exports)
+        if export is None:
+            raise NotFoundError("no exports in this directory", file=str(snap.root))
+    else:
+        export = resolve(snap.exports, ref)
+    result = _ref_result(snap, export)
+    if result.spec is None:
+        raise RefusedError(f"{export.digest}: BuildKit would not import this export: "
+                           f"{result.readiness.refusal}", file=str(snap.root),
+                           hint="`ocicache history DIR` lists the exports and their state")
+    return snap, result
+
+
+def ref_all(directory: str | os.PathLike[str]) -> tuple[Snapshot, list[RefResult]]:
+    """The spec of every export, newest first (refused ones carry spec None and the reason)."""
+    snap = read(directory)
+    return snap, [_ref_result(snap, e) for e in snap.exports]
+
+
+def _dir_view(path: str) -> cachefrom.DirView | str:
+    try:
+        snap = read(path)
+    except OcicacheError as e:
+        return e.message
+    return cachefrom.DirView(snap.inventory, snap.exports)
+
+
+def explain(spec: str, directory: str | os.PathLike[str] | None = None
+            ) -> cachefrom.Explanation:
+    """What BuildKit does with a `--cache-from` value, reading the directory it names.
+
+    `directory` is used as src when the spec names none. Raises UsageError when buildx cannot
+    parse the value at all.
+    """
+    fallback = os.path.abspath(directory) if directory is not None else None
+    return cachefrom.explain(spec, _dir_view, fallback)
+
+
+def pin(directory: str | os.PathLike[str], ref: str, name: str, *, force: bool = False,
+        now: datetime | None = None) -> tuple[pins.PinResult, RefResult]:
+    """Register the export REF in index.json under NAME (an ocicache pin).
+
+    Refuses what `ref` refuses, and a NAME BuildKit wrote unless `force`. The rewrite is atomic
+    and under BuildKit's lock; every other entry keeps its exact bytes.
+    """
+    pins.validate_name(name)
+    snap = history(directory)
+    export = resolve(snap.exports, ref)
+    result = _ref_result(snap, export)
+    if result.spec is None:
+        raise RefusedError(f"{export.digest}: BuildKit would not import this export: "
+                           f"{result.readiness.refusal}; not pinning it", file=str(snap.root))
+    found: dict[str, object] = {}
+    when = now if now is not None else datetime.now(UTC)
+    with Layout(snap.root) as layout:
+
+        def guarded(entries: list[RawEntry]) -> list[RawEntry]:
+            out = pins.pin_transform(export, name, when, force, found)(entries)
+            if out is not entries:
+                pins.verify_manifest(layout, export)
+            return out
+
+        rewrite = rewrite_index(layout, guarded)
+    replaced = found.get("replaced", ())
+    assert isinstance(replaced, tuple)
+    tag_spec = spec_mod.local_spec(str(snap.root), tag=name)
+    return (pins.PinResult(name, export, replaced, rewrite.changed),
+            RefResult(export, result.position, result.src, tag_spec, result.readiness))
+
+
+def unpin(directory: str | os.PathLike[str], name: str, *, force: bool = False
+          ) -> pins.UnpinResult:
+    """Remove the pin NAME from index.json (a BuildKit-written tag only with `force`)."""
+    found: dict[str, object] = {}
+    with Layout(directory) as layout:
+        rewrite_index(layout, pins.unpin_transform(name, force, found))
+    removed = found.get("removed", ())
+    assert isinstance(removed, tuple)
+    return pins.UnpinResult(name, removed)

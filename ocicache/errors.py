@@ -5,6 +5,9 @@ from __future__ import annotations
 # Exit codes (documented in README.md, "Exit codes"). Typer/click uses 2 for usage errors.
 EXIT_OK = 0
 EXIT_PROBLEMS = 1  # `check` found integrity problems
+# `ref --explain`: the spec would fail the build or import nothing (same value as EXIT_PROBLEMS:
+# the command ran and found the input wrong; 0 means it imports, possibly with warnings).
+EXIT_WONT_IMPORT = 1
 EXIT_USAGE = 2  # bad command line, bad REF/SPEC syntax
 EXIT_NOT_CACHE_DIR = 3  # DIR missing, unreadable, or not a cache directory
 EXIT_CORRUPT = 4  # a document needed for the answer is torn, malformed or invalid
