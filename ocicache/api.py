@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ocicache import reports
 from ocicache.exports import Export, build_exports
 from ocicache.inventory import Inventory, read_inventory
 from ocicache.layout import INDEX_JSON, LOCK_FILE, OCI_LAYOUT, Layout
 from ocicache.refs import resolve
+
+if TYPE_CHECKING:
+    from ocicache.gc_apply import GcResult
+    from ocicache.gc_plan import Policy as GcPolicy
 
 
 @dataclass(frozen=True)
@@ -72,3 +77,11 @@ def du(directory: str | os.PathLike[str]) -> tuple[Snapshot, list[reports.Usage]
     """Where the bytes are, by category."""
     snap = read(directory)
     return snap, reports.disk_usage(snap.inventory, snap.exports, list(snap.metadata_sizes))
+
+
+def gc(directory: str | os.PathLike[str], policy: GcPolicy, *, dry_run: bool = False,
+       now_ns: int | None = None) -> GcResult:
+    """Delete what no kept export needs (see gc_plan, gc_apply); with dry_run, only plan."""
+    from ocicache.gc_apply import gc as run_gc
+
+    return run_gc(directory, policy, now_ns=now_ns, dry_run=dry_run)

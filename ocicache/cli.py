@@ -58,9 +58,10 @@ def echo(text: str) -> None:
 
 def _register() -> None:
     # One module per command family; each adds its commands to `app`.
-    from ocicache.commands import inspect
+    from ocicache.commands import gc, inspect
 
     inspect.register(app)
+    gc.register(app)
 
 
 _register()
