@@ -13,6 +13,13 @@ rather than waits), so we hold it only briefly: while reading index.json for the
 re-reading it before each phase. If index.json changed, or a new or re-written JSON blob (a
 manifest or config of an export in progress) appeared since the plan, we re-plan from a fresh
 read; the plan is idempotent, so re-planning after a partial run just finishes the job.
+An export in progress re-uses old layers before any document names them (BuildKit checks a
+layer exists, then writes its other blobs, then the config): every blob BuildKit writes goes
+through `ingest/<hex>/`, so a change of ingest/'s mtime since the plan means an export is
+writing. Then gc stops, waits until ingest/ has been quiet for SETTLE_S, and re-plans (the new
+manifest and config, younger than grace, then keep what they re-use). ingest/ is checked
+before every unlink. What remains is a window of microseconds (a layer found present, nothing
+written yet): BuildKit does not lock blobs, so no outside tool can close it completely.
 A blob is unlinked only after an lstat through the `blobs/<alg>` directory fd shows a regular
 file with a valid digest name, the size and mtime the plan saw (a re-written blob is left alone).
 """
@@ -46,6 +53,7 @@ from ocicache.layout import INDEX_JSON, INGEST, LOCK_FILE, OCI_LAYOUT, Layout
 from ocicache.lock import index_lock
 
 MAX_REPLANS = 10
+SETTLE_S = 1.0  # ingest/ unchanged this long: the export that was writing has finished
 PHASES = ((KIND_MANIFEST,), (KIND_CONFIG,), (KIND_LAYER, KIND_UNKNOWN))
 # Tests only: sleep this many seconds before each unlink, so a SIGKILL lands mid-phase.
 DELAY_ENV = "OCICACHE_GC_TEST_UNLINK_DELAY"
@@ -95,11 +103,14 @@ def gc(directory: str | os.PathLike[str], policy: Policy, *, now_ns: int | None 
         _require_writable_fs(layout)
         progress = _Progress()
         for attempt in range(MAX_REPLANS + 1):
+            if attempt:
+                _settle(layout)
+            stamp = _ingest_stamp(layout)
             index, inv, plan = _read_and_plan(layout, policy, now, lock_timeout)
             if attempt == 0 and (plan.blobs or plan.ingest):
                 _require_writable_dirs(layout, plan)
             progress.attempt_bytes = 0
-            if _execute(layout, inv, plan, index, progress, lock_timeout, delay):
+            if _execute(layout, inv, plan, index, stamp, progress, lock_timeout, delay):
                 _post_check(layout, index, progress, lock_timeout)
                 return GcResult(plan, False, tuple(progress.deleted), tuple(progress.ingest),
                                 plan.size_before - progress.attempt_bytes, attempt,
@@ -179,8 +190,27 @@ def _changed(layout: Layout, index: bytes | None, known: dict[str, int],
     return False
 
 
+def _ingest_stamp(layout: Layout) -> tuple[int, int] | None:
+    """(inode, mtime) of ingest/: it changes whenever BuildKit starts or finishes a blob write."""
+    st = layout.stat_top(INGEST)
+    return None if st is None else (st.st_ino, st.st_mtime_ns)
+
+
+def _settle(layout: Layout, limit_s: float = 60.0) -> None:
+    """Wait (at most `limit_s`) until no blob write has started or ended for SETTLE_S."""
+    deadline = time.monotonic() + limit_s
+    last = _ingest_stamp(layout)
+    while time.monotonic() < deadline:
+        time.sleep(SETTLE_S)
+        now = _ingest_stamp(layout)
+        if now == last:
+            return
+        last = now
+
+
 def _execute(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
-             progress: _Progress, lock_timeout: float, delay: float) -> bool:
+             stamp: tuple[int, int] | None, progress: _Progress, lock_timeout: float,
+             delay: float) -> bool:
     """Run the plan phase by phase; False when the directory changed and a re-plan is due."""
     known = {d: b.mtime_ns for d, b in inv.blobs.items()}
     for kinds in PHASES:
@@ -190,12 +220,16 @@ def _execute(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
         if _changed(layout, index, known, lock_timeout):
             return False
         fds: set[int] = set()
-        for blob in batch:
-            fd = _unlink_blob(layout, blob, progress, delay)
-            if fd is not None:
-                fds.add(fd)
-        for fd in sorted(fds):
-            os.fsync(fd)  # this phase is durable before the next begins
+        try:
+            for blob in batch:
+                if _ingest_stamp(layout) != stamp:
+                    return False  # an export is writing blobs: wait, then re-plan
+                fd = _unlink_blob(layout, blob, progress, delay)
+                if fd is not None:
+                    fds.add(fd)
+        finally:
+            for fd in sorted(fds):
+                os.fsync(fd)  # this phase is durable before the next begins
     if plan.ingest:
         _delete_ingest(layout, plan, progress, delay)
     return True
