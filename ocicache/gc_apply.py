@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import stat
 import time
 from dataclasses import dataclass, field
@@ -55,8 +56,10 @@ from ocicache.lock import index_lock
 MAX_REPLANS = 10
 SETTLE_S = 1.0  # ingest/ unchanged this long: the export that was writing has finished
 PHASES = ((KIND_MANIFEST,), (KIND_CONFIG,), (KIND_LAYER, KIND_UNKNOWN))
-# Tests only: sleep this many seconds before each unlink, so a SIGKILL lands mid-phase.
+# Tests only: sleep this many seconds before each unlink, so a SIGKILL lands mid-phase; or
+# SIGKILL ourselves right after the N-th unlink (a crash at an exact point).
 DELAY_ENV = "OCICACHE_GC_TEST_UNLINK_DELAY"
+KILL_ENV = "OCICACHE_GC_TEST_KILL_AFTER"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _CANNOT_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
@@ -89,6 +92,12 @@ class _Progress:
     ingest: list[IngestDeletion] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     attempt_bytes: int = 0
+    kill_after: int = -1
+
+    def unlinked(self) -> None:
+        self.kill_after -= 1
+        if self.kill_after == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def gc(directory: str | os.PathLike[str], policy: Policy, *, now_ns: int | None = None,
@@ -101,7 +110,7 @@ def gc(directory: str | os.PathLike[str], policy: Policy, *, now_ns: int | None 
             index, inv, plan = _read_and_plan(layout, policy, now, lock_timeout, dry_run=True)
             return GcResult(plan, True, (), (), plan.kept_bytes, 0, plan.warnings)
         _require_writable_fs(layout)
-        progress = _Progress()
+        progress = _Progress(kill_after=int(os.environ.get(KILL_ENV, "-1") or -1))
         for attempt in range(MAX_REPLANS + 1):
             if attempt:
                 _settle(layout)
@@ -264,6 +273,7 @@ def _unlink_blob(layout: Layout, blob: BlobDeletion, progress: _Progress,
             raise RefusedError(f"cannot delete: {e.strerror}; stopped (what is left is "
                                "consistent)", file=rel) from None
         raise
+    progress.unlinked()
     progress.deleted.append(blob)
     progress.attempt_bytes += blob.size
     return fd
@@ -309,7 +319,8 @@ def _delete_ingest_entry(ingest_fd: int, entry: IngestDeletion, plan: Plan,
     try:
         names: list[str] = []
         age_ns = st.st_mtime_ns
-        for f in sorted(os.scandir(sub), key=lambda e: e.name):
+        # `data` last: a gc killed halfway leaves an entry still judged by its old data mtime.
+        for f in sorted(os.scandir(sub), key=lambda e: (e.name == "data", e.name)):
             fst = f.stat(follow_symlinks=False)
             if stat.S_ISDIR(fst.st_mode):
                 progress.warnings.append(f"{rel}: holds a directory; left alone")
@@ -321,6 +332,7 @@ def _delete_ingest_entry(ingest_fd: int, entry: IngestDeletion, plan: Plan,
             return False  # the write resumed since the plan
         for name in names:
             os.unlink(name, dir_fd=sub)
+            progress.unlinked()
         os.fsync(sub)
     finally:
         os.close(sub)
