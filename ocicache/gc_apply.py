@@ -9,8 +9,9 @@ are still present, so a gc killed at any point leaves a directory that imports):
 The directory is fsynced after each phase, so the order also holds after a crash.
 
 Lock strategy: BuildKit takes a NON-blocking flock on index.json.lock (a concurrent export fails
-rather than waits), so we hold it only briefly: while reading index.json for the plan, and while
-re-reading it before each phase. If index.json changed, or a new or re-written JSON blob (a
+rather than waits), so we hold it only briefly and shared, as BuildKit's readers do (gc never
+writes index.json): while reading index.json for the plan, and while re-reading it before each
+phase; never while deleting. A dry run takes no lock at all. If index.json changed, or a new or re-written JSON blob (a
 manifest or config of an export in progress) appeared since the plan, we re-plan from a fresh
 read; the plan is idempotent, so re-planning after a partial run just finishes the job.
 An export in progress re-uses old layers before any document names them (BuildKit checks a
@@ -131,22 +132,38 @@ def gc(directory: str | os.PathLike[str], policy: Policy, *, now_ns: int | None 
 
 def _read_and_plan(layout: Layout, policy: Policy, now: int, lock_timeout: float,
                    dry_run: bool = False) -> tuple[bytes | None, Inventory, Plan]:
-    """index.json read under the lock (briefly), then everything else, then the plan."""
+    """index.json (read under the lock, briefly), then everything else, then the plan.
+
+    A dry run takes no lock (like the read commands): BuildKit's writers fail at once on a held
+    lock, and a dry run must not be able to fail a build. It re-reads a torn index.json instead.
+    """
     index: bytes | None = None
     try:
-        with index_lock(layout.root_fd, lock_timeout):
-            index = layout.read_top(INDEX_JSON)
+        if dry_run:
+            index = _read_index_unlocked(layout)
+        else:
+            with index_lock(layout.root_fd, lock_timeout, shared=True):
+                index = layout.read_top(INDEX_JSON)
         inv = read_inventory(layout, IndexBytes(index))
-    except RefusedError:
-        if not dry_run:
-            raise
-        # A dry run on a read-only directory cannot take the lock; it still changes nothing.
-        inv = read_inventory(layout)
     except CorruptError:
         inv = read_inventory(layout)  # reads it again and records why it is unusable
     exports = build_exports(inv)
     plan = make_plan(inv, exports, policy, now, _metadata_bytes(layout))
     return index, inv, plan
+
+
+def _read_index_unlocked(layout: Layout, tries: int = 5) -> bytes | None:
+    """index.json without the lock, read again while it is torn (BuildKit rewrites in place)."""
+    data = layout.read_top(INDEX_JSON)
+    for _ in range(tries - 1):
+        try:
+            if data is not None:
+                docs.loads_strict(data, INDEX_JSON)
+            return data
+        except CorruptError:
+            time.sleep(0.02)
+            data = layout.read_top(INDEX_JSON)
+    return data
 
 
 def _metadata_bytes(layout: Layout) -> int:
@@ -179,7 +196,7 @@ def _require_writable_dirs(layout: Layout, plan: Plan) -> None:
 def _changed(layout: Layout, index: bytes | None, known: dict[str, int],
              lock_timeout: float) -> bool:
     """True when index.json differs from the plan's, or a new JSON blob appeared."""
-    with index_lock(layout.root_fd, lock_timeout):
+    with index_lock(layout.root_fd, lock_timeout, shared=True):
         try:
             now_index = layout.read_top(INDEX_JSON)
         except CorruptError:
@@ -344,7 +361,7 @@ def _post_check(layout: Layout, before: bytes | None, progress: _Progress,
                 lock_timeout: float) -> None:
     """If index.json changed during the last phase, say so when it names a deleted manifest."""
     try:
-        with index_lock(layout.root_fd, lock_timeout):
+        with index_lock(layout.root_fd, lock_timeout, shared=True):
             data = layout.read_top(INDEX_JSON)
     except (BusyError, CorruptError):
         return

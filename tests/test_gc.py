@@ -288,6 +288,27 @@ def test_concurrent_index_change_replans(tmp_path: Path, monkeypatch: pytest.Mon
     assert_consistent(root)
 
 
+def test_held_lock_busy_but_dry_run_works(tmp_path: Path) -> None:
+    """A BuildKit writer holding index.json.lock: gc waits, then BusyError; dry run needs no
+    lock (it must never be able to fail a build)."""
+    import fcntl
+
+    from ocicache import gc_apply
+    from ocicache.errors import BusyError
+
+    root, _ = _history(tmp_path)
+    names = blob_names(root)
+    fd = os.open(root / "index.json.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(BusyError):
+            gc_apply.gc(root, Policy(), now_ns=FAR, lock_timeout=0.2)
+        assert blob_names(root) == names
+        assert gc_apply.gc(root, Policy(), now_ns=FAR, dry_run=True).plan.blobs
+    finally:
+        os.close(fd)
+
+
 # -- CLI -------------------------------------------------------------------------------------
 def test_cli_json_matches_schema_and_dry_run_predicts(tmp_path: Path, capsys: Any) -> None:
     root, _ = _history(tmp_path, n=5)
