@@ -11,9 +11,11 @@ The directory is fsynced after each phase, so the order also holds after a crash
 Lock strategy: BuildKit takes a NON-blocking flock on index.json.lock (a concurrent export fails
 rather than waits), so we hold it only briefly and shared, as BuildKit's readers do (gc never
 writes index.json): while reading index.json for the plan, and while re-reading it before each
-phase; never while deleting. A dry run takes no lock at all. If index.json changed, or a new or re-written JSON blob (a
-manifest or config of an export in progress) appeared since the plan, we re-plan from a fresh
-read; the plan is idempotent, so re-planning after a partial run just finishes the job.
+phase; never while deleting. A dry run takes no lock at all. If index.json changed, or a new or
+re-written JSON blob (a manifest or config of an export in progress) appeared since the plan,
+we re-plan from a fresh read; the plan is idempotent, so re-planning after a partial run just
+finishes the job.
+
 An export in progress re-uses old layers before any document names them (BuildKit checks a
 layer exists, then writes its other blobs, then the config): every blob BuildKit writes goes
 through `ingest/<hex>/`, so a change of ingest/'s mtime since the plan means an export is
@@ -21,6 +23,7 @@ writing. Then gc stops, waits until ingest/ has been quiet for SETTLE_S, and re-
 manifest and config, younger than grace, then keep what they re-use). ingest/ is checked
 before every unlink. What remains is a window of microseconds (a layer found present, nothing
 written yet): BuildKit does not lock blobs, so no outside tool can close it completely.
+
 A blob is unlinked only after an lstat through the `blobs/<alg>` directory fd shows a regular
 file with a valid digest name, the size and mtime the plan saw (a re-written blob is left alone).
 """

@@ -324,17 +324,21 @@ def _kinds(inv: Inventory) -> dict[str, str]:
 def _deletion_order(inv: Inventory, deletions: list[BlobDeletion]) -> tuple[BlobDeletion, ...]:
     """Manifests first (a parent before the manifests it references), then configs, layers,
     unknown blobs; by digest within each step, so the order is deterministic."""
-    doomed_manifests = sorted(d.digest for d in deletions if d.kind == KIND_MANIFEST)
+    doomed = {d.digest for d in deletions if d.kind == KIND_MANIFEST}
+    parents: dict[str, list[str]] = {}
+    for p in sorted(doomed):
+        for child in _children(inv, p):
+            if child in doomed and child != p:
+                parents.setdefault(child, []).append(p)
     depth: dict[str, int] = {}
 
     def depth_of(digest: str, trail: frozenset[str]) -> int:
-        # How many doomed manifests reference this one (longest chain): parents go first.
-        if digest in depth:
-            return depth[digest]
-        parents = [p for p in doomed_manifests if p not in trail and digest in _children(inv, p)]
-        value = 1 + max((depth_of(p, trail | {digest}) for p in parents), default=-1)
-        depth[digest] = value
-        return value
+        # The longest chain of doomed manifests referencing this one: parents go first.
+        if digest not in depth:
+            depth[digest] = 1 + max((depth_of(p, trail | {digest})
+                                     for p in parents.get(digest, ()) if p not in trail),
+                                    default=-1)
+        return depth[digest]
 
     def key(d: BlobDeletion) -> tuple[int, int, str]:
         level = depth_of(d.digest, frozenset()) if d.kind == KIND_MANIFEST else 0

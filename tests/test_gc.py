@@ -383,3 +383,32 @@ def test_default_grace_keeps_everything_just_written(tmp_path: Path) -> None:
     r = api.gc(root, Policy(), now_ns=newest + 60 * S)
     assert not r.deleted and blob_names(root) == names
     assert {"grace"} <= {rule for d in r.plan.kept for rule in d.rules}
+
+
+def test_foreign_index_deleted_before_the_manifests_it_references(tmp_path: Path) -> None:
+    """Manifests go first, and among them a parent index before the manifest it names."""
+    from ocicache import mediatypes as mt
+    from ocicache.synth import compact
+
+    root, b = _history(tmp_path, n=2)
+    cfg = b.blob(compact({"architecture": "amd64", "os": "linux", "rootfs": {}}))
+    layer = b.orphan("img")
+    image = b.blob(compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+                            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                       "digest": cfg, "size": 60},
+                            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                        "digest": layer, "size": 64}]}))
+    index = b.blob(compact({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
+        {"mediaType": mt.OCI_MANIFEST, "digest": image, "size": 300}]}))
+    r = api.gc(root, Policy(), now_ns=FAR, dry_run=True)
+    order = [d.digest for d in r.plan.blobs]
+    assert order.index(index) < order.index(image) < order.index(cfg)
+    assert [d.kind for d in r.plan.blobs] == sorted(
+        (d.kind for d in r.plan.blobs),
+        key=["manifest", "cache-config", "layer", "unknown"].index)
+    # Referenced from index.json (a foreign entry), its whole closure is kept.
+    b.point("image", index, 100, mt.OCI_INDEX)
+    kept = api.gc(root, Policy(), now_ns=FAR)
+    assert {index, image, cfg, layer} <= {f"sha256:{n}" for n in blob_names(root)}
+    assert_consistent(root)
+    assert kept.deleted
