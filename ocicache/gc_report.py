@@ -62,6 +62,10 @@ def gc_json(r: GcResult, directory: str) -> dict[str, Any]:
     return doc
 
 
+def _n(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _tag_cell(d: ExportDecision) -> str:
     names = list(d.tags) + [f"{p} (pin)" for p in d.pins]
     return ", ".join(names) if names else "-"
@@ -84,7 +88,7 @@ def gc_text(r: GcResult, now: datetime, no_trunc: bool = False) -> str:
                      ["WHAT", verb.upper(), "SIZE"]))
     out.append("")
     out.append(f"{'would free' if r.dry_run else 'freed'} {size(r.freed_bytes)}; "
-               f"{size(r.kept_bytes)} kept ({len(plan.kept)} exports kept, "
+               f"{size(r.kept_bytes)} kept ({_n(len(plan.kept), 'export')} kept, "
                f"{len(plan.dropped)} dropped)")
     if r.dry_run:
         out.append("dry run: nothing was changed")
