@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ocicache import cachefrom, pins, reports
 from ocicache import spec as spec_mod
@@ -15,6 +16,10 @@ from ocicache.indexwrite import RawEntry, rewrite_index
 from ocicache.inventory import Inventory, read_inventory
 from ocicache.layout import INDEX_JSON, LOCK_FILE, OCI_LAYOUT, Layout
 from ocicache.refs import resolve
+
+if TYPE_CHECKING:
+    from ocicache.gc_apply import GcResult
+    from ocicache.gc_plan import Policy as GcPolicy
 
 
 @dataclass(frozen=True)
@@ -190,3 +195,9 @@ def unpin(directory: str | os.PathLike[str], name: str, *, force: bool = False
     removed = found.get("removed", ())
     assert isinstance(removed, tuple)
     return pins.UnpinResult(name, removed)
+def gc(directory: str | os.PathLike[str], policy: GcPolicy, *, dry_run: bool = False,
+       now_ns: int | None = None) -> GcResult:
+    """Delete what no kept export needs (see gc_plan, gc_apply); with dry_run, only plan."""
+    from ocicache.gc_apply import gc as run_gc
+
+    return run_gc(directory, policy, now_ns=now_ns, dry_run=dry_run)

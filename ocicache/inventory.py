@@ -65,9 +65,19 @@ class Inventory:
         self.problems.append(Problem(severity, file, where, message))
 
 
-def read_inventory(layout: Layout) -> Inventory:
-    """Read DIR once: index.json, oci-layout, blobs/ (stat), ingest/, and every JSON blob."""
-    index, index_error = _read_index(layout)
+@dataclass(frozen=True, slots=True)
+class IndexBytes:
+    """index.json as already read by the caller (under BuildKit's lock); None when absent."""
+
+    data: bytes | None
+
+
+def read_inventory(layout: Layout, index_bytes: IndexBytes | None = None) -> Inventory:
+    """Read DIR once: index.json, oci-layout, blobs/ (stat), ingest/, and every JSON blob.
+
+    `index_bytes` lets a caller that read index.json under the lock use exactly those bytes.
+    """
+    index, index_error = _read_index(layout, index_bytes)
     oci_layout = _read_oci_layout(layout)
     scan = layout.scan_blobs()
     inv = Inventory(layout.root, index, index_error, oci_layout, scan.blobs, scan.strays,
@@ -83,9 +93,10 @@ def read_inventory(layout: Layout) -> Inventory:
     return inv
 
 
-def _read_index(layout: Layout) -> tuple[Index | None, OcicacheError | None]:
+def _read_index(layout: Layout,
+                index_bytes: IndexBytes | None) -> tuple[Index | None, OcicacheError | None]:
     try:
-        data = layout.read_top(INDEX_JSON)
+        data = layout.read_top(INDEX_JSON) if index_bytes is None else index_bytes.data
     except CorruptError as e:
         return None, e
     if data is None:

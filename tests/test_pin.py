@@ -190,16 +190,19 @@ def test_reset_simulation_matches_buildkit(tmp_path: Path) -> None:
 
 
 def test_pin_survives_gc(tmp_path: Path) -> None:
-    pytest.importorskip("ocicache.gc_plan", reason="gc is not on this branch yet")
-    gc = getattr(api, "gc", None)
-    if gc is None:
-        pytest.skip("api.gc is not on this branch yet")
+    from ocicache.gc_plan import Policy
+
     d = copy_case("a-history-min", tmp_path / "a")
     exports = api.history(d).exports
-    api.pin(d, exports[3].digest, "keep", now=NOW)
-    gc(d)
+    oldest = exports[3]
+    api.pin(d, oldest.digest, "keep", now=NOW)
+    result = api.gc(d, Policy(keep_last=0, grace_ns=0))
+    assert result.deleted, "gc deleted nothing: the test would prove nothing"
     after = {e.digest: e for e in api.history(d).exports}
-    assert after[exports[3].digest].complete and after[exports[3].digest].pins == ("keep",)
+    # the pinned export and the current one survive complete; the two others are gone
+    assert set(after) == {oldest.digest, exports[0].digest}
+    assert after[oldest.digest].complete and after[oldest.digest].pins == ("keep",)
+    assert api.gc(d, Policy(keep_last=0, grace_ns=0)).deleted == ()
 
 
 # -- crash safety ----------------------------------------------------------------------------------

@@ -1,0 +1,56 @@
+"""`gc`: reclaim disk space, keeping what index.json references and what the retention rules say."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ocicache import api, render
+from ocicache.gc_plan import Policy
+from ocicache.units import parse_duration_ns, parse_size
+
+DirArg = typer.Argument(..., help="The cache directory (--cache-to type=local,dest=DIR).",
+                        show_default=False)
+
+
+def register(app: typer.Typer) -> None:
+    from ocicache.cli import echo, now, warn
+    from ocicache.gc_report import gc_json, gc_text
+
+    @app.command()
+    def gc(
+        directory: Path = DirArg,
+        dry_run: bool = typer.Option(False, "--dry-run",
+                                     help="Print the plan; change nothing."),
+        keep_last: int = typer.Option(0, "--keep-last", min=0, metavar="N",
+                                      help="Also keep the N newest older exports."),
+        keep_within: str | None = typer.Option(
+            None, "--keep-within", metavar="DURATION",
+            help="Also keep exports newer than this (36h, 7d, 90m)."),
+        keep: list[str] = typer.Option(  # noqa: B008  (typer's idiom)
+            [], "--keep", metavar="REF",
+            help="Also keep this export (tag, digest, prefix, ~N); repeatable."),
+        max_size: str | None = typer.Option(
+            None, "--max-size", metavar="SIZE",
+            help="Then drop the oldest older exports until DIR fits (5GB, 500MiB)."),
+        grace: str = typer.Option(
+            "1h", "--grace", metavar="DURATION",
+            help="Never delete a blob younger than this; keep every manifest younger than "
+                 "this with all it references (0 allowed)."),
+        json: bool = typer.Option(False, "--json", help="Print a versioned JSON document."),
+        no_trunc: bool = typer.Option(False, "--no-trunc", help="Print full digests."),
+    ) -> None:
+        """Delete what no kept export needs: older exports, unreferenced blobs, stale ingest/."""
+        policy = Policy(
+            keep_last=keep_last,
+            keep_within_ns=None if keep_within is None
+            else parse_duration_ns(keep_within, "--keep-within"),
+            keep_refs=tuple(keep),
+            max_size=None if max_size is None else parse_size(max_size, "--max-size"),
+            grace_ns=parse_duration_ns(grace, "--grace"),
+        )
+        result = api.gc(directory, policy, dry_run=dry_run)
+        warn(list(result.warnings))
+        echo(render.dumps(gc_json(result, str(directory.absolute()))) if json
+             else gc_text(result, now(), no_trunc))

@@ -1,0 +1,351 @@
+"""What gc keeps (each export with the rules that keep it) and deletes: a pure function of one read.
+
+No I/O here: the caller passes the inventory, its exports, the policy and `now_ns`, and gets a
+frozen `Plan` back. `gc_apply` executes it (and re-plans when the directory changed).
+
+Safety rules (the issue, and FORMAT.md):
+- every export index.json references is kept, and the closure of its foreign entries;
+- BuildKit writes layers, then the cache config, then the manifest, then updates index.json,
+  and re-uses existing layers without touching their mtime: so no blob younger than the grace
+  period is deleted, and every manifest (and cache config) younger than grace is kept with
+  everything it references, however old those blobs are;
+- fail closed: when index.json or a kept export cannot be parsed, its references are unknown,
+  so nothing is deleted (RefusedError); a JSON blob that failed to parse could be a manifest, so
+  it is kept (with a warning) rather than guessed about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ocicache.errors import RefusedError
+from ocicache.exports import Export
+from ocicache.inventory import Inventory
+from ocicache.layout import INDEX_JSON
+from ocicache.refs import resolve
+
+HOUR_NS = 3600 * 1_000_000_000
+
+# Why an export is kept (JSON: kept[].rules).
+RULE_INDEX = "index"  # a tag in index.json points at it
+RULE_PINNED = "pinned"  # an `ocicache pin` entry in index.json points at it
+RULE_FOREIGN = "foreign"  # reachable from a non-cache index.json entry
+RULE_KEEP_LAST = "keep-last"
+RULE_KEEP_WITHIN = "keep-within"
+RULE_KEEP = "keep"  # --keep REF
+RULE_GRACE = "grace"  # its manifest is younger than --grace: maybe an export in progress
+# Rules --max-size may override (never index/pinned/foreign, never grace, never an explicit --keep).
+_SOFT_RULES = frozenset({RULE_KEEP_LAST, RULE_KEEP_WITHIN})
+
+# Why an export is dropped (JSON: dropped[].reason).
+DROP_NO_RULE = "no-rule"
+DROP_MAX_SIZE = "max-size"
+
+# Blob kinds, in deletion order: a manifest goes before the blobs it references, so at every
+# instant every manifest left on disk references only blobs that are still present.
+KIND_MANIFEST = "manifest"
+KIND_CONFIG = "cache-config"
+KIND_LAYER = "layer"
+KIND_UNKNOWN = "unknown"
+BLOB_KINDS = (KIND_MANIFEST, KIND_CONFIG, KIND_LAYER, KIND_UNKNOWN)
+KIND_INGEST = "ingest"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The retention policy: what to keep beyond what index.json references."""
+
+    keep_last: int = 0
+    keep_within_ns: int | None = None
+    keep_refs: tuple[str, ...] = ()
+    max_size: int | None = None
+    grace_ns: int = HOUR_NS
+
+
+@dataclass(frozen=True, slots=True)
+class ExportDecision:
+    """One export and what gc does with it: `rules` when kept, `reason` when dropped."""
+
+    digest: str
+    tags: tuple[str, ...]
+    pins: tuple[str, ...]
+    created_ns: int | None
+    size: int
+    rules: tuple[str, ...]
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BlobDeletion:
+    """A blob file gc deletes: `blobs/<algorithm>/<name>`, as it was when planned."""
+
+    algorithm: str
+    name: str
+    kind: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def digest(self) -> str:
+        return f"{self.algorithm}:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestDeletion:
+    """A stale `ingest/<name>` entry (an interrupted write) gc deletes."""
+
+    name: str
+    bytes: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything gc will do, computed before anything is touched."""
+
+    policy: Policy
+    now_ns: int
+    kept: tuple[ExportDecision, ...]  # newest first
+    dropped: tuple[ExportDecision, ...]  # newest first
+    blobs: tuple[BlobDeletion, ...]  # in deletion order (see BLOB_KINDS)
+    ingest: tuple[IngestDeletion, ...]
+    size_before: int  # blobs + ingest + index.json/oci-layout/lock, bytes
+    kept_bytes: int  # the same after gc
+    strays: tuple[str, ...]  # entries under blobs/ that are not blobs: reported, never touched
+    warnings: tuple[str, ...]
+
+    @property
+    def freed_bytes(self) -> int:
+        return self.size_before - self.kept_bytes
+
+    def removed(self) -> dict[str, tuple[int, int]]:
+        """Per kind (manifest, cache-config, layer, unknown, ingest): (count, bytes)."""
+        return summarize(self.blobs, self.ingest)
+
+
+def summarize(blobs: Iterable[BlobDeletion],
+              ingest: Iterable[IngestDeletion]) -> dict[str, tuple[int, int]]:
+    """(count, bytes) per kind, every kind present (zeros included)."""
+    out = {k: (0, 0) for k in (*BLOB_KINDS, KIND_INGEST)}
+    for b in blobs:
+        n, size = out[b.kind]
+        out[b.kind] = (n + 1, size + b.size)
+    for i in ingest:
+        n, size = out[KIND_INGEST]
+        out[KIND_INGEST] = (n + 1, size + i.bytes)
+    return out
+
+
+def make_plan(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns: int,
+              metadata_bytes: int = 0) -> Plan:
+    """The plan for one read of DIR; RefusedError when it cannot be sure what is needed."""
+    if inv.index_error is not None:
+        e = inv.index_error
+        raise RefusedError(f"{e.message}; nothing deleted (which exports are current is unknown)",
+                           file=e.file or INDEX_JSON, where=e.where, hint=e.hint)
+    warnings: list[str] = []
+    rules = _rules(inv, exports, policy, now_ns)
+    by_digest = {e.digest: e for e in exports}
+    for digest in rules:
+        _require_known_references(inv, by_digest[digest])
+    for digest, err in sorted(inv.bad_docs.items()):
+        warnings.append(f"{inv.blobs[digest].relpath}: kept: unparseable JSON could be a "
+                        f"manifest ({err.message})" if digest in inv.blobs else str(err))
+    protected = _protected_roots(inv, policy, now_ns)
+    ingest_stale = tuple(i for i in inv.ingest if not _young(i.mtime_ns, now_ns, policy.grace_ns))
+    ingest_left = sum(i.bytes for i in inv.ingest) - sum(i.bytes for i in ingest_stale)
+
+    def size_after(kept: Iterable[str]) -> int:
+        keep = _closure(inv, [*kept, *protected])
+        return metadata_bytes + ingest_left + sum(
+            b.size for d, b in inv.blobs.items() if d in keep or _young(b.mtime_ns, now_ns,
+                                                                       policy.grace_ns))
+
+    dropped_by_size: list[str] = []
+    if policy.max_size is not None:
+        # Oldest first among exports only soft rules keep; never an index.json one.
+        candidates = [e.digest for e in reversed(exports)
+                      if e.digest in rules and set(rules[e.digest]) <= _SOFT_RULES]
+        while size_after(rules) > policy.max_size and candidates:
+            victim = candidates.pop(0)
+            del rules[victim]
+            dropped_by_size.append(victim)
+        final = size_after(rules)
+        if final > policy.max_size:
+            warnings.append(f"still over --max-size: {final} bytes kept > {policy.max_size}; "
+                            "what is left is needed by index.json, --keep, or is younger "
+                            "than --grace")
+    keep = _closure(inv, [*rules, *protected])
+    kinds = _kinds(inv)
+    deletions = [BlobDeletion(b.algorithm, b.name, kinds.get(d, KIND_UNKNOWN), b.size, b.mtime_ns)
+                 for d, b in inv.blobs.items()
+                 if d not in keep and not _young(b.mtime_ns, now_ns, policy.grace_ns)]
+    size_before = (metadata_bytes + sum(b.size for b in inv.blobs.values())
+                   + sum(i.bytes for i in inv.ingest))
+    removed = sum(d.size for d in deletions) + sum(i.bytes for i in ingest_stale)
+    for stray in inv.strays:
+        warnings.append(f"{stray.relpath}: {stray.reason}; left alone")
+    kept = tuple(_decision(e, tuple(rules[e.digest]), None) for e in exports if e.digest in rules)
+    dropped = tuple(_decision(e, (), DROP_MAX_SIZE if e.digest in dropped_by_size else DROP_NO_RULE)
+                    for e in exports if e.digest not in rules)
+    return Plan(
+        policy=policy,
+        now_ns=now_ns,
+        kept=kept,
+        dropped=dropped,
+        blobs=_deletion_order(inv, deletions),
+        ingest=tuple(IngestDeletion(i.name, i.bytes, i.mtime_ns) for i in ingest_stale),
+        size_before=size_before,
+        kept_bytes=size_before - removed,
+        strays=tuple(s.relpath for s in inv.strays),
+        warnings=tuple(warnings),
+    )
+
+
+def _young(mtime_ns: int, now_ns: int, grace_ns: int) -> bool:
+    """Younger than grace (a future mtime counts as young: when in doubt, keep)."""
+    return now_ns - mtime_ns < grace_ns
+
+
+def _rules(inv: Inventory, exports: Sequence[Export], policy: Policy,
+           now_ns: int) -> dict[str, list[str]]:
+    """Every kept export's digest -> the rules that keep it (in a fixed order)."""
+    rules: dict[str, list[str]] = {}
+
+    def add(digest: str, rule: str) -> None:
+        got = rules.setdefault(digest, [])
+        if rule not in got:
+            got.append(rule)
+
+    for e in exports:
+        if e.tags:
+            add(e.digest, RULE_INDEX)
+        if e.pins or (e.positions and not e.tags):
+            add(e.digest, RULE_PINNED if e.pins else RULE_INDEX)
+        if e.digest in inv.foreign_closure:
+            add(e.digest, RULE_FOREIGN)
+    older = [e for e in exports if e.digest not in rules]
+    for e in older[:max(policy.keep_last, 0)]:
+        add(e.digest, RULE_KEEP_LAST)
+    if policy.keep_within_ns is not None:
+        for e in exports:
+            if e.created_ns is not None and now_ns - e.created_ns <= policy.keep_within_ns:
+                add(e.digest, RULE_KEEP_WITHIN)
+    for ref in policy.keep_refs:
+        add(resolve(exports, ref).digest, RULE_KEEP)  # NotFoundError: keep nothing by guess
+    for e in exports:
+        if e.mtime_ns is not None and _young(e.mtime_ns, now_ns, policy.grace_ns):
+            add(e.digest, RULE_GRACE)
+    return rules
+
+
+def _require_known_references(inv: Inventory, e: Export) -> None:
+    """A kept export whose references cannot be known makes the whole plan unsafe."""
+    where = f"export {e.digest}"
+    if e.digest not in inv.blobs:
+        raise RefusedError(
+            "index.json references this manifest but it is missing; which blobs it needs is "
+            "unknown, so nothing is deleted", file=INDEX_JSON, where=e.digest,
+            hint="rebuild with --cache-to to re-point the tag, or remove the entry")
+    if e.digest not in inv.manifests:
+        err = inv.bad_docs.get(e.digest)
+        raise RefusedError(
+            f"kept manifest cannot be parsed ({err.message if err else 'not a cache manifest'}); "
+            "nothing deleted", file=inv.blobs[e.digest].relpath, where=where)
+    if e.config is not None and e.config.digest in inv.blobs and e.cache_config is None:
+        err = inv.bad_docs.get(e.config.digest)
+        raise RefusedError(
+            f"kept export's cache config cannot be parsed ({err.message if err else 'unknown'});"
+            " nothing deleted", file=inv.blobs[e.config.digest].relpath, where=where)
+
+
+def _protected_roots(inv: Inventory, policy: Policy, now_ns: int) -> list[str]:
+    """Blobs kept whatever the policy, with everything they reference.
+
+    The foreign closure; JSON that failed to parse (it could be a manifest); and every manifest
+    or cache config younger than grace: an export in progress may re-use old layers, and its
+    config (written before its manifest) already names them.
+    """
+    roots = set(inv.foreign_closure) | set(inv.bad_docs)
+    for digest in (*inv.manifests, *inv.configs, *inv.foreign):
+        blob = inv.blobs.get(digest)
+        if blob is not None and _young(blob.mtime_ns, now_ns, policy.grace_ns):
+            roots.add(digest)
+    return sorted(roots)
+
+
+def _children(inv: Inventory, digest: str) -> list[str]:
+    manifest = inv.manifests.get(digest)
+    if manifest is not None:
+        out = [d.digest for d in (*manifest.layers, *manifest.others)]
+        if manifest.config is not None:
+            out.append(manifest.config.digest)
+        return out
+    config = inv.configs.get(digest)
+    if config is not None:
+        # The cache config names its layer blobs too (normally the manifest's layers).
+        return [layer.blob for layer in config.layers]
+    other = inv.foreign.get(digest)
+    if other is not None:
+        return [d.digest for d in other.children]
+    return []
+
+
+def _closure(inv: Inventory, roots: Iterable[str]) -> set[str]:
+    """`roots` and every blob they reference, transitively."""
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        digest = stack.pop()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        stack.extend(_children(inv, digest))
+    return seen
+
+
+def _kinds(inv: Inventory) -> dict[str, str]:
+    """manifest / cache-config / layer for every blob some parsed document names as such."""
+    kinds: dict[str, str] = {}
+    for m in inv.manifests.values():
+        for d in (*m.layers, *m.others):
+            kinds.setdefault(d.digest, KIND_LAYER)
+    for m in inv.manifests.values():
+        if m.config is not None:
+            kinds[m.config.digest] = KIND_CONFIG
+    for digest in inv.configs:
+        kinds[digest] = KIND_CONFIG
+    for digest in (*inv.manifests, *inv.foreign):
+        kinds[digest] = KIND_MANIFEST
+    return kinds
+
+
+def _deletion_order(inv: Inventory, deletions: list[BlobDeletion]) -> tuple[BlobDeletion, ...]:
+    """Manifests first (a parent before the manifests it references), then configs, layers,
+    unknown blobs; by digest within each step, so the order is deterministic."""
+    doomed = {d.digest for d in deletions if d.kind == KIND_MANIFEST}
+    parents: dict[str, list[str]] = {}
+    for p in sorted(doomed):
+        for child in _children(inv, p):
+            if child in doomed and child != p:
+                parents.setdefault(child, []).append(p)
+    depth: dict[str, int] = {}
+
+    def depth_of(digest: str, trail: frozenset[str]) -> int:
+        # The longest chain of doomed manifests referencing this one: parents go first.
+        if digest not in depth:
+            depth[digest] = 1 + max((depth_of(p, trail | {digest})
+                                     for p in parents.get(digest, ()) if p not in trail),
+                                    default=-1)
+        return depth[digest]
+
+    def key(d: BlobDeletion) -> tuple[int, int, str]:
+        level = depth_of(d.digest, frozenset()) if d.kind == KIND_MANIFEST else 0
+        return (BLOB_KINDS.index(d.kind), level, d.digest)
+
+    return tuple(sorted(deletions, key=key))
+
+
+def _decision(e: Export, rules: tuple[str, ...], reason: str | None) -> ExportDecision:
+    return ExportDecision(e.digest, e.tags, e.pins, e.created_ns, e.size, rules, reason)

@@ -1,0 +1,95 @@
+"""gc's two reports: the versioned JSON document (schemas/gc.json) and the human tables."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ocicache.gc_apply import GcResult
+from ocicache.gc_plan import BLOB_KINDS, KIND_INGEST, ExportDecision
+from ocicache.render import _digest, ago, size, table
+from ocicache.timefmt import format_rfc3339
+
+SCHEMA = "ocicache/gc@1"
+
+
+def _t(ns: int | None) -> str | None:
+    return format_rfc3339(ns) if ns is not None else None
+
+
+def _export(d: ExportDecision) -> dict[str, Any]:
+    doc: dict[str, Any] = {"digest": d.digest, "tags": list(d.tags), "pins": list(d.pins),
+                           "created": _t(d.created_ns), "size": d.size}
+    if d.reason is None:
+        doc["rules"] = list(d.rules)
+    else:
+        doc["reason"] = d.reason
+    return doc
+
+
+def gc_json(r: GcResult, directory: str) -> dict[str, Any]:
+    plan, pol = r.plan, r.plan.policy
+    removed = r.removed()
+    blobs = plan.blobs if r.dry_run else r.deleted
+    ingest = plan.ingest if r.dry_run else r.ingest_deleted
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "directory": directory,
+        "dryRun": r.dry_run,
+        "now": _t(plan.now_ns),
+        "policy": {
+            "keepLast": pol.keep_last,
+            "keepWithinSeconds": None if pol.keep_within_ns is None
+            else pol.keep_within_ns // 1_000_000_000,
+            "keep": list(pol.keep_refs),
+            "maxSize": pol.max_size,
+            "graceSeconds": pol.grace_ns // 1_000_000_000,
+        },
+        "kept": [_export(d) for d in plan.kept],
+        "dropped": [_export(d) for d in plan.dropped],
+        "removed": {k: {"blobs": removed[k][0], "bytes": removed[k][1]} for k in BLOB_KINDS},
+        "blobs": [{"digest": b.digest, "kind": b.kind, "size": b.size} for b in blobs],
+        "ingest": [{"name": i.name, "bytes": i.bytes} for i in ingest],
+        "sizeBefore": plan.size_before,
+        "keptBytes": r.kept_bytes,
+        "freedBytes": r.freed_bytes,
+        "replans": r.replans,
+        "strays": list(plan.strays),
+        "warnings": list(r.warnings),
+    }
+    doc["removed"][KIND_INGEST] = {"entries": removed[KIND_INGEST][0],
+                                   "bytes": removed[KIND_INGEST][1]}
+    return doc
+
+
+def _n(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _tag_cell(d: ExportDecision) -> str:
+    names = list(d.tags) + [f"{p} (pin)" for p in d.pins]
+    return ", ".join(names) if names else "-"
+
+
+def gc_text(r: GcResult, now: datetime, no_trunc: bool = False) -> str:
+    plan = r.plan
+    verb = "would remove" if r.dry_run else "removed"
+    rows = [[_digest(d.digest, no_trunc), _tag_cell(d), ago(d.created_ns, now), size(d.size),
+             "kept: " + ", ".join(d.rules)] for d in plan.kept]
+    rows += [[_digest(d.digest, no_trunc), _tag_cell(d), ago(d.created_ns, now), size(d.size),
+              "dropped" + (" (max-size)" if d.reason == "max-size" else "")]
+             for d in plan.dropped]
+    out = [table(rows, ["EXPORT", "TAGS", "EXPORTED", "SIZE", "GC"]) if rows
+           else "no exports", ""]
+    removed = r.removed()
+    kinds = [*BLOB_KINDS, KIND_INGEST]
+    out.append(table([[k + (" entries" if k == KIND_INGEST else " blobs"), str(removed[k][0]),
+                       size(removed[k][1])] for k in kinds],
+                     ["WHAT", verb.upper(), "SIZE"]))
+    out.append("")
+    out.append(f"{'would free' if r.dry_run else 'freed'} {size(r.freed_bytes)}; "
+               f"{size(r.kept_bytes)} kept ({_n(len(plan.kept), 'export')} kept, "
+               f"{len(plan.dropped)} dropped)")
+    if r.dry_run:
+        out.append("dry run: nothing was changed")
+    return "\n".join(out)

@@ -1,0 +1,82 @@
+"""Shared helpers for the gc tests: invariants, fixture copies with their real mtimes, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from ocicache import api
+from ocicache.render import export_json
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "buildkit-v0.32.2"
+FIXTURE_NAMES = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
+# History fields that do not depend on which other exports share a blob or where it sits.
+STABLE = ("digest", "shape", "mediaType", "tags", "pins", "current", "created", "createdFrom",
+          "mtime", "newestStep", "layers", "size", "manifestSize", "config", "configSize",
+          "records", "complete", "missing", "wrongSize", "problems")
+
+
+def copy_fixture(name: str, dest: Path) -> tuple[Path, int]:
+    """A copy of a real fixture with BuildKit's mtimes restored; (dir, newest mtime)."""
+    target = dest / name
+    shutil.copytree(FIXTURES / name, target)
+    truth = json.loads((FIXTURES / f"{name}.groundtruth.json").read_text())
+    newest = 0
+    for blob in truth["final"]["blobs_on_disk"]:
+        path = target / "blobs" / "sha256" / blob["digest"].split(":", 1)[1]
+        if path.exists():
+            os.utime(path, ns=(blob["mtime_ns"], blob["mtime_ns"]))
+            newest = max(newest, blob["mtime_ns"])
+    for entry in sorted(truth["final"].get("ingest", []), key=lambda e: -len(e["path"])):
+        path = target / entry["path"]
+        if path.exists():
+            os.utime(path, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+            newest = max(newest, entry["mtime_ns"])
+    return target, newest
+
+
+def stable_history(root: Path, digests: set[str] | None = None) -> dict[str, dict[str, Any]]:
+    snap = api.history(root)
+    out = {}
+    for i, e in enumerate(snap.exports):
+        if digests is None or e.digest in digests:
+            doc = export_json(e, i)
+            out[e.digest] = {k: doc[k] for k in STABLE}
+    return out
+
+
+def blob_names(root: Path) -> set[str]:
+    d = root / "blobs" / "sha256"
+    return {p.name for p in d.iterdir()} if d.exists() else set()
+
+
+def assert_consistent(root: Path) -> None:
+    """The gc invariant: DIR reads cleanly; every manifest on disk references only present
+    blobs (so every export is complete); every index.json export is complete."""
+    snap = api.history(root)
+    for e in snap.exports:
+        assert e.complete, (e.digest, e.missing, e.problems)
+    for digest in snap.inventory.foreign_closure:
+        assert digest in snap.inventory.blobs, digest
+
+
+def cli(capsys: Any, *args: str) -> tuple[int, str, str]:
+    """Run `ocicache ARGS` through the real entry point; (exit code, stdout, stderr)."""
+    from ocicache import cli as cli_module
+
+    old = sys.argv
+    sys.argv = ["ocicache", *args]
+    try:
+        try:
+            cli_module.main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = old
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
