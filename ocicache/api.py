@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ocicache import reports
+from ocicache.check import CheckResult
+from ocicache.check import check as run_check
 from ocicache.exports import Export, build_exports
+from ocicache.hashing import ProgressCallback, verify_blobs
 from ocicache.inventory import Inventory, read_inventory
 from ocicache.layout import INDEX_JSON, LOCK_FILE, OCI_LAYOUT, Layout
 from ocicache.refs import resolve
@@ -72,3 +75,15 @@ def du(directory: str | os.PathLike[str]) -> tuple[Snapshot, list[reports.Usage]
     """Where the bytes are, by category."""
     snap = read(directory)
     return snap, reports.disk_usage(snap.inventory, snap.exports, list(snap.metadata_sizes))
+
+
+def check(directory: str | os.PathLike[str], quick: bool = False, workers: int | None = None,
+          progress: ProgressCallback | None = None) -> CheckResult:
+    """Every problem in DIR; unless `quick`, every blob is re-hashed (in parallel) too."""
+    with Layout(directory) as layout:
+        inv = read_inventory(layout)
+        sizes = [st.st_size for st in map(layout.stat_top, (INDEX_JSON, OCI_LAYOUT, LOCK_FILE))
+                 if st is not None]
+        hashes = None if quick else verify_blobs(layout, inv.blobs.values(), workers, progress)
+    snap = Snapshot(layout.root, inv, build_exports(inv), tuple(sizes))
+    return run_check(snap, hashes)

@@ -58,9 +58,10 @@ def echo(text: str) -> None:
 
 def _register() -> None:
     # One module per command family; each adds its commands to `app`.
-    from ocicache.commands import inspect
+    from ocicache.commands import check, inspect
 
     inspect.register(app)
+    check.register(app)
 
 
 _register()
