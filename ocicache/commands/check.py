@@ -9,8 +9,10 @@ from pathlib import Path
 import typer
 
 from ocicache import api, render
+from ocicache import repair as repairing
 from ocicache.errors import EXIT_PROBLEMS
 from ocicache.hashing import Progress
+from ocicache.model import ANN_REF_NAME
 
 DirArg = typer.Argument(..., help="The cache directory (--cache-to type=local,dest=DIR).",
                         show_default=False)
@@ -90,3 +92,41 @@ def register(app: typer.Typer) -> None:
                            f"({render.size(int(rate))}/s)", err=True)
         if not result.ok:
             raise typer.Exit(EXIT_PROBLEMS)
+
+    @app.command()
+    def repair(directory: Path = DirArg,
+               dry_run: bool = typer.Option(False, "--dry-run", "-n",
+                                            help="Print the index.json repair would write; "
+                                                 "change nothing."),
+               ) -> None:
+        """Rebuild a torn, invalid or missing index.json from blobs/ (try --dry-run first).
+
+        Keeps every entry that is still readable and whose manifest is on disk, and adds the
+        newest complete cache manifest as `latest` unless a kept entry has that tag. Other tag
+        names cannot be recovered: blobs do not record them.
+        """
+        plan = repairing.repair(directory, dry_run=dry_run)
+        if not plan.needed:
+            typer.echo("index.json is healthy; nothing to repair", err=True)
+            return
+        lines = [f"index.json: {plan.reason}"]
+        lines += [f"keep    {e['digest']} "
+                  f"{(e.get('annotations') or {}).get(ANN_REF_NAME, '(no tag)')}"
+                  for e in plan.kept]
+        if plan.dropped:
+            lines.append(f"drop    {plan.dropped} readable entr(y/ies) whose manifest is missing")
+        if plan.added is not None:
+            lines.append(f"add     {plan.added['digest']} latest "
+                         "(the newest complete cache manifest in blobs/)")
+        elif not plan.kept:
+            lines.append("no complete cache manifest in blobs/: the index will be empty")
+        lines.append("other tags cannot be recovered from blobs/; re-export to restore them")
+        if dry_run:
+            for line in lines:
+                typer.echo(line, err=True)
+            typer.echo("dry run: index.json not changed; it would become:", err=True)
+            echo(plan.data.decode())
+        else:
+            for line in lines:
+                echo(line)
+            echo(f"wrote index.json ({len(plan.kept) + (plan.added is not None)} entries)")
