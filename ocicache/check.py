@@ -148,8 +148,7 @@ class _Collector:
                 if d not in inv.blobs:
                     tag = entry.ref_name or "(no ref name)"
                     self.add(ERROR, "index-missing-manifest", INDEX_JSON,
-                             f"tag {tag}: manifest blob {_rel(d)} is missing; importing this "
-                             "tag fails", digest=d, where=f"manifests[{entry.position}]",
+                             f"tag {tag}: manifest {d} is missing; importing this tag fails", digest=d, where=f"manifests[{entry.position}]",
                              export=d)
         if isinstance(inv.oci_layout, Exception):
             # BuildKit's importer never reads oci-layout: harmless to imports, still wrong.
@@ -185,13 +184,6 @@ class _Collector:
                 named = _digest_of(p.file)
                 if hashes is None or named not in hashes:
                     self.add(ERROR, "unreadable-blob", p.file, p.message, digest=named)
-        for doc in sorted({*inv.manifests, *inv.configs}):
-            big = inv.blobs.get(doc)
-            if big is not None and big.size > docs.IMPORT_LIMIT:
-                kind = "manifest" if doc in inv.manifests else "cache config"
-                self.add(WARNING, "oversize-document", big.relpath,
-                         f"{kind} of {big.size} bytes: BuildKit refuses to import one over "
-                         f"{docs.IMPORT_LIMIT} bytes (1 MiB)", digest=doc)
 
     # -- every export --------------------------------------------------------------------------
     def exports(self) -> None:
@@ -214,6 +206,12 @@ class _Collector:
                          "cache manifest names no cache config: importing it fails",
                          digest=e.digest, export=e.digest)
         config = e.config.digest if e.config else None
+        for doc, kind in ((e.digest, "manifest"), (config, "cache config")):
+            big = inv.blobs.get(doc) if doc else None
+            if big is not None and big.size > docs.IMPORT_LIMIT:
+                self.add(WARNING, "oversize-document", big.relpath,
+                         f"{kind} of {big.size} bytes: BuildKit refuses to import one over "
+                         f"{docs.IMPORT_LIMIT} bytes (1 MiB)", digest=doc, export=e.digest)
         for d in e.missing:
             if d == config:
                 self.add(ERROR, "missing-blob", _rel(d),
