@@ -148,7 +148,8 @@ class _Collector:
                 if d not in inv.blobs:
                     tag = entry.ref_name or "(no ref name)"
                     self.add(ERROR, "index-missing-manifest", INDEX_JSON,
-                             f"tag {tag}: manifest {d} is missing; importing this tag fails", digest=d, where=f"manifests[{entry.position}]",
+                             f"tag {tag}: manifest {d} is missing; importing this tag fails",
+                             digest=d, where=f"manifests[{entry.position}]",
                              export=d)
         if isinstance(inv.oci_layout, Exception):
             # BuildKit's importer never reads oci-layout: harmless to imports, still wrong.

@@ -1,4 +1,4 @@
-"""Run the ocicache CLI for tests: in-process (fast, with an alarm against hangs) or as a subprocess."""
+"""Run the ocicache CLI in tests: in-process (fast, an alarm against hangs) or as a subprocess."""
 
 from __future__ import annotations
 

@@ -489,7 +489,7 @@ def test_hostile_case(tmp_path: Path, c: Case) -> None:
 def test_hostile_subprocess(tmp_path: Path, name: str) -> None:
     """The same through a real process: no hang (timeout), no traceback, documented codes."""
     c = next(x for x in CASES if x.name == name)
-    base, outside, _ = _build(tmp_path, c)
+    base, _outside, _ = _build(tmp_path, c)
     before = tree(base.root)
     for command in ("history", "check"):
         argv = tuple(str(base.root) if a == "DIR" else a for a in COMMANDS[command])
