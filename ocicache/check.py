@@ -178,6 +178,11 @@ class _Collector:
         for digest, e in inv.bad_docs.items():
             if digest in self.layer_digests:
                 continue  # a layer that happens to start with "{": not a document
+            if e.message.startswith(_UNREADABLE):
+                if hashes is None or hashes.get(digest, _NO_HASH).error is None:
+                    self.add(ERROR, "unreadable-blob", e.file or _rel(digest), e.message,
+                             digest=digest)
+                continue
             self.add(ERROR, "invalid-document", e.file or _rel(digest), e.message,
                      digest=digest, where=e.where or "")
         for p in inv.problems:
@@ -277,10 +282,18 @@ class _Collector:
         referenced = set(inv.foreign_closure)
         for e in self.snap.exports:
             referenced.update(e.blobs)
+        # A document we could not read may reference blobs that look unreferenced.
+        caveat = (f"; {len(inv.bad_docs)} unreadable or invalid document(s) may reference it"
+                  if inv.bad_docs else "")
         for digest, blob in inv.blobs.items():
-            if digest not in referenced:
+            if digest not in referenced and digest not in inv.bad_docs:
                 self.add(NOTE, "unreferenced-blob", blob.relpath,
-                         f"{blob.size} bytes no export references", digest=digest)
+                         f"{blob.size} bytes no export references{caveat}", digest=digest)
+
+
+# CorruptError messages of Layout reads that mean "could not read", not "read and invalid".
+_UNREADABLE = ("permission denied", "cannot read", "not a regular file", "is a symlink")
+_NO_HASH = HashResult("", None, 0, None)
 
 
 def _digest_of(relpath: str) -> str | None:

@@ -497,3 +497,32 @@ def test_hostile_subprocess(tmp_path: Path, name: str) -> None:
         _assert_clean_run(r, f"{name}: {command}")
         assert r.code == c.exits.get(command, 0)
     assert tree(base.root) == before
+
+
+def test_unreadable_blob(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blob the user may not read (EACCES; simulated: root ignores chmod 000)."""
+    import ocicache.layout as layout_mod
+
+    c = next(x for x in CASES if x.name == "clean")
+    base, _outside, _ = _build(tmp_path, c)
+    victims = {base.layers[1][7:], base.new[7:]}  # a layer and the current manifest
+    real_open = os.open
+
+    def fake_open(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if path in victims:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(layout_mod.os, "open", fake_open)
+    before = tree(base.root)
+    r = run_inprocess("check", "--json", str(base.root))
+    _assert_clean_run(r, "unreadable: check")
+    assert r.code == 1
+    found = {(f["code"], f["digest"]) for f in json.loads(r.out)["findings"]}
+    assert ("unreadable-blob", base.layers[1]) in found
+    assert ("unreadable-blob", base.new) in found
+    for command in ("history", "blobs", "du"):
+        r = run_inprocess(command, str(base.root))
+        _assert_clean_run(r, f"unreadable: {command}")
+        assert r.code in (0, 4), r.err
+    assert tree(base.root) == before
