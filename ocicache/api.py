@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ocicache import reports
-from ocicache.check import CheckResult
+from ocicache.check import CheckResult, schema_violations
 from ocicache.check import check as run_check
 from ocicache.exports import Export, build_exports
 from ocicache.hashing import ProgressCallback, verify_blobs
@@ -84,6 +84,7 @@ def check(directory: str | os.PathLike[str], quick: bool = False, workers: int |
         inv = read_inventory(layout)
         sizes = [st.st_size for st in map(layout.stat_top, (INDEX_JSON, OCI_LAYOUT, LOCK_FILE))
                  if st is not None]
+        snap = Snapshot(layout.root, inv, build_exports(inv), tuple(sizes))
+        violations = schema_violations(layout, snap)
         hashes = None if quick else verify_blobs(layout, inv.blobs.values(), workers, progress)
-    snap = Snapshot(layout.root, inv, build_exports(inv), tuple(sizes))
-    return run_check(snap, hashes)
+    return run_check(snap, hashes, violations)

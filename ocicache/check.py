@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ocicache import documents as docs
+from ocicache import mediatypes as mt
 from ocicache.digest import parse_digest
-from ocicache.errors import UsageError
+from ocicache.errors import OcicacheError, UsageError
 from ocicache.exports import Export
 from ocicache.hashing import HashResult
 from ocicache.layout import INDEX_JSON, OCI_LAYOUT, Layout
 from ocicache.reports import stack
+from ocicache.schema import Violation, validate
 
 if TYPE_CHECKING:
     from ocicache.api import Snapshot
@@ -92,9 +94,11 @@ def _rel(digest: str) -> str:
         return digest
 
 
-def check(snap: Snapshot, hashes: Mapping[str, HashResult] | None = None) -> CheckResult:
-    """Every finding about `snap`; `hashes` (digest -> result) adds digest verification."""
-    out = _Collector(snap)
+def check(snap: Snapshot, hashes: Mapping[str, HashResult] | None = None,
+          violations: Mapping[str, tuple[Violation, ...]] | None = None) -> CheckResult:
+    """Every finding about `snap`; `hashes` (digest -> result) adds digest verification and
+    `violations` (file -> every schema violation, see `schema_violations`) lists each one."""
+    out = _Collector(snap, violations or {})
     out.index()
     out.blobs(hashes)
     out.exports()
@@ -118,8 +122,9 @@ def check(snap: Snapshot, hashes: Mapping[str, HashResult] | None = None) -> Che
 
 
 class _Collector:
-    def __init__(self, snap: Snapshot) -> None:
+    def __init__(self, snap: Snapshot, violations: Mapping[str, tuple[Violation, ...]]) -> None:
         self.snap = snap
+        self.violations = violations
         self.inv = snap.inventory
         self.findings: list[Finding] = []
         self.layer_digests = {d.digest for e in snap.exports for d in e.layers}
@@ -127,6 +132,15 @@ class _Collector:
     def add(self, severity: str, code: str, file: str, message: str, *, digest: str | None = None,
             where: str = "", export: str | None = None, steps: tuple[Step, ...] = ()) -> None:
         self.findings.append(Finding(severity, code, file, digest, where, message, export, steps))
+
+    def invalid(self, file: str, where: str, message: str, digest: str | None = None) -> None:
+        """One finding per schema violation when they are known, else the first one."""
+        found = self.violations.get(file)
+        if not found:
+            self.add(ERROR, "invalid-document", file, message, digest=digest, where=where)
+        for v in found or ():
+            self.add(ERROR, "invalid-document", file, v.message, digest=digest,
+                     where=v.path or "(root)")
 
     # -- index.json and oci-layout -------------------------------------------------------------
     def index(self) -> None:
@@ -137,8 +151,7 @@ class _Collector:
                 self.add(ERROR, "missing-index", INDEX_JSON,
                          "missing: no tag can be imported (`ocicache repair` rebuilds it)")
             elif err.where:  # a schema violation: the JSON parsed, the document is wrong
-                self.add(ERROR, "invalid-document", err.file or INDEX_JSON, err.message,
-                         where=err.where)
+                self.invalid(err.file or INDEX_JSON, err.where, err.message)
             else:
                 self.add(ERROR, "torn-index", err.file or INDEX_JSON,
                          f"{err.message} (`ocicache repair` rebuilds it)")
@@ -183,8 +196,7 @@ class _Collector:
                     self.add(ERROR, "unreadable-blob", e.file or _rel(digest), e.message,
                              digest=digest)
                 continue
-            self.add(ERROR, "invalid-document", e.file or _rel(digest), e.message,
-                     digest=digest, where=e.where or "")
+            self.invalid(e.file or _rel(digest), e.where or "", e.message, digest)
         for p in inv.problems:
             if p.message.startswith("cannot read"):
                 named = _digest_of(p.file)
@@ -289,6 +301,41 @@ class _Collector:
             if digest not in referenced and digest not in inv.bad_docs:
                 self.add(NOTE, "unreferenced-blob", blob.relpath,
                          f"{blob.size} bytes no export references{caveat}", digest=digest)
+
+
+def schema_violations(layout: Layout, snap: Snapshot) -> dict[str, tuple[Violation, ...]]:
+    """Every schema violation of each document that failed its schema (readers stop at the
+    first), keyed by file: index.json and the JSON blobs of `snap.inventory.bad_docs`."""
+    inv = snap.inventory
+    out: dict[str, tuple[Violation, ...]] = {}
+    todo: list[tuple[str, str | None]] = []
+    if inv.index_error is not None and inv.index_error.where:
+        todo.append((INDEX_JSON, None))
+    todo.extend((_rel(d), d) for d, e in inv.bad_docs.items() if e.where)
+    for file, digest in todo:
+        try:
+            data = (layout.read_top(INDEX_JSON, docs.JSON_LIMIT) if digest is None
+                    else layout.read_blob(parse_digest(digest), docs.JSON_LIMIT))
+            doc = docs.loads_strict(data or b"", file)
+        except (OcicacheError, OSError):
+            continue  # changed since the first read: the first violation stands
+        name = "image-index" if digest is None else _schema_for(doc)
+        if name is not None:
+            out[file] = tuple(validate(doc, name))
+    return out
+
+
+def _schema_for(doc: object) -> str | None:
+    """The schema the readers apply to a JSON blob of this shape (documents.parse_*)."""
+    if not isinstance(doc, dict):
+        return None
+    if "config" in doc:
+        return "image-manifest"
+    if "manifests" in doc:
+        return "docker-manifest-list" if doc.get("mediaType") == mt.DOCKER_LIST else "image-index"
+    if "layers" in doc and "records" in doc:
+        return "cacheconfig"
+    return None
 
 
 # CorruptError messages of Layout reads that mean "could not read", not "read and invalid".
