@@ -228,3 +228,20 @@ def test_progress_line() -> None:
     assert line.startswith("hashing [######")
     assert "52.4 MB / 209.7 MB" in line and "(3/10 blobs)" in line
     assert "104.9 MB/s" in line and "2 s left" in line
+
+
+@pytest.mark.parametrize("name", ["k-interrupted-export", "f-tags"])
+def test_read_only_commands_leave_fixture_unchanged(tmp_path: Path, name: str) -> None:
+    root = _copy(tmp_path, name)
+    # BuildKit's real modes and mtimes (git keeps neither), so "unchanged" means something.
+    for b in _truth(name)["final"]["blobs_on_disk"]:
+        p = root / "blobs" / b["digest"].replace(":", "/")
+        os.chmod(p, int(str(b["mode"]).replace("0o", ""), 8))
+        os.utime(p, ns=(b["mtime_ns"], b["mtime_ns"]))
+    before = tree(root)
+    for argv in (("history", "DIR"), ("show", "DIR"), ("show", "DIR", "latest"), ("blobs", "DIR"),
+                 ("du", "DIR"), ("check", "DIR"), ("check", "--quick", "--json", "DIR"),
+                 ("repair", "--dry-run", "DIR"), ("repair", "DIR")):
+        r = run_inprocess(*(str(root) if a == "DIR" else a for a in argv))
+        assert r.code == 0, (argv, r.err)
+        assert tree(root) == before, argv
