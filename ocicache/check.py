@@ -128,6 +128,9 @@ class _Collector:
         self.inv = snap.inventory
         self.findings: list[Finding] = []
         self.layer_digests = {d.digest for e in snap.exports for d in e.layers}
+        self.referenced = set(self.inv.foreign_closure)
+        for e in snap.exports:
+            self.referenced.update(e.blobs)
 
     def add(self, severity: str, code: str, file: str, message: str, *, digest: str | None = None,
             where: str = "", export: str | None = None, steps: tuple[Step, ...] = ()) -> None:
@@ -196,7 +199,13 @@ class _Collector:
                     self.add(ERROR, "unreadable-blob", e.file or _rel(digest), e.message,
                              digest=digest)
                 continue
-            self.invalid(e.file or _rel(digest), e.where or "", e.message, digest)
+            if digest in self.referenced:  # a manifest or cache config an export needs
+                self.invalid(e.file or _rel(digest), e.where or "", e.message, digest)
+            elif e.where:  # JSON, but not a document we know: nothing depends on it
+                self.add(WARNING, "invalid-document", e.file or _rel(digest),
+                         f"{e.message} (no export references it)", digest=digest,
+                         where=e.where)
+            # else: it only starts like JSON (a layer of an unknown export?): see leftovers.
         for p in inv.problems:
             if p.message.startswith("cannot read"):
                 named = _digest_of(p.file)
@@ -291,14 +300,14 @@ class _Collector:
                 f"{entry.data_size} of {entry.total if entry.total is not None else '?'} bytes")
             self.add(NOTE, "stale-ingest", entry.relpath,
                      f"interrupted write ({what}); BuildKit never cleans ingest/")
-        referenced = set(inv.foreign_closure)
-        for e in self.snap.exports:
-            referenced.update(e.blobs)
+        referenced = self.referenced
         # A document we could not read may reference blobs that look unreferenced.
-        caveat = (f"; {len(inv.bad_docs)} unreadable or invalid document(s) may reference it"
-                  if inv.bad_docs else "")
+        doubtful = sum(1 for e in inv.bad_docs.values()
+                       if e.where or e.message.startswith(_UNREADABLE))
+        caveat = (f"; {doubtful} unreadable or invalid document(s) may reference it"
+                  if doubtful else "")
         for digest, blob in inv.blobs.items():
-            if digest not in referenced and digest not in inv.bad_docs:
+            if digest not in referenced and not inv.bad_docs.get(digest, _NO_ERROR).where:
                 self.add(NOTE, "unreferenced-blob", blob.relpath,
                          f"{blob.size} bytes no export references{caveat}", digest=digest)
 
@@ -341,6 +350,7 @@ def _schema_for(doc: object) -> str | None:
 # CorruptError messages of Layout reads that mean "could not read", not "read and invalid".
 _UNREADABLE = ("permission denied", "cannot read", "not a regular file", "is a symlink")
 _NO_HASH = HashResult("", None, 0, None)
+_NO_ERROR = OcicacheError("")
 
 
 def _digest_of(relpath: str) -> str | None:

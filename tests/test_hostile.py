@@ -401,7 +401,16 @@ def _out_of_range(base: Base, outside: Path) -> str:
 
 @case("manifest-deeply-nested", BROKEN, {"invalid-document"})
 def _deep_blob(base: Base, outside: Path) -> str:
-    return base.b.blob(b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    data = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    d = base.b.blob(data)
+    base.b.point("deep", d, len(data))
+    return d
+
+
+@case("blob-json-like-unreferenced", codes={"unreferenced-blob"})
+def _json_like(base: Base, outside: Path) -> str:
+    """A blob that only starts like JSON (a layer of some unknown export): a leftover."""
+    return base.b.blob(b'{\x00\xff not json' * 100)
 
 
 @case("manifest-oversize", codes={"oversize-document"})
