@@ -142,8 +142,8 @@ def parse_cache_manifest(doc: object, digest: str, file: str) -> CacheManifest:
     rest = [m for m in doc["manifests"] if m["mediaType"] != mt.CACHE_CONFIG]
     layers, others = _split(rest)
     # BuildKit writes exactly one cache config (last); extra ones are reported by `check`.
-    config = configs[-1] if configs else None
-    return CacheManifest(digest, shape, media_type, config, layers,
+    last = configs[-1] if configs else None
+    return CacheManifest(digest, shape, media_type, last, layers,
                          others + tuple(configs[:-1]))
 
 

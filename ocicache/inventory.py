@@ -105,7 +105,7 @@ def _read_oci_layout(layout: Layout) -> object | None:
         data = layout.read_top(OCI_LAYOUT, 4096)
         if data is None:
             return None
-        doc = docs.loads_strict(data, OCI_LAYOUT)
+        doc: object = docs.loads_strict(data, OCI_LAYOUT)
         docs.validate(doc, "oci-layout", OCI_LAYOUT)
         return doc
     except CorruptError as e:
@@ -162,7 +162,8 @@ class _Reader:
     def _load(self, blob: BlobFile) -> object | None:
         try:
             data = self.layout.read_blob(Digest(*blob.digest.split(":", 1)), docs.JSON_LIMIT)
-            return docs.loads_strict(data, blob.relpath)
+            doc: object = docs.loads_strict(data, blob.relpath)
+            return doc
         except CorruptError as e:
             self.inv.bad_docs[blob.digest] = e
         except OSError as e:
