@@ -167,6 +167,11 @@ class _Collector:
                              f"tag {tag}: manifest {d} is missing; importing this tag fails",
                              digest=d, where=f"manifests[{entry.position}]",
                              export=d)
+                elif inv.blobs[d].size != entry.descriptor.size:
+                    self.add(ERROR, "size-mismatch", INDEX_JSON,
+                             f"says {entry.descriptor.size} bytes, manifest {d} has "
+                             f"{inv.blobs[d].size}", digest=d,
+                             where=f"manifests[{entry.position}].size", export=d)
         if isinstance(inv.oci_layout, Exception):
             # BuildKit's importer never reads oci-layout: harmless to imports, still wrong.
             self.add(WARNING, "invalid-document", OCI_LAYOUT, str(getattr(

@@ -354,6 +354,12 @@ def _index_dir(base: Base, outside: Path) -> str:
     return "index.json"
 
 
+@case("index-entry-wrong-size", BROKEN, {"size-mismatch"})
+def _index_size(base: Base, outside: Path) -> str:
+    index_with(base, [entry(base.new, size=12)])
+    return base.new
+
+
 @case("index-points-at-missing", BROKEN, {"index-missing-manifest"})
 def _index_missing_manifest(base: Base, outside: Path) -> str:
     gone = sha(b"gone")
