@@ -154,5 +154,5 @@ def _write_index_atomically(root_fd: int, data: bytes) -> None:
     except OSError as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=root_fd)
-        raise RefusedError(f"cannot replace index.json: {e.strerror}", file=INDEX_JSON) from None
+        raise RefusedError(f"cannot replace: {e.strerror}", file=INDEX_JSON) from None
     os.fsync(root_fd)

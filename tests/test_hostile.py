@@ -541,3 +541,27 @@ def test_unreadable_blob(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         _assert_clean_run(r, f"unreadable: {command}")
         assert r.code in (0, 4), r.err
     assert tree(base.root) == before
+
+
+TORN_CASES = [c for c in CASES if c.exits.get("history") == 4]
+
+
+@pytest.mark.parametrize("c", TORN_CASES, ids=[c.name for c in TORN_CASES])
+def test_hostile_repair(tmp_path: Path, c: Case) -> None:
+    """repair on every broken index.json: dry run changes nothing; the real run leaves a
+    readable index (or refuses clearly), never touches anything outside DIR."""
+    base, outside, _ = _build(tmp_path, c)
+    before, outside_before, atimes = tree(base.root), tree(outside), _atimes(outside)
+    r = run_inprocess("repair", "--dry-run", str(base.root))
+    _assert_clean_run(r, f"{c.name}: repair --dry-run")
+    assert r.code == 0 and tree(base.root) == before
+    r = run_inprocess("repair", str(base.root))
+    _assert_clean_run(r, f"{c.name}: repair")
+    if c.name == "index-directory":
+        assert r.code == 6 and "index.json" in r.err  # refuses to replace a directory
+    else:
+        assert r.code == 0, r.err
+        h = run_inprocess("history", str(base.root))
+        assert h.code == 0, h.err
+        assert base.new in run_inprocess("history", "--json", str(base.root)).out
+    assert tree(outside) == outside_before and _atimes(outside) == atimes

@@ -114,7 +114,8 @@ def register(app: typer.Typer) -> None:
                   f"{(e.get('annotations') or {}).get(ANN_REF_NAME, '(no tag)')}"
                   for e in plan.kept]
         if plan.dropped:
-            lines.append(f"drop    {plan.dropped} readable entr(y/ies) whose manifest is missing")
+            lines.append(f"drop    {plan.dropped} readable "
+                         f"entr{'y' if plan.dropped == 1 else 'ies'} whose manifest is missing")
         if plan.added is not None:
             lines.append(f"add     {plan.added['digest']} latest "
                          "(the newest complete cache manifest in blobs/)")
@@ -129,4 +130,5 @@ def register(app: typer.Typer) -> None:
         else:
             for line in lines:
                 echo(line)
-            echo(f"wrote index.json ({len(plan.kept) + (plan.added is not None)} entries)")
+            n = len(plan.kept) + (plan.added is not None)
+            echo(f"wrote index.json ({n} entr{'y' if n == 1 else 'ies'})")
