@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ocicache import reports
 from ocicache.check import CheckResult, schema_violations
@@ -14,6 +15,9 @@ from ocicache.hashing import ProgressCallback, verify_blobs
 from ocicache.inventory import Inventory, read_inventory
 from ocicache.layout import INDEX_JSON, LOCK_FILE, OCI_LAYOUT, Layout
 from ocicache.refs import resolve
+
+if TYPE_CHECKING:
+    from ocicache.repair import RepairPlan
 
 
 @dataclass(frozen=True)
@@ -88,3 +92,11 @@ def check(directory: str | os.PathLike[str], quick: bool = False, workers: int |
         violations = schema_violations(layout, snap)
         hashes = None if quick else verify_blobs(layout, inv.blobs.values(), workers, progress)
     return run_check(snap, hashes, violations)
+
+
+def repair(directory: str | os.PathLike[str], dry_run: bool = False) -> RepairPlan:
+    """Rebuild a torn, invalid or missing index.json (see ocicache.repair); `dry_run` writes
+    nothing. A healthy index.json is left alone (`plan.needed` is False)."""
+    from ocicache.repair import repair as run_repair
+
+    return run_repair(directory, dry_run)

@@ -9,7 +9,6 @@ from pathlib import Path
 import typer
 
 from ocicache import api, render
-from ocicache import repair as repairing
 from ocicache.errors import EXIT_PROBLEMS
 from ocicache.hashing import Progress
 from ocicache.model import ANN_REF_NAME
@@ -105,7 +104,7 @@ def register(app: typer.Typer) -> None:
         newest complete cache manifest as `latest` unless a kept entry has that tag. Other tag
         names cannot be recovered: blobs do not record them.
         """
-        plan = repairing.repair(directory, dry_run=dry_run)
+        plan = api.repair(directory, dry_run=dry_run)
         if not plan.needed:
             typer.echo("index.json is healthy; nothing to repair", err=True)
             return
