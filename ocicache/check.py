@@ -238,6 +238,8 @@ class _Collector:
                          "cache manifest names no cache config: importing it fails",
                          digest=e.digest, export=e.digest)
         config = e.config.digest if e.config else None
+        names = (*e.tags, *(f"{p} (pin)" for p in e.pins))
+        tags = f" ({', '.join(names)})" if names else ""
         for doc, kind in ((e.digest, "manifest"), (config, "cache config")):
             big = inv.blobs.get(doc) if doc else None
             if big is not None and big.size > docs.IMPORT_LIMIT:
@@ -247,12 +249,12 @@ class _Collector:
         for d in e.missing:
             if d == config:
                 self.add(ERROR, "missing-blob", _rel(d),
-                         f"cache config of export {e.digest} is missing: importing it fails",
+                         f"cache config of export {e.digest}{tags} is missing: importing it fails",
                          digest=d, export=e.digest)
             else:
                 steps = self._steps(e, d)
                 self.add(ERROR, "missing-blob", _rel(d),
-                         f"layer of export {e.digest} is missing: {_describe(steps)}",
+                         f"layer of export {e.digest}{tags} is missing: {_describe(steps)}",
                          digest=d, export=e.digest, steps=steps)
         sizes = {x.digest: x.size for x in e.layers}
         if e.config is not None:
@@ -260,7 +262,7 @@ class _Collector:
         for d in e.wrong_size:
             blob = inv.blobs[d]
             self.add(ERROR, "size-mismatch", blob.relpath,
-                     f"export {e.digest} says {sizes.get(d)} bytes, the file has {blob.size}",
+                     f"export {e.digest}{tags} says {sizes.get(d)} bytes, the file has {blob.size}",
                      digest=d, export=e.digest)
         cc = e.cache_config
         if cc is not None and cc.digest not in seen_configs:
