@@ -3,7 +3,8 @@ never a hang, never a read or write outside DIR; read-only commands leave the tr
 
 The suite is a table of cases x commands. Each case builds a directory in tmp_path (a valid
 synthetic layout, then one injected fault) and says which exit code each command must give.
-Commands added later (gc, ref, pin) extend COMMANDS and each case's `exits`.
+Commands added later (gc, ref, pin) extend COMMANDS and each case's `exits`; a deleting
+command also needs an assertion that every blob an export still needs survives.
 """
 
 from __future__ import annotations
@@ -485,6 +486,8 @@ def test_hostile_case(tmp_path: Path, c: Case) -> None:
         assert r.code == c.exits.get(command, 0), f"{c.name}: {command}: {r.code}\n{r.err}"
         if r.code not in (0, 1):
             assert r.err.startswith("ocicache: error: "), r.err
+        if r.code == 4:  # a torn or invalid index.json: the error line names it
+            assert r.err.startswith("ocicache: error: index.json: "), r.err
         if command == "check":
             doc = json.loads(r.out)
             found = {f["code"] for f in doc["findings"]}
