@@ -10,8 +10,11 @@ from typing import TYPE_CHECKING
 
 from ocicache import cachefrom, pins, reports
 from ocicache import spec as spec_mod
+from ocicache.check import CheckResult, schema_violations
+from ocicache.check import check as run_check
 from ocicache.errors import NotFoundError, OcicacheError, RefusedError
 from ocicache.exports import Export, build_exports
+from ocicache.hashing import ProgressCallback, verify_blobs
 from ocicache.indexwrite import RawEntry, rewrite_index
 from ocicache.inventory import Inventory, read_inventory
 from ocicache.layout import INDEX_JSON, LOCK_FILE, OCI_LAYOUT, Layout
@@ -20,6 +23,7 @@ from ocicache.refs import resolve
 if TYPE_CHECKING:
     from ocicache.gc_apply import GcResult
     from ocicache.gc_plan import Policy as GcPolicy
+    from ocicache.repair import RepairPlan
 
 
 @dataclass(frozen=True)
@@ -201,3 +205,22 @@ def gc(directory: str | os.PathLike[str], policy: GcPolicy, *, dry_run: bool = F
     from ocicache.gc_apply import gc as run_gc
 
     return run_gc(directory, policy, now_ns=now_ns, dry_run=dry_run)
+def check(directory: str | os.PathLike[str], quick: bool = False, workers: int | None = None,
+          progress: ProgressCallback | None = None) -> CheckResult:
+    """Every problem in DIR; unless `quick`, every blob is re-hashed (in parallel) too."""
+    with Layout(directory) as layout:
+        inv = read_inventory(layout)
+        sizes = [st.st_size for st in map(layout.stat_top, (INDEX_JSON, OCI_LAYOUT, LOCK_FILE))
+                 if st is not None]
+        snap = Snapshot(layout.root, inv, build_exports(inv), tuple(sizes))
+        violations = schema_violations(layout, snap)
+        hashes = None if quick else verify_blobs(layout, inv.blobs.values(), workers, progress)
+    return run_check(snap, hashes, violations)
+
+
+def repair(directory: str | os.PathLike[str], dry_run: bool = False) -> RepairPlan:
+    """Rebuild a torn, invalid or missing index.json (see ocicache.repair); `dry_run` writes
+    nothing. A healthy index.json is left alone (`plan.needed` is False)."""
+    from ocicache.repair import repair as run_repair
+
+    return run_repair(directory, dry_run)

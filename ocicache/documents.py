@@ -127,7 +127,7 @@ def parse_index(doc: object, file: str = "index.json") -> Index:
 
 def parse_cache_manifest(doc: object, digest: str, file: str) -> CacheManifest:
     """A cache manifest of shape A (image manifest), B (OCI index) or C (Docker list)."""
-    assert isinstance(doc, dict)
+    doc = _object(doc, file)
     if "config" in doc:
         validate(doc, "image-manifest", file)
         media_type = doc.get("mediaType") or mt.OCI_MANIFEST
@@ -150,6 +150,13 @@ def parse_cache_manifest(doc: object, digest: str, file: str) -> CacheManifest:
                          others + tuple(configs[:-1]))
 
 
+def _object(doc: object, file: str) -> dict[str, Any]:
+    """`doc` as a JSON object; CorruptError (not an assertion) for any other JSON value."""
+    if not isinstance(doc, dict):
+        raise CorruptError(f"expected a JSON object, got {type(doc).__name__}", file=file)
+    return doc
+
+
 def _split(items: list[Mapping[str, Any]]) -> tuple[tuple[Descriptor, ...], tuple[Descriptor, ...]]:
     layers: list[Descriptor] = []
     others: list[Descriptor] = []
@@ -161,7 +168,7 @@ def _split(items: list[Mapping[str, Any]]) -> tuple[tuple[Descriptor, ...], tupl
 
 def parse_other_manifest(doc: object, digest: str, file: str) -> OtherManifest:
     """A foreign image manifest or index: just the descriptors it references."""
-    assert isinstance(doc, dict)
+    doc = _object(doc, file)
     if "config" in doc:
         validate(doc, "image-manifest", file)
         children = [descriptor(doc["config"])] + [descriptor(x) for x in doc["layers"]]

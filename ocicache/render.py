@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from ocicache.api import ShowResult, Snapshot
+from ocicache.check import CheckResult
 from ocicache.exports import Export
 from ocicache.reports import BlobRow, StackLayer, Usage
 from ocicache.timefmt import format_rfc3339, to_datetime
@@ -225,3 +226,45 @@ def du_table(snap: Snapshot, usage: list[Usage]) -> str:
     rows.append(["total", str(sum(u.files for u in usage)), size(sum(u.bytes for u in usage)),
                  "100.0%"])
     return table(rows, ["WHERE", "FILES", "SIZE", "SHARE"])
+
+
+# -- check -------------------------------------------------------------------------------------
+def check_json(r: CheckResult) -> dict[str, Any]:
+    return {
+        "schema": "ocicache/check@1",
+        "directory": str(r.directory),
+        "ok": r.ok,
+        "hashed": r.hashed,
+        "counts": {"errors": r.count("error"), "warnings": r.count("warning"),
+                   "notes": r.count("note"), "exports": r.exports, "blobs": r.blobs,
+                   "blobBytes": r.blob_bytes, "hashedBlobs": r.hashed_blobs,
+                   "hashedBytes": r.hashed_bytes},
+        "findings": [{"severity": f.severity, "code": f.code, "file": f.file,
+                      "digest": f.digest, "where": f.where, "message": f.message,
+                      "export": f.export,
+                      "steps": [{"layer": s.layer, "digest": s.digest, "effect": s.effect}
+                                for s in f.steps]}
+                     for f in r.findings],
+    }
+
+
+def check_text(r: CheckResult, no_trunc: bool = False) -> str:
+    """One line per finding, `git fsck` style, then a summary line."""
+    lines = []
+    for f in r.findings:
+        subject = f.file if not f.where else f"{f.file}: {f.where}"
+        if not no_trunc and f.digest and f.file.endswith(f.digest.split(":", 1)[-1]):
+            subject = subject.replace(f.digest.split(":", 1)[-1], f.digest.split(":", 1)[-1][:12])
+        message = f.message
+        if not no_trunc and f.export:
+            message = message.replace(f.export, _digest(f.export, False))
+        lines.append(f"{f.severity}: {f.code}: {subject}: {message}")
+        for s in f.steps:
+            at = f"layers[{s.layer}]" if s.layer >= 0 else "(not placed)"
+            lines.append(f"    {s.effect:<7} {at} {_digest(s.digest, no_trunc)}")
+    hashed = (f"{r.hashed_blobs} blobs ({size(r.hashed_bytes)}) hashed" if r.hashed
+              else f"{r.blobs} blobs (not hashed: --quick)")
+    verdict = "OK" if r.ok else "PROBLEMS FOUND"
+    lines.append(f"{r.exports} exports, {hashed}: {r.count('error')} errors, "
+                 f"{r.count('warning')} warnings, {r.count('note')} notes: {verdict}")
+    return "\n".join(lines)

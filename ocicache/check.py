@@ -1,0 +1,381 @@
+"""`check`: every problem in a cache directory as a Finding, collected first and reported after.
+
+Pure over a Snapshot and (optionally) the results of re-hashing blobs. Severities:
+- error: the integrity of an export is broken (a wrong digest or size, a missing blob an export
+  needs, a torn/missing/invalid index.json, manifest or cache config): `check` exits 1;
+- warning: odd but harmless to imports (stray files in blobs/, an invalid oci-layout, a
+  manifest or config over BuildKit's 1 MiB import limit);
+- note: leftovers the OCI layout allows, like `git fsck`'s dangling objects (unreferenced blobs,
+  stale ingest/, a blob left writable by an interrupted export).
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ocicache import documents as docs
+from ocicache import mediatypes as mt
+from ocicache.digest import parse_digest
+from ocicache.errors import OcicacheError, UsageError
+from ocicache.exports import Export
+from ocicache.hashing import HashResult
+from ocicache.layout import INDEX_JSON, OCI_LAYOUT, Layout
+from ocicache.reports import stack
+from ocicache.schema import Violation, validate
+
+if TYPE_CHECKING:
+    from ocicache.api import Snapshot
+
+ERROR = "error"
+WARNING = "warning"
+NOTE = "note"
+SEVERITIES = (ERROR, WARNING, NOTE)
+
+EFFECT_REBUILD = "rebuild"
+EFFECT_FAIL = "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A build step an import would not take from the cache because a layer is missing."""
+
+    layer: int  # index in the cache config's layers[] (-1: the config does not place it)
+    digest: str  # the layer blob of that step
+    effect: str  # "rebuild" (the step runs again) or "fail" (the import cannot go on)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem: how bad, what kind (`code`), about which file/digest, and where in it."""
+
+    severity: str
+    code: str
+    file: str
+    digest: str | None
+    where: str
+    message: str
+    export: str | None = None  # the export (manifest digest) the finding breaks, if any
+    steps: tuple[Step, ...] = ()
+
+    def __str__(self) -> str:
+        return ": ".join(p for p in (self.file, self.where, self.message) if p)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """Every finding, most severe first, and what was looked at."""
+
+    directory: Path
+    findings: tuple[Finding, ...]
+    hashed: bool
+    exports: int
+    blobs: int
+    blob_bytes: int
+    hashed_blobs: int
+    hashed_bytes: int
+
+    @property
+    def ok(self) -> bool:
+        """True when no finding is an error: every export is intact."""
+        return not any(f.severity == ERROR for f in self.findings)
+
+    def count(self, severity: str) -> int:
+        return sum(1 for f in self.findings if f.severity == severity)
+
+
+def _rel(digest: str) -> str:
+    try:
+        return Layout.blob_relpath(parse_digest(digest))
+    except UsageError:
+        return digest
+
+
+def check(snap: Snapshot, hashes: Mapping[str, HashResult] | None = None,
+          violations: Mapping[str, tuple[Violation, ...]] | None = None) -> CheckResult:
+    """Every finding about `snap`; `hashes` (digest -> result) adds digest verification and
+    `violations` (file -> every schema violation, see `schema_violations`) lists each one."""
+    out = _Collector(snap, violations or {})
+    out.index()
+    out.blobs(hashes)
+    out.exports()
+    out.leftovers()
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    findings = sorted(
+        dict.fromkeys(out.findings),  # the same finding found twice is reported once
+        key=lambda f: (order[f.severity], f.code, f.file, f.digest or "", f.where,
+                       f.export or "", f.message))
+    inv = snap.inventory
+    return CheckResult(
+        directory=snap.root,
+        findings=tuple(findings),
+        hashed=hashes is not None,
+        exports=len(snap.exports),
+        blobs=len(inv.blobs),
+        blob_bytes=sum(b.size for b in inv.blobs.values()),
+        hashed_blobs=len(hashes or {}),
+        hashed_bytes=sum(h.bytes_read for h in (hashes or {}).values()),
+    )
+
+
+class _Collector:
+    def __init__(self, snap: Snapshot, violations: Mapping[str, tuple[Violation, ...]]) -> None:
+        self.snap = snap
+        self.violations = violations
+        self.inv = snap.inventory
+        self.findings: list[Finding] = []
+        self.layer_digests = {d.digest for e in snap.exports for d in e.layers}
+        self.referenced = set(self.inv.foreign_closure)
+        for e in snap.exports:
+            self.referenced.update(e.blobs)
+
+    def add(self, severity: str, code: str, file: str, message: str, *, digest: str | None = None,
+            where: str = "", export: str | None = None, steps: tuple[Step, ...] = ()) -> None:
+        self.findings.append(Finding(severity, code, file, digest, where, message, export, steps))
+
+    def invalid(self, file: str, where: str, message: str, digest: str | None = None) -> None:
+        """One finding per schema violation when they are known, else the first one."""
+        found = self.violations.get(file)
+        if not found:
+            self.add(ERROR, "invalid-document", file, message, digest=digest, where=where)
+        for v in found or ():
+            self.add(ERROR, "invalid-document", file, v.message, digest=digest,
+                     where=v.path or "(root)")
+
+    # -- index.json and oci-layout -------------------------------------------------------------
+    def index(self) -> None:
+        inv = self.inv
+        err = inv.index_error
+        if err is not None:
+            if err.message == "missing":
+                self.add(ERROR, "missing-index", INDEX_JSON,
+                         "missing: no tag can be imported (`ocicache repair` rebuilds it)")
+            elif err.where:  # a schema violation: the JSON parsed, the document is wrong
+                self.invalid(err.file or INDEX_JSON, err.where, err.message)
+            else:
+                self.add(ERROR, "torn-index", err.file or INDEX_JSON,
+                         f"{err.message} (`ocicache repair` rebuilds it)")
+        if inv.index is not None:
+            for entry in inv.index.entries:
+                d = entry.descriptor.digest
+                if d not in inv.blobs:
+                    tag = entry.ref_name or "(no ref name)"
+                    self.add(ERROR, "index-missing-manifest", INDEX_JSON,
+                             f"tag {tag}: manifest {d} is missing; importing this tag fails",
+                             digest=d, where=f"manifests[{entry.position}]",
+                             export=d)
+                elif inv.blobs[d].size != entry.descriptor.size:
+                    self.add(ERROR, "size-mismatch", INDEX_JSON,
+                             f"says {entry.descriptor.size} bytes, manifest {d} has "
+                             f"{inv.blobs[d].size}", digest=d,
+                             where=f"manifests[{entry.position}].size", export=d)
+        if isinstance(inv.oci_layout, Exception):
+            # BuildKit's importer never reads oci-layout: harmless to imports, still wrong.
+            self.add(WARNING, "invalid-document", OCI_LAYOUT, str(getattr(
+                inv.oci_layout, "message", inv.oci_layout)))
+
+    # -- every blob ----------------------------------------------------------------------------
+    def blobs(self, hashes: Mapping[str, HashResult] | None) -> None:
+        inv = self.inv
+        for digest, blob in inv.blobs.items():
+            h = hashes.get(digest) if hashes is not None else None
+            if h is not None and h.error is not None:
+                self.add(ERROR, "unreadable-blob", blob.relpath, h.error, digest=digest)
+            elif h is not None and h.actual != digest:
+                self.add(ERROR, "digest-mismatch", blob.relpath,
+                         f"content hashes to {h.actual}", digest=digest)
+            elif h is not None and h.bytes_read != blob.size:
+                self.add(ERROR, "size-mismatch", blob.relpath,
+                         f"changed while checking ({blob.size} bytes, read {h.bytes_read})",
+                         digest=digest)
+            if blob.mode & 0o022:
+                # An export killed between rename and chmod leaves 0666 (FORMAT.md).
+                self.add(NOTE, "mode-0666", blob.relpath,
+                         f"mode {stat.S_IMODE(blob.mode):04o}, BuildKit leaves blobs 0444 "
+                         "(an interrupted export?)", digest=digest)
+        for digest, e in inv.bad_docs.items():
+            if digest in self.layer_digests:
+                continue  # a layer that happens to start with "{": not a document
+            if e.message.startswith(_UNREADABLE):
+                if hashes is None or hashes.get(digest, _NO_HASH).error is None:
+                    self.add(ERROR, "unreadable-blob", e.file or _rel(digest), e.message,
+                             digest=digest)
+                continue
+            if digest in self.referenced:  # a manifest or cache config an export needs
+                self.invalid(e.file or _rel(digest), e.where or "", e.message, digest)
+            elif e.where:  # JSON, but not a document we know: nothing depends on it
+                self.add(WARNING, "invalid-document", e.file or _rel(digest),
+                         f"{e.message} (no export references it)", digest=digest,
+                         where=e.where)
+            # else: it only starts like JSON (a layer of an unknown export?): see leftovers.
+        for p in inv.problems:
+            if p.message.startswith("cannot read"):
+                named = _digest_of(p.file)
+                if hashes is None or named not in hashes:
+                    self.add(ERROR, "unreadable-blob", p.file, p.message, digest=named)
+
+    # -- every export --------------------------------------------------------------------------
+    def exports(self) -> None:
+        seen_configs: set[str] = set()
+        for e in self.snap.exports:
+            self._export(e, seen_configs)
+
+    def _export(self, e: Export, seen_configs: set[str]) -> None:
+        inv = self.inv
+        rel = _rel(e.digest)
+        if e.shape is not None:
+            manifest = inv.manifests[e.digest]
+            if e.digest in {d.digest for d in (*manifest.layers, *manifest.others)} or (
+                    manifest.config is not None and manifest.config.digest == e.digest):
+                self.add(ERROR, "self-reference", rel,
+                         "manifest references itself (its digest cannot be right)",
+                         digest=e.digest, export=e.digest)
+            if manifest.config is None:
+                self.add(ERROR, "no-cache-config", rel,
+                         "cache manifest names no cache config: importing it fails",
+                         digest=e.digest, export=e.digest)
+        config = e.config.digest if e.config else None
+        names = (*e.tags, *(f"{p} (pin)" for p in e.pins))
+        tags = f" ({', '.join(names)})" if names else ""
+        for doc, kind in ((e.digest, "manifest"), (config, "cache config")):
+            big = inv.blobs.get(doc) if doc else None
+            if big is not None and big.size > docs.IMPORT_LIMIT:
+                self.add(WARNING, "oversize-document", big.relpath,
+                         f"{kind} of {big.size} bytes: BuildKit refuses to import one over "
+                         f"{docs.IMPORT_LIMIT} bytes (1 MiB)", digest=doc, export=e.digest)
+        for d in e.missing:
+            if d == config:
+                self.add(ERROR, "missing-blob", _rel(d),
+                         f"cache config of export {e.digest}{tags} is missing: importing it fails",
+                         digest=d, export=e.digest)
+            else:
+                steps = self._steps(e, d)
+                self.add(ERROR, "missing-blob", _rel(d),
+                         f"layer of export {e.digest}{tags} is missing: {_describe(steps)}",
+                         digest=d, export=e.digest, steps=steps)
+        sizes = {x.digest: x.size for x in e.layers}
+        if e.config is not None:
+            sizes[e.config.digest] = e.config.size
+        for d in e.wrong_size:
+            blob = inv.blobs[d]
+            self.add(ERROR, "size-mismatch", blob.relpath,
+                     f"export {e.digest}{tags} says {sizes.get(d)} bytes, the file has {blob.size}",
+                     digest=d, export=e.digest)
+        cc = e.cache_config
+        if cc is not None and cc.digest not in seen_configs:
+            seen_configs.add(cc.digest)
+            for p in cc.problems:
+                where, _, message = p.partition(": ")
+                code = "config-loop" if "loop" in message or "own parent" in message \
+                    else "config-out-of-range"
+                self.add(ERROR, code, _rel(cc.digest), message, digest=cc.digest, where=where,
+                         export=e.digest)
+
+    def _steps(self, e: Export, missing: str) -> tuple[Step, ...]:
+        """The steps an import of `e` would rebuild (or fail on) without layer `missing`.
+
+        A layer's step needs the layer and every ancestor (FORMAT.md: the stack of layer i is i
+        plus its ancestors), so every layer whose chain contains the missing one is rebuilt. A
+        missing root layer (parent -1, the base) leaves nothing to build on: the import fails.
+        """
+        cc = e.cache_config
+        if cc is None or cc.problems:
+            return (Step(-1, missing, EFFECT_REBUILD),)
+        hit = {i for i, layer in enumerate(cc.layers) if layer.blob == missing}
+        if not hit:
+            return (Step(-1, missing, EFFECT_REBUILD),)
+        out: list[Step] = []
+        for s in stack(self.inv, e):
+            if s.index < 0 or not hit.intersection(cc.chain(s.index)):
+                continue
+            chain = cc.chain(s.index)
+            root_missing = any(i in hit and cc.layers[i].parent == -1 for i in chain)
+            out.append(Step(s.index, s.digest, EFFECT_FAIL if root_missing else EFFECT_REBUILD))
+        return tuple(out)
+
+    # -- leftovers the layout allows -----------------------------------------------------------
+    def leftovers(self) -> None:
+        inv = self.inv
+        for s in inv.strays:
+            code = "bad-name" if s.reason.startswith("name is not a digest") else "stray"
+            self.add(WARNING, code, s.relpath, s.reason)
+        for entry in inv.ingest:
+            what = "no data file" if entry.data_size is None else (
+                f"{entry.data_size} of {entry.total if entry.total is not None else '?'} bytes")
+            self.add(NOTE, "stale-ingest", entry.relpath,
+                     f"interrupted write ({what}); BuildKit never cleans ingest/")
+        referenced = self.referenced
+        # A document we could not read may reference blobs that look unreferenced.
+        doubtful = sum(1 for e in inv.bad_docs.values()
+                       if e.where or e.message.startswith(_UNREADABLE))
+        caveat = (f"; {doubtful} unreadable or invalid document(s) may reference it"
+                  if doubtful else "")
+        for digest, blob in inv.blobs.items():
+            if digest not in referenced and not inv.bad_docs.get(digest, _NO_ERROR).where:
+                self.add(NOTE, "unreferenced-blob", blob.relpath,
+                         f"{blob.size} bytes no export references{caveat}", digest=digest)
+
+
+def schema_violations(layout: Layout, snap: Snapshot) -> dict[str, tuple[Violation, ...]]:
+    """Every schema violation of each document that failed its schema (readers stop at the
+    first), keyed by file: index.json and the JSON blobs of `snap.inventory.bad_docs`."""
+    inv = snap.inventory
+    out: dict[str, tuple[Violation, ...]] = {}
+    todo: list[tuple[str, str | None]] = []
+    if inv.index_error is not None and inv.index_error.where:
+        todo.append((INDEX_JSON, None))
+    todo.extend((_rel(d), d) for d, e in inv.bad_docs.items() if e.where)
+    for file, digest in todo:
+        try:
+            data = (layout.read_top(INDEX_JSON, docs.JSON_LIMIT) if digest is None
+                    else layout.read_blob(parse_digest(digest), docs.JSON_LIMIT))
+            doc = docs.loads_strict(data or b"", file)
+        except (OcicacheError, OSError):
+            continue  # changed since the first read: the first violation stands
+        name = "image-index" if digest is None else _schema_for(doc)
+        if name is not None:
+            out[file] = tuple(validate(doc, name))
+    return out
+
+
+def _schema_for(doc: object) -> str | None:
+    """The schema the readers apply to a JSON blob of this shape (documents.parse_*)."""
+    if not isinstance(doc, dict):
+        return None
+    if "config" in doc:
+        return "image-manifest"
+    if "manifests" in doc:
+        return "docker-manifest-list" if doc.get("mediaType") == mt.DOCKER_LIST else "image-index"
+    if "layers" in doc and "records" in doc:
+        return "cacheconfig"
+    return None
+
+
+# CorruptError messages of Layout reads that mean "could not read", not "read and invalid".
+_UNREADABLE = ("permission denied", "cannot read", "not a regular file", "is a symlink")
+_NO_HASH = HashResult("", None, 0, None)
+_NO_ERROR = OcicacheError("")
+
+
+def _digest_of(relpath: str) -> str | None:
+    parts = relpath.split("/")
+    if len(parts) == 3 and parts[0] == "blobs":
+        return f"{parts[1]}:{parts[2]}"
+    return None
+
+
+def _describe(steps: tuple[Step, ...]) -> str:
+    fails = [s for s in steps if s.effect == EFFECT_FAIL]
+    rebuild = [s for s in steps if s.effect == EFFECT_REBUILD]
+    parts = []
+    if fails:
+        parts.append(f"it is a root (base) layer: an import fails on {len(fails)} step(s) "
+                     f"built on it ({', '.join(f'layers[{s.layer}]' for s in fails)})")
+    if rebuild:
+        where = ", ".join(f"layers[{s.layer}]" if s.layer >= 0 else "an unplaced layer"
+                          for s in rebuild)
+        parts.append(f"an import rebuilds {len(rebuild)} step(s) ({where})")
+    return "; ".join(parts) if parts else "an import rebuilds its step"

@@ -1,0 +1,133 @@
+"""`check` and `repair`: verify a cache directory; rebuild a torn or missing index.json."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from ocicache import api, render
+from ocicache.errors import EXIT_PROBLEMS
+from ocicache.hashing import Progress
+from ocicache.model import ANN_REF_NAME
+
+DirArg = typer.Argument(..., help="The cache directory (--cache-to type=local,dest=DIR).",
+                        show_default=False)
+
+# Below this many seconds no progress is drawn at all: short runs stay quiet.
+_QUIET_FOR = 1.0
+# When stderr is not a terminal, one plain line every this many seconds (CI logs).
+_LOG_EVERY = 10.0
+
+
+class ProgressBar:
+    """Draws hashing progress on stderr: a redrawn bar on a TTY, an occasional line otherwise."""
+
+    def __init__(self, tty: bool | None = None, width: int = 24) -> None:
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.width = width
+        self.drawn = False
+        self.last_log = 0.0
+
+    def __call__(self, p: Progress) -> None:
+        if p.elapsed < _QUIET_FOR:
+            return
+        if not self.tty:
+            if p.elapsed - self.last_log < _LOG_EVERY:
+                return
+            self.last_log = p.elapsed
+        sys.stderr.write(("\r" if self.tty else "") + self.line(p) + ("" if self.tty else "\n"))
+        sys.stderr.flush()
+        self.drawn = True
+
+    def line(self, p: Progress) -> str:
+        frac = p.done_bytes / p.total_bytes if p.total_bytes else 1.0
+        filled = int(frac * self.width)
+        rate = p.done_bytes / p.elapsed if p.elapsed > 0 else 0.0
+        left = (p.total_bytes - p.done_bytes) / rate if rate > 0 else 0.0
+        return (f"hashing [{'#' * filled}{'.' * (self.width - filled)}] {frac:4.0%} "
+                f"{render.size(p.done_bytes)} / {render.size(p.total_bytes)} "
+                f"({p.done_blobs}/{p.total_blobs} blobs) {render.size(int(rate))}/s"
+                f"{f', {left:.0f} s left' if left >= 1 else ''}")
+
+    def finish(self) -> None:
+        if self.drawn and self.tty:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def register(app: typer.Typer) -> None:
+    from ocicache.cli import echo
+
+    @app.command()
+    def check(directory: Path = DirArg,
+              json: bool = typer.Option(False, "--json", help="Print a versioned JSON document."),
+              quick: bool = typer.Option(False, "--quick",
+                                         help="Skip re-hashing blobs (sizes and documents only)."),
+              jobs: int = typer.Option(0, "--jobs", "-j", min=0,
+                                       help="Hashing threads (default: one per core)."),
+              no_trunc: bool = typer.Option(False, "--no-trunc", help="Print full digests."),
+              ) -> None:
+        """Verify DIR: documents, digests and sizes, missing blobs, leftovers.
+
+        Exit 0 when every export is intact (leftovers are notes), 1 on integrity problems.
+        """
+        bar = ProgressBar()
+        started = time.monotonic()
+        try:
+            result = api.check(directory, quick=quick, workers=jobs or None, progress=bar)
+        finally:
+            bar.finish()
+        elapsed = time.monotonic() - started
+        if json:
+            echo(render.dumps(render.check_json(result)))
+        else:
+            echo(render.check_text(result, no_trunc))
+            if result.hashed and elapsed >= _QUIET_FOR:
+                rate = result.hashed_bytes / elapsed
+                typer.echo(f"hashed {render.size(result.hashed_bytes)} in {elapsed:.1f} s "
+                           f"({render.size(int(rate))}/s)", err=True)
+        if not result.ok:
+            raise typer.Exit(EXIT_PROBLEMS)
+
+    @app.command()
+    def repair(directory: Path = DirArg,
+               dry_run: bool = typer.Option(False, "--dry-run", "-n",
+                                            help="Print the index.json repair would write; "
+                                                 "change nothing."),
+               ) -> None:
+        """Rebuild a torn, invalid or missing index.json from blobs/ (try --dry-run first).
+
+        Keeps every entry that is still readable and whose manifest is on disk, and adds the
+        newest complete cache manifest as `latest` unless a kept entry has that tag. Other tag
+        names cannot be recovered: blobs do not record them.
+        """
+        plan = api.repair(directory, dry_run=dry_run)
+        if not plan.needed:
+            typer.echo("index.json is healthy; nothing to repair", err=True)
+            return
+        lines = [f"index.json: {plan.reason}"]
+        lines += [f"keep    {e['digest']} "
+                  f"{(e.get('annotations') or {}).get(ANN_REF_NAME, '(no tag)')}"
+                  for e in plan.kept]
+        if plan.dropped:
+            lines.append(f"drop    {plan.dropped} readable "
+                         f"entr{'y' if plan.dropped == 1 else 'ies'} whose manifest is missing")
+        if plan.added is not None:
+            lines.append(f"add     {plan.added['digest']} latest "
+                         "(the newest complete cache manifest in blobs/)")
+        elif not plan.kept:
+            lines.append("no complete cache manifest in blobs/: the index will be empty")
+        lines.append("other tags cannot be recovered from blobs/; re-export to restore them")
+        if dry_run:
+            for line in lines:
+                typer.echo(line, err=True)
+            typer.echo("dry run: index.json not changed; it would become:", err=True)
+            echo(plan.data.decode())
+        else:
+            for line in lines:
+                echo(line)
+            n = len(plan.kept) + (plan.added is not None)
+            echo(f"wrote index.json ({n} entr{'y' if n == 1 else 'ies'})")

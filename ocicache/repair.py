@@ -1,0 +1,158 @@
+"""`repair`: rebuild a torn, invalid or missing index.json from what is still readable and blobs/.
+
+BuildKit rewrites index.json in place (not atomically): a crash can leave it truncated
+(FORMAT.md). The plan keeps every entry that can still be salvaged (complete descriptor objects
+at the start of a torn `manifests` array whose manifest blob is on disk) and, unless a kept entry
+already carries the default tag `latest`, adds the newest complete cache manifest in blobs/ as
+`latest` (BuildKit's default import tag). Other tags cannot be recovered: blobs do not record
+them. The new index.json is written atomically under BuildKit's index.json lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ocicache import documents as docs
+from ocicache import mediatypes as mt
+from ocicache.digest import is_valid_digest
+from ocicache.errors import CorruptError, RefusedError
+from ocicache.exports import build_exports
+from ocicache.inventory import Inventory, read_inventory
+from ocicache.layout import INDEX_JSON, Layout
+from ocicache.lock import index_lock
+from ocicache.model import ANN_REF_NAME
+from ocicache.schema import validate
+
+DEFAULT_TAG = "latest"
+
+
+@dataclass(frozen=True, slots=True)
+class RepairPlan:
+    """What `repair` would do: nothing (`needed` False), or write `document` as index.json."""
+
+    needed: bool
+    reason: str  # why index.json needs rebuilding (or that it is healthy)
+    kept: tuple[dict[str, Any], ...]  # entries salvaged from the old index.json
+    added: dict[str, Any] | None  # the newest complete cache manifest, as `latest`
+    dropped: int  # salvaged entries dropped (their manifest blob is not on disk)
+    document: dict[str, Any] | None
+
+    @property
+    def data(self) -> bytes:
+        """The new index.json, compact like BuildKit writes it."""
+        return json.dumps(self.document, separators=(",", ":")).encode()
+
+
+def plan(layout: Layout, inv: Inventory) -> RepairPlan:
+    """Decide what a repair of `layout` would write (pure apart from re-reading index.json)."""
+    err = inv.index_error
+    if err is None:
+        return RepairPlan(False, "index.json is healthy", (), None, 0, None)
+    try:
+        raw = layout.read_top(INDEX_JSON, docs.JSON_LIMIT)
+    except (CorruptError, OSError):
+        raw = None  # too big, a symlink, not a file: nothing to salvage
+    salvaged = salvage_entries(raw) if raw else []
+    kept: list[dict[str, Any]] = []
+    dropped = 0
+    for entry in salvaged:
+        if entry["digest"] in inv.blobs:
+            kept.append(entry)
+        else:
+            dropped += 1
+    added: dict[str, Any] | None = None
+    if not any((e.get("annotations") or {}).get(ANN_REF_NAME) == DEFAULT_TAG for e in kept):
+        complete = [e for e in build_exports(inv) if e.complete]  # newest first
+        if complete:
+            newest = complete[0]
+            added = {"mediaType": newest.media_type or mt.OCI_MANIFEST, "digest": newest.digest,
+                     "size": newest.manifest_size, "annotations": {ANN_REF_NAME: DEFAULT_TAG}}
+    entries = [*kept, *([added] if added else [])]
+    document: dict[str, Any] = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
+                                "manifests": entries}
+    reason = ": ".join(p for p in (err.where, err.message) if p)
+    return RepairPlan(True, reason, tuple(kept), added, dropped, document)
+
+
+def salvage_entries(raw: bytes) -> list[dict[str, Any]]:
+    """Complete, valid descriptors from the `manifests` array of a torn or invalid index.json."""
+    text = raw.decode("utf-8", "replace")
+    try:
+        whole = docs.loads_strict(raw, INDEX_JSON)
+    except CorruptError:
+        whole = None
+    items: list[object] = []
+    if isinstance(whole, dict) and isinstance(whole.get("manifests"), list):
+        items = list(whole["manifests"])
+    else:
+        items = _leading_objects(text)
+    out: list[dict[str, Any]] = []
+    for item in items:
+        if (isinstance(item, dict) and not validate(item, "descriptor")
+                and is_valid_digest(item["digest"])):
+            out.append(item)
+    return out
+
+
+def _leading_objects(text: str) -> list[object]:
+    """The JSON values that parse completely at the start of a truncated `"manifests": [` array."""
+    key = text.find('"manifests"')
+    if key < 0:
+        return []
+    start = text.find("[", key)
+    if start < 0:
+        return []
+    decoder = json.JSONDecoder()
+    pos = start + 1
+    out: list[object] = []
+    while len(out) < 10_000:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except (ValueError, RecursionError):
+            break
+        out.append(value)
+    return out
+
+
+def repair(directory: str | os.PathLike[str], dry_run: bool = False) -> RepairPlan:
+    """Plan a repair of DIR and, unless `dry_run`, write the new index.json atomically."""
+    with Layout(directory) as layout:
+        first = plan(layout, read_inventory(layout))
+        if dry_run or not first.needed:
+            return first
+        with index_lock(layout.root_fd):
+            # BuildKit may have written index.json since we looked: plan again under the lock.
+            final = plan(layout, read_inventory(layout))
+            if final.needed:
+                _write_index_atomically(layout.root_fd, final.data)
+        return final
+
+
+def _write_index_atomically(root_fd: int, data: bytes) -> None:
+    """Write index.json as a temp file in DIR, fsync it, rename it over, fsync DIR."""
+    tmp = f".{INDEX_JSON}.ocicache-{os.getpid()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(tmp, flags, 0o644, dir_fd=root_fd)
+    except OSError as e:
+        raise RefusedError(f"cannot write: {e.strerror}", file=tmp) from None
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, INDEX_JSON, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=root_fd)
+        raise RefusedError(f"cannot replace: {e.strerror}", file=INDEX_JSON) from None
+    os.fsync(root_fd)

@@ -1,0 +1,570 @@
+"""Hostile input: every case gives a documented exit code and a clear message, never a traceback,
+never a hang, never a read or write outside DIR; read-only commands leave the tree unchanged.
+
+The suite is a table of cases x commands. Each case builds a directory in tmp_path (a valid
+synthetic layout, then one injected fault) and says which exit code each command must give.
+Commands added later (gc, ref, pin) extend COMMANDS and each case's `exits`; a deleting
+command also needs an assertion that every blob an export still needs survives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from clirun import DOCUMENTED, Run, run_inprocess, run_subprocess, tree
+
+from ocicache import mediatypes as mt
+from ocicache.synth import Builder, compact
+
+SECRET = "S3CRET-OUTSIDE-DIR"  # in files outside DIR: must never show up in any output
+OLD_ATIME = 1_000_000_000 * 10**9  # 2001: older than the mtime, so any read would bump it
+
+# command name -> argv after "ocicache"; DIR is substituted.
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "history": ("history", "DIR"),
+    "show": ("show", "DIR"),
+    "blobs": ("blobs", "DIR"),
+    "du": ("du", "DIR"),
+    "check": ("check", "--json", "DIR"),
+    "check-quick": ("check", "--quick", "DIR"),
+}
+READ_ONLY = tuple(COMMANDS)  # every command above must leave DIR exactly as it was
+
+
+@dataclass
+class Base:
+    """A valid layout: two exports of one tag (the older one only in blobs/), 3 layers."""
+
+    root: Path
+    b: Builder
+    old: str
+    new: str
+    layers: list[str]
+
+
+@dataclass
+class Case:
+    name: str
+    make: Callable[[Base, Path], str | None]  # returns a digest/file the findings must name
+    exits: dict[str, int]  # expected exit code per command (missing: 0)
+    codes: set[str] = field(default_factory=set)  # finding codes `check` must report
+
+
+def blob(root: Path, digest: str) -> Path:
+    alg, hexpart = digest.split(":", 1)
+    return root / "blobs" / alg / hexpart
+
+
+def put_raw(root: Path, name: str, data: bytes) -> Path:
+    p = root / "blobs" / "sha256" / name
+    p.write_bytes(data)
+    return p
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def index_with(base: Base, entries: list[dict[str, object]]) -> None:
+    (base.root / "index.json").write_bytes(compact(
+        {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}))
+
+
+def entry(digest: str, size: object = 10, tag: str = "latest") -> dict[str, object]:
+    return {"mediaType": mt.OCI_MANIFEST, "digest": digest, "size": size,
+            "annotations": {"org.opencontainers.image.ref.name": tag}}
+
+
+def secret_file(outside: Path, name: str, content: bytes | None = None) -> Path:
+    p = outside / name
+    p.write_bytes(content if content is not None else SECRET.encode() * 4)
+    st = p.stat()
+    os.utime(p, ns=(OLD_ATIME, st.st_mtime_ns))
+    return p
+
+
+def swap_for_symlink(base: Base, digest: str, target: Path) -> None:
+    p = blob(base.root, digest)
+    target.write_bytes(p.read_bytes() + SECRET.encode())
+    os.utime(target, ns=(OLD_ATIME, target.stat().st_mtime_ns))
+    p.unlink()
+    p.symlink_to(target)
+
+
+def manifest_with(base: Base, config: dict[str, object], layers: list[str],
+                  tag: str = "latest") -> str:
+    """A shape-A cache manifest over a hand-written cache config, pointed at by `tag`."""
+    b = base.b
+    cdata = compact(config)
+    cdig = b.blob(cdata)
+    descs = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d,
+              "size": blob(base.root, d).stat().st_size} for d in layers]
+    m = compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+                 "config": {"mediaType": mt.CACHE_CONFIG, "digest": cdig, "size": len(cdata)},
+                 "layers": descs})
+    mdig = b.blob(m)
+    b.point(tag, mdig, len(m))
+    return mdig
+
+
+NEEDS_INDEX = {"history": 4, "show": 4}
+
+
+# -- the cases -------------------------------------------------------------------------------
+CASES: list[Case] = []
+
+
+def case(name: str, exits: dict[str, int] | None = None, codes: set[str] | None = None,
+         ) -> Callable[[Callable[[Base, Path], str | None]], Callable[[Base, Path], str | None]]:
+    def wrap(fn: Callable[[Base, Path], str | None]) -> Callable[[Base, Path], str | None]:
+        CASES.append(Case(name, fn, exits or {}, codes or set()))
+        return fn
+    return wrap
+
+
+TORN = {**NEEDS_INDEX, "check": 1, "check-quick": 1}
+BROKEN = {"check": 1, "check-quick": 1}
+
+
+@case("clean")
+def _clean(base: Base, outside: Path) -> None:
+    return None
+
+
+# digests in documents: ../, absolute paths, upper-case hex, wrong lengths, unknown algorithms
+@case("index-digest-dotdot", TORN, {"invalid-document"})
+def _dotdot(base: Base, outside: Path) -> str:
+    secret_file(outside, "passwd")
+    index_with(base, [entry("sha256:../../../outside/passwd")])
+    return "index.json"
+
+
+@case("index-digest-absolute", TORN, {"invalid-document"})
+def _absolute(base: Base, outside: Path) -> str:
+    index_with(base, [entry(str(outside / "passwd"))])
+    return "index.json"
+
+
+@case("index-digest-uppercase", TORN, {"invalid-document"})
+def _upper(base: Base, outside: Path) -> str:
+    index_with(base, [entry(base.new.upper().replace("SHA256", "sha256"))])
+    return "index.json"
+
+
+@case("index-digest-short", TORN, {"invalid-document"})
+def _short(base: Base, outside: Path) -> str:
+    index_with(base, [entry(base.new[:-1])])
+    return "index.json"
+
+
+@case("index-digest-unknown-algorithm", BROKEN, {"index-missing-manifest"})
+def _unknown_alg(base: Base, outside: Path) -> str:
+    index_with(base, [entry("md5:" + "0" * 32)])
+    return "md5:" + "0" * 32
+
+
+@case("layer-digest-dotdot", BROKEN, {"invalid-document"})
+def _layer_dotdot(base: Base, outside: Path) -> str:
+    data = compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+                    "config": {"mediaType": mt.CACHE_CONFIG, "digest": "sha256:../../../x",
+                               "size": 1},
+                    "layers": [{"mediaType": "x", "digest": "/etc/passwd", "size": 1}]})
+    d = base.b.blob(data)
+    base.b.point("evil", d, len(data))
+    return d
+
+
+# file names in blobs/
+@case("blob-names", codes={"bad-name", "stray"})
+def _names(base: Base, outside: Path) -> str:
+    hexpart = base.layers[0].split(":")[1]
+    put_raw(base.root, hexpart.upper(), b"x")
+    put_raw(base.root, hexpart[:-1], b"x")
+    put_raw(base.root, "name.tmp", b"x")
+    (base.root / "blobs" / "md5").mkdir()
+    (base.root / "blobs" / "md5" / ("0" * 32)).write_bytes(b"x")
+    return "name.tmp"
+
+
+# blobs that are not regular files
+@case("blob-symlink-outside", {"check": 1, "check-quick": 1}, {"missing-blob", "stray"})
+def _symlink_out(base: Base, outside: Path) -> str:
+    swap_for_symlink(base, base.layers[1], outside / "layer")
+    return base.layers[1]
+
+
+@case("manifest-symlink-outside", {**BROKEN}, {"index-missing-manifest", "stray"})
+def _manifest_symlink(base: Base, outside: Path) -> str:
+    swap_for_symlink(base, base.new, outside / "manifest.json")
+    return base.new
+
+
+@case("blob-symlink-to-dir", BROKEN, {"missing-blob", "stray"})
+def _symlink_dir(base: Base, outside: Path) -> str:
+    p = blob(base.root, base.layers[2])
+    p.unlink()
+    (outside / "d").mkdir()
+    p.symlink_to(outside / "d")
+    return base.layers[2]
+
+
+@case("blob-fifo", BROKEN, {"missing-blob", "stray"})
+def _fifo(base: Base, outside: Path) -> str:
+    p = blob(base.root, base.layers[2])
+    p.unlink()
+    os.mkfifo(p)
+    return base.layers[2]
+
+
+@case("blob-directory", BROKEN, {"missing-blob", "stray"})
+def _blob_dir(base: Base, outside: Path) -> str:
+    p = blob(base.root, base.layers[0])
+    p.unlink()
+    p.mkdir()
+    (p / "x").write_bytes(b"x")
+    return base.layers[0]
+
+
+@case("blobs-symlink", BROKEN,
+      {"index-missing-manifest", "stray"})
+def _blobs_symlink(base: Base, outside: Path) -> str:
+    (base.root / "blobs").rename(outside / "blobs")
+    (base.root / "blobs").symlink_to(outside / "blobs")
+    return "blobs"
+
+
+@case("blob-corrupt", {"check": 1}, {"digest-mismatch"})
+def _corrupt(base: Base, outside: Path) -> str:
+    p = blob(base.root, base.layers[1])
+    os.chmod(p, 0o644)
+    data = bytearray(p.read_bytes())
+    data[5] ^= 0xFF
+    p.write_bytes(bytes(data))
+    return base.layers[1]
+
+
+@case("blob-truncated", BROKEN, {"size-mismatch"})
+def _truncated(base: Base, outside: Path) -> str:
+    p = blob(base.root, base.layers[1])
+    os.chmod(p, 0o644)
+    os.truncate(p, 10)
+    return base.layers[1]
+
+
+@case("blob-missing", BROKEN, {"missing-blob"})
+def _missing(base: Base, outside: Path) -> str:
+    blob(base.root, base.layers[0]).unlink()
+    return base.layers[0]
+
+
+# index.json
+@case("index-empty", TORN, {"torn-index"})
+def _index_empty(base: Base, outside: Path) -> str:
+    (base.root / "index.json").write_bytes(b"")
+    return "index.json"
+
+
+@case("index-truncated", TORN, {"torn-index"})
+def _index_trunc(base: Base, outside: Path) -> str:
+    p = base.root / "index.json"
+    p.write_bytes(p.read_bytes()[:-20])
+    return "index.json"
+
+
+@case("index-missing", TORN, {"missing-index"})
+def _index_missing(base: Base, outside: Path) -> str:
+    (base.root / "index.json").unlink()
+    return "index.json"
+
+
+@case("index-sparse-4g", TORN, {"torn-index"})
+def _index_huge(base: Base, outside: Path) -> str:
+    os.truncate(base.root / "index.json", 4 << 30)  # sparse: costs no disk
+    return "index.json"
+
+
+@case("index-deep", TORN, {"torn-index"})
+def _index_deep(base: Base, outside: Path) -> str:
+    (base.root / "index.json").write_bytes(b'{"manifests":' + b"[" * 200_000)
+    return "index.json"
+
+
+@case("index-deep-closed", TORN, {"torn-index"})
+def _index_deep_closed(base: Base, outside: Path) -> str:
+    (base.root / "index.json").write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    return "index.json"
+
+
+@case("index-not-utf8", TORN, {"torn-index"})
+def _index_latin1(base: Base, outside: Path) -> str:
+    (base.root / "index.json").write_bytes(b'{"schemaVersion":2,"manifests":[],"x":"\xe9"}')
+    return "index.json"
+
+
+@case("index-duplicate-keys", TORN, {"torn-index"})
+def _index_dup(base: Base, outside: Path) -> str:
+    (base.root / "index.json").write_bytes(b'{"schemaVersion":2,"schemaVersion":2,"manifests":[]}')
+    return "index.json"
+
+
+@case("index-nan", TORN, {"torn-index"})
+def _index_nan(base: Base, outside: Path) -> str:
+    (base.root / "index.json").write_bytes(b'{"schemaVersion":NaN,"manifests":[]}')
+    return "index.json"
+
+
+for _label, _size in (("negative", -1), ("fractional", 1.5), ("over-int64", 2**63),
+                      ("huge-float", "1e400"), ("string", "12")):
+    def _mk(base: Base, outside: Path, size: object = _size) -> str:
+        raw = size if isinstance(size, str) and size.startswith("1e") else json.dumps(size)
+        e = compact(entry(base.new))
+        e = e.replace(b'"size":10', b'"size":' + str(raw).encode())
+        (base.root / "index.json").write_bytes(
+            b'{"schemaVersion":2,"manifests":[' + e + b"]}")
+        return "index.json"
+    CASES.append(Case(f"index-size-{_label}", _mk, TORN, {"invalid-document"}))
+
+
+@case("index-symlink-outside", TORN, {"torn-index"})
+def _index_symlink(base: Base, outside: Path) -> str:
+    target = secret_file(outside, "index.json", (base.root / "index.json").read_bytes()
+                         .replace(b"latest", SECRET.encode()))
+    (base.root / "index.json").unlink()
+    (base.root / "index.json").symlink_to(target)
+    return "index.json"
+
+
+@case("index-fifo", TORN, {"torn-index"})
+def _index_fifo(base: Base, outside: Path) -> str:
+    (base.root / "index.json").unlink()
+    os.mkfifo(base.root / "index.json")
+    return "index.json"
+
+
+@case("index-directory", TORN, {"torn-index"})
+def _index_dir(base: Base, outside: Path) -> str:
+    (base.root / "index.json").unlink()
+    (base.root / "index.json").mkdir()
+    return "index.json"
+
+
+@case("index-entry-wrong-size", BROKEN, {"size-mismatch"})
+def _index_size(base: Base, outside: Path) -> str:
+    index_with(base, [entry(base.new, size=12)])
+    return base.new
+
+
+@case("index-points-at-missing", BROKEN, {"index-missing-manifest"})
+def _index_missing_manifest(base: Base, outside: Path) -> str:
+    gone = sha(b"gone")
+    base.b.point("gone", gone, 4)
+    return gone
+
+
+# documents in blobs/
+@case("manifest-self-reference", BROKEN, {"self-reference"})
+def _self_ref(base: Base, outside: Path) -> str:
+    name = hashlib.sha256(b"self").hexdigest()
+    digest = "sha256:" + name
+    data = compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+                    "config": {"mediaType": mt.CACHE_CONFIG, "digest": digest, "size": 1},
+                    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                "digest": digest, "size": 1}]})
+    put_raw(base.root, name, data)
+    base.b.point("self", digest, len(data))
+    return digest
+
+
+@case("config-parent-loop", BROKEN, {"config-loop"})
+def _loop(base: Base, outside: Path) -> str:
+    l0, l1 = base.layers[:2]
+    manifest_with(base, {"layers": [{"blob": l0, "parent": 1}, {"blob": l1}], "records": []},
+                  [l0, l1], tag="loop")
+    return "parent links form a loop"
+
+
+@case("config-self-parent", BROKEN, {"config-loop"})
+def _self_parent(base: Base, outside: Path) -> str:
+    l0 = base.layers[0]
+    manifest_with(base, {"layers": [{"blob": l0}], "records": []}, [l0], tag="selfparent")
+    return "own parent"
+
+
+@case("config-out-of-range", BROKEN, {"config-out-of-range"})
+def _out_of_range(base: Base, outside: Path) -> str:
+    l0 = base.layers[0]
+    manifest_with(base, {"layers": [{"blob": l0, "parent": 7}],
+                         "records": [{"digest": sha(b"r"), "layers": [{"layer": 9}]}]},
+                  [l0], tag="oor")
+    return "out of range"
+
+
+@case("manifest-deeply-nested", BROKEN, {"invalid-document"})
+def _deep_blob(base: Base, outside: Path) -> str:
+    data = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    d = base.b.blob(data)
+    base.b.point("deep", d, len(data))
+    return d
+
+
+@case("blob-json-like-unreferenced", codes={"unreferenced-blob"})
+def _json_like(base: Base, outside: Path) -> str:
+    """A blob that only starts like JSON (a layer of some unknown export): a leftover."""
+    return base.b.blob(b'{\x00\xff not json' * 100)
+
+
+@case("manifest-oversize", codes={"oversize-document"})
+def _oversize(base: Base, outside: Path) -> str:
+    l0 = base.layers[0]
+    return manifest_with(base, {"layers": [{"blob": l0, "parent": -1}], "records": [
+        {"digest": sha(str(i).encode())} for i in range(16_000)]}, [l0], tag="big")
+
+
+@case("blob-mode-0666", codes={"mode-0666"})
+def _mode(base: Base, outside: Path) -> str:
+    os.chmod(blob(base.root, base.layers[0]), 0o666)
+    return base.layers[0]
+
+
+@case("stale-ingest-hostile", codes={"stale-ingest"})
+def _ingest(base: Base, outside: Path) -> str:
+    base.b.ingest("a" * 64, 10, 100)
+    d = base.root / "ingest" / ("b" * 64)
+    d.mkdir()
+    (d / "ref").symlink_to(secret_file(outside, "ref"))
+    os.mkfifo(d / "total")
+    (base.root / "ingest" / "c").symlink_to(outside)
+    return "ingest/" + "a" * 64
+
+
+@case("oci-layout-hostile", codes={"invalid-document"})
+def _oci_layout(base: Base, outside: Path) -> str:
+    (base.root / "oci-layout").unlink()
+    (base.root / "oci-layout").symlink_to(secret_file(outside, "oci-layout"))
+    return "oci-layout"
+
+
+# -- the tests ---------------------------------------------------------------------------------
+def _build(tmp_path: Path, c: Case) -> tuple[Base, Path, str | None]:
+    root, outside = tmp_path / "cache", tmp_path / "outside"
+    outside.mkdir()
+    b = Builder(root)
+    layers = [b.layer(f"l{i}", size=3000) for i in range(3)]
+    old = b.export(layers[:2])
+    new = b.export(layers)
+    base = Base(root, b, old, new, [x["digest"] for x in layers])
+    named = c.make(base, outside)
+    return base, outside, named
+
+
+def _atimes(outside: Path) -> dict[str, int]:
+    return {str(p): p.lstat().st_atime_ns for p in outside.rglob("*")
+            if stat.S_ISREG(p.lstat().st_mode)}
+
+
+def _assert_clean_run(r: Run, what: str) -> None:
+    assert r.code in DOCUMENTED, f"{what}: exit {r.code}\n{r.err}"
+    assert "Traceback" not in r.err and "internal error" not in r.err, f"{what}:\n{r.err}"
+    assert SECRET not in r.out and SECRET not in r.err, f"{what}: read a file outside DIR"
+
+
+@pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])
+def test_hostile_case(tmp_path: Path, c: Case) -> None:
+    base, outside, named = _build(tmp_path, c)
+    before, outside_before, atimes = tree(base.root), tree(outside), _atimes(outside)
+    for command, argv in COMMANDS.items():
+        args = tuple(str(base.root) if a == "DIR" else a for a in argv)
+        r = run_inprocess(*args)
+        _assert_clean_run(r, f"{c.name}: {command}")
+        assert r.code == c.exits.get(command, 0), f"{c.name}: {command}: {r.code}\n{r.err}"
+        if r.code not in (0, 1):
+            assert r.err.startswith("ocicache: error: "), r.err
+        if r.code == 4:  # a torn or invalid index.json: the error line names it
+            assert r.err.startswith("ocicache: error: index.json: "), r.err
+        if command == "check":
+            doc = json.loads(r.out)
+            found = {f["code"] for f in doc["findings"]}
+            assert c.codes <= found, f"{c.name}: want {c.codes}, got {found}"
+            if named is not None:
+                assert named in r.out, f"{c.name}: findings do not name {named}\n{r.out}"
+            if c.name == "clean":
+                assert doc["findings"] == [] and doc["ok"]
+        if command in READ_ONLY:
+            assert tree(base.root) == before, f"{c.name}: {command} changed DIR"
+    assert tree(outside) == outside_before
+    assert _atimes(outside) == atimes, f"{c.name}: a file outside DIR was read"
+
+
+@pytest.mark.parametrize("name", ["blob-symlink-outside", "blob-fifo", "index-sparse-4g",
+                                  "index-fifo"])
+def test_hostile_subprocess(tmp_path: Path, name: str) -> None:
+    """The same through a real process: no hang (timeout), no traceback, documented codes."""
+    c = next(x for x in CASES if x.name == name)
+    base, _outside, _ = _build(tmp_path, c)
+    before = tree(base.root)
+    for command in ("history", "check"):
+        argv = tuple(str(base.root) if a == "DIR" else a for a in COMMANDS[command])
+        r = run_subprocess(*argv, timeout=60)
+        _assert_clean_run(r, f"{name}: {command}")
+        assert r.code == c.exits.get(command, 0)
+    assert tree(base.root) == before
+
+
+def test_unreadable_blob(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blob the user may not read (EACCES; simulated: root ignores chmod 000)."""
+    import ocicache.layout as layout_mod
+
+    c = next(x for x in CASES if x.name == "clean")
+    base, _outside, _ = _build(tmp_path, c)
+    victims = {base.layers[1][7:], base.new[7:]}  # a layer and the current manifest
+    real_open = os.open
+
+    def fake_open(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if path in victims:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(layout_mod.os, "open", fake_open)
+    before = tree(base.root)
+    r = run_inprocess("check", "--json", str(base.root))
+    _assert_clean_run(r, "unreadable: check")
+    assert r.code == 1
+    found = {(f["code"], f["digest"]) for f in json.loads(r.out)["findings"]}
+    assert ("unreadable-blob", base.layers[1]) in found
+    assert ("unreadable-blob", base.new) in found
+    for command in ("history", "blobs", "du"):
+        r = run_inprocess(command, str(base.root))
+        _assert_clean_run(r, f"unreadable: {command}")
+        assert r.code in (0, 4), r.err
+    assert tree(base.root) == before
+
+
+TORN_CASES = [c for c in CASES if c.exits.get("history") == 4]
+
+
+@pytest.mark.parametrize("c", TORN_CASES, ids=[c.name for c in TORN_CASES])
+def test_hostile_repair(tmp_path: Path, c: Case) -> None:
+    """repair on every broken index.json: dry run changes nothing; the real run leaves a
+    readable index (or refuses clearly), never touches anything outside DIR."""
+    base, outside, _ = _build(tmp_path, c)
+    before, outside_before, atimes = tree(base.root), tree(outside), _atimes(outside)
+    r = run_inprocess("repair", "--dry-run", str(base.root))
+    _assert_clean_run(r, f"{c.name}: repair --dry-run")
+    assert r.code == 0 and tree(base.root) == before
+    r = run_inprocess("repair", str(base.root))
+    _assert_clean_run(r, f"{c.name}: repair")
+    if c.name == "index-directory":
+        assert r.code == 6 and "index.json" in r.err  # refuses to replace a directory
+    else:
+        assert r.code == 0, r.err
+        h = run_inprocess("history", str(base.root))
+        assert h.code == 0, h.err
+        assert base.new in run_inprocess("history", "--json", str(base.root)).out
+    assert tree(outside) == outside_before and _atimes(outside) == atimes
