@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ocicache import documents as docs
-from ocicache.errors import CorruptError
+from ocicache.errors import CorruptError, RefusedError
 from ocicache.layout import INDEX_JSON, Layout
 from ocicache.lock import index_lock
 
@@ -162,16 +162,20 @@ def rewrite_index(layout: Layout, transform: Transform, timeout: float = 10.0) -
         # The result must itself be an index we (and BuildKit) can read.
         docs.parse_index(docs.loads_strict(new, INDEX_JSON))
         st = os.stat(INDEX_JSON, dir_fd=root_fd, follow_symlinks=False)
-        _replace(root_fd, new, stat.S_IMODE(st.st_mode))
+        replace_index(root_fd, new, stat.S_IMODE(st.st_mode))
     return Rewrite(tuple(before), tuple(after), True)
 
 
-def _replace(root_fd: int, data: bytes, mode: int) -> None:
-    """Write `data` to a temp file in DIR, fsync, rename over index.json, fsync DIR."""
+def replace_index(root_fd: int, data: bytes, mode: int = 0o644) -> None:
+    """Write `data` to a temp file in DIR, fsync, rename over index.json, fsync DIR.
+
+    The caller holds BuildKit's lock. Any failure leaves the old index.json in place (the
+    temp file is removed) and is raised as RefusedError naming the file.
+    """
     temp = TEMP_PREFIX + secrets.token_hex(8)
-    fd = os.open(temp, _WRITE_FLAGS, 0o600, dir_fd=root_fd)
     renamed = False
     try:
+        fd = os.open(temp, _WRITE_FLAGS, 0o600, dir_fd=root_fd)
         try:
             os.fchmod(fd, mode)
             view = memoryview(data)
@@ -184,9 +188,13 @@ def _replace(root_fd: int, data: bytes, mode: int) -> None:
         os.rename(temp, INDEX_JSON, src_dir_fd=root_fd, dst_dir_fd=root_fd)
         renamed = True
         os.fsync(root_fd)
+    except OSError as e:
+        if renamed:
+            return  # the new index.json is in place; only the directory fsync failed
+        raise RefusedError(f"cannot replace index.json: {e.strerror}", file=INDEX_JSON) from e
     finally:
         if not renamed:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 os.unlink(temp, dir_fd=root_fd)
 
 

@@ -10,7 +10,6 @@ them. The new index.json is written atomically under BuildKit's index.json lock.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -19,8 +18,9 @@ from typing import Any
 from ocicache import documents as docs
 from ocicache import mediatypes as mt
 from ocicache.digest import is_valid_digest
-from ocicache.errors import CorruptError, RefusedError
+from ocicache.errors import CorruptError
 from ocicache.exports import build_exports
+from ocicache.indexwrite import replace_index
 from ocicache.inventory import Inventory, read_inventory
 from ocicache.layout import INDEX_JSON, Layout
 from ocicache.lock import index_lock
@@ -130,29 +130,7 @@ def repair(directory: str | os.PathLike[str], dry_run: bool = False) -> RepairPl
             # BuildKit may have written index.json since we looked: plan again under the lock.
             final = plan(layout, read_inventory(layout))
             if final.needed:
-                _write_index_atomically(layout.root_fd, final.data)
+                replace_index(layout.root_fd, final.data)
         return final
 
 
-def _write_index_atomically(root_fd: int, data: bytes) -> None:
-    """Write index.json as a temp file in DIR, fsync it, rename it over, fsync DIR."""
-    tmp = f".{INDEX_JSON}.ocicache-{os.getpid()}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(tmp, flags, 0o644, dir_fd=root_fd)
-    except OSError as e:
-        raise RefusedError(f"cannot write: {e.strerror}", file=tmp) from None
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, INDEX_JSON, src_dir_fd=root_fd, dst_dir_fd=root_fd)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=root_fd)
-        raise RefusedError(f"cannot replace: {e.strerror}", file=INDEX_JSON) from None
-    os.fsync(root_fd)
