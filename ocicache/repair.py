@@ -40,6 +40,7 @@ class RepairPlan:
     added: dict[str, Any] | None  # the newest complete cache manifest, as `latest`
     dropped: int  # salvaged entries dropped (their manifest blob is not on disk)
     document: dict[str, Any] | None
+    added_missing: int = 0  # blobs the added export lacks (0: it is complete)
 
     @property
     def data(self) -> bytes:
@@ -65,17 +66,25 @@ def plan(layout: Layout, inv: Inventory) -> RepairPlan:
         else:
             dropped += 1
     added: dict[str, Any] | None = None
+    added_missing = 0
     if not any((e.get("annotations") or {}).get(ANN_REF_NAME) == DEFAULT_TAG for e in kept):
-        complete = [e for e in build_exports(inv) if e.complete]  # newest first
-        if complete:
-            newest = complete[0]
+        exports = build_exports(inv)  # newest first
+        # The newest complete export; failing that, the newest one BuildKit can still import
+        # (manifest and cache config present; missing layers only make their steps rebuild):
+        # an index with no entry would let the next gc or reset=true drop every export.
+        importable = [e for e in exports if not e.problems and e.config is not None
+                      and e.config.digest not in e.missing]
+        candidates = [e for e in exports if e.complete] or importable
+        if candidates:
+            newest = candidates[0]
+            added_missing = len(newest.missing)
             added = {"mediaType": newest.media_type or mt.OCI_MANIFEST, "digest": newest.digest,
                      "size": newest.manifest_size, "annotations": {ANN_REF_NAME: DEFAULT_TAG}}
     entries = [*kept, *([added] if added else [])]
     document: dict[str, Any] = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
                                 "manifests": entries}
     reason = ": ".join(p for p in (err.where, err.message) if p)
-    return RepairPlan(True, reason, tuple(kept), added, dropped, document)
+    return RepairPlan(True, reason, tuple(kept), added, dropped, document, added_missing)
 
 
 def salvage_entries(raw: bytes) -> list[dict[str, Any]]:

@@ -245,3 +245,20 @@ def test_read_only_commands_leave_fixture_unchanged(tmp_path: Path, name: str) -
         r = run_inprocess(*(str(root) if a == "DIR" else a for a in argv))
         assert r.code == 0, (argv, r.err)
         assert tree(root) == before, argv
+
+
+def test_repair_with_no_complete_export_keeps_the_newest_importable(tmp_path: Path) -> None:
+    """A torn index.json and a layer every export shares is gone: repair must not write an
+    empty index (the next gc or reset=true would drop every export) but point `latest` at the
+    newest export BuildKit can still import, and say that some steps will rebuild."""
+    d = tmp_path / "a"
+    shutil.copytree(Path(__file__).parent.parent / "fixtures/buildkit-v0.32.2/a-history-min", d)
+    newest = api.history(d).exports[0].digest
+    shared = "489f7c8476ce3a84bdf65ecc388a7d328094ddb73977c74f5885813c6e29d879"
+    (d / "blobs" / "sha256" / shared).unlink()
+    (d / "index.json").write_bytes((d / "index.json").read_bytes()[:150])
+    plan = api.repair(d)
+    assert plan.added is not None and plan.added["digest"] == newest
+    assert plan.added_missing == 1
+    after = api.history(d).exports
+    assert after[0].digest == newest and after[0].tags == ("latest",)

@@ -115,11 +115,15 @@ def register(app: typer.Typer) -> None:
         if plan.dropped:
             lines.append(f"drop    {plan.dropped} readable "
                          f"entr{'y' if plan.dropped == 1 else 'ies'} whose manifest is missing")
-        if plan.added is not None:
+        if plan.added is not None and plan.added_missing:
+            lines.append(f"add     {plan.added['digest']} latest (no export is complete: the "
+                         f"newest importable one, {plan.added_missing} blob(s) missing; "
+                         "those steps rebuild)")
+        elif plan.added is not None:
             lines.append(f"add     {plan.added['digest']} latest "
                          "(the newest complete cache manifest in blobs/)")
         elif not plan.kept:
-            lines.append("no complete cache manifest in blobs/: the index will be empty")
+            lines.append("no importable cache manifest in blobs/: the index will be empty")
         lines.append("other tags cannot be recovered from blobs/; re-export to restore them")
         if dry_run:
             for line in lines:
