@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ocicache import reports
+from ocicache.cache import BlobCache
 from ocicache.exports import Export, build_exports
 from ocicache.inventory import Inventory, read_inventory
 from ocicache.layout import INDEX_JSON, LOCK_FILE, OCI_LAYOUT, Layout
@@ -28,9 +29,13 @@ class Snapshot:
 
 
 def read(directory: str | os.PathLike[str]) -> Snapshot:
-    """Read DIR once (no writes, no locks): every export and blob it holds."""
+    """Read DIR once (no writes to DIR, no locks): every export and blob it holds.
+
+    What is learned about blob digests is kept in $XDG_CACHE_HOME/ocicache (cache.py), never
+    in DIR, so the next read opens only new blobs; OCICACHE_NO_CACHE=1 turns that off.
+    """
     with Layout(directory) as layout:
-        inv = read_inventory(layout)
+        inv = read_inventory(layout, BlobCache.default(layout.root))
         sizes = []
         for name in (INDEX_JSON, OCI_LAYOUT, LOCK_FILE):
             st = layout.stat_top(name)

@@ -18,22 +18,47 @@ def parse_rfc3339_ns(text: object) -> int | None:
     """
     if not isinstance(text, str) or len(text) > 64:
         return None
+    # A big cache holds ~100k of these, most of them several times (a layer's createdat is
+    # in every manifest and config that lists it): remember each answer.
+    try:
+        return _memo[text]
+    except KeyError:
+        pass
+    value = _parse(text)
+    if len(_memo) < _MEMO_MAX:
+        _memo[text] = value
+    return value
+
+
+_memo: dict[str, int | None] = {}
+_MEMO_MAX = 1 << 20
+_days: dict[tuple[int, int, int], int | None] = {}
+
+
+def _parse(text: str) -> int | None:
     m = _RFC3339.fullmatch(text)
     if not m:
         return None
     year, month, day, hour, minute, second, frac, zone = m.groups()
     if year == "0001":
         return None
-    try:
-        base = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
-                        tzinfo=UTC)
-    except ValueError:
+    h, mi, s = int(hour), int(minute), int(second)
+    if h > 23 or mi > 59 or s > 59:  # what datetime() refuses
+        return None
+    key = (int(year), int(month), int(day))
+    if key not in _days:
+        try:
+            _days[key] = int(datetime(*key, tzinfo=UTC).timestamp())
+        except ValueError:
+            _days[key] = None
+    midnight = _days[key]
+    if midnight is None:
         return None
     offset = 0
     if zone not in ("Z", "z"):
         sign = 1 if zone[0] == "+" else -1
         offset = sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
-    seconds = int(base.timestamp()) - offset
+    seconds = midnight + h * 3600 + mi * 60 + s - offset
     nanos = int((frac or "0").ljust(9, "0"))
     return seconds * 1_000_000_000 + nanos
 
