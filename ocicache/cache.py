@@ -92,9 +92,10 @@ class BlobCache:
         self._used.add(digest)
         return entry
 
-    def is_not_json(self, digest: str, size: int) -> bool:
+    def verdict(self, digest: str, size: int) -> str | None:
+        """NOT_JSON, PARSED (ask `parsed`), or None when this digest and size are unknown."""
         entry = self._entry(digest, size)
-        return entry is not None and entry[1] == NOT_JSON
+        return entry[1] if entry is not None and entry[1] in (NOT_JSON, PARSED) else None
 
     def parsed(self, digest: str, size: int, relpath: str) -> Parsed | None:
         """The kind, value and error a previous read of this digest found; None on a miss."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ocicache import documents as docs
 from ocicache import mediatypes as mt
-from ocicache.cache import BlobCache, Parsed
+from ocicache.cache import NOT_JSON, PARSED, BlobCache, Parsed
 from ocicache.digest import Digest, parse_digest
 from ocicache.errors import CorruptError, OcicacheError, UsageError
 from ocicache.layout import INDEX_JSON, OCI_LAYOUT, BlobFile, IngestEntry, Layout, Stray
@@ -161,8 +161,12 @@ class _Reader:
 
     def _sniff(self, digest: str, blob: BlobFile) -> None:
         cache = self.cache
-        if cache is not None and cache.is_not_json(digest, blob.size):
+        verdict = cache.verdict(digest, blob.size) if cache is not None else None
+        if verdict == NOT_JSON:
             self.done.add(digest)
+            return
+        if verdict == PARSED:
+            self._parse_blob(blob)
             return
         try:
             head = self.layout.read_blob_head(blob, SNIFF_BYTES)
