@@ -86,7 +86,7 @@ class BlobCache:
 
     # -- lookups ----------------------------------------------------------------------------------
     def _entry(self, digest: str, size: int) -> Any:
-        entry = self._new.get(digest) or self._entries.get(digest)
+        entry = self._entries.get(digest)
         if type(entry) is not tuple or len(entry) < 2 or entry[0] != size:
             return None
         self._used.add(digest)
@@ -122,9 +122,9 @@ class BlobCache:
                    error: CorruptError | None) -> None:
         if self.path is None:
             return
-        stored = self._pool.value(value) if value is not None else None
+        # The model value itself is kept (no copy while reading); it becomes tuples at save.
         err = (error.message, error.where, error.hint) if error is not None else None
-        self._new[self._pool(digest)] = (size, PARSED, kind, stored, err)
+        self._new[self._pool(digest)] = (size, PARSED, kind, value, err)
 
     def save(self) -> None:
         """Merge what this run learned into the file (atomically); errors are ignored."""
@@ -139,7 +139,12 @@ class BlobCache:
         if current is not None and current != self._loaded_stat:
             entries, _ = _load(path)  # another process wrote meanwhile: keep its entries too
             entries.update({d: e for d, e in self._entries.items() if d not in entries})
-        entries.update(self._new)
+        pool = self._pool
+        for digest, entry in self._new.items():
+            if entry[1] == PARSED and entry[3] is not None:
+                size, tag, kind, value, err = entry
+                entry = (size, tag, kind, pool.value(value), err)
+            entries[digest] = entry
         if len(entries) > MAX_ENTRIES:
             keep = self._used | set(self._new)
             entries = {d: e for d, e in entries.items() if d in keep}
@@ -163,7 +168,9 @@ class BlobCache:
         if found is not None:
             return found[1]
         media_type, digest, size, annotations = t
-        d = _new_descriptor(media_type, digest, size, dict(annotations))
+        if type(annotations) is not dict:
+            raise ValueError("malformed cached descriptor")
+        d = _new_descriptor(media_type, digest, size, annotations)
         self._descriptors[id(t)] = (t, d)
         return d
 
@@ -174,11 +181,12 @@ class BlobCache:
             desc = self._descriptor
             return CacheManifest(digest, shape, media_type,
                                  desc(config) if config is not None else None,
-                                 tuple(desc(x) for x in layers), tuple(desc(x) for x in others))
+                                 tuple([desc(x) for x in layers]),
+                                 tuple([desc(x) for x in others]))
         if tag == "C":
             _, layers, records, created, problems = value
-            return CacheConfig(digest, tuple(ConfigLayer(b, p) for b, p in layers), records,
-                               dict(created), tuple(problems))
+            return CacheConfig(digest, tuple([_new_config_layer(b, p) for b, p in layers]),
+                               records, dict(created), tuple(problems))
         if tag == "O":
             _, media_type, children = value
             return OtherManifest(digest, media_type, tuple(self._descriptor(x) for x in children))
@@ -201,20 +209,34 @@ def _new_descriptor(media_type: str, digest: str, size: int,
     return d
 
 
+_set_config_layer = tuple(ConfigLayer.__dict__[f].__set__ for f in ("blob", "parent"))
+
+
+def _new_config_layer(blob: str, parent: int) -> ConfigLayer:
+    """ConfigLayer(...) without the frozen-dataclass __init__ (the warm path makes ~60k)."""
+    c: ConfigLayer = object.__new__(ConfigLayer)
+    set_blob, set_parent = _set_config_layer
+    set_blob(c, blob)
+    set_parent(c, parent)
+    return c
+
+
 class _Pool:
     """One object per equal value, so marshal writes each shared digest/descriptor once."""
 
     def __init__(self) -> None:
         self._seen: dict[Any, Any] = {}
+        self._descs: dict[int, tuple[str, str, int, Mapping[str, str]]] = {}
 
     def __call__(self, value: Any) -> Any:
         return self._seen.setdefault(value, value)
 
-    def desc(self, d: Descriptor) -> tuple[str, str, int, tuple[tuple[str, str], ...]]:
-        ann: Mapping[str, str] = d.annotations
-        pairs = tuple((self(k), self(v)) for k, v in ann.items())
-        t: tuple[str, str, int, tuple[tuple[str, str], ...]] = self(
-            (self(d.media_type), self(d.digest), d.size, pairs))
+    def desc(self, d: Descriptor) -> tuple[str, str, int, Mapping[str, str]]:
+        # Equal descriptors are one object already (the reader shares them): one tuple each.
+        t = self._descs.get(id(d))
+        if t is None:
+            t = (d.media_type, self(d.digest), d.size, d.annotations)
+            self._descs[id(d)] = t
         return t
 
     def value(self, value: object) -> tuple[Any, ...]:

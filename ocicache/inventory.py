@@ -18,7 +18,7 @@ from ocicache.cache import NOT_JSON, PARSED, BlobCache, Parsed
 from ocicache.digest import Digest, parse_digest
 from ocicache.errors import CorruptError, OcicacheError, UsageError
 from ocicache.layout import INDEX_JSON, OCI_LAYOUT, BlobFile, IngestEntry, Layout, Stray
-from ocicache.model import CacheConfig, CacheManifest, Index, OtherManifest
+from ocicache.model import CacheConfig, CacheManifest, Descriptor, Index, OtherManifest
 
 SNIFF_BYTES = 64
 
@@ -127,6 +127,7 @@ class _Reader:
         self.inv = inv
         self.cache = cache
         self.known_layers: set[str] = set()
+        self._descriptors: dict[tuple[object, ...], Descriptor] = {}
         self.done: set[str] = set()
 
     def run(self) -> None:
@@ -208,6 +209,19 @@ class _Reader:
         elif isinstance(value, OtherManifest):
             inv.foreign[blob.digest] = value
 
+    def _share(self, m: CacheManifest) -> CacheManifest:
+        """The same manifest, its descriptors shared with equal ones of other manifests
+        (exports share most layers: this halves the memory they take, and the cache file)."""
+        seen = self._descriptors
+
+        def one(d: Descriptor) -> Descriptor:
+            key = (d.digest, d.size, d.media_type, tuple(d.annotations.items()))
+            return seen.setdefault(key, d)
+
+        return CacheManifest(m.digest, m.shape, m.media_type,
+                             one(m.config) if m.config is not None else None,
+                             tuple([one(d) for d in m.layers]), tuple([one(d) for d in m.others]))
+
     def _read_and_parse(self, blob: BlobFile) -> Parsed | None:
         """Read, decode, classify and parse one blob; None when the file could not be read
         (a state of the file, not of the content: never cached)."""
@@ -226,7 +240,7 @@ class _Reader:
             doc = docs.loads_strict(data, blob.relpath)
             kind = docs.classify(doc)
             if kind == docs.KIND_CACHE_MANIFEST:
-                value = docs.parse_cache_manifest(doc, blob.digest, blob.relpath)
+                value = self._share(docs.parse_cache_manifest(doc, blob.digest, blob.relpath))
             elif kind == docs.KIND_CACHE_CONFIG:
                 value = docs.parse_cache_config(doc, blob.digest, blob.relpath)
             elif kind == docs.KIND_MANIFEST:
@@ -240,9 +254,9 @@ class _Reader:
         return kind, value, error
 
     def _after_manifest(self, manifest: CacheManifest) -> None:
-        for layer in manifest.layers:
-            if mt.is_layer_type(layer.media_type):
-                self.known_layers.add(layer.digest)
+        is_layer, common = mt.is_layer_type, mt.LAYER_TYPES
+        self.known_layers.update([layer.digest for layer in manifest.layers
+                                  if layer.media_type in common or is_layer(layer.media_type)])
         config = manifest.config
         if config is None:
             self.inv.warn(_blob_rel(manifest.digest), "", "cache manifest names no cache config",
