@@ -38,6 +38,7 @@ FILE_NAME = f"blobs-v{CACHE_FORMAT}.marshal"
 # Past this many entries, a save keeps only the digests used or learned by this run.
 MAX_ENTRIES = 2_000_000
 
+_TIMES = "times"  # not a digest: RFC 3339 text -> ns answers (layer createdat), see timefmt
 NOT_JSON = "N"  # the first bytes are not JSON: a layer or other binary blob
 PARSED = "J"  # read and decoded: kind, parsed value and/or error
 
@@ -75,6 +76,7 @@ class BlobCache:
         self._pool = _Pool()
         if self.path is not None:
             self._entries, self._loaded_stat = _load(self.path)
+            _prime_times(self._entries.get(_TIMES))
 
     @classmethod
     def default(cls, layout_root: Path | None = None) -> BlobCache:
@@ -140,13 +142,14 @@ class BlobCache:
             entries, _ = _load(path)  # another process wrote meanwhile: keep its entries too
             entries.update({d: e for d, e in self._entries.items() if d not in entries})
         pool = self._pool
+        entries[_TIMES] = _times(self._entries.get(_TIMES))
         for digest, entry in self._new.items():
             if entry[1] == PARSED and entry[3] is not None:
                 size, tag, kind, value, err = entry
                 entry = (size, tag, kind, pool.value(value), err)
             entries[digest] = entry
         if len(entries) > MAX_ENTRIES:
-            keep = self._used | set(self._new)
+            keep = self._used | set(self._new) | {_TIMES}
             entries = {d: e for d, e in entries.items() if d in keep}
         path.parent.mkdir(parents=True, exist_ok=True)
         data = marshal.dumps((_STAMP, entries))
@@ -251,6 +254,26 @@ class _Pool:
         if isinstance(value, OtherManifest):
             return ("O", value.media_type, tuple(desc(x) for x in value.children))
         raise TypeError(f"cannot cache {type(value).__name__}")
+
+
+def _prime_times(stored: object) -> None:
+    """Seed timefmt's memo with the times parsed by earlier runs (~30k in a big cache)."""
+    if type(stored) is not dict:
+        return
+    from ocicache.timefmt import remember
+
+    for text, value in stored.items():
+        if type(text) is str and (value is None or type(value) is int):
+            remember(text, value)
+
+
+def _times(old: object) -> dict[str, int | None]:
+    """What this process parsed (layer createdat), merged with what the file held."""
+    from ocicache.timefmt import remembered
+
+    out: dict[str, int | None] = dict(old) if type(old) is dict else {}
+    out.update(remembered())
+    return out
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
