@@ -96,8 +96,14 @@ class BlobCache:
 
     def verdict(self, digest: str, size: int) -> str | None:
         """NOT_JSON, PARSED (ask `parsed`), or None when this digest and size are unknown."""
-        entry = self._entry(digest, size)
-        return entry[1] if entry is not None and entry[1] in (NOT_JSON, PARSED) else None
+        entry = self._entries.get(digest)  # inlined _entry: called for every unknown blob
+        if type(entry) is not tuple or len(entry) < 2 or entry[0] != size:
+            return None
+        tag = entry[1]
+        if tag == NOT_JSON or tag == PARSED:
+            self._used.add(digest)
+            return tag  # type: ignore[no-any-return]
+        return None
 
     def parsed(self, digest: str, size: int, relpath: str) -> Parsed | None:
         """The kind, value and error a previous read of this digest found; None on a miss."""
