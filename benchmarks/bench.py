@@ -269,6 +269,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'spread':>8}{'peak RSS':>10}")
             print(f"{'find':<14}{fmt(find_first.median)}{'':>8}{fmt(find_warm.median)}{'':>8}"
                   f"{find_warm.spread:7.0%} {find_warm.peak_rss_mib:6.1f} MiB")
+            py = Timing()
+            for _ in range(args.repeat):
+                t, rss = run([sys.executable, "-c", "pass"], bench.env)
+                py.times.append(t)
+                py.rss_kib.append(rss)
+            row["python -c pass"] = {"first": py.median, "repeat": py.median,
+                                     "spread": py.spread, "rss": py.peak_rss_mib}
+            print(f"{'python -c pass':<14}{'':>8}{'':>8}{fmt(py.median)}"
+                  f"{py.median / find_warm.median:7.1f}x{py.spread:7.0%} "
+                  f"{py.peak_rss_mib:6.1f} MiB  (interpreter start, for scale)")
             print(f"{'sha256sum':<14}{fmt(sha.median)}{'':>8}{'':>8}{'':>8}"
                   f"{sha.spread:7.0%} {sha.peak_rss_mib:6.1f} MiB  ({total / 1e6:.1f} MB)")
             for name, cmd, ok, copy in commands(bench.has):
@@ -290,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             blobs = [shape_for(args.blobs * s // top).blobs for s in scales]
             for name in names:
                 for kind in ("first", "repeat"):
-                    if name in ("sha256sum",) and kind == "repeat":
+                    if name == "python -c pass" or (name == "sha256sum" and kind == "repeat"):
                         continue
                     ts = [per_scale[s][name][kind] for s in scales]
                     growth = " ".join(f"{t / ts[0]:6.2f}x" for t in ts)
@@ -313,6 +323,18 @@ def main(argv: list[str] | None = None) -> int:
                                   "check_s": first.median, "ratio": mbps_check / mbps_sha}
         elif args.hash_mb:
             print("\nnote: no `check` command: hashing throughput not measured")
+        largest = per_scale[top]
+        print(f"\n== targets at {shape_for(args.blobs).blobs} blobs (the issue's contract)")
+        for name in ("history", "du", "gc --dry-run"):
+            if name not in largest:
+                print(f"{name:<14}not timed")
+                continue
+            f = largest[name]
+            r1 = f["first"] / largest["find"]["first"]
+            r2 = f["repeat"] / largest["find"]["repeat"]
+            print(f"{name:<14}first {r1:4.1f}x find (<= 5: {'met' if r1 <= 5 else 'NOT met'})"
+                  f"   repeat {r2:4.1f}x find (<= 3: {'met' if r2 <= 3 else 'NOT met'})"
+                  f"   peak {f['rss']:5.1f} MiB (< 150: {'met' if f['rss'] < 150 else 'NOT met'})")
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
     finally:
