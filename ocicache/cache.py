@@ -22,6 +22,7 @@ import marshal
 import os
 import sys
 import tempfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ CACHE_FORMAT = 1
 _PY = f"py{sys.version_info[0]}.{sys.version_info[1]}"  # marshal's format is per version
 _STAMP = f"ocicache-blobs/{CACHE_FORMAT}/{__version__}/{_PY}"
 FILE_NAME = f"blobs-v{CACHE_FORMAT}.marshal"
+_MAGIC = b"OCB1"  # then the CRC-32 of the rest, then marshal((stamp, entries))
 # Past this many entries, a save keeps only the digests used or learned by this run.
 MAX_ENTRIES = 2_000_000
 
@@ -100,7 +102,7 @@ class BlobCache:
         if type(entry) is not tuple or len(entry) < 2 or entry[0] != size:
             return None
         tag = entry[1]
-        if tag == NOT_JSON or tag == PARSED:
+        if tag in (NOT_JSON, PARSED):
             self._used.add(digest)
             return tag  # type: ignore[no-any-return]
         return None
@@ -158,7 +160,8 @@ class BlobCache:
             keep = self._used | set(self._new) | {_TIMES}
             entries = {d: e for d, e in entries.items() if d in keep}
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = marshal.dumps((_STAMP, entries))
+        body = marshal.dumps((_STAMP, entries))
+        data = _MAGIC + zlib.crc32(body).to_bytes(4, "big") + body
         fd, tmp = tempfile.mkstemp(prefix=".blobs-", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -296,7 +299,12 @@ def _load(path: Path) -> tuple[dict[str, Any], tuple[int, int] | None]:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             data = f.read()
-        stamp, entries = marshal.loads(data)
+        # A flipped bit could still decode as a valid marshal stream with a wrong size or
+        # digest in it: the checksum makes any damage a miss instead.
+        body = data[8:]
+        if data[:4] != _MAGIC or zlib.crc32(body).to_bytes(4, "big") != data[4:8]:
+            return {}, None
+        stamp, entries = marshal.loads(body)
         if stamp != _STAMP or type(entries) is not dict:
             return {}, None
         return entries, (st.st_mtime_ns, st.st_size)

@@ -90,6 +90,19 @@ def test_corrupt_cache_file_is_ignored(cache_dir: Path, monkeypatch: pytest.Monk
         assert (_history(cache_dir), _blobs(cache_dir)) == expected
 
 
+def test_a_flipped_bit_in_the_cache_is_a_miss(cache_dir: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = _uncached(cache_dir, monkeypatch)
+    _history(cache_dir)
+    path = Path(os.environ["XDG_CACHE_HOME"]) / "ocicache" / FILE_NAME
+    data = bytearray(path.read_bytes())
+    for offset in (5, len(data) // 3, len(data) - 2):
+        damaged = bytearray(data)
+        damaged[offset] ^= 0x04
+        path.write_bytes(bytes(damaged))
+        assert (_history(cache_dir), _blobs(cache_dir)) == expected
+
+
 def test_a_blob_whose_size_changed_is_read_again(cache_dir: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     _history(cache_dir)  # every blob is now in the cache
@@ -152,13 +165,15 @@ def test_other_directories_share_the_cache_safely(tmp_path: Path,
 
 def test_stale_stamp_is_ignored(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import marshal
+    import zlib
 
     _history(cache_dir)
     path = Path(os.environ["XDG_CACHE_HOME"]) / "ocicache" / FILE_NAME
-    _stamp, entries = marshal.loads(path.read_bytes())
+    _stamp, entries = marshal.loads(path.read_bytes()[8:])
     # An older ocicache's verdicts (here: a lie) must not be used by this one.
     lie = {d: (e[0], "N") for d, e in entries.items() if d.startswith("sha")}
-    path.write_bytes(marshal.dumps(("ocicache-blobs/0/old", lie)))
+    body = marshal.dumps(("ocicache-blobs/0/old", lie))
+    path.write_bytes(b"OCB1" + zlib.crc32(body).to_bytes(4, "big") + body)
     expected = _uncached(cache_dir, monkeypatch)
     assert (_history(cache_dir), _blobs(cache_dir)) == expected
-    assert marshal.loads(path.read_bytes())[0] != "ocicache-blobs/0/old"  # rewritten
+    assert marshal.loads(path.read_bytes()[8:])[0] != "ocicache-blobs/0/old"  # rewritten
