@@ -161,11 +161,11 @@ class BlobCache:
             entries = {d: e for d, e in entries.items() if d in keep}
         path.parent.mkdir(parents=True, exist_ok=True)
         body = marshal.dumps((_STAMP, entries))
-        data = _MAGIC + zlib.crc32(body).to_bytes(4, "big") + body
         fd, tmp = tempfile.mkstemp(prefix=".blobs-", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                f.write(_MAGIC + zlib.crc32(body).to_bytes(4, "big"))
+                f.write(body)  # (not concatenated: that would copy ~10 MB at peak memory)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -301,7 +301,7 @@ def _load(path: Path) -> tuple[dict[str, Any], tuple[int, int] | None]:
             data = f.read()
         # A flipped bit could still decode as a valid marshal stream with a wrong size or
         # digest in it: the checksum makes any damage a miss instead.
-        body = data[8:]
+        body = memoryview(data)[8:]  # no copy
         if data[:4] != _MAGIC or zlib.crc32(body).to_bytes(4, "big") != data[4:8]:
             return {}, None
         stamp, entries = marshal.loads(body)
