@@ -89,17 +89,18 @@ def _run(p: _Plain) -> None:
 
 def main() -> None:
     """Run a plain command line directly, anything else through the typer app."""
+    # A short-lived process that builds ~100k small objects (one per blob and descriptor):
+    # the cyclic GC would only re-walk them, again and again as they pile up (they hold no
+    # cycles that matter); reference counting frees them. Measured: ~10-30 % of a 50k read.
+    import gc
+
+    gc.disable()
     plain = parse(sys.argv[1:])
     if plain is None:
         from ocicache.cli import main as typer_main
 
         typer_main()
         return
-    # A short-lived process that builds ~100k small objects: the cyclic GC would only re-walk
-    # them (they hold no cycles that matter); reference counting frees them.
-    import gc
-
-    gc.disable()
     from ocicache.errors import OcicacheError
 
     try:
