@@ -28,14 +28,17 @@ class Snapshot:
         return [str(p) for p in self.inventory.problems]
 
 
-def read(directory: str | os.PathLike[str]) -> Snapshot:
+def read(directory: str | os.PathLike[str], use_cache: bool = True) -> Snapshot:
     """Read DIR once (no writes to DIR, no locks): every export and blob it holds.
 
     What is learned about blob digests is kept in $XDG_CACHE_HOME/ocicache (cache.py), never
-    in DIR, so the next read opens only new blobs; OCICACHE_NO_CACHE=1 turns that off.
+    in DIR, so the next read opens only new blobs; OCICACHE_NO_CACHE=1 or `use_cache=False`
+    (for a command that must see every document as it is on disk now, like `check`) turns
+    that off.
     """
     with Layout(directory) as layout:
-        inv = read_inventory(layout, BlobCache.default(layout.root))
+        cache = BlobCache.default(layout.root) if use_cache else None
+        inv = read_inventory(layout, cache)
         sizes = []
         for name in (INDEX_JSON, OCI_LAYOUT, LOCK_FILE):
             st = layout.stat_top(name)
