@@ -1,5 +1,5 @@
 """Entry point for `python -m ocicache`."""
 
-from ocicache.cli import main
+from ocicache.entry import main
 
 main()

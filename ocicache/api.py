@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ocicache import cachefrom, pins, reports
 from ocicache import spec as spec_mod
+from ocicache.cache import BlobCache
 from ocicache.check import CheckResult, schema_violations
 from ocicache.check import check as run_check
 from ocicache.errors import NotFoundError, OcicacheError, RefusedError
@@ -40,10 +41,17 @@ class Snapshot:
         return [str(p) for p in self.inventory.problems]
 
 
-def read(directory: str | os.PathLike[str]) -> Snapshot:
-    """Read DIR once (no writes, no locks): every export and blob it holds."""
+def read(directory: str | os.PathLike[str], use_cache: bool = True) -> Snapshot:
+    """Read DIR once (no writes to DIR, no locks): every export and blob it holds.
+
+    What is learned about blob digests is kept in $XDG_CACHE_HOME/ocicache (cache.py), never
+    in DIR, so the next read opens only new blobs; OCICACHE_NO_CACHE=1 or `use_cache=False`
+    (for a command that must see every document as it is on disk now, like `check`) turns
+    that off.
+    """
     with Layout(directory) as layout:
-        inv = read_inventory(layout)
+        cache = BlobCache.default(layout.root) if use_cache else None
+        inv = read_inventory(layout, cache)
         sizes = []
         for name in (INDEX_JSON, OCI_LAYOUT, LOCK_FILE):
             st = layout.stat_top(name)

@@ -15,7 +15,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ocicache.inventory import Inventory
-from ocicache.model import CacheConfig, CacheManifest, Descriptor
+from ocicache.model import ANN_CREATED, CacheConfig, CacheManifest, Descriptor
+from ocicache.timefmt import parse_rfc3339_ns
 
 EVIDENCE_MTIME = "mtime"
 EVIDENCE_CREATEDAT = "createdat"
@@ -134,7 +135,18 @@ def _facts(inv: Inventory, digest: str, entries: list[tuple[int, str | None, boo
         for layer in layers.values():
             sizes.setdefault(layer.digest, layer.size)
     referenced = [d for d in sizes if d != digest]
-    steps = [t for t in (layer.created_ns for layer in layers.values()) if t is not None]
+    # One pass over what a manifest references (big caches: 300 exports x 200 layers).
+    missing: list[str] = []
+    wrong: list[str] = []
+    on_disk = inv.blobs
+    for d in referenced:
+        b = on_disk.get(d)
+        if b is None:
+            missing.append(d)
+        elif b.size != sizes[d]:
+            wrong.append(d)
+    steps = [t for t in [parse_rfc3339_ns(layer.annotations.get(ANN_CREATED))
+                         for layer in layers.values()] if t is not None]
     if cache_config is not None:
         steps.extend(cache_config.layer_created.values())
     return _Facts(
@@ -147,9 +159,8 @@ def _facts(inv: Inventory, digest: str, entries: list[tuple[int, str | None, boo
         cache_config=cache_config,
         layers=tuple(layers[d] for d in sorted(layers)),
         sizes=sizes,
-        missing=tuple(sorted(d for d in referenced if d not in inv.blobs)),
-        wrong=tuple(sorted(d for d in referenced
-                           if d in inv.blobs and inv.blobs[d].size != sizes[d])),
+        missing=tuple(sorted(missing)),
+        wrong=tuple(sorted(wrong)),
         problems=tuple(problems),
         newest_step=max(steps) if steps else None,
     )

@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass, field
 
 from ocicache import documents as docs
+from ocicache.cache import BlobCache
 from ocicache.digest import ALGORITHMS, is_hex_name, parse_digest
 from ocicache.errors import BusyError, CorruptError, RefusedError
 from ocicache.exports import build_exports
@@ -147,12 +148,18 @@ def _read_and_plan(layout: Layout, policy: Policy, now: int, lock_timeout: float
         else:
             with index_lock(layout.root_fd, lock_timeout, shared=True):
                 index = layout.read_top(INDEX_JSON)
-        inv = read_inventory(layout, IndexBytes(index))
+        inv = read_inventory(layout, _blob_cache(layout), index_bytes=IndexBytes(index))
     except CorruptError:
         inv = read_inventory(layout)  # reads it again and records why it is unusable
     exports = build_exports(inv)
     plan = make_plan(inv, exports, policy, now, _metadata_bytes(layout))
     return index, inv, plan
+
+
+def _blob_cache(layout: Layout) -> BlobCache:
+    """What earlier runs learned about digests (a digest names its content for good), so a
+    repeated gc opens only new blobs (cache.py; off with OCICACHE_NO_CACHE=1)."""
+    return BlobCache.default(layout.root)
 
 
 def _read_index_unlocked(layout: Layout, tries: int = 5) -> bytes | None:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from ocicache import documents as docs
 from ocicache import mediatypes as mt
+from ocicache.cache import NOT_JSON, PARSED, BlobCache, Parsed
 from ocicache.digest import Digest, parse_digest
 from ocicache.errors import CorruptError, OcicacheError, UsageError
 from ocicache.layout import INDEX_JSON, OCI_LAYOUT, BlobFile, IngestEntry, Layout, Stray
-from ocicache.model import CacheConfig, CacheManifest, Index, OtherManifest
+from ocicache.model import CacheConfig, CacheManifest, Descriptor, Index, OtherManifest
 
 SNIFF_BYTES = 64
 
@@ -72,10 +73,13 @@ class IndexBytes:
     data: bytes | None
 
 
-def read_inventory(layout: Layout, index_bytes: IndexBytes | None = None) -> Inventory:
+def read_inventory(layout: Layout, cache: BlobCache | None = None,
+                   index_bytes: IndexBytes | None = None) -> Inventory:
     """Read DIR once: index.json, oci-layout, blobs/ (stat), ingest/, and every JSON blob.
 
-    `index_bytes` lets a caller that read index.json under the lock use exactly those bytes.
+    With a `cache`, blobs whose digest (and size) it knows are not opened, and what this read
+    learned is saved to it. `index_bytes` lets a caller that read index.json under the lock use
+    exactly those bytes.
     """
     index, index_error = _read_index(layout, index_bytes)
     oci_layout = _read_oci_layout(layout)
@@ -89,7 +93,9 @@ def read_inventory(layout: Layout, index_bytes: IndexBytes | None = None) -> Inv
         inv.warn(OCI_LAYOUT, "", oci_layout.message)
     for stray in scan.strays:
         inv.warn(stray.relpath, "", stray.reason, "note")
-    _Reader(layout, inv).run()
+    _Reader(layout, inv, cache).run()
+    if cache is not None:
+        cache.save()
     return inv
 
 
@@ -126,10 +132,12 @@ def _read_oci_layout(layout: Layout) -> object | None:
 class _Reader:
     """Finds and parses every JSON document in blobs/, each once."""
 
-    def __init__(self, layout: Layout, inv: Inventory) -> None:
+    def __init__(self, layout: Layout, inv: Inventory, cache: BlobCache | None = None) -> None:
         self.layout = layout
         self.inv = inv
+        self.cache = cache
         self.known_layers: set[str] = set()
+        self._descriptors: dict[tuple[object, ...], Descriptor] = {}
         self.done: set[str] = set()
 
     def run(self) -> None:
@@ -140,14 +148,17 @@ class _Reader:
                 self._visit_index_entry(entry.position, entry.descriptor.digest)
         # Then every other blob that could be JSON, newest first: a manifest is written after
         # its layers, so its layers become known (and are skipped) before we reach them.
+        # (inv.blobs is in digest order and the sort is stable: ties stay in digest order.)
+        limit = docs.JSON_LIMIT
         candidates = sorted(
-            (b for b in inv.blobs.values() if b.size <= docs.JSON_LIMIT),
-            key=lambda b: (-b.mtime_ns, b.digest),
+            ((d, b) for d, b in inv.blobs.items() if b.size <= limit),
+            key=lambda db: db[1].mtime_ns, reverse=True,
         )
-        for blob in candidates:
-            if blob.digest in self.done or blob.digest in self.known_layers:
+        done, known_layers = self.done, self.known_layers
+        for digest, blob in candidates:
+            if digest in done or digest in known_layers:
                 continue
-            self._sniff(blob)
+            self._sniff(digest, blob)
 
     def _visit_index_entry(self, position: int, digest: str) -> None:
         where = f"manifests[{position}]"
@@ -159,7 +170,15 @@ class _Reader:
             # A foreign entry (not a cache manifest): keep its whole closure.
             self._foreign_closure([digest])
 
-    def _sniff(self, blob: BlobFile) -> None:
+    def _sniff(self, digest: str, blob: BlobFile) -> None:
+        cache = self.cache
+        verdict = cache.verdict(digest, blob.size) if cache is not None else None
+        if verdict == NOT_JSON:
+            self.done.add(digest)
+            return
+        if verdict == PARSED:
+            self._parse_blob(blob)
+            return
         try:
             head = self.layout.read_blob_head(blob, SNIFF_BYTES)
         except (OSError, CorruptError) as e:
@@ -168,18 +187,9 @@ class _Reader:
             return
         if docs.looks_like_json(head):
             self._parse_blob(blob)
+        elif cache is not None and len(head) == min(SNIFF_BYTES, blob.size):
+            cache.put_not_json(blob.digest, blob.size)
         self.done.add(blob.digest)
-
-    def _load(self, blob: BlobFile) -> object | None:
-        try:
-            data = self.layout.read_blob(Digest(*blob.digest.split(":", 1)), docs.JSON_LIMIT)
-            doc: object = docs.loads_strict(data, blob.relpath)
-            return doc
-        except CorruptError as e:
-            self.inv.bad_docs[blob.digest] = e
-        except OSError as e:
-            self.inv.bad_docs[blob.digest] = CorruptError(f"cannot read: {e}", file=blob.relpath)
-        return None
 
     def _parse_blob(self, blob: BlobFile, top_level: bool = False) -> None:
         if blob.digest in self.done:
@@ -187,30 +197,76 @@ class _Reader:
         self.done.add(blob.digest)
         if blob.size > docs.JSON_LIMIT:
             return
-        doc = self._load(blob)
-        if doc is None:
+        cache = self.cache
+        hit = cache.parsed(blob.digest, blob.size, blob.relpath) if cache is not None else None
+        if hit is None:
+            hit = self._read_and_parse(blob)
+            if hit is None:
+                return
+        kind, value, error = hit
+        inv = self.inv
+        if error is not None:
+            inv.bad_docs[blob.digest] = error
+        if kind is None:
             return
-        kind = docs.classify(doc)
-        self.inv.kinds[blob.digest] = kind
+        inv.kinds[blob.digest] = kind
+        if isinstance(value, CacheManifest):
+            inv.manifests[blob.digest] = value
+            self._after_manifest(value)
+        elif isinstance(value, CacheConfig):
+            if blob.digest not in inv.configs:
+                inv.configs[blob.digest] = value
+        elif isinstance(value, OtherManifest):
+            inv.foreign[blob.digest] = value
+
+    def _share(self, m: CacheManifest) -> CacheManifest:
+        """The same manifest, its descriptors shared with equal ones of other manifests
+        (exports share most layers: this halves the memory they take, and the cache file)."""
+        seen = self._descriptors
+
+        def one(d: Descriptor) -> Descriptor:
+            key = (d.digest, d.size, d.media_type, tuple(d.annotations.items()))
+            return seen.setdefault(key, d)
+
+        return CacheManifest(m.digest, m.shape, m.media_type,
+                             one(m.config) if m.config is not None else None,
+                             tuple([one(d) for d in m.layers]), tuple([one(d) for d in m.others]))
+
+    def _read_and_parse(self, blob: BlobFile) -> Parsed | None:
+        """Read, decode, classify and parse one blob; None when the file could not be read
+        (a state of the file, not of the content: never cached)."""
         try:
-            if kind == docs.KIND_CACHE_MANIFEST:
-                manifest = docs.parse_cache_manifest(doc, blob.digest, blob.relpath)
-                self.inv.manifests[blob.digest] = manifest
-                self._after_manifest(manifest)
-            elif kind == docs.KIND_CACHE_CONFIG:
-                if blob.digest not in self.inv.configs:
-                    self.inv.configs[blob.digest] = docs.parse_cache_config(
-                        doc, blob.digest, blob.relpath)
-            elif kind == docs.KIND_MANIFEST:
-                self.inv.foreign[blob.digest] = docs.parse_other_manifest(
-                    doc, blob.digest, blob.relpath)
+            data = self.layout.read_blob(Digest(*blob.digest.split(":", 1)), docs.JSON_LIMIT)
         except CorruptError as e:
             self.inv.bad_docs[blob.digest] = e
+            return None
+        except OSError as e:
+            self.inv.bad_docs[blob.digest] = CorruptError(f"cannot read: {e}", file=blob.relpath)
+            return None
+        kind: str | None = None
+        value: object | None = None
+        error: CorruptError | None = None
+        try:
+            doc = docs.loads_strict(data, blob.relpath)
+            kind = docs.classify(doc)
+            if kind == docs.KIND_CACHE_MANIFEST:
+                value = self._share(docs.parse_cache_manifest(doc, blob.digest, blob.relpath))
+            elif kind == docs.KIND_CACHE_CONFIG:
+                value = docs.parse_cache_config(doc, blob.digest, blob.relpath)
+            elif kind == docs.KIND_MANIFEST:
+                value = docs.parse_other_manifest(doc, blob.digest, blob.relpath)
+        except CorruptError as e:
+            error = e
+        # What was read is what the digest names only if the size is right (a truncated file
+        # is not remembered as if it were the blob).
+        if self.cache is not None and len(data) == blob.size:
+            self.cache.put_parsed(blob.digest, blob.size, kind, value, error)
+        return kind, value, error
 
     def _after_manifest(self, manifest: CacheManifest) -> None:
-        for layer in manifest.layers:
-            if mt.is_layer_type(layer.media_type):
-                self.known_layers.add(layer.digest)
+        is_layer, common = mt.is_layer_type, mt.LAYER_TYPES
+        self.known_layers.update([layer.digest for layer in manifest.layers
+                                  if layer.media_type in common or is_layer(layer.media_type)])
         config = manifest.config
         if config is None:
             self.inv.warn(_blob_rel(manifest.digest), "", "cache manifest names no cache config",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ocicache.timefmt import parse_rfc3339_ns
+
 # Annotation keys BuildKit writes on layer descriptors (FORMAT.md).
 ANN_REF_NAME = "org.opencontainers.image.ref.name"
 ANN_UNCOMPRESSED = "containerd.io/uncompressed"
@@ -25,8 +27,6 @@ class Descriptor:
 
     @property
     def created_ns(self) -> int | None:
-        from ocicache.timefmt import parse_rfc3339_ns
-
         return parse_rfc3339_ns(self.annotations.get(ANN_CREATED))
 
     @property

@@ -18,24 +18,89 @@ def parse_rfc3339_ns(text: object) -> int | None:
     """
     if not isinstance(text, str) or len(text) > 64:
         return None
+    # A big cache holds ~100k of these, most of them several times (a layer's createdat is
+    # in every manifest and config that lists it): remember each answer.
+    try:
+        return _memo[text]
+    except KeyError:
+        pass
+    value = _parse(text)
+    if len(_memo) < _MEMO_MAX:
+        _memo[text] = value
+    return value
+
+
+_memo: dict[str, int | None] = {}
+
+
+def remember(text: str, value: int | None) -> None:
+    """Seed the memo with an answer parse_rfc3339_ns gave before (the blob cache keeps them)."""
+    if len(_memo) < _MEMO_MAX:
+        _memo[text] = value
+
+
+def remembered() -> dict[str, int | None]:
+    """Every answer parse_rfc3339_ns gave in this process (for the blob cache to keep)."""
+    return _memo
+_MEMO_MAX = 1 << 20
+_days: dict[tuple[int, int, int], int | None] = {}
+
+
+def _parse(text: str) -> int | None:
+    if len(text) == 30 and text[29] == "Z":
+        fast = _parse_go(text)
+        if fast is not None:
+            return fast
     m = _RFC3339.fullmatch(text)
     if not m:
         return None
     year, month, day, hour, minute, second, frac, zone = m.groups()
     if year == "0001":
         return None
-    try:
-        base = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
-                        tzinfo=UTC)
-    except ValueError:
+    h, mi, s = int(hour), int(minute), int(second)
+    if h > 23 or mi > 59 or s > 59:  # what datetime() refuses
+        return None
+    key = (int(year), int(month), int(day))
+    if key not in _days:
+        try:
+            _days[key] = int(datetime(*key, tzinfo=UTC).timestamp())
+        except ValueError:
+            _days[key] = None
+    midnight = _days[key]
+    if midnight is None:
         return None
     offset = 0
     if zone not in ("Z", "z"):
         sign = 1 if zone[0] == "+" else -1
         offset = sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
-    seconds = int(base.timestamp()) - offset
+    seconds = midnight + h * 3600 + mi * 60 + s - offset
     nanos = int((frac or "0").ljust(9, "0"))
     return seconds * 1_000_000_000 + nanos
+
+
+def _parse_go(text: str) -> int | None:
+    """The form BuildKit writes (`2026-09-21T10:11:12.123456789Z`, ASCII digits), without the
+    regex; None sends anything else (and anything odd) to the general parser."""
+    if (text[4] != "-" or text[7] != "-" or text[10] != "T" or text[13] != ":"
+            or text[16] != ":" or text[19] != "."):
+        return None
+    digits = (text[:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16] + text[17:19]
+              + text[20:29])
+    if not (digits.isascii() and digits.isdigit()) or text[:4] == "0001":
+        return None
+    h, mi, s = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    if h > 23 or mi > 59 or s > 59:
+        return None
+    key = (int(text[:4]), int(text[5:7]), int(text[8:10]))
+    if key not in _days:
+        try:
+            _days[key] = int(datetime(*key, tzinfo=UTC).timestamp())
+        except ValueError:
+            _days[key] = None
+    midnight = _days[key]
+    if midnight is None:
+        return None
+    return (midnight + h * 3600 + mi * 60 + s) * 1_000_000_000 + int(text[20:29])
 
 
 def format_rfc3339(ns: int) -> str:

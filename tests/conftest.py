@@ -1,4 +1,5 @@
-"""Shared test helpers: copies of the real BuildKit fixtures, CLI runner, tree snapshots."""
+"""Shared test helpers: copies of the real BuildKit fixtures, CLI runner, tree snapshots; and no
+test reads or writes the user's real ~/.cache/ocicache."""
 
 from __future__ import annotations
 
@@ -59,3 +60,11 @@ def tree_state(root: Path) -> list[tuple[str, int, int, int]]:
 @pytest.fixture(params=CASES)
 def case(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+@pytest.fixture(autouse=True)
+def _private_xdg_cache(tmp_path_factory: pytest.TempPathFactory,
+                       monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(path))
+    monkeypatch.delenv("OCICACHE_NO_CACHE", raising=False)
+    return path

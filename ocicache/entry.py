@@ -1,0 +1,126 @@
+"""Console entry point: plain read-only command lines run without importing typer.
+
+Importing typer (and the click, pydantic and rich it brings) takes ~0.2 s, more than reading
+a 50k-blob cache warm. A command line made only of `history|show|blobs|du`, its directory
+(and REF for show) and that command's own flags (`--json`, `--no-trunc`, `--unreferenced`,
+a leading `--debug`) is run here directly, with the same output, messages and exit codes as
+the typer app in cli.py. Anything else (help, --version, other commands, unknown or
+malformed options, missing or extra arguments) goes to the typer app unchanged.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_FLAGS = {
+    "history": frozenset({"--json", "--no-trunc"}),
+    "show": frozenset({"--json", "--no-trunc"}),
+    "blobs": frozenset({"--json", "--no-trunc", "--unreferenced"}),
+    "du": frozenset({"--json"}),
+}
+_POSITIONALS = {"history": (1, 1), "show": (1, 2), "blobs": (1, 1), "du": (1, 1)}
+EXIT_INTERNAL = 70  # as cli.EXIT_INTERNAL
+
+
+class _Plain:
+    """A command line the fast path understands."""
+
+    def __init__(self, debug: bool, command: str, args: list[str], flags: set[str]) -> None:
+        self.debug = debug
+        self.command = command
+        self.args = args
+        self.flags = flags
+
+
+def parse(argv: list[str]) -> _Plain | None:
+    """The plain command line in `argv`, or None when typer must handle it."""
+    debug = False
+    if argv[:1] == ["--debug"]:
+        debug = True
+        argv = argv[1:]
+    if not argv or argv[0] not in _FLAGS:
+        return None
+    command, rest = argv[0], argv[1:]
+    allowed = _FLAGS[command]
+    args: list[str] = []
+    flags: set[str] = set()
+    for token in rest:
+        if token.startswith("-"):
+            if token not in allowed:
+                return None
+            flags.add(token)
+        elif token:
+            args.append(token)
+        else:
+            return None
+    low, high = _POSITIONALS[command]
+    if not low <= len(args) <= high:
+        return None
+    return _Plain(debug, command, args, flags)
+
+
+def _echo(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        sys.stderr.write(f"ocicache: warning: {line}\n")
+    sys.stderr.flush()
+
+
+def _run(p: _Plain) -> None:
+    from ocicache.commands import inspect_run as run
+
+    directory = Path(p.args[0])
+    json, no_trunc = "--json" in p.flags, "--no-trunc" in p.flags
+    if p.command == "history":
+        run.history(directory, json, no_trunc, _echo, _warn)
+    elif p.command == "show":
+        ref = p.args[1] if len(p.args) > 1 else "~0"
+        run.show(directory, ref, json, no_trunc, _echo, _warn)
+    elif p.command == "blobs":
+        run.blobs(directory, json, no_trunc, "--unreferenced" in p.flags, _echo, _warn)
+    else:
+        run.du(directory, json, _echo, _warn)
+
+
+def main() -> None:
+    """Run a plain command line directly, anything else through the typer app."""
+    # A short-lived process that builds ~100k small objects (one per blob and descriptor):
+    # the cyclic GC would only re-walk them, again and again as they pile up (they hold no
+    # cycles that matter); reference counting frees them. Measured: ~10-30 % of a 50k read.
+    import gc
+
+    gc.disable()
+    plain = parse(sys.argv[1:])
+    if plain is None:
+        from ocicache.cli import main as typer_main
+
+        typer_main()
+        return
+    from ocicache.errors import OcicacheError
+
+    try:
+        _run(plain)
+    except OcicacheError as e:
+        if plain.debug:
+            raise
+        sys.stdout.flush()
+        sys.stderr.write(f"ocicache: error: {e}\n")
+        if e.hint:
+            sys.stderr.write(f"hint: {e.hint}\n")
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("ocicache: interrupted\n")
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as e:
+        if plain.debug:
+            raise
+        sys.stderr.write(f"ocicache: internal error: {type(e).__name__}: {e} "
+                         "(rerun with --debug)\n")
+        sys.exit(EXIT_INTERNAL)

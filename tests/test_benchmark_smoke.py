@@ -1,0 +1,42 @@
+"""benchmarks/bench.py at a tiny size, so the benchmark never rots."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).parent.parent
+
+
+def test_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--blobs", "600",
+         "--scales", "1,2", "--repeat", "1", "--hash-mb", "2", "--json", str(out)],
+        capture_output=True, text=True, env={**os.environ}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "history" in proc.stdout and "growth" in proc.stdout
+    figures = json.loads(out.read_text())
+    assert set(figures["scales"]) == {"1", "2"}
+    for scale in figures["scales"].values():
+        for name in ("find", "sha256sum", "history", "du"):
+            assert scale["figures"][name]["repeat"] > 0
+
+
+def test_generator_is_deterministic(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from gen import generate, shape_for
+    finally:
+        sys.path.pop(0)
+    shape = shape_for(400)
+    generate(tmp_path / "a", shape)
+    generate(tmp_path / "b", shape)
+    names = sorted(p.name for p in (tmp_path / "a" / "blobs" / "sha256").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "b" / "blobs" / "sha256").iterdir())
+    assert len(names) == shape.blobs
+    assert (tmp_path / "a" / "index.json").read_bytes() == (tmp_path / "b" / "index.json"
+                                                            ).read_bytes()

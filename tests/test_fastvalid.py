@@ -1,0 +1,112 @@
+"""fastvalid.certainly_valid never says "valid" where jsonschema finds a violation."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ocicache.fastvalid import certainly_valid
+from ocicache.schema import validate
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "buildkit-v0.32.2"
+DIGEST = "sha256:" + "ab" * 32
+
+
+def _schema_of(doc: Any) -> str | None:
+    if not isinstance(doc, dict):
+        return None
+    if "config" in doc and "layers" in doc:
+        return "image-manifest"
+    if "manifests" in doc:
+        return ("docker-manifest-list" if "docker" in str(doc.get("mediaType"))
+                else "image-index")
+    if "layers" in doc and "records" in doc:
+        return "cacheconfig"
+    return None
+
+
+def _documents() -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for blob in sorted(FIXTURES.glob("*/blobs/sha256/*")):
+        try:
+            doc = json.loads(blob.read_bytes())
+        except (UnicodeDecodeError, ValueError):
+            continue
+        name = _schema_of(doc)
+        if name is not None:
+            out.append((name, doc))
+    for index in sorted(FIXTURES.glob("*/index.json")):
+        out.append(("image-index", json.loads(index.read_bytes())))
+    return out
+
+
+DOCUMENTS = _documents()
+
+
+def test_real_documents_take_the_fast_path() -> None:
+    assert DOCUMENTS
+    for name, doc in DOCUMENTS:
+        assert certainly_valid(doc, name), name
+        assert validate(doc, name) == []
+
+
+# Values that break (or only look like they break) a schema somewhere.
+ODD_VALUES: list[Any] = [None, True, False, 0, -1, -2, 1.0, 2.5, "", "x", DIGEST, DIGEST.upper(),
+                         "sha256:abc", "sha512:" + "0" * 128, 2, [], {}, [1], {"a": 1},
+                         {"a": "b"}, 2**63, "application/vnd.oci.image.manifest.v1+json"]
+
+
+def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            out.extend(_paths(v, (*prefix, k)))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc[:3]):
+            out.extend(_paths(v, (*prefix, i)))
+    return out
+
+
+def _mutate(doc: Any, path: tuple[Any, ...], action: str, value: Any) -> Any:
+    doc = copy.deepcopy(doc)
+    if not path:
+        return value if action == "set" else doc
+    parent = doc
+    for part in path[:-1]:
+        parent = parent[part]
+    last = path[-1]
+    if action == "set":
+        parent[last] = value
+    elif action == "delete" and isinstance(parent, dict):
+        del parent[last]
+    elif action == "add" and isinstance(parent[last], dict):
+        parent[last]["platform" if value is None else "extra"] = value
+    return doc
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_a_fast_yes_is_a_jsonschema_yes(data: st.DataObject) -> None:
+    name, doc = data.draw(st.sampled_from(DOCUMENTS))
+    path = data.draw(st.sampled_from(_paths(doc)))
+    action = data.draw(st.sampled_from(["set", "delete", "add"]))
+    value = data.draw(st.sampled_from(ODD_VALUES))
+    mutated = _mutate(doc, path, action, value)
+    if certainly_valid(mutated, name):
+        assert validate(mutated, name) == [], (path, action, value)
+
+
+@pytest.mark.parametrize("value", ODD_VALUES)
+def test_descriptor_fields(value: Any) -> None:
+    base = {"mediaType": "application/x", "digest": DIGEST, "size": 1}
+    for key in ("mediaType", "digest", "size", "annotations", "urls", "platform", "data",
+                "artifactType"):
+        doc = {**base, key: value}
+        if certainly_valid(doc, "descriptor"):
+            assert validate(doc, "descriptor") == [], (key, value)
