@@ -43,10 +43,6 @@ from ocicache.digest import ALGORITHMS, is_hex_name, parse_digest
 from ocicache.errors import BusyError, CorruptError, RefusedError
 from ocicache.exports import build_exports
 from ocicache.gc_plan import (
-    KIND_CONFIG,
-    KIND_LAYER,
-    KIND_MANIFEST,
-    KIND_UNKNOWN,
     BlobDeletion,
     IngestDeletion,
     Plan,
@@ -57,6 +53,7 @@ from ocicache.gc_plan import (
 from ocicache.inventory import IndexBytes, Inventory, read_inventory
 from ocicache.layout import INDEX_JSON, INGEST, LOCK_FILE, OCI_LAYOUT, Layout
 from ocicache.lock import index_lock
+from ocicache.reports import KIND_CONFIG, KIND_LAYER, KIND_MANIFEST, KIND_UNKNOWN
 
 MAX_REPLANS = 10
 SETTLE_S = 1.0  # ingest/ unchanged this long: the export that was writing has finished

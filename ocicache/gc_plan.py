@@ -24,6 +24,13 @@ from ocicache.exports import Export
 from ocicache.inventory import Inventory
 from ocicache.layout import INDEX_JSON
 from ocicache.refs import resolve
+from ocicache.reports import (
+    KIND_CONFIG,
+    KIND_LAYER,
+    KIND_MANIFEST,
+    KIND_UNKNOWN,
+    blob_kinds,
+)
 
 HOUR_NS = 3600 * 1_000_000_000
 
@@ -44,10 +51,6 @@ DROP_MAX_SIZE = "max-size"
 
 # Blob kinds, in deletion order: a manifest goes before the blobs it references, so at every
 # instant every manifest left on disk references only blobs that are still present.
-KIND_MANIFEST = "manifest"
-KIND_CONFIG = "cache-config"
-KIND_LAYER = "layer"
-KIND_UNKNOWN = "unknown"
 BLOB_KINDS = (KIND_MANIFEST, KIND_CONFIG, KIND_LAYER, KIND_UNKNOWN)
 KIND_INGEST = "ingest"
 
@@ -177,7 +180,7 @@ def make_plan(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns:
                             "what is left is needed by index.json, --keep, or is younger "
                             "than --grace")
     keep = _closure(inv, [*rules, *protected])
-    kinds = _kinds(inv)
+    kinds = blob_kinds(inv)
     deletions = [BlobDeletion(b.algorithm, b.name, kinds.get(d, KIND_UNKNOWN), b.size, b.mtime_ns)
                  for d, b in inv.blobs.items()
                  if d not in keep and not _young(b.mtime_ns, now_ns, policy.grace_ns)]
@@ -303,22 +306,6 @@ def _closure(inv: Inventory, roots: Iterable[str]) -> set[str]:
         seen.add(digest)
         stack.extend(_children(inv, digest))
     return seen
-
-
-def _kinds(inv: Inventory) -> dict[str, str]:
-    """manifest / cache-config / layer for every blob some parsed document names as such."""
-    kinds: dict[str, str] = {}
-    for m in inv.manifests.values():
-        for d in (*m.layers, *m.others):
-            kinds.setdefault(d.digest, KIND_LAYER)
-    for m in inv.manifests.values():
-        if m.config is not None:
-            kinds[m.config.digest] = KIND_CONFIG
-    for digest in inv.configs:
-        kinds[digest] = KIND_CONFIG
-    for digest in (*inv.manifests, *inv.foreign):
-        kinds[digest] = KIND_MANIFEST
-    return kinds
 
 
 def _deletion_order(inv: Inventory, deletions: list[BlobDeletion]) -> tuple[BlobDeletion, ...]:

@@ -102,18 +102,19 @@ def reachable_from_index(inv: Inventory, exports: list[Export]) -> set[str]:
     return out
 
 
-def blob_kinds(inv: Inventory, exports: list[Export]) -> dict[str, str]:
-    """manifest / cache-config / layer / unknown for every blob, from how it is referenced."""
+def blob_kinds(inv: Inventory) -> dict[str, str]:
+    """manifest / cache-config / layer for every blob some parsed document names as such
+    (a blob no document names is `unknown`)."""
     kinds: dict[str, str] = {}
-    for e in exports:
-        for layer in e.layers:
-            kinds.setdefault(layer.digest, KIND_LAYER)
+    for m in inv.manifests.values():
+        for d in (*m.layers, *m.others):
+            kinds.setdefault(d.digest, KIND_LAYER)
     for other in inv.foreign.values():
         for child in other.children:
             kinds.setdefault(child.digest, KIND_LAYER)
-    for e in exports:
-        if e.config is not None:
-            kinds[e.config.digest] = KIND_CONFIG
+    for m in inv.manifests.values():
+        if m.config is not None:
+            kinds[m.config.digest] = KIND_CONFIG
     for digest in inv.configs:
         kinds[digest] = KIND_CONFIG
     for digest in (*inv.manifests, *inv.foreign):
@@ -127,7 +128,7 @@ def blob_rows(inv: Inventory, exports: list[Export]) -> list[BlobRow]:
     for e in exports:
         for d in e.blobs:
             counts[d] = counts.get(d, 0) + 1
-    kinds = blob_kinds(inv, exports)
+    kinds = blob_kinds(inv)
     indexed = reachable_from_index(inv, exports)
     return [
         BlobRow(b.digest, b.size, kinds.get(b.digest, KIND_UNKNOWN), counts.get(b.digest, 0),
