@@ -1,11 +1,14 @@
-"""Console entry point: plain read-only command lines run without importing typer.
+"""Console entry point: plain command lines run without importing typer.
 
 Importing typer (and the click, pydantic and rich it brings) takes ~0.2 s, more than reading
-a 50k-blob cache warm. A command line made only of `history|show|blobs|du`, its directory
+a 50k-blob cache warm. A command line made only of `history|show|blobs|du|gc`, its directory
 (and REF for show) and that command's own flags (`--json`, `--no-trunc`, `--unreferenced`,
-a leading `--debug`) is run here directly, with the same output, messages and exit codes as
-the typer app in cli.py. Anything else (help, --version, other commands, unknown or
-malformed options, missing or extra arguments) goes to the typer app unchanged.
+`--dry-run`: gc only with the default policy; a leading `--debug`) is run here directly,
+with the same output, messages and exit codes as the typer app in cli.py. Anything else
+(help, --version, other commands, policy or unknown or malformed options, missing or extra
+arguments) goes to the typer app unchanged.
+
+`history --json`, `du` and `gc --dry-run --json` answers are kept between runs (memo.py).
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ _FLAGS = {
     "show": frozenset({"--json", "--no-trunc"}),
     "blobs": frozenset({"--json", "--no-trunc", "--unreferenced"}),
     "du": frozenset({"--json"}),
+    # gc with the default policy (any policy option goes to typer)
+    "gc": frozenset({"--dry-run", "--json", "--no-trunc"}),
 }
-_POSITIONALS = {"history": (1, 1), "show": (1, 2), "blobs": (1, 1), "du": (1, 1)}
+_POSITIONALS = {"history": (1, 1), "show": (1, 2), "blobs": (1, 1), "du": (1, 1), "gc": (1, 1)}
 EXIT_INTERNAL = 70  # as cli.EXIT_INTERNAL
 
 
@@ -72,24 +77,40 @@ def _warn(lines: list[str]) -> None:
     sys.stderr.flush()
 
 
+_NOW_MARK = "\0now\0"  # in a kept gc answer, where `now` goes (JSON text never holds a NUL)
+
+
 def _memo_tag(p: _Plain) -> str | None:
-    """The memo tag of a command line whose answer depends only on DIR (no clock), else None."""
+    """The memo tag of a command line whose answer depends only on DIR (and, for a dry run,
+    on the clock in a way gc_plan.stable_until bounds), else None."""
     if p.command == "du" or (p.command == "history" and "--json" in p.flags):
         return " ".join([p.command, *sorted(p.flags)])
+    if p.command == "gc" and {"--dry-run", "--json"} <= p.flags:
+        # The JSON names DIR as given (made absolute, not normalized).
+        return " ".join([p.command, *sorted(p.flags), str(Path(p.args[0]).absolute())])
     return None
+
+
+def _now_line(now_ns: int) -> str:
+    from ocicache.timefmt import format_rfc3339
+
+    return f'\n  "now": "{format_rfc3339(now_ns)}",\n'
 
 
 def _run(p: _Plain) -> None:
     tag = _memo_tag(p)
     memo = None
     if tag is not None:
+        import time
+
         from ocicache.memo import Memo
 
+        now_ns = time.time_ns()
         memo = Memo.open(p.args[0], tag)
-        hit = memo.load() if memo is not None else None
+        hit = memo.load(now_ns) if memo is not None else None
         if hit is not None:
             _warn(hit[1])
-            _echo(hit[0])
+            _echo(hit[0].replace(_NOW_MARK, _now_line(now_ns)))
             return
     if memo is None:
         _run_command(p, _echo, _warn)
@@ -105,19 +126,34 @@ def _run(p: _Plain) -> None:
         out.append(text)
         _echo(text)
 
-    _run_command(p, echo, warn)
+    window = _run_command(p, echo, warn)
     # A read failure is a state of the moment (permissions aside, which the key holds): an
     # answer that met one is not kept.
-    if len(out) == 1 and not any("cannot " in w for w in warned):
-        memo.save(out[0], warned)
+    if len(out) != 1 or any("cannot " in w for w in warned):
+        return
+    text = out[0]
+    if window is not None:
+        line = _now_line(window[0])
+        if text.count(line) != 1:
+            return
+        text = text.replace(line, _NOW_MARK)
+    memo.save(text, warned, window)
 
 
 def _run_command(p: _Plain, _echo: Callable[[str], None],
-                 _warn: Callable[[list[str]], None]) -> None:
-    from ocicache.commands import inspect_run as run
-
+                 _warn: Callable[[list[str]], None]) -> tuple[int, int] | None:
+    """Run the command; for a gc dry run, the time window in which its plan holds."""
     directory = Path(p.args[0])
     json, no_trunc = "--json" in p.flags, "--no-trunc" in p.flags
+    if p.command == "gc":
+        from ocicache.commands import gc_run
+
+        result = gc_run.gc(directory, "--dry-run" in p.flags, json, no_trunc, _echo, _warn)
+        if result.stable_until_ns is None:
+            return None
+        return result.plan.now_ns, result.stable_until_ns
+    from ocicache.commands import inspect_run as run
+
     if p.command == "history":
         run.history(directory, json, no_trunc, _echo, _warn)
     elif p.command == "show":
@@ -127,6 +163,7 @@ def _run_command(p: _Plain, _echo: Callable[[str], None],
         run.blobs(directory, json, no_trunc, "--unreferenced" in p.flags, _echo, _warn)
     else:
         run.du(directory, json, _echo, _warn)
+    return None
 
 
 def main() -> None:

@@ -88,15 +88,18 @@ class Memo:
         h.update(listing)
         return h.digest()
 
-    def load(self) -> tuple[str, list[str]] | None:
-        """(stdout text, warnings) of the last run with this key; None on any mismatch."""
+    def load(self, now_ns: int = 0) -> tuple[str, list[str]] | None:
+        """(stdout text, warnings) of the last run with this key; None on any mismatch, or when
+        the answer was kept with a time window that `now_ns` is not in."""
         try:
             with open(self.path, "rb") as f:
                 data = f.read()
             body = memoryview(data)[8:]
             if data[:4] != _MAGIC or zlib.crc32(body).to_bytes(4, "big") != data[4:8]:
                 return None
-            stamp, key, text, warnings = marshal.loads(body)
+            stamp, key, text, warnings, window = marshal.loads(body)
+            if window is not None and not window[0] <= now_ns < window[1]:
+                return None
             if (stamp != _STAMP or key != self.key or type(text) is not str
                     or type(warnings) is not list
                     or not all(type(w) is str for w in warnings)):
@@ -105,12 +108,14 @@ class Memo:
         except Exception:  # absent, unreadable, truncated, foreign: a miss
             return None
 
-    def save(self, text: str, warnings: list[str]) -> None:
-        """Keep this answer if the directory did not change while it was computed."""
+    def save(self, text: str, warnings: list[str],
+             window: tuple[int, int] | None = None) -> None:
+        """Keep this answer if the directory did not change while it was computed; with a
+        `window` (start, end) in ns, it holds only for a clock in [start, end)."""
         with contextlib.suppress(Exception):
             if self.key is None or self.current_key() != self.key:
                 return
-            body = marshal.dumps((_STAMP, self.key, text, warnings))
+            body = marshal.dumps((_STAMP, self.key, text, warnings, window))
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".answer-", dir=self.path.parent)
             try:

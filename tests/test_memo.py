@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -147,3 +148,73 @@ def test_text_history_is_not_kept(tmp_path: Path) -> None:
     d = _copy(tmp_path)
     _cli(d, "history")
     assert not (Path(os.environ["XDG_CACHE_HOME"]) / "ocicache" / "answers").exists()
+
+
+GC = ("gc", "--dry-run", "--json")
+
+
+def _gc_tag(d: Path) -> str:
+    return " ".join(["gc", "--dry-run", "--json", str(d)])
+
+
+def _no_now(result: tuple[int, str, str]) -> tuple[int, str, str]:
+    code, out, err = result
+    return code, "\n".join(x for x in out.splitlines() if not x.startswith('  "now": ')), err
+
+
+def test_gc_dry_run_is_kept_with_a_fresh_now(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    fresh = _cli(d, *GC, cache=False)
+    first, again = _cli(d, *GC), _cli(d, *GC)
+    assert _no_now(first) == _no_now(again) == _no_now(fresh)
+    assert first[1] != again[1]  # the time line is the time of each run
+    memo = Memo.open(str(d), _gc_tag(d))
+    assert memo is not None and memo.load(time.time_ns()) is not None
+
+
+@pytest.mark.parametrize("window, used", [((0, 1 << 62), True), ((0, 1), False),
+                                          ((1 << 61, 1 << 62), False)])
+def test_gc_answer_only_inside_its_window(tmp_path: Path, window: tuple[int, int],
+                                          used: bool) -> None:
+    d = _copy(tmp_path)
+    memo = Memo.open(str(d), _gc_tag(d))
+    assert memo is not None
+    memo.save("FAKE", [], window)
+    assert ("FAKE" in _cli(d, *GC)[1]) is used
+
+
+@pytest.mark.parametrize("change", [_add, _remove, _resize, _touch, _rewrite_index, _chmod])
+def test_gc_any_change_gives_a_fresh_answer(tmp_path: Path,
+                                            change: Callable[[Path], None]) -> None:
+    d = _copy(tmp_path)
+    _cli(d, *GC)
+    memo = Memo.open(str(d), _gc_tag(d))
+    assert memo is not None
+    memo.save("FAKE", [], (0, 1 << 62))
+    change(d)
+    got = _cli(d, *GC)
+    assert "FAKE" not in got[1]
+    assert _no_now(got) == _no_now(_cli(d, *GC, cache=False))
+
+
+def test_stable_until_is_when_grace_runs_out(tmp_path: Path) -> None:
+    from ocicache import api
+    from ocicache.gc_plan import Policy, make_plan, stable_until
+
+    d = _copy(tmp_path)
+    now = time.time_ns()
+    for f in d.rglob("*"):
+        os.utime(f, ns=(now, now - 10 * 86400 * 10**9), follow_symlinks=False)
+    young = _blob(d)
+    os.utime(young, ns=(now, now - 600 * 10**9))  # 10 minutes old
+    hour = 3600 * 10**9
+    policy = Policy(keep_last=0, keep_within_ns=None, keep_refs=(), max_size=None, grace_ns=hour)
+    snap = api.read(d, use_cache=False)
+    until = stable_until(snap.inventory, snap.exports, policy, now)
+    assert until == now - 600 * 10**9 + hour
+    plan = make_plan(snap.inventory, snap.exports, policy, now)
+    later = make_plan(snap.inventory, snap.exports, policy, until - 1)
+    assert (plan.kept, plan.blobs, plan.ingest) == (later.kept, later.blobs, later.ingest)
+    # Without keep_within and with every blob older than grace: forever.
+    old = Policy(keep_last=0, keep_within_ns=None, keep_refs=(), max_size=None, grace_ns=0)
+    assert stable_until(snap.inventory, snap.exports, old, now) == 1 << 62
