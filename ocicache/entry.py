@@ -1,12 +1,12 @@
 """Console entry point: plain command lines run without importing typer.
 
 Importing typer (and the click, pydantic and rich it brings) takes ~0.2 s, more than reading
-a 50k-blob cache warm. A command line made only of `history|show|blobs|du|gc`, its directory
-(and REF for show) and that command's own flags (`--json`, `--no-trunc`, `--unreferenced`,
-`--dry-run`: gc only with the default policy; a leading `--debug`) is run here directly,
-with the same output, messages and exit codes as the typer app in cli.py. Anything else
-(help, --version, other commands, policy or unknown or malformed options, missing or extra
-arguments) goes to the typer app unchanged.
+a 50k-blob cache warm. A command line made only of `history|show|blobs|du|gc|check`, its
+directory (and REF for show) and that command's own flags (`--json`, `--no-trunc`,
+`--unreferenced`, `--dry-run`, `--quick`; gc only with the default policy, check without
+`-j`; a leading `--debug`) is run here directly, with the same output, messages and exit
+codes as the typer app in cli.py. Anything else (help, --version, other commands, policy or
+unknown or malformed options, missing or extra arguments) goes to the typer app unchanged.
 
 `history --json`, `du` and `gc --dry-run --json` answers are kept between runs (memo.py).
 """
@@ -24,9 +24,12 @@ _FLAGS = {
     "du": frozenset({"--json"}),
     # gc with the default policy (any policy option goes to typer)
     "gc": frozenset({"--dry-run", "--json", "--no-trunc"}),
+    "check": frozenset({"--json", "--quick", "--no-trunc"}),  # -j/--jobs N goes to typer
 }
-_POSITIONALS = {"history": (1, 1), "show": (1, 2), "blobs": (1, 1), "du": (1, 1), "gc": (1, 1)}
+_POSITIONALS = {"history": (1, 1), "show": (1, 2), "blobs": (1, 1), "du": (1, 1), "gc": (1, 1),
+                "check": (1, 1)}
 EXIT_INTERNAL = 70  # as cli.EXIT_INTERNAL
+EXIT_PROBLEMS = 1  # as errors.EXIT_PROBLEMS (check found integrity problems)
 
 
 class _Plain:
@@ -145,6 +148,16 @@ def _run_command(p: _Plain, _echo: Callable[[str], None],
     """Run the command; for a gc dry run, the time window in which its plan holds."""
     directory = Path(p.args[0])
     json, no_trunc = "--json" in p.flags, "--no-trunc" in p.flags
+    if p.command == "check":
+        from ocicache.commands import check_run
+
+        def err(line: str) -> None:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+
+        if not check_run.check(directory, json, "--quick" in p.flags, 0, no_trunc, _echo, err):
+            sys.exit(EXIT_PROBLEMS)
+        return None
     if p.command == "gc":
         from ocicache.commands import gc_run
 

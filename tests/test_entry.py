@@ -19,6 +19,7 @@ FIXTURE = REPO / "fixtures" / "buildkit-v0.32.2" / "f-tags"
     ["history", "D"], ["history", "D", "--json"], ["--debug", "du", "--json", "D"],
     ["show", "D"], ["show", "D", "alpha", "--no-trunc"], ["blobs", "--unreferenced", "D"],
     ["gc", "D"], ["gc", "--dry-run", "D", "--json"], ["--debug", "gc", "D", "--no-trunc"],
+    ["check", "D"], ["check", "D", "--json", "--quick"], ["check", "--no-trunc", "D"],
 ])
 def test_plain_lines_take_the_fast_path(argv: list[str]) -> None:
     assert parse(argv) is not None
@@ -30,7 +31,7 @@ def test_plain_lines_take_the_fast_path(argv: list[str]) -> None:
     ["show", "D", "a", "b"], ["history", "--", "D"], ["history", ""],
     ["gc", "D", "--keep-last", "3"], ["gc", "D", "--grace=0"], ["gc", "D", "--grace", "0"],
     ["gc", "D", "-n"], ["gc", "D", "--keep", "x"], ["gc", "--dry-run"], ["gc", "D", "E"],
-    ["check", "D"],
+    ["check", "D", "-j", "2"], ["check", "D", "--jobs=2"], ["repair", "D"],
     ["history", "D", "-"],
 ])
 def test_everything_else_goes_to_typer(argv: list[str]) -> None:
@@ -93,3 +94,24 @@ def test_gc_refusal_matches_typer(tmp_path: Path) -> None:
     (d / "index.json").write_text("{torn")
     fast = _run(["gc", str(d), "--dry-run", "--json"], True, tmp_path)
     assert fast[0] != 0 and fast == _run(["gc", str(d), "--dry-run", "--json"], False, tmp_path)
+
+
+@pytest.mark.parametrize("args", [
+    ["check", "{}", "--json"], ["check", "{}"], ["check", "{}", "--quick", "--no-trunc"],
+    ["check", "/nonexistent/dir"],
+])
+@pytest.mark.parametrize("damage", [False, True])
+def test_check_fast_path_matches_typer(args: list[str], damage: bool, tmp_path: Path) -> None:
+    import shutil
+
+    d = tmp_path / "cache"
+    shutil.copytree(FIXTURE, d)
+    if damage:  # a blob whose content no longer matches its name: exit 1
+        blob = sorted((d / "blobs" / "sha256").iterdir())[-1]
+        os.chmod(blob, 0o644)
+        blob.write_bytes(blob.read_bytes()[:-1] + b"!")
+    argv = [str(d) if a == "{}" else a for a in args]
+    fast = _run(argv, True, tmp_path)
+    assert fast == _run(argv, False, tmp_path)
+    if "{}" in args and "--quick" not in args:
+        assert fast[0] == (1 if damage else 0)
