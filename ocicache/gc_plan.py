@@ -16,6 +16,7 @@ Safety rules (the issue, and FORMAT.md):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -211,14 +212,13 @@ def stable_until(inv: Inventory, exports: Sequence[Export], policy: Policy, now_
     [now_ns, stable_until) every such test gives what it gave at now_ns. (A dry run's kept
     answer is reused only inside that window: memo.py.)
     """
-    grace = policy.grace_ns
-    marks = [b.mtime_ns for b in inv.blobs.values()]
-    marks += [i.mtime_ns for i in inv.ingest]
-    marks += [e.mtime_ns for e in exports if e.mtime_ns is not None]
-    edges = [m + grace for m in marks]
-    if policy.keep_within_ns is not None:
-        edges += [e.created_ns + policy.keep_within_ns + 1 for e in exports
-                  if e.created_ns is not None]
+    grace, kw = policy.grace_ns, policy.keep_within_ns
+    marks = itertools.chain((b.mtime_ns for b in inv.blobs.values()),
+                            (i.mtime_ns for i in inv.ingest),
+                            (e.mtime_ns for e in exports if e.mtime_ns is not None))
+    edges = itertools.chain(
+        (m + grace for m in marks),
+        () if kw is None else (e.created_ns + kw + 1 for e in exports if e.created_ns is not None))
     return min((t for t in edges if t > now_ns), default=_FOREVER)
 
 
