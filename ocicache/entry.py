@@ -3,8 +3,8 @@
 Importing typer (and the click, pydantic and rich it brings) takes ~0.2 s, more than reading
 a 50k-blob cache warm. A command line made only of `history|show|blobs|du|gc|check`, its
 directory (and REF for show) and that command's own flags (`--json`, `--no-trunc`,
-`--unreferenced`, `--dry-run`, `--quick`; gc only with the default policy, check without
-`-j`; a leading `--debug`) is run here directly, with the same output, messages and exit
+`--unreferenced`, `--dry-run`, `--quick`; gc only as a dry run with the default policy,
+check without `-j`; a leading `--debug`) is run here directly, with the same output, messages and exit
 codes as the typer app in cli.py. Anything else (help, --version, other commands, policy or
 unknown or malformed options, missing or extra arguments) goes to the typer app unchanged.
 
@@ -65,6 +65,11 @@ def parse(argv: list[str]) -> _Plain | None:
             return None
     low, high = _POSITIONALS[command]
     if not low <= len(args) <= high:
+        return None
+    if command == "gc" and "--dry-run" not in flags:
+        # A real gc keeps typer's start: tests/test_gc_races.py::test_concurrent_exporter_survives
+        # failed ~2 in 13 runs with the 0.2 s faster start (an exporter re-using old layers
+        # meets gc's deletions in a window gc cannot see); reported, not changed here.
         return None
     return _Plain(debug, command, args, flags)
 

@@ -18,7 +18,7 @@ FIXTURE = REPO / "fixtures" / "buildkit-v0.32.2" / "f-tags"
 @pytest.mark.parametrize("argv", [
     ["history", "D"], ["history", "D", "--json"], ["--debug", "du", "--json", "D"],
     ["show", "D"], ["show", "D", "alpha", "--no-trunc"], ["blobs", "--unreferenced", "D"],
-    ["gc", "D"], ["gc", "--dry-run", "D", "--json"], ["--debug", "gc", "D", "--no-trunc"],
+    ["gc", "--dry-run", "D", "--json"], ["--debug", "gc", "D", "--no-trunc", "--dry-run"],
     ["check", "D"], ["check", "D", "--json", "--quick"], ["check", "--no-trunc", "D"],
 ])
 def test_plain_lines_take_the_fast_path(argv: list[str]) -> None:
@@ -29,6 +29,7 @@ def test_plain_lines_take_the_fast_path(argv: list[str]) -> None:
     [], ["--version"], ["--help"], ["history"], ["history", "-h"], ["history", "D", "E"],
     ["du", "D", "--no-trunc"], ["history", "--debug", "D"], ["history", "D", "--json=1"],
     ["show", "D", "a", "b"], ["history", "--", "D"], ["history", ""],
+    ["gc", "D"], ["gc", "D", "--json"], ["gc", "D", "--dry-run", "--keep-last", "3"],
     ["gc", "D", "--keep-last", "3"], ["gc", "D", "--grace=0"], ["gc", "D", "--grace", "0"],
     ["gc", "D", "-n"], ["gc", "D", "--keep", "x"], ["gc", "--dry-run"], ["gc", "D", "E"],
     ["check", "D", "-j", "2"], ["check", "D", "--jobs=2"], ["repair", "D"],
