@@ -26,7 +26,6 @@ import hashlib
 import marshal
 import os
 import sys
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -55,7 +54,7 @@ class Memo:
     def open(cls, directory: str, tag: str) -> Memo | None:
         """The slot for `tag` (the command line without DIR) over `directory`, or None when
         answers cannot be kept (no cache directory, or it would be inside DIR)."""
-        from ocicache.cache import _inside, cache_dir
+        from ocicache.xdg import _inside, cache_dir
 
         base = cache_dir()
         root = os.path.abspath(directory)
@@ -115,6 +114,8 @@ class Memo:
         with contextlib.suppress(Exception):
             if self.key is None or self.current_key() != self.key:
                 return
+            import tempfile
+
             body = marshal.dumps((_STAMP, self.key, text, warnings, window))
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".answer-", dir=self.path.parent)
