@@ -335,6 +335,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<14}first {r1:4.1f}x find (<= 5: {'met' if r1 <= 5 else 'NOT met'})"
                   f"   repeat {r2:4.1f}x find (<= 3: {'met' if r2 <= 3 else 'NOT met'})"
                   f"   peak {f['rss']:5.1f} MiB (< 150: {'met' if f['rss'] < 150 else 'NOT met'})")
+        hashing = results.get("hashing")
+        if isinstance(hashing, dict):
+            ratio = hashing["ratio"]
+            print(f"{'check':<14}hashing {ratio:4.2f}x sha256sum, one process "
+                  f"(>= 1.7 on 2 cores: {'met' if ratio >= 1.7 else 'NOT met'}; "
+                  f"{os.cpu_count()} cpus here)")
+        else:
+            print(f"{'check':<14}hashing not measured")
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
     finally:

@@ -30,6 +30,7 @@ from typing import Any
 from ocicache import __version__
 from ocicache.errors import CorruptError
 from ocicache.model import CacheConfig, CacheManifest, ConfigLayer, Descriptor, OtherManifest
+from ocicache.xdg import _inside, cache_dir
 
 # Bump when what is stored, or how a blob is interpreted (schemas, parsing), changes.
 CACHE_FORMAT = 1
@@ -43,22 +44,6 @@ MAX_ENTRIES = 2_000_000
 _TIMES = "times"  # not a digest: RFC 3339 text -> ns answers (layer createdat), see timefmt
 NOT_JSON = "N"  # the first bytes are not JSON: a layer or other binary blob
 PARSED = "J"  # read and decoded: kind, parsed value and/or error
-
-_TRUE = ("1", "true", "yes", "on")
-
-
-def cache_dir() -> Path | None:
-    """$XDG_CACHE_HOME/ocicache (default ~/.cache/ocicache); None when OCICACHE_NO_CACHE is set."""
-    if os.environ.get("OCICACHE_NO_CACHE", "").strip().lower() in _TRUE:
-        return None
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    if not base or not os.path.isabs(base):  # the XDG spec: relative paths are ignored
-        home = os.path.expanduser("~")
-        if home == "~":
-            return None
-        base = os.path.join(home, ".cache")
-    return Path(base) / "ocicache"
-
 
 Parsed = tuple[str | None, object | None, CorruptError | None]  # kind, model value, error
 
@@ -310,15 +295,3 @@ def _load(path: Path) -> tuple[dict[str, Any], tuple[int, int] | None]:
         return entries, (st.st_mtime_ns, st.st_size)
     except Exception:  # absent, unreadable, truncated, foreign: as if there were none
         return {}, None
-
-
-def _inside(directory: Path, root: Path | None) -> bool:
-    """True when `directory` is `root` or below it (the cache must never live inside DIR)."""
-    if root is None:
-        return False
-    try:
-        d = os.path.realpath(directory)
-        r = os.path.realpath(root)
-        return os.path.commonpath([d, r]) == r
-    except (OSError, ValueError):
-        return True

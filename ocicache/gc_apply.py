@@ -41,13 +41,14 @@ from ocicache import documents as docs
 from ocicache.cache import BlobCache
 from ocicache.digest import ALGORITHMS, is_hex_name, parse_digest
 from ocicache.errors import BusyError, CorruptError, RefusedError
-from ocicache.exports import build_exports
+from ocicache.exports import Export, build_exports
 from ocicache.gc_plan import (
     BlobDeletion,
     IngestDeletion,
     Plan,
     Policy,
     make_plan,
+    stable_until,
     summarize,
 )
 from ocicache.inventory import IndexBytes, Inventory, read_inventory
@@ -77,6 +78,9 @@ class GcResult:
     kept_bytes: int
     replans: int
     warnings: tuple[str, ...]
+    # A dry run's plan stays the same until this time (gc_plan.stable_until) if DIR does not
+    # change; None after a real run.
+    stable_until_ns: int | None = None
 
     def removed(self) -> dict[str, tuple[int, int]]:
         if self.dry_run:
@@ -109,15 +113,17 @@ def gc(directory: str | os.PathLike[str], policy: Policy, *, now_ns: int | None 
     delay = float(os.environ.get(DELAY_ENV, "0") or 0)
     with Layout(directory) as layout:
         if dry_run:
-            index, inv, plan = _read_and_plan(layout, policy, now, lock_timeout, dry_run=True)
-            return GcResult(plan, True, (), (), plan.kept_bytes, 0, plan.warnings)
+            index, inv, exports, plan = _read_and_plan(layout, policy, now, lock_timeout,
+                                                       dry_run=True)
+            return GcResult(plan, True, (), (), plan.kept_bytes, 0, plan.warnings,
+                            stable_until(inv, exports, policy, now))
         _require_writable_fs(layout)
         progress = _Progress(kill_after=int(os.environ.get(KILL_ENV, "-1") or -1))
         for attempt in range(MAX_REPLANS + 1):
             if attempt:
                 _settle(layout)
             stamp = _ingest_stamp(layout)
-            index, inv, plan = _read_and_plan(layout, policy, now, lock_timeout)
+            index, inv, _, plan = _read_and_plan(layout, policy, now, lock_timeout)
             if attempt == 0 and (plan.blobs or plan.ingest):
                 _require_writable_dirs(layout, plan)
             progress.attempt_bytes = 0
@@ -132,7 +138,8 @@ def gc(directory: str | os.PathLike[str], policy: Policy, *, now_ns: int | None 
 
 
 def _read_and_plan(layout: Layout, policy: Policy, now: int, lock_timeout: float,
-                   dry_run: bool = False) -> tuple[bytes | None, Inventory, Plan]:
+                   dry_run: bool = False
+                   ) -> tuple[bytes | None, Inventory, list[Export], Plan]:
     """index.json (read under the lock, briefly), then everything else, then the plan.
 
     A dry run takes no lock (like the read commands): BuildKit's writers fail at once on a held
@@ -150,7 +157,7 @@ def _read_and_plan(layout: Layout, policy: Policy, now: int, lock_timeout: float
         inv = read_inventory(layout)  # reads it again and records why it is unusable
     exports = build_exports(inv)
     plan = make_plan(inv, exports, policy, now, _metadata_bytes(layout))
-    return index, inv, plan
+    return index, inv, exports, plan
 
 
 def _blob_cache(layout: Layout) -> BlobCache:
