@@ -60,13 +60,7 @@ def _parse(text: str) -> int | None:
     h, mi, s = int(hour), int(minute), int(second)
     if h > 23 or mi > 59 or s > 59:  # what datetime() refuses
         return None
-    key = (int(year), int(month), int(day))
-    if key not in _days:
-        try:
-            _days[key] = int(datetime(*key, tzinfo=UTC).timestamp())
-        except ValueError:
-            _days[key] = None
-    midnight = _days[key]
+    midnight = _midnight(int(year), int(month), int(day))
     if midnight is None:
         return None
     offset = 0
@@ -76,6 +70,18 @@ def _parse(text: str) -> int | None:
     seconds = midnight + h * 3600 + mi * 60 + s - offset
     nanos = int((frac or "0").ljust(9, "0"))
     return seconds * 1_000_000_000 + nanos
+
+
+def _midnight(year: int, month: int, day: int) -> int | None:
+    """Seconds since the epoch at 00:00 UTC of that day (None for no such day); remembered,
+    since a cache's times fall on few days."""
+    key = (year, month, day)
+    if key not in _days:
+        try:
+            _days[key] = int(datetime(year, month, day, tzinfo=UTC).timestamp())
+        except ValueError:
+            _days[key] = None
+    return _days[key]
 
 
 def _parse_go(text: str) -> int | None:
@@ -91,13 +97,7 @@ def _parse_go(text: str) -> int | None:
     h, mi, s = int(text[11:13]), int(text[14:16]), int(text[17:19])
     if h > 23 or mi > 59 or s > 59:
         return None
-    key = (int(text[:4]), int(text[5:7]), int(text[8:10]))
-    if key not in _days:
-        try:
-            _days[key] = int(datetime(*key, tzinfo=UTC).timestamp())
-        except ValueError:
-            _days[key] = None
-    midnight = _days[key]
+    midnight = _midnight(int(text[:4]), int(text[5:7]), int(text[8:10]))
     if midnight is None:
         return None
     return (midnight + h * 3600 + mi * 60 + s) * 1_000_000_000 + int(text[20:29])
