@@ -9,13 +9,12 @@ import typer
 from ocicache import api
 from ocicache.commands import check_run
 from ocicache.commands.check_run import ProgressBar
+from ocicache.commands.options import DirArg, JsonOpt, NoTruncOpt
 from ocicache.errors import EXIT_PROBLEMS
 from ocicache.model import ANN_REF_NAME
 
 __all__ = ["ProgressBar", "register"]
 
-DirArg = typer.Argument(..., help="The cache directory (--cache-to type=local,dest=DIR).",
-                        show_default=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -23,12 +22,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def check(directory: Path = DirArg,
-              json: bool = typer.Option(False, "--json", help="Print a versioned JSON document."),
+              json: bool = JsonOpt,
               quick: bool = typer.Option(False, "--quick",
                                          help="Skip re-hashing blobs (sizes and documents only)."),
               jobs: int = typer.Option(0, "--jobs", "-j", min=0,
                                        help="Hashing threads (default: one per core)."),
-              no_trunc: bool = typer.Option(False, "--no-trunc", help="Print full digests."),
+              no_trunc: bool = NoTruncOpt,
               ) -> None:
         """Verify DIR: documents, digests and sizes, missing blobs, leftovers.
 

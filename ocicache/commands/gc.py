@@ -7,11 +7,9 @@ from pathlib import Path
 import typer
 
 from ocicache import api, render
+from ocicache.commands.options import DirArg, JsonOpt, NoTruncOpt
 from ocicache.gc_plan import Policy
 from ocicache.units import parse_duration_ns, parse_size
-
-DirArg = typer.Argument(..., help="The cache directory (--cache-to type=local,dest=DIR).",
-                        show_default=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -38,8 +36,8 @@ def register(app: typer.Typer) -> None:
             "1h", "--grace", metavar="DURATION",
             help="Never delete a blob younger than this; keep every manifest younger than "
                  "this with all it references (0 allowed)."),
-        json: bool = typer.Option(False, "--json", help="Print a versioned JSON document."),
-        no_trunc: bool = typer.Option(False, "--no-trunc", help="Print full digests."),
+        json: bool = JsonOpt,
+        no_trunc: bool = NoTruncOpt,
     ) -> None:
         """Delete what no kept export needs: older exports, unreferenced blobs, stale ingest/."""
         policy = Policy(

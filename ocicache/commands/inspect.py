@@ -8,11 +8,7 @@ from pathlib import Path
 import typer
 
 from ocicache.commands import inspect_run as run
-
-DirArg = typer.Argument(..., help="The cache directory (--cache-to type=local,dest=DIR).",
-                        show_default=False)
-JsonOpt = typer.Option(False, "--json", help="Print a versioned JSON document.")
-NoTruncOpt = typer.Option(False, "--no-trunc", help="Print full digests.")
+from ocicache.commands.options import DirArg, JsonOpt, NoTruncOpt
 
 
 def register(app: typer.Typer) -> None:

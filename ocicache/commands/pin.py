@@ -9,16 +9,15 @@ import typer
 
 from ocicache import api, render, render_pin
 from ocicache import spec as spec_mod
+from ocicache.commands.options import DIR_HELP, DirArg, JsonOpt
 from ocicache.errors import EXIT_WONT_IMPORT, UsageError
 
 _FORMATS = ", ".join(spec_mod.FORMATS)
-_DIR_HELP = "The cache directory (--cache-to type=local,dest=DIR)."
-OptDirArg = typer.Argument(None, help=_DIR_HELP + " Not needed with --explain.",
+OptDirArg = typer.Argument(None, help=DIR_HELP + " Not needed with --explain.",
                            show_default=False)
 OptRefArg = typer.Argument(None, help="Tag, pin, digest, digest prefix (7+ hex) or ~N; default: "
                            "the newest export of tag `latest`, else the newest.",
                            show_default=False)
-DirArg = typer.Argument(..., help=_DIR_HELP, show_default=False)
 RefArg = typer.Argument(..., help="The export: tag, digest, digest prefix (7+ hex) or ~N.",
                         show_default=False)
 NameArg = typer.Argument(..., help="The ref name to register (OCI ref-name grammar).",
@@ -92,7 +91,7 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force",
                                    help="Replace an entry of that name BuildKit wrote."),
         fmt: str = typer.Option("bare", "--format", "-f", help=f"One of: {_FORMATS}."),
-        json: bool = typer.Option(False, "--json", help="Print a versioned JSON document."),
+        json: bool = JsonOpt,
     ) -> None:
         """Register an export in index.json under NAME: cache-from tag=NAME works, gc and
         BuildKit's reset=true keep it. Prints the tag spec."""
@@ -115,7 +114,7 @@ def register(app: typer.Typer) -> None:
         name: str = PinNameArg,
         force: bool = typer.Option(False, "--force",
                                    help="Also remove an entry BuildKit wrote (a tag)."),
-        json: bool = typer.Option(False, "--json", help="Print a versioned JSON document."),
+        json: bool = JsonOpt,
     ) -> None:
         """Remove the pin NAME from index.json (gc may then delete that export)."""
         result = api.unpin(directory, name, force=force)
