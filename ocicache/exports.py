@@ -24,6 +24,8 @@ EVIDENCE_NONE = "none"
 
 # A manifest written more than this before its own newest step was built cannot be right.
 _SKEW_NS = 2_000_000_000
+_INSTANT_NS = 2_000_000_000  # every blob written within this: one bulk copy or checkout
+_LONG_AFTER_NS = 3600 * 1_000_000_000  # ... long after the newest step was built
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +103,7 @@ def build_exports(inv: Inventory) -> list[Export]:
     counts: Counter[str] = Counter()
     for f in facts:
         counts.update(f.sizes.keys())
-    usable = _mtimes_usable(facts)
+    usable = _mtimes_usable(facts, [b.mtime_ns for b in inv.blobs.values()])
     return order_newest_first([_finish(f, counts, usable) for f in facts])
 
 
@@ -166,7 +168,7 @@ def _facts(inv: Inventory, digest: str, entries: list[tuple[int, str | None, boo
     )
 
 
-def _mtimes_usable(facts: list[_Facts]) -> bool:
+def _mtimes_usable(facts: list[_Facts], blob_mtimes: list[int]) -> bool:
     """Whether manifest mtimes are export times, for the whole directory at once.
 
     Not when any manifest is older than its own newest step (a manifest is written after its
@@ -180,6 +182,13 @@ def _mtimes_usable(facts: list[_Facts]) -> bool:
     if any(step is not None and mtime < step - _SKEW_NS for mtime, step in dated):
         return False
     steps = [step for _, step in dated if step is not None]
+    if len(dated) == 1 and steps:
+        # One manifest: lost when the whole directory was written within an instant (a checkout
+        # or a copy) long after its newest step was built. BuildKit writes an export's blobs
+        # over its upload, right after the build; a fully cached export into an empty directory
+        # long after the build looks the same, and then gets the step time (createdat) instead.
+        spread = max(blob_mtimes) - min(blob_mtimes) if blob_mtimes else 0
+        return not (dated[0][0] - steps[0] > _LONG_AFTER_NS and spread < _INSTANT_NS)
     return not (len(dated) >= 2 and steps and min(m for m, _ in dated) >= max(steps))
 
 

@@ -46,7 +46,7 @@ def test_history_matches_what_buildkit_wrote(case: str, mtimes: bool, tmp_path: 
         assert list(e.tags) == tags.get(e.digest, [])
         assert e.current == (e.digest in tags)
         assert e.complete, (e.digest, e.missing, e.problems)
-        assert e.created_from == ("mtime" if mtimes or len(snap.exports) == 1 else "createdat")
+        assert e.created_from == ("mtime" if mtimes else "createdat")
 
 
 def test_export_sizes_and_blobs_match_groundtruth(case: str, tmp_path: Path) -> None:

@@ -414,9 +414,6 @@ def test_foreign_index_deleted_before_the_manifests_it_references(tmp_path: Path
     assert kept.deleted
 
 
-@pytest.mark.xfail(strict=True, reason="exports.py cannot tell lost mtimes with one manifest "
-                   "left: after gc on a copy that dropped mtimes, the lone export's time flips "
-                   "from createdAt to the copy's mtime (history's heuristic, not gc's doing)")
 def test_history_unchanged_after_gc_on_a_copy_without_mtimes(tmp_path: Path) -> None:
     import shutil
 

@@ -209,3 +209,15 @@ def test_index_entry_without_ref_name_is_current(tmp_path: Path) -> None:
     assert exports[new].current and exports[new].tags == ()
     assert not exports[old].current
     assert "(unnamed entry)" in run_cli("history", str(tmp_path)).stdout
+
+
+def test_lone_export_copied_without_mtimes_uses_createdat(tmp_path: Path) -> None:
+    b = Builder(tmp_path)
+    digest = b.export([b.layer("r"), b.layer("s")])
+    assert api.history(tmp_path).exports[0].created_from == "mtime"  # as BuildKit wrote it
+    later = b.clock_ns + 5 * 3600 * 10**9  # a checkout hours later: every file at one instant
+    for p in (tmp_path / "blobs" / "sha256").iterdir():
+        os.utime(p, ns=(later, later))
+    lone = api.history(tmp_path).exports[0]
+    assert lone.digest == digest and lone.created_from == "createdat"
+    assert lone.created_ns == lone.newest_step_ns
