@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ocicache import documents as docs
-from ocicache import mediatypes as mt
 from ocicache.digest import parse_digest
 from ocicache.errors import OcicacheError, UsageError
 from ocicache.exports import Export
@@ -335,23 +334,10 @@ def schema_violations(layout: Layout, snap: Snapshot) -> dict[str, tuple[Violati
             doc = docs.loads_strict(data or b"", file)
         except (OcicacheError, OSError):
             continue  # changed since the first read: the first violation stands
-        name = "image-index" if digest is None else _schema_for(doc)
+        name = "image-index" if digest is None else docs.schema_for(doc)
         if name is not None:
             out[file] = tuple(validate(doc, name))
     return out
-
-
-def _schema_for(doc: object) -> str | None:
-    """The schema the readers apply to a JSON blob of this shape (documents.parse_*)."""
-    if not isinstance(doc, dict):
-        return None
-    if "config" in doc:
-        return "image-manifest"
-    if "manifests" in doc:
-        return "docker-manifest-list" if doc.get("mediaType") == mt.DOCKER_LIST else "image-index"
-    if "layers" in doc and "records" in doc:
-        return "cacheconfig"
-    return None
 
 
 # CorruptError messages of Layout reads that mean "could not read", not "read and invalid".

@@ -142,12 +142,9 @@ def parse_cache_manifest(doc: object, digest: str, file: str) -> CacheManifest:
         layers, others = _split(doc["layers"])
         return CacheManifest(digest, mt.SHAPE_A, media_type, config, layers, others)
     media_type = doc.get("mediaType") or mt.OCI_INDEX
-    if media_type == mt.DOCKER_LIST:
-        validate(doc, "docker-manifest-list", file)
-        shape = mt.SHAPE_C
-    else:
-        validate(doc, "image-index", file)
-        shape = mt.SHAPE_B
+    schema = _list_schema(doc)
+    validate(doc, schema, file)
+    shape = mt.SHAPE_C if schema == "docker-manifest-list" else mt.SHAPE_B
     configs = [descriptor(m) for m in doc["manifests"] if m["mediaType"] == mt.CACHE_CONFIG]
     rest = [m for m in doc["manifests"] if m["mediaType"] != mt.CACHE_CONFIG]
     layers, others = _split(rest)
@@ -155,6 +152,24 @@ def parse_cache_manifest(doc: object, digest: str, file: str) -> CacheManifest:
     cache_config = configs[-1] if configs else None
     return CacheManifest(digest, shape, media_type, cache_config, layers,
                          others + tuple(configs[:-1]))
+
+
+def schema_for(doc: object) -> str | None:
+    """The schema a JSON blob of this shape is read against (what parse_* apply), or None."""
+    if not isinstance(doc, dict):
+        return None
+    if "config" in doc:
+        return "image-manifest"
+    if "manifests" in doc:
+        return _list_schema(doc)
+    if "layers" in doc and "records" in doc:
+        return "cacheconfig"
+    return None
+
+
+def _list_schema(doc: Mapping[str, Any]) -> str:
+    """A list of descriptors: a Docker manifest list (shape C) or an OCI index (shape B)."""
+    return "docker-manifest-list" if doc.get("mediaType") == mt.DOCKER_LIST else "image-index"
 
 
 def _object(doc: object, file: str) -> dict[str, Any]:
@@ -181,8 +196,7 @@ def parse_other_manifest(doc: object, digest: str, file: str) -> OtherManifest:
         children = [descriptor(doc["config"])] + [descriptor(x) for x in doc["layers"]]
         media_type = doc.get("mediaType") or mt.OCI_MANIFEST
     else:
-        schema = "docker-manifest-list" if doc.get("mediaType") == mt.DOCKER_LIST else "image-index"
-        validate(doc, schema, file)
+        validate(doc, _list_schema(doc), file)
         children = [descriptor(x) for x in doc["manifests"]]
         media_type = doc.get("mediaType") or mt.OCI_INDEX
     return OtherManifest(digest, media_type, tuple(children))
