@@ -24,6 +24,7 @@ from ocicache.refs import resolve
 if TYPE_CHECKING:
     from ocicache.gc_apply import GcResult
     from ocicache.gc_plan import Policy as GcPolicy
+    from ocicache.listing import Listing
     from ocicache.repair import RepairPlan
 
 
@@ -41,15 +42,16 @@ class Snapshot:
         return [str(p) for p in self.inventory.problems]
 
 
-def read(directory: str | os.PathLike[str], use_cache: bool = True) -> Snapshot:
+def read(directory: str | os.PathLike[str], use_cache: bool = True,
+         listing: Listing | None = None) -> Snapshot:
     """Read DIR once (no writes to DIR, no locks): every export and blob it holds.
 
     What is learned about blob digests is kept in $XDG_CACHE_HOME/ocicache (cache.py), never
     in DIR, so the next read opens only new blobs; OCICACHE_NO_CACHE=1 or `use_cache=False`
     (for a command that must see every document as it is on disk now, like `check`) turns
-    that off.
+    that off. `listing`, a find listing of DIR begun earlier, saves stat-ing every blob.
     """
-    with Layout(directory) as layout:
+    with Layout(directory, listing) as layout:
         cache = BlobCache.default(layout.root) if use_cache else None
         inv = read_inventory(layout, cache)
         sizes = []
@@ -60,9 +62,9 @@ def read(directory: str | os.PathLike[str], use_cache: bool = True) -> Snapshot:
     return Snapshot(layout.root, inv, build_exports(inv), tuple(sizes))
 
 
-def history(directory: str | os.PathLike[str]) -> Snapshot:
+def history(directory: str | os.PathLike[str], listing: Listing | None = None) -> Snapshot:
     """Every export, newest first. Raises CorruptError when index.json is torn or invalid."""
-    snap = read(directory)
+    snap = read(directory, listing=listing)
     snap.inventory.require_index()
     return snap
 
@@ -75,23 +77,26 @@ class ShowResult:
     layers: list[reports.StackLayer]
 
 
-def show(directory: str | os.PathLike[str], ref: str) -> ShowResult:
+def show(directory: str | os.PathLike[str], ref: str,
+         listing: Listing | None = None) -> ShowResult:
     """One export, REF as a tag, digest, digest prefix or ~N; its layers in stack order."""
-    snap = history(directory)
+    snap = history(directory, listing)
     export = resolve(snap.exports, ref)
     return ShowResult(snap, export, snap.exports.index(export),
                       reports.stack(snap.inventory, export))
 
 
-def blobs(directory: str | os.PathLike[str]) -> tuple[Snapshot, list[reports.BlobRow]]:
+def blobs(directory: str | os.PathLike[str],
+          listing: Listing | None = None) -> tuple[Snapshot, list[reports.BlobRow]]:
     """Every blob on disk with its kind and how many exports reference it."""
-    snap = read(directory)
+    snap = read(directory, listing=listing)
     return snap, reports.blob_rows(snap.inventory, snap.exports)
 
 
-def du(directory: str | os.PathLike[str]) -> tuple[Snapshot, list[reports.Usage]]:
+def du(directory: str | os.PathLike[str],
+       listing: Listing | None = None) -> tuple[Snapshot, list[reports.Usage]]:
     """Where the bytes are, by category."""
-    snap = read(directory)
+    snap = read(directory, listing=listing)
     return snap, reports.disk_usage(snap.inventory, snap.exports, list(snap.metadata_sizes))
 
 
@@ -208,11 +213,13 @@ def unpin(directory: str | os.PathLike[str], name: str, *, force: bool = False
     assert isinstance(removed, tuple)
     return pins.UnpinResult(name, removed)
 def gc(directory: str | os.PathLike[str], policy: GcPolicy, *, dry_run: bool = False,
-       now_ns: int | None = None) -> GcResult:
-    """Delete what no kept export needs (see gc_plan, gc_apply); with dry_run, only plan."""
+       now_ns: int | None = None, listing: Listing | None = None) -> GcResult:
+    """Delete what no kept export needs (see gc_plan, gc_apply); with dry_run, only plan
+    (and then `listing`, a find listing of DIR begun earlier, saves stat-ing every blob)."""
     from ocicache.gc_apply import gc as run_gc
 
-    return run_gc(directory, policy, now_ns=now_ns, dry_run=dry_run)
+    return run_gc(directory, policy, now_ns=now_ns, dry_run=dry_run,
+                  listing=listing if dry_run else None)
 def check(directory: str | os.PathLike[str], quick: bool = False, workers: int | None = None,
           progress: ProgressCallback | None = None) -> CheckResult:
     """Every problem in DIR; unless `quick`, every blob is re-hashed (in parallel) too."""

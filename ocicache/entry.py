@@ -16,6 +16,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ocicache.listing import Listing
 
 _FLAGS = {
     "history": frozenset({"--json", "--no-trunc"}),
@@ -108,20 +112,33 @@ def _now_line(now_ns: int) -> str:
 def _run(p: _Plain) -> None:
     tag = _memo_tag(p)
     memo = None
-    if tag is not None:
-        import time
+    listing = None
+    if p.command != "check" and _looks_like_cache_dir(p.args[0]):
+        # GNU find lists DIR on the other core (listing.py); unless a kept answer may be
+        # printed at once, this one loads the command's modules meanwhile.
+        from ocicache.listing import Listing
 
-        from ocicache.memo import Memo
+        if tag is None:
+            listing = Listing(p.args[0])
+            _import_command(p.command)
+        else:
+            import time
 
-        now_ns = time.time_ns()
-        memo = Memo.open(p.args[0], tag)
-        hit = memo.load(now_ns) if memo is not None else None
-        if hit is not None:
-            _warn(hit[1])
-            _echo(hit[0].replace(_NOW_MARK, _now_line(now_ns)))
-            return
+            from ocicache.memo import Memo, begin
+
+            listing = begin(p.args[0])
+            slot = Memo.slot(p.args[0], tag)
+            if slot is None or not slot.exists():
+                _import_command(p.command)
+            now_ns = time.time_ns()
+            memo = Memo.open(p.args[0], tag, listing)
+            hit = memo.load(now_ns) if memo is not None else None
+            if hit is not None:
+                _warn(hit[1])
+                _echo(hit[0].replace(_NOW_MARK, _now_line(now_ns)))
+                return
     if memo is None:
-        _run_command(p, _echo, _warn)
+        _run_command(p, _echo, _warn, listing)
         return
     out: list[str] = []
     warned: list[str] = []
@@ -134,7 +151,7 @@ def _run(p: _Plain) -> None:
         out.append(text)
         _echo(text)
 
-    window = _run_command(p, echo, warn)
+    window = _run_command(p, echo, warn, listing)
     # A read failure is a state of the moment (permissions aside, which the key holds): an
     # answer that met one is not kept.
     if len(out) != 1 or any("cannot " in w for w in warned):
@@ -148,8 +165,25 @@ def _run(p: _Plain) -> None:
     memo.save(text, warned, window)
 
 
+def _looks_like_cache_dir(directory: str) -> bool:
+    """DIR holds index.json or blobs/ (else Layout says what is wrong; nothing is listed)."""
+    import os
+
+    return (os.path.isdir(os.path.join(directory, "blobs"))
+            or os.path.isfile(os.path.join(directory, "index.json")))
+
+
+def _import_command(command: str) -> None:
+    """Load the modules `command` runs on (what _run_command imports)."""
+    if command == "gc":
+        import ocicache.commands.gc_run
+    elif command != "check":
+        import ocicache.commands.inspect_run  # noqa: F401
+
+
 def _run_command(p: _Plain, _echo: Callable[[str], None],
-                 _warn: Callable[[list[str]], None]) -> tuple[int, int] | None:
+                 _warn: Callable[[list[str]], None],
+                 listing: Listing | None = None) -> tuple[int, int] | None:
     """Run the command; for a gc dry run, the time window in which its plan holds."""
     directory = Path(p.args[0])
     json, no_trunc = "--json" in p.flags, "--no-trunc" in p.flags
@@ -166,21 +200,23 @@ def _run_command(p: _Plain, _echo: Callable[[str], None],
     if p.command == "gc":
         from ocicache.commands import gc_run
 
-        result = gc_run.gc(directory, "--dry-run" in p.flags, json, no_trunc, _echo, _warn)
+        result = gc_run.gc(directory, "--dry-run" in p.flags, json, no_trunc, _echo, _warn,
+                           listing)
         if result.stable_until_ns is None:
             return None
         return result.plan.now_ns, result.stable_until_ns
     from ocicache.commands import inspect_run as run
 
     if p.command == "history":
-        run.history(directory, json, no_trunc, _echo, _warn)
+        run.history(directory, json, no_trunc, _echo, _warn, listing=listing)
     elif p.command == "show":
         ref = p.args[1] if len(p.args) > 1 else "~0"
-        run.show(directory, ref, json, no_trunc, _echo, _warn)
+        run.show(directory, ref, json, no_trunc, _echo, _warn, listing=listing)
     elif p.command == "blobs":
-        run.blobs(directory, json, no_trunc, "--unreferenced" in p.flags, _echo, _warn)
+        run.blobs(directory, json, no_trunc, "--unreferenced" in p.flags, _echo, _warn,
+                  listing=listing)
     else:
-        run.du(directory, json, _echo, _warn)
+        run.du(directory, json, _echo, _warn, listing)
     return None
 
 

@@ -36,6 +36,7 @@ import signal
 import stat
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ocicache import documents as docs
 from ocicache.cache import BlobCache
@@ -55,6 +56,9 @@ from ocicache.inventory import IndexBytes, Inventory, read_inventory
 from ocicache.layout import INDEX_JSON, INGEST, LOCK_FILE, OCI_LAYOUT, Layout
 from ocicache.lock import index_lock
 from ocicache.reports import KIND_CONFIG, KIND_LAYER, KIND_MANIFEST, KIND_UNKNOWN
+
+if TYPE_CHECKING:
+    from ocicache.listing import Listing
 
 MAX_REPLANS = 10
 SETTLE_S = 1.0  # ingest/ unchanged this long: the export that was writing has finished
@@ -107,11 +111,15 @@ class _Progress:
 
 
 def gc(directory: str | os.PathLike[str], policy: Policy, *, now_ns: int | None = None,
-       dry_run: bool = False, lock_timeout: float = 10.0) -> GcResult:
-    """Plan and (unless dry_run) apply gc on DIR. RefusedError: nothing unsafe was done."""
+       dry_run: bool = False, lock_timeout: float = 10.0,
+       listing: Listing | None = None) -> GcResult:
+    """Plan and (unless dry_run) apply gc on DIR. RefusedError: nothing unsafe was done.
+
+    `listing` (a find listing of DIR begun earlier) is only taken by a dry run: a real gc
+    stats the blobs itself, under its own timing."""
     now = time.time_ns() if now_ns is None else now_ns
     delay = float(os.environ.get(DELAY_ENV, "0") or 0)
-    with Layout(directory) as layout:
+    with Layout(directory, listing if dry_run else None) as layout:
         if dry_run:
             index, inv, exports, plan = _read_and_plan(layout, policy, now, lock_timeout,
                                                        dry_run=True)

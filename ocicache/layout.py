@@ -15,9 +15,13 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ocicache.digest import ALGORITHMS, Digest
 from ocicache.errors import CorruptError, NotACacheDirError
+
+if TYPE_CHECKING:
+    from ocicache.listing import Listing
 
 INDEX_JSON = "index.json"
 OCI_LAYOUT = "oci-layout"
@@ -110,8 +114,11 @@ class BlobScan:
 class Layout:
     """A cache directory opened for reading. Use as a context manager (it holds directory fds)."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], listing: Listing | None = None) -> None:
+        """`listing`, a find listing of the same directory begun earlier, lets the first
+        `scan_blobs` take the blobs' lstat from it (listing.py)."""
         self.root = Path(os.path.abspath(root))
+        self._listing = listing
         try:
             # DIR itself may be a symlink the user chose to name; nothing below it may be.
             self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -264,7 +271,15 @@ class Layout:
 
     # -- scans ----------------------------------------------------------------------------------
     def scan_blobs(self) -> BlobScan:
-        """One lstat pass over blobs/: every blob by digest, and everything else as a stray."""
+        """One lstat pass over blobs/: every blob by digest, and everything else as a stray.
+
+        The first scan of a Layout given a listing takes the lstat results from it when it is
+        certainly of these very folders; later scans (gc re-scans before deleting) stat anew."""
+        listing, self._listing = self._listing, None
+        if listing is not None:
+            scan = self._scan_listing(listing)
+            if scan is not None:
+                return scan
         blobs: dict[str, BlobFile] = {}
         strays: list[Stray] = []
         blobs_fd = self._subdir_fd(BLOBS)
@@ -311,6 +326,53 @@ class Layout:
                                                     st.st_mode)
         ordered = blobs  # built in order: algorithm folders sorted, names sorted within each
         return BlobScan(ordered, tuple(sorted(strays, key=lambda s: s.relpath)))
+
+    def _scan_listing(self, listing: Listing) -> BlobScan | None:
+        """scan_blobs from a find listing: the same values, in the same order, as the scandir
+        pass; None (scan with scandir) unless DIR, blobs/ and each blobs/<algorithm>/ are the
+        folders this Layout holds open (same device and inode)."""
+        from ocicache.listing import identity
+
+        tree = listing.take_tree()
+        blobs_fd = self._subdir_fd(BLOBS)
+        if tree is None or blobs_fd is None:
+            return None
+        root_entry = tree.get(b"", {}).get(b"")
+        blobs_entry = tree.get(b"", {}).get(BLOBS.encode())
+        if (root_entry is None or root_entry[3] != identity(os.fstat(self._root_fd))
+                or blobs_entry is None or blobs_entry[3] != identity(os.fstat(blobs_fd))):
+            return None
+        blobs: dict[str, BlobFile] = {}
+        strays: list[Stray] = []
+        for alg_bytes in sorted(tree.get(BLOBS.encode(), {})):
+            alg = os.fsdecode(alg_bytes)
+            rel_alg = f"{BLOBS}/{alg}"
+            if alg not in ALGORITHMS:
+                strays.append(Stray(rel_alg, "unknown digest algorithm folder", 0))
+                continue
+            alg_fd = self.blob_dir_fd(alg)
+            if alg_fd is None:
+                strays.append(Stray(rel_alg, "not a directory (or a symlink); not followed", 0))
+                continue
+            if tree[BLOBS.encode()][alg_bytes][3] != identity(os.fstat(alg_fd)):
+                return None
+            hex_len = _HEX_LEN[alg]
+            found: dict[str, tuple[int, int, int, bytes]] = {}
+            for raw, entry in tree.get(rel_alg.encode(), {}).items():
+                name = os.fsdecode(raw)
+                if len(name) != hex_len or name.strip(_HEX_DIGITS):
+                    strays.append(Stray(f"{rel_alg}/{name}", "name is not a digest", entry[1]))
+                    continue
+                if not stat.S_ISREG(entry[0]):
+                    kind = _file_kind(entry[0])
+                    strays.append(Stray(f"{rel_alg}/{name}",
+                                        f"{kind}, not a regular file; not followed", 0))
+                    continue
+                found[name] = entry
+            for name in sorted(found):
+                mode, size, mtime_ns, _ = found[name]
+                blobs[f"{alg}:{name}"] = _blob_file(alg, name, size, mtime_ns, mode)
+        return BlobScan(blobs, tuple(sorted(strays, key=lambda s: s.relpath)))
 
     def scan_ingest(self) -> tuple[IngestEntry, ...]:
         """Every `ingest/<name>/` folder (interrupted writes), sorted by name."""

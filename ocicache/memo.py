@@ -11,10 +11,19 @@ printed. The answer is a function of what is in DIR, and what is in DIR is named
 - the command line, DIR as given (absolute) and as resolved, the caller's uid/gids (what is
   readable), the ocicache and Python versions.
 
-Their SHA-256 is the key. An answer is stored only when the key computed before the read equals
-the key computed after it (nothing changed while reading) and the read had no read failure (a
-state of the moment, not of the directory). Anything else (no GNU find, an unreadable subfolder,
-a damaged, truncated or foreign answer file) is a miss: the command runs as without a memo.
+Their SHA-256 is the key. The listing is started first, in the background (`Listing`): GNU find
+stats DIR on another core while the command's modules load.
+
+An answer is stored only when nothing changed between just before the listing began and the end
+of the read (a "fence", compared then and at `save`): the lstat (inode, mode, mtime and ctime)
+of `blobs/`, `blobs/<algorithm>/` and `ingest/` (any entry added, removed or renamed in them moves
+their mtime and ctime; ctime cannot be set back), and the lstat and bytes of index.json and
+oci-layout (BuildKit rewrites index.json in place: its ctime moves on every write). A blob is
+never rewritten in place by BuildKit (a digest names its content); if some other program does,
+its new size or mtime is in the next listing, so an answer read from the new content is kept
+under a key that no later listing has. The read must also meet no read failure (a state of the
+moment, not of the directory). Anything else (no GNU find, an unreadable subfolder, a damaged,
+truncated or foreign answer file) is a miss: the command runs as without a memo.
 Never inside DIR; OCICACHE_NO_CACHE=1 turns it off with the blob cache. One small file per
 (directory, command line); `check`, `gc` and every writer never use it.
 """
@@ -30,30 +39,56 @@ import zlib
 from pathlib import Path
 
 from ocicache import __version__
+from ocicache.listing import Listing
 
-FORMAT = 1
+FORMAT = 2
 _STAMP = f"ocicache-answer/{FORMAT}/{__version__}/py{sys.version_info[0]}.{sys.version_info[1]}"
 _MAGIC = b"OCA1"
-_FIND = ("/usr/bin/find", "/bin/find")
-# type, mode, uid, gid, size, mtime (s.ns), path relative to DIR; NUL-terminated (names may
-# hold newlines).
-_FORMAT = "%y %m %U %G %s %T@ %P\\0"
 _INDEX_LIMIT = 16 << 20
+
+
+def begin(directory: str) -> Listing:
+    """A listing of DIR begun now (it runs in the background), with the fence taken just
+    before it."""
+    fence = _fence(os.path.abspath(directory))
+    listing = Listing(directory)
+    listing.fence = fence
+    return listing
 
 
 class Memo:
     """The memo slot of one command line over one directory."""
 
-    def __init__(self, path: Path, root: str, tag: str) -> None:
+    def __init__(self, path: Path, listing: Listing, tag: str) -> None:
         self.path = path
-        self.root = root
+        self.root = listing.root
         self.tag = tag
-        self.key = self.current_key()
+        self.fence: Fence | None = listing.fence  # type: ignore[assignment]
+        self.key = self._key(listing)
 
     @classmethod
-    def open(cls, directory: str, tag: str) -> Memo | None:
+    def open(cls, directory: str, tag: str, listing: Listing | None = None) -> Memo | None:
         """The slot for `tag` (the command line without DIR) over `directory`, or None when
-        answers cannot be kept (no cache directory, or it would be inside DIR)."""
+        answers cannot be kept (no cache directory, or it would be inside DIR). `listing`, when
+        given, was begun earlier over the same directory."""
+        root = os.path.abspath(directory)
+        if listing is not None and listing.root != root:
+            listing = None
+        path = cls.slot(directory, tag)
+        if path is None:
+            if listing is not None:
+                listing.result()  # reap find
+            return None
+        try:
+            memo = cls(path, listing or begin(root), tag)
+        except Exception:
+            return None
+        return memo if memo.key is not None else None
+
+    @staticmethod
+    def slot(directory: str, tag: str) -> Path | None:
+        """The answer file of `tag` over `directory`; None when answers cannot be kept (no
+        cache directory, or it would be inside DIR)."""
         from ocicache.xdg import _inside, cache_dir
 
         base = cache_dir()
@@ -61,30 +96,23 @@ class Memo:
         if base is None or _inside(base, Path(root)):
             return None
         name = hashlib.sha256(f"{tag}\0{root}".encode()).hexdigest()[:32]
-        try:
-            memo = cls(base / "answers" / f"{name}.marshal", root, tag)
-        except Exception:
-            return None
-        return memo if memo.key is not None else None
+        return base / "answers" / f"{name}.marshal"
 
-    def current_key(self) -> bytes | None:
+    def _key(self, listing: Listing) -> bytes | None:
         """SHA-256 of everything the answer depends on; None when it cannot be known."""
-        listing = _listing(self.root)
-        if listing is None:
+        data = listing.result()
+        if data is None or self.fence is None:
             return None
         h = hashlib.sha256()
         ids = (os.geteuid(), os.getegid(), sorted(os.getgroups()))
         for part in (_STAMP, self.tag, self.root, os.path.realpath(self.root), repr(ids)):
             h.update(part.encode("utf-8", "surrogateescape") + b"\0")
-        for name in ("index.json", "oci-layout"):
-            data = _read_small(os.path.join(self.root, name))
-            if data is None:
+        for content in self.fence[1]:  # index.json, oci-layout, as they were before the listing
+            if content is None:
                 h.update(b"-\0")
-            elif isinstance(data, bytes):
-                h.update(b"%d\0%s" % (len(data), data))
             else:
-                return None
-        h.update(listing)
+                h.update(b"%d\0%s" % (len(content), content))
+        h.update(data)
         return h.digest()
 
     def load(self, now_ns: int = 0) -> tuple[str, list[str]] | None:
@@ -112,7 +140,7 @@ class Memo:
         """Keep this answer if the directory did not change while it was computed; with a
         `window` (start, end) in ns, it holds only for a clock in [start, end)."""
         with contextlib.suppress(Exception):
-            if self.key is None or self.current_key() != self.key:
+            if self.key is None or self.fence is None or _fence(self.root) != self.fence:
                 return
             import tempfile
 
@@ -130,23 +158,32 @@ class Memo:
                 raise
 
 
-def _listing(root: str) -> bytes | None:
-    """GNU find's listing of DIR (never following a symlink below it); None on any failure."""
-    find = next((f for f in _FIND if os.access(f, os.X_OK)), None)
-    if find is None:
-        return None
-    import subprocess
+# lstat fields that move when a directory's entries change (mtime, ctime) or it is replaced.
+_Stat = tuple[int, int, int, int, int, int] | None
+Fence = tuple[tuple[_Stat, ...], tuple[bytes | None, ...]]
+_FENCED_DIRS = ("blobs", "blobs/sha256", "blobs/sha512", "ingest")
+_FENCED_FILES = ("index.json", "oci-layout")
 
+
+def _lstat(path: str) -> _Stat:
     try:
-        proc = subprocess.run([find, "-P", root + "/", "-printf", _FORMAT],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
-                              check=False)
-    except OSError:
+        st = os.lstat(path)
+    except FileNotFoundError:
         return None
-    if proc.returncode != 0 or not proc.stdout:
-        return None
-    return proc.stdout
+    return st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _fence(root: str) -> Fence | None:
+    """What must not change while an answer is computed (module docstring); None when a
+    fenced file cannot be read."""
+    stats = tuple(_lstat(os.path.join(root, name)) for name in _FENCED_DIRS + _FENCED_FILES)
+    contents: list[bytes | None] = []
+    for name in _FENCED_FILES:
+        data = _read_small(os.path.join(root, name))
+        if data is False:
+            return None
+        contents.append(data if isinstance(data, bytes) else None)
+    return stats, tuple(contents)
 
 
 def _read_small(path: str) -> bytes | bool | None:

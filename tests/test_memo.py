@@ -218,3 +218,44 @@ def test_stable_until_is_when_grace_runs_out(tmp_path: Path) -> None:
     # Without keep_within and with every blob older than grace: forever.
     old = Policy(keep_last=0, keep_within_ns=None, keep_refs=(), max_size=None, grace_ns=0)
     assert stable_until(snap.inventory, snap.exports, old, now) == 1 << 62
+
+
+def _same_bytes_index(d: Path) -> None:
+    """index.json written again with the very bytes it had (BuildKit rewrites it in place)."""
+    p = d / "index.json"
+    p.write_bytes(p.read_bytes())
+
+
+def _new_ingest(d: Path) -> None:
+    (d / "ingest" / "deadbeef").mkdir(parents=True)
+
+
+@pytest.mark.parametrize("change", [_add, _remove, _same_bytes_index, _new_ingest])
+def test_a_change_while_reading_is_not_kept(tmp_path: Path,
+                                            change: Callable[[Path], None]) -> None:
+    """The fence: an answer computed while DIR changed is never stored (even when the change
+    leaves the same listing key behind, as rewriting index.json with the same bytes does)."""
+    d = _copy(tmp_path)
+    (d / "ingest").mkdir(exist_ok=True)
+    memo = Memo.open(str(d), "du --json")
+    assert memo is not None
+    change(d)  # between the listing and the end of the read
+    memo.save("FAKE", [])
+    assert not memo.path.exists()
+    again = Memo.open(str(d), "du --json")
+    assert again is not None
+    again.save("FAKE", [])  # nothing changed this time: kept
+    assert again.load() == ("FAKE", [])
+
+
+def test_listing_begun_early_is_the_same_key(tmp_path: Path) -> None:
+    from ocicache.listing import Listing
+    from ocicache.memo import begin
+
+    d = _copy(tmp_path)
+    a = Memo.open(str(d), "du", begin(str(d)))
+    b = Memo.open(str(d), "du")
+    assert a is not None and b is not None and a.key == b.key
+    c = Memo.open(str(d), "du", begin(str(tmp_path)))  # of another directory: not used
+    assert c is not None and c.key == a.key
+    assert Memo.open(str(d), "du", Listing(str(d))) is None  # no fence taken before it: no memo

@@ -9,8 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ocicache import api, render
+
+if TYPE_CHECKING:
+    from ocicache.listing import Listing
 
 Echo = Callable[[str], None]
 Warn = Callable[[list[str]], None]
@@ -23,24 +27,24 @@ def now() -> datetime:
 
 
 def history(directory: Path, json: bool, no_trunc: bool, echo: Echo, warn: Warn,
-            clock: Clock | None = None) -> None:
-    snap = api.history(directory)
+            clock: Clock | None = None, listing: Listing | None = None) -> None:
+    snap = api.history(directory, listing)
     warn(snap.warnings)
     echo(render.dumps(render.history_json(snap)) if json
          else render.history_table(snap, (clock or now)(), no_trunc))
 
 
 def show(directory: Path, ref: str, json: bool, no_trunc: bool, echo: Echo, warn: Warn,
-         clock: Clock | None = None) -> None:
-    result = api.show(directory, ref)
+         clock: Clock | None = None, listing: Listing | None = None) -> None:
+    result = api.show(directory, ref, listing)
     warn(result.snapshot.warnings)
     echo(render.dumps(render.show_json(result)) if json
          else render.show_text(result, (clock or now)(), no_trunc))
 
 
 def blobs(directory: Path, json: bool, no_trunc: bool, unreferenced: bool, echo: Echo,
-          warn: Warn, clock: Clock | None = None) -> None:
-    snap, rows = api.blobs(directory)
+          warn: Warn, clock: Clock | None = None, listing: Listing | None = None) -> None:
+    snap, rows = api.blobs(directory, listing)
     if unreferenced:
         rows = [r for r in rows if not r.exports and not r.from_index]
     warn(snap.warnings)
@@ -48,7 +52,8 @@ def blobs(directory: Path, json: bool, no_trunc: bool, unreferenced: bool, echo:
          else render.blobs_table(snap, rows, (clock or now)(), no_trunc))
 
 
-def du(directory: Path, json: bool, echo: Echo, warn: Warn) -> None:
-    snap, usage = api.du(directory)
+def du(directory: Path, json: bool, echo: Echo, warn: Warn,
+       listing: Listing | None = None) -> None:
+    snap, usage = api.du(directory, listing)
     warn(snap.warnings)
     echo(render.dumps(render.du_json(snap, usage)) if json else render.du_table(snap, usage))
