@@ -8,22 +8,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ocicache import cachefrom, pins, reports
-from ocicache import spec as spec_mod
+from ocicache import reports
 from ocicache.cache import BlobCache
-from ocicache.check import CheckResult, schema_violations
-from ocicache.check import check as run_check
 from ocicache.errors import NotFoundError, OcicacheError, RefusedError
 from ocicache.exports import Export, build_exports
-from ocicache.hashing import ProgressCallback, verify_blobs
-from ocicache.indexwrite import RawEntry, rewrite_index
 from ocicache.inventory import Inventory, read_inventory
 from ocicache.layout import INDEX_JSON, LOCK_FILE, OCI_LAYOUT, Layout
 from ocicache.refs import resolve
 
+# ref/pin/check/explain modules are imported where they are used: the read commands (most
+# runs) then start ~50 ms sooner.
+
 if TYPE_CHECKING:
+    from ocicache import cachefrom, pins
+    from ocicache.check import CheckResult
     from ocicache.gc_apply import GcResult
     from ocicache.gc_plan import Policy as GcPolicy
+    from ocicache.hashing import ProgressCallback
+    from ocicache.indexwrite import RawEntry
     from ocicache.listing import Listing
     from ocicache.repair import RepairPlan
 
@@ -117,6 +119,9 @@ class RefResult:
 
 
 def _ref_result(snap: Snapshot, export: Export) -> RefResult:
+    from ocicache import cachefrom
+    from ocicache import spec as spec_mod
+
     r = cachefrom.readiness(snap.inventory, export)
     src = str(snap.root)
     spec = spec_mod.local_spec(src, digest=export.digest) if r.ok else None
@@ -131,6 +136,8 @@ def ref(directory: str | os.PathLike[str], ref: str | None = None) -> tuple[Snap
     """
     # With digest= BuildKit never reads index.json: a torn one must not stop us (its
     # problem is in snap.warnings); only tags become unknown.
+    from ocicache import cachefrom
+
     snap = read(directory)
     if ref is None:
         export = cachefrom.default_export(snap.exports)
@@ -153,6 +160,8 @@ def ref_all(directory: str | os.PathLike[str]) -> tuple[Snapshot, list[RefResult
 
 
 def _dir_view(path: str) -> cachefrom.DirView | str:
+    from ocicache import cachefrom
+
     try:
         snap = read(path)
     except OcicacheError as e:
@@ -167,6 +176,8 @@ def explain(spec: str, directory: str | os.PathLike[str] | None = None
     `directory` is used as src when the spec names none. Raises UsageError when buildx cannot
     parse the value at all.
     """
+    from ocicache import cachefrom
+
     fallback = os.path.abspath(directory) if directory is not None else None
     return cachefrom.explain(spec, _dir_view, fallback)
 
@@ -178,6 +189,10 @@ def pin(directory: str | os.PathLike[str], ref: str, name: str, *, force: bool =
     Refuses what `ref` refuses, and a NAME BuildKit wrote unless `force`. The rewrite is atomic
     and under BuildKit's lock; every other entry keeps its exact bytes.
     """
+    from ocicache import pins
+    from ocicache import spec as spec_mod
+    from ocicache.indexwrite import rewrite_index
+
     pins.validate_name(name)
     snap = history(directory)
     export = resolve(snap.exports, ref)
@@ -206,6 +221,9 @@ def pin(directory: str | os.PathLike[str], ref: str, name: str, *, force: bool =
 def unpin(directory: str | os.PathLike[str], name: str, *, force: bool = False
           ) -> pins.UnpinResult:
     """Remove the pin NAME from index.json (a BuildKit-written tag only with `force`)."""
+    from ocicache import pins
+    from ocicache.indexwrite import rewrite_index
+
     found: dict[str, object] = {}
     with Layout(directory) as layout:
         rewrite_index(layout, pins.unpin_transform(name, force, found))
@@ -223,6 +241,10 @@ def gc(directory: str | os.PathLike[str], policy: GcPolicy, *, dry_run: bool = F
 def check(directory: str | os.PathLike[str], quick: bool = False, workers: int | None = None,
           progress: ProgressCallback | None = None) -> CheckResult:
     """Every problem in DIR; unless `quick`, every blob is re-hashed (in parallel) too."""
+    from ocicache.check import check as run_check
+    from ocicache.check import schema_violations
+    from ocicache.hashing import verify_blobs
+
     with Layout(directory) as layout:
         inv = read_inventory(layout)
         sizes = [st.st_size for st in map(layout.stat_top, (INDEX_JSON, OCI_LAYOUT, LOCK_FILE))

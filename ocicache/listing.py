@@ -29,11 +29,11 @@ FORMAT = "%y %m %U %G %s %T@ %D:%i %P\\0"
 # ingest/<ref>/<file> are the deepest entries (a folder in blobs/sha256 is a stray, not entered).
 MAX_DEPTH = 3
 
-_TYPES = {b"f": stat.S_IFREG, b"d": stat.S_IFDIR, b"l": stat.S_IFLNK, b"p": stat.S_IFIFO,
-          b"s": stat.S_IFSOCK, b"c": stat.S_IFCHR, b"b": stat.S_IFBLK}
+_TYPES = {"f": stat.S_IFREG, "d": stat.S_IFDIR, "l": stat.S_IFLNK, "p": stat.S_IFIFO,
+          "s": stat.S_IFSOCK, "c": stat.S_IFCHR, "b": stat.S_IFBLK}
 
 # One entry: (st_mode with its type bits, size, mtime_ns, "dev:ino").
-Entry = tuple[int, int, int, bytes]
+Entry = tuple[int, int, int, str]
 
 
 class Listing:
@@ -53,30 +53,32 @@ class Listing:
             self._bytes = out if proc.returncode == 0 and out else None
         return self._bytes
 
-    def take_tree(self) -> dict[bytes, dict[bytes, Entry]] | None:
-        """Every entry by its folder's path and its name (DIR itself is `tree[b""][b""]`);
+    def take_tree(self) -> dict[str, dict[str, Entry]] | None:
+        """Every entry by its folder's path and its name (DIR itself is `tree[""][""]`);
         None when the listing is missing or any record does not parse. Once: the listing
-        lets go of its bytes (~130 bytes an entry) and of the tree (the caller keeps what it
-        needs of it)."""
+        lets go of its bytes (~130 bytes an entry); the caller keeps what it needs of it."""
         data = self.result()
         self._bytes = None
         if data is None:
             return None
-        out: dict[bytes, dict[bytes, Entry]] = {}
+        # Names as os.fsdecode makes them (UTF-8, undecodable bytes as surrogates), in one go.
+        text = data.decode("utf-8", "surrogateescape")
+        del data
+        out: dict[str, dict[str, Entry]] = {}
         types = _TYPES
-        folder: dict[bytes, Entry] = {}
+        folder: dict[str, Entry] = {}
         current = None
         try:
-            for record in data.split(b"\0"):
+            for record in text.split("\0"):
                 if not record:
                     continue
-                kind, mode, _uid, _gid, size, mtime, ident, path = record.split(b" ", 7)
-                parent, _, name = path.rpartition(b"/")
-                if parent != current:  # find lists a folder's entries together
+                kind, mode, _uid, _gid, size, mtime, ident, path = record.split(" ", 7)
+                parent, _, name = path.rpartition("/")
+                if parent != current:  # find lists most of a folder's entries together
                     current = parent
                     folder = out.setdefault(parent, {})
-                seconds, _, frac = mtime.partition(b".")
-                if len(frac) < 9 or not seconds.isdigit():
+                seconds, _, frac = mtime.partition(".")
+                if len(frac) < 9 or not (seconds.isascii() and seconds.isdigit()):
                     return None  # before 1970 (find's rounding is not st_mtime_ns's): scandir
                 folder[name] = (types[kind] | int(mode, 8), int(size),
                                 int(seconds) * 1_000_000_000 + int(frac[:9]), ident)
@@ -85,9 +87,9 @@ class Listing:
         return out
 
 
-def identity(st: os.stat_result) -> bytes:
+def identity(st: os.stat_result) -> str:
     """An lstat's device:inode as the listing prints it."""
-    return b"%d:%d" % (st.st_dev, st.st_ino)
+    return f"{st.st_dev}:{st.st_ino}"
 
 
 def _start_find(root: str) -> subprocess.Popen[bytes] | None:

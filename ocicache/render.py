@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ocicache.api import ShowResult, Snapshot
-from ocicache.check import CheckResult
 from ocicache.exports import Export
 from ocicache.reports import BlobRow, StackLayer, Usage
 from ocicache.timefmt import format_rfc3339, to_datetime
+
+if TYPE_CHECKING:
+    from ocicache.check import CheckResult
 
 SHORT = 19  # "sha256:" + 12 hex
 
