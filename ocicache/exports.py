@@ -123,8 +123,9 @@ def _facts(inv: Inventory, digest: str, entries: list[tuple[int, str | None, boo
             err = inv.bad_docs.get(digest)
             problems.append(f"manifest unreadable: {err.message if err else 'not a cache manifest'}")
     if manifest is not None:
-        for layer in manifest.layers:
-            layers.setdefault(layer.digest, layer)
+        # The first descriptor of a digest wins (zip over the reversed list: later keys win).
+        ordered = manifest.layers[::-1]
+        layers = dict(zip([d.digest for d in ordered], ordered, strict=True))
         if config is None:
             problems.append("manifest names no cache config")
         else:
@@ -134,8 +135,9 @@ def _facts(inv: Inventory, digest: str, entries: list[tuple[int, str | None, boo
                 problems.append(f"cache config unreadable: {err.message if err else 'unknown'}")
         if cache_config is not None:
             problems.extend(f"cache config {p}" for p in cache_config.problems)
-        for layer in layers.values():
-            sizes.setdefault(layer.digest, layer.size)
+        for layer_digest, layer in layers.items():
+            if layer_digest not in sizes:
+                sizes[layer_digest] = layer.size
     referenced = [d for d in sizes if d != digest]
     # One pass over what a manifest references (big caches: 300 exports x 200 layers).
     missing: list[str] = []
@@ -147,8 +149,8 @@ def _facts(inv: Inventory, digest: str, entries: list[tuple[int, str | None, boo
             missing.append(d)
         elif b.size != sizes[d]:
             wrong.append(d)
-    steps = [t for t in [parse_rfc3339_ns(layer.annotations.get(ANN_CREATED))
-                         for layer in layers.values()] if t is not None]
+    steps = [t for t in map(parse_rfc3339_ns, [layer.annotations.get(ANN_CREATED)
+                                              for layer in layers.values()]) if t is not None]
     if cache_config is not None:
         steps.extend(cache_config.layer_created.values())
     return _Facts(
