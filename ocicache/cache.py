@@ -40,7 +40,7 @@ from ocicache.model import (
 from ocicache.xdg import _inside, cache_dir
 
 # Bump when what is stored, or how a blob is interpreted (schemas, parsing), changes.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: a repeated key in a blob keeps its last value (was: an error)
 _PY = f"py{sys.version_info[0]}.{sys.version_info[1]}"  # marshal's format is per version
 _STAMP = f"ocicache-blobs/{CACHE_FORMAT}/{__version__}/{_PY}"
 FILE_NAME = f"blobs-v{CACHE_FORMAT}.marshal"

@@ -247,7 +247,7 @@ class _Reader:
         value: object | None = None
         error: CorruptError | None = None
         try:
-            doc = docs.loads_strict(data, blob.relpath)
+            doc = docs.loads_blob(data, blob.relpath)
             kind = docs.classify(doc)
             if kind == docs.KIND_CACHE_MANIFEST:
                 value = self._share(docs.parse_cache_manifest(doc, blob.digest, blob.relpath))
