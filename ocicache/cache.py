@@ -29,11 +29,18 @@ from typing import Any
 
 from ocicache import __version__
 from ocicache.errors import CorruptError
-from ocicache.model import CacheConfig, CacheManifest, ConfigLayer, Descriptor, OtherManifest
+from ocicache.model import (
+    CacheConfig,
+    CacheManifest,
+    Descriptor,
+    OtherManifest,
+    new_config_layer,
+    new_descriptor,
+)
 from ocicache.xdg import _inside, cache_dir
 
 # Bump when what is stored, or how a blob is interpreted (schemas, parsing), changes.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: a repeated key in a blob keeps its last value (was: an error)
 _PY = f"py{sys.version_info[0]}.{sys.version_info[1]}"  # marshal's format is per version
 _STAMP = f"ocicache-blobs/{CACHE_FORMAT}/{__version__}/{_PY}"
 FILE_NAME = f"blobs-v{CACHE_FORMAT}.marshal"
@@ -167,7 +174,7 @@ class BlobCache:
         media_type, digest, size, annotations = t
         if type(annotations) is not dict:
             raise ValueError("malformed cached descriptor")
-        d = _new_descriptor(media_type, digest, size, annotations)
+        d = new_descriptor(media_type, digest, size, annotations)
         self._descriptors[id(t)] = (t, d)
         return d
 
@@ -182,40 +189,12 @@ class BlobCache:
                                  tuple([desc(x) for x in others]))
         if tag == "C":
             _, layers, records, created, problems = value
-            return CacheConfig(digest, tuple([_new_config_layer(b, p) for b, p in layers]),
+            return CacheConfig(digest, tuple([new_config_layer(b, p) for b, p in layers]),
                                records, dict(created), tuple(problems))
         if tag == "O":
             _, media_type, children = value
             return OtherManifest(digest, media_type, tuple(self._descriptor(x) for x in children))
         raise ValueError(f"unknown cached value {tag!r} for {kind!r}")
-
-
-_set_descriptor = tuple(Descriptor.__dict__[f].__set__  # slot setters (frozen dataclass)
-                        for f in ("media_type", "digest", "size", "annotations"))
-
-
-def _new_descriptor(media_type: str, digest: str, size: int,
-                    annotations: dict[str, str]) -> Descriptor:
-    """Descriptor(...) without the frozen-dataclass __init__ (the warm path makes ~30k)."""
-    d: Descriptor = object.__new__(Descriptor)
-    set_type, set_digest, set_size, set_ann = _set_descriptor
-    set_type(d, media_type)
-    set_digest(d, digest)
-    set_size(d, size)
-    set_ann(d, annotations)
-    return d
-
-
-_set_config_layer = tuple(ConfigLayer.__dict__[f].__set__ for f in ("blob", "parent"))
-
-
-def _new_config_layer(blob: str, parent: int) -> ConfigLayer:
-    """ConfigLayer(...) without the frozen-dataclass __init__ (the warm path makes ~60k)."""
-    c: ConfigLayer = object.__new__(ConfigLayer)
-    set_blob, set_parent = _set_config_layer
-    set_blob(c, blob)
-    set_parent(c, parent)
-    return c
 
 
 class _Pool:

@@ -4,7 +4,8 @@ Pure over a Snapshot and (optionally) the results of re-hashing blobs. Severitie
 - error: the integrity of an export is broken (a wrong digest or size, a missing blob an export
   needs, a torn/missing/invalid index.json, manifest or cache config): `check` exits 1;
 - warning: odd but harmless to imports (stray files in blobs/, an invalid oci-layout, a
-  manifest or config over BuildKit's 1 MiB import limit);
+  manifest or config over BuildKit's 1 MiB import limit, a key repeated in one object of a
+  manifest or config: BuildKit keeps its last value, and so does ocicache);
 - note: leftovers the OCI layout allows, like `git fsck`'s dangling objects (unreferenced blobs,
   stale ingest/, a blob left writable by an interrupted export).
 """
@@ -100,6 +101,7 @@ def check(snap: Snapshot, hashes: Mapping[str, HashResult] | None = None,
     out = _Collector(snap, violations or {})
     out.index()
     out.blobs(hashes)
+    out.duplicate_keys()
     out.exports()
     out.leftovers()
     order = {s: i for i, s in enumerate(SEVERITIES)}
@@ -137,10 +139,10 @@ class _Collector:
 
     def invalid(self, file: str, where: str, message: str, digest: str | None = None) -> None:
         """One finding per schema violation when they are known, else the first one."""
-        found = self.violations.get(file)
+        found = [v for v in self.violations.get(file, ()) if not isinstance(v, DuplicateKey)]
         if not found:
             self.add(ERROR, "invalid-document", file, message, digest=digest, where=where)
-        for v in found or ():
+        for v in found:
             self.add(ERROR, "invalid-document", file, v.message, digest=digest,
                      where=v.path or "(root)")
 
@@ -215,6 +217,15 @@ class _Collector:
                 named = _digest_of(p.file)
                 if hashes is None or named not in hashes:
                     self.add(ERROR, "unreadable-blob", p.file, p.message, digest=named)
+
+    def duplicate_keys(self) -> None:
+        for file, found in self.violations.items():
+            for v in found:
+                if isinstance(v, DuplicateKey):
+                    self.add(WARNING, "duplicate-key", file,
+                             f"key {v.key!r} appears more than once: BuildKit (Go's encoding/json) "
+                             "uses the last value, and so does ocicache", digest=_digest_of(file),
+                             where=v.path)
 
     # -- every export --------------------------------------------------------------------------
     def exports(self) -> None:
@@ -318,26 +329,51 @@ class _Collector:
                          f"{blob.size} bytes no export references{caveat}", digest=digest)
 
 
+@dataclass(frozen=True)
+class DuplicateKey(Violation):
+    """A key repeated within one object of a cache manifest or config. No schema can say this,
+    and it is harmless to imports (BuildKit, like Go's encoding/json, keeps the last value, as
+    ocicache does); it rides with the violations because the same second read finds both."""
+
+    key: str
+
+
+_IMPORTED = frozenset({docs.KIND_CACHE_MANIFEST, docs.KIND_CACHE_CONFIG})
+
+
 def schema_violations(layout: Layout, snap: Snapshot) -> dict[str, tuple[Violation, ...]]:
-    """Every schema violation of each document that failed its schema (readers stop at the
-    first), keyed by file: index.json and the JSON blobs of `snap.inventory.bad_docs`."""
+    """What a second, complete read of the documents finds, keyed by file: every schema
+    violation of index.json and of the JSON blobs in `snap.inventory.bad_docs` (readers stop at
+    the first), and every duplicate key (a DuplicateKey) of the cache manifests and configs
+    (readers keep the last value without a word)."""
     inv = snap.inventory
-    out: dict[str, tuple[Violation, ...]] = {}
+    out: dict[str, list[Violation]] = {}
     todo: list[tuple[str, str | None]] = []
     if inv.index_error is not None and inv.index_error.where:
         todo.append((INDEX_JSON, None))
     todo.extend((_rel(d), d) for d, e in inv.bad_docs.items() if e.where)
     for file, digest in todo:
         try:
-            data = (layout.read_top(INDEX_JSON, docs.JSON_LIMIT) if digest is None
-                    else layout.read_blob(parse_digest(digest), docs.JSON_LIMIT))
-            doc = docs.loads_strict(data or b"", file)
+            if digest is None:
+                doc = docs.loads_strict(layout.read_top(INDEX_JSON, docs.JSON_LIMIT) or b"", file)
+            else:
+                doc = docs.loads_blob(layout.read_blob(parse_digest(digest), docs.JSON_LIMIT), file)
         except (OcicacheError, OSError):
             continue  # changed since the first read: the first violation stands
         name = "image-index" if digest is None else docs.schema_for(doc)
         if name is not None:
-            out[file] = tuple(validate(doc, name))
-    return out
+            out.setdefault(file, []).extend(validate(doc, name))
+    for digest, kind in inv.kinds.items():
+        if kind in _IMPORTED:
+            file = _rel(digest)
+            try:
+                data = layout.read_blob(parse_digest(digest), docs.JSON_LIMIT)
+            except (OcicacheError, OSError):
+                continue  # the first read's findings stand
+            found = docs.duplicate_keys(data)
+            out.setdefault(file, []).extend(
+                DuplicateKey(path, f"duplicate key {key!r}", key) for path, key in found)
+    return {file: tuple(found) for file, found in out.items() if found}
 
 
 # CorruptError messages of Layout reads that mean "could not read", not "read and invalid".

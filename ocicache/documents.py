@@ -6,7 +6,8 @@ Errors say where: `CorruptError(file=..., where="manifests[2].digest", ...)`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ocicache import mediatypes as mt
@@ -54,7 +55,22 @@ def _no_constants(name: str) -> object:
 
 
 def loads_strict(data: bytes, file: str) -> Any:
-    """Decode JSON strictly: UTF-8, no duplicate keys, no NaN/Infinity, bounded nesting."""
+    """Decode JSON strictly: UTF-8, no duplicate keys, no NaN/Infinity, bounded nesting.
+
+    For the files BuildKit reads with its own rules (index.json, oci-layout): a duplicate key
+    there is a sign of a torn or hand-edited file."""
+    return _loads(data, file, _pairs)
+
+
+def loads_blob(data: bytes, file: str) -> Any:
+    """Decode a JSON blob as BuildKit does: like loads_strict, but a repeated key keeps its last
+    value (Go's encoding/json, which BuildKit imports blobs with; msgspec, see fastdecode, reads
+    them the same way). `check` reports such keys (duplicate_keys)."""
+    return _loads(data, file, None)
+
+
+def _loads(data: bytes, file: str,
+           pairs: Callable[[list[tuple[str, Any]]], dict[str, Any]] | None) -> Any:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -62,7 +78,7 @@ def loads_strict(data: bytes, file: str) -> Any:
     if not text.strip():
         raise CorruptError("empty file", file=file)
     try:
-        return json.loads(text, object_pairs_hook=_pairs, parse_constant=_no_constants)
+        return json.loads(text, object_pairs_hook=pairs, parse_constant=_no_constants)
     except _DuplicateKey as e:
         raise CorruptError(f"duplicate key {str(e)!r}", file=file) from None
     except json.JSONDecodeError as e:
@@ -76,6 +92,46 @@ def loads_strict(data: bytes, file: str) -> Any:
         raise CorruptError("JSON nested too deeply", file=file) from None
     except ValueError as e:
         raise CorruptError(str(e), file=file) from None
+
+
+def duplicate_keys(data: bytes) -> list[tuple[str, str]]:
+    """Every key a JSON document repeats within one object, as (path of that object, key),
+    in document order; [] when there is none or the bytes do not decode."""
+    held: list[tuple[dict[str, Any], list[str]]] = []  # holding the dicts keeps their ids unique
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(items)
+        if len(out) != len(items):
+            counts = Counter(key for key, _ in items)
+            held.append((out, [key for key in out if counts[key] > 1]))
+        return out
+
+    try:
+        doc = _loads(data, "", pairs)
+    except CorruptError:
+        return []
+    if not held:
+        return []
+    paths = _object_paths(doc, {id(obj) for obj, _ in held})
+    # An object that a later duplicate replaced is in no path of the document: where = "".
+    return [(paths.get(id(obj), ""), key) for obj, keys in held for key in keys]
+
+
+def _object_paths(doc: object, wanted: set[int]) -> dict[int, str]:
+    """The path ("layers[3].annotations", "(root)") of each wanted object of `doc`, by id."""
+    from ocicache.schema import format_path
+
+    found: dict[int, str] = {}
+    stack: list[tuple[object, tuple[str | int, ...]]] = [(doc, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            if id(node) in wanted:
+                found[id(node)] = format_path(path) or "(root)"
+            stack.extend((v, (*path, k)) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, (*path, i)) for i, v in enumerate(node))
+    return found
 
 
 def looks_like_json(head: bytes) -> bool:
@@ -206,9 +262,20 @@ def parse_cache_config(doc: object, digest: str, file: str) -> CacheConfig:
     """The cache config: layer parent links (missing parent = 0, -1 = root) and record times."""
     validate(doc, "cacheconfig", file)
     assert isinstance(doc, dict)
-    raw_layers = doc.get("layers") or []
-    n = len(raw_layers)
-    layers = tuple(ConfigLayer(x["blob"], x.get("parent", 0)) for x in raw_layers)
+    layers = tuple(ConfigLayer(x["blob"], x.get("parent", 0)) for x in doc.get("layers") or [])
+    records = doc.get("records") or []
+    results = ((r, j, ref["layer"], ref.get("createdAt"))
+               for r, record in enumerate(records)
+               for j, ref in enumerate(record.get("layers") or []))
+    return cache_config(digest, layers, len(records), results)
+
+
+def cache_config(digest: str, layers: tuple[ConfigLayer, ...], record_count: int,
+                 results: Iterable[tuple[int, int, int, object]]) -> CacheConfig:
+    """The CacheConfig of a valid cache config, from its layers and every result of its records
+    as (record index, result index, layer index, createdAt or None): the one place (shared with
+    fastdecode) that finds range and loop problems and each layer's newest createdAt."""
+    n = len(layers)
     problems: list[str] = []
     for i, layer in enumerate(layers):
         if layer.parent != -1 and not 0 <= layer.parent < n:
@@ -218,17 +285,14 @@ def parse_cache_config(doc: object, digest: str, file: str) -> CacheConfig:
     if not problems:
         problems.extend(_loops(layers))
     created: dict[int, int] = {}
-    records = doc.get("records") or []
-    for r, record in enumerate(records):
-        for j, ref in enumerate(record.get("layers") or []):
-            idx = ref["layer"]
-            if not 0 <= idx < n:
-                problems.append(f"records[{r}].layers[{j}].layer: {idx} is out of range")
-                continue
-            ns = parse_rfc3339_ns(ref.get("createdAt"))
-            if ns is not None and ns > created.get(idx, -1):
-                created[idx] = ns
-    return CacheConfig(digest, layers, len(records), created, tuple(problems))
+    for r, j, idx, created_at in results:
+        if not 0 <= idx < n:
+            problems.append(f"records[{r}].layers[{j}].layer: {idx} is out of range")
+            continue
+        ns = parse_rfc3339_ns(created_at)
+        if ns is not None and ns > created.get(idx, -1):
+            created[idx] = ns
+    return CacheConfig(digest, layers, record_count, created, tuple(problems))
 
 
 def _loops(layers: tuple[ConfigLayer, ...]) -> list[str]:

@@ -8,7 +8,7 @@ opened (layers can be gigabytes and are never JSON).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,6 +139,7 @@ class _Reader:
         self.known_layers: set[str] = set()
         self._descriptors: dict[tuple[object, ...], Descriptor] = {}
         self.done: set[str] = set()
+        self._fast = _fast_path()
 
     def run(self) -> None:
         inv = self.inv
@@ -243,25 +244,28 @@ class _Reader:
         except OSError as e:
             self.inv.bad_docs[blob.digest] = CorruptError(f"cannot read: {e}", file=blob.relpath)
             return None
-        kind: str | None = None
-        value: object | None = None
-        error: CorruptError | None = None
-        try:
-            doc = docs.loads_strict(data, blob.relpath)
-            kind = docs.classify(doc)
-            if kind == docs.KIND_CACHE_MANIFEST:
-                value = self._share(docs.parse_cache_manifest(doc, blob.digest, blob.relpath))
-            elif kind == docs.KIND_CACHE_CONFIG:
-                value = docs.parse_cache_config(doc, blob.digest, blob.relpath)
-            elif kind == docs.KIND_MANIFEST:
-                value = docs.parse_other_manifest(doc, blob.digest, blob.relpath)
-        except CorruptError as e:
-            error = e
+        kind, value, error = self._decode(data, blob.digest, blob.relpath)
+        if isinstance(value, CacheManifest):
+            value = self._share(value)
         # What was read is what the digest names only if the size is right (a truncated file
         # is not remembered as if it were the blob).
         if self.cache is not None and len(data) == blob.size:
             self.cache.put_parsed(blob.digest, blob.size, kind, value, error)
         return kind, value, error
+
+    def _decode(self, data: bytes, digest: str, file: str) -> Parsed:
+        """Kind, value and error of one blob's bytes: fastdecode's answer when it is sure,
+        else the slow path's (decode, classify, validate, parse in Python)."""
+        fast = self._fast(data, digest, file) if self._fast is not None else None
+        if fast is not None:
+            return fast[0], fast[1], None
+        kind: str | None = None
+        try:
+            doc = docs.loads_blob(data, file)
+            kind = docs.classify(doc)  # kept even when parsing fails below
+            return kind, _parse(kind, doc, digest, file), None
+        except CorruptError as e:
+            return kind, None, e
 
     def _after_manifest(self, manifest: CacheManifest) -> None:
         is_layer, common = mt.is_layer_type, mt.LAYER_TYPES
@@ -293,6 +297,28 @@ class _Reader:
             cache = self.inv.manifests.get(digest)
             if cache is not None:
                 stack.extend(_cache_manifest_blobs(cache))
+
+
+def _parse(kind: str, doc: object, digest: str, file: str) -> object | None:
+    """The model value of a decoded JSON blob of this kind (the slow path); CorruptError when
+    it breaks its schema."""
+    if kind == docs.KIND_CACHE_MANIFEST:
+        return docs.parse_cache_manifest(doc, digest, file)
+    if kind == docs.KIND_CACHE_CONFIG:
+        return docs.parse_cache_config(doc, digest, file)
+    if kind == docs.KIND_MANIFEST:
+        return docs.parse_other_manifest(doc, digest, file)
+    return None
+
+
+def _fast_path() -> Callable[[bytes, str, str], tuple[str, object] | None] | None:
+    """fastdecode.decode_blob, or None when msgspec cannot be imported: a dependency, but the
+    slow path alone still gives every answer (~0.8 s slower on 300 big exports)."""
+    try:
+        from ocicache.fastdecode import decode_blob
+    except ImportError:
+        return None
+    return decode_blob
 
 
 def _cache_manifest_blobs(manifest: CacheManifest) -> list[str]:

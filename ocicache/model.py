@@ -114,3 +114,32 @@ class OtherManifest:
     digest: str
     media_type: str
     children: tuple[Descriptor, ...]
+
+
+_set_descriptor = tuple(Descriptor.__dict__[f].__set__  # slot setters (frozen dataclass)
+                        for f in ("media_type", "digest", "size", "annotations"))
+
+
+def new_descriptor(media_type: str, digest: str, size: int,
+                   annotations: dict[str, str]) -> Descriptor:
+    """Descriptor(...) without the frozen-dataclass __init__ (a read makes ~60k: the blob cache
+    and fastdecode use this)."""
+    d: Descriptor = object.__new__(Descriptor)
+    set_type, set_digest, set_size, set_ann = _set_descriptor
+    set_type(d, media_type)
+    set_digest(d, digest)
+    set_size(d, size)
+    set_ann(d, annotations)
+    return d
+
+
+_set_config_layer = tuple(ConfigLayer.__dict__[f].__set__ for f in ("blob", "parent"))
+
+
+def new_config_layer(blob: str, parent: int) -> ConfigLayer:
+    """ConfigLayer(...) without the frozen-dataclass __init__ (a read makes ~60k)."""
+    c: ConfigLayer = object.__new__(ConfigLayer)
+    set_blob, set_parent = _set_config_layer
+    set_blob(c, blob)
+    set_parent(c, parent)
+    return c

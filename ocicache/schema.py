@@ -139,8 +139,8 @@ def _violation(error: Any) -> Violation:
         missing = _missing_property(error)
         if missing is not None:
             parts.append(missing)
-            return Violation(_format_path(parts), f"{_short(missing)} is a required property")
-    return Violation(_format_path(parts), _message(error))
+            return Violation(format_path(parts), f"{_short(missing)} is a required property")
+    return Violation(format_path(parts), _message(error))
 
 
 def _missing_property(error: Any) -> str | None:
@@ -184,7 +184,7 @@ def _short(value: object) -> str:
     return text if len(text) <= _MAX_REPR else text[: _MAX_REPR - 3] + "..."
 
 
-def _format_path(parts: Iterable[str | int]) -> str:
+def format_path(parts: Iterable[str | int]) -> str:
     """["layers", 3, "parent"] -> "layers[3].parent"; keys that are not identifiers are quoted."""
     out: list[str] = []
     for part in parts:

@@ -40,3 +40,17 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
     assert len(names) == shape.blobs
     assert (tmp_path / "a" / "index.json").read_bytes() == (tmp_path / "b" / "index.json"
                                                             ).read_bytes()
+
+
+def test_decode_benchmark_runs(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from gen import generate, shape_for
+    finally:
+        sys.path.pop(0)
+    generate(tmp_path / "d", shape_for(400))
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "decode.py"), str(tmp_path / "d"),
+         "--repeat", "1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "slow:" in proc.stdout and "fast:" in proc.stdout

@@ -262,3 +262,22 @@ def test_repair_with_no_complete_export_keeps_the_newest_importable(tmp_path: Pa
     assert plan.added_missing == 1
     after = api.history(d).exports
     assert after[0].digest == newest and after[0].tags == ("latest",)
+
+
+def test_duplicate_keys_in_blobs_and_index() -> None:
+    """Blobs are read as BuildKit (Go) reads them: a repeated key keeps its last value, and
+    `duplicate_keys` says where; index.json stays strict."""
+    from ocicache import documents as docs
+    from ocicache.errors import CorruptError
+
+    data = b'{"a":1,"b":{"x":[{"k":1,"k":2,"j":0,"j":1}]},"a":3}'
+    assert docs.loads_blob(data, "f") == {"a": 3, "b": {"x": [{"k": 2, "j": 1}]}}
+    assert docs.duplicate_keys(data) == [("b.x[0]", "k"), ("b.x[0]", "j"), ("(root)", "a")]
+    # An object that a later duplicate replaced is no longer in the document: no path.
+    assert docs.duplicate_keys(b'{"a":{"x":1,"x":2},"a":0}') == [("", "x"), ("(root)", "a")]
+    assert docs.duplicate_keys(b'{"a":1}') == [] and docs.duplicate_keys(b"{torn") == []
+    with pytest.raises(CorruptError, match="duplicate key 'k'"):
+        docs.loads_strict(data, "index.json")
+    for bad in (b'{"a":NaN}', b'{"a":"\xff"}', b"", b'{"a":1', b"[" * 100_000):
+        with pytest.raises(CorruptError):
+            docs.loads_blob(bad, "f")

@@ -406,6 +406,42 @@ def _out_of_range(base: Base, outside: Path) -> str:
     return "out of range"
 
 
+def _raw_export(base: Base, config: bytes, layers: list[str], tag: str,
+                edit: Callable[[bytes], bytes] = lambda m: m) -> str:
+    """A shape-A export over these exact config bytes; `edit` rewrites the manifest's bytes."""
+    b = base.b
+    cdig = b.blob(config)
+    descs = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d,
+              "size": blob(base.root, d).stat().st_size} for d in layers]
+    m = edit(compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+                      "config": {"mediaType": mt.CACHE_CONFIG, "digest": cdig,
+                                 "size": len(config)},
+                      "layers": descs}))
+    mdig = b.blob(m)
+    b.point(tag, mdig, len(m))
+    return mdig
+
+
+@case("manifest-duplicate-keys", codes={"duplicate-key"})
+def _dup_manifest(base: Base, outside: Path) -> str:
+    """A key repeated in a cache manifest: BuildKit (Go) keeps the last value, so does ocicache
+    (the first value here is invalid); a warning, not an error."""
+    l0 = base.layers[0]
+    return _raw_export(base, compact({"layers": [{"blob": l0, "parent": -1}], "records": []}),
+                       [l0], "dupm", lambda m: m.replace(b'{"schemaVersion":2,',
+                                                         b'{"schemaVersion":1,"schemaVersion":2,'))
+
+
+@case("config-duplicate-keys", codes={"duplicate-key"})
+def _dup_config(base: Base, outside: Path) -> str:
+    """A parent repeated in a cache config: the last one (-1) counts, the first (7) would be out
+    of range."""
+    l0 = base.layers[0]
+    config = b'{"layers":[{"blob":"%s","parent":7,"parent":-1}],"records":[]}' % l0.encode()
+    _raw_export(base, config, [l0], "dupc")
+    return sha(config)
+
+
 @case("manifest-deeply-nested", BROKEN, {"invalid-document"})
 def _deep_blob(base: Base, outside: Path) -> str:
     data = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
