@@ -22,8 +22,27 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     figures = json.loads(out.read_text())
     assert set(figures["scales"]) == {"1", "2"}
     for scale in figures["scales"].values():
-        for name in ("find", "sha256sum", "history", "du"):
+        for name in ("find", "sha256sum", "read floor", "history", "du"):
             assert scale["figures"][name]["repeat"] > 0
+    assert "read floor" in proc.stdout
+
+
+def test_read_floor_lists_what_the_reader_reads(tmp_path: Path) -> None:
+    """The floor reads the blobs a first run sniffs (every blob nothing parsed names as a
+    layer) and the JSON documents it parses (every manifest and config), no more."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from bench import _reads_of_first_run
+        from gen import generate, shape_for
+    finally:
+        sys.path.pop(0)
+    shape = shape_for(2000)
+    generate(tmp_path / "c", shape)
+    heads, docs = _reads_of_first_run(tmp_path / "c")
+    assert len(docs) == 2 * shape.exports  # every manifest and cache config, once
+    # Sniffed: the orphans, and the manifests and configs index.json does not name.
+    assert shape.orphans <= len(heads) <= shape.orphans + 2 * shape.exports
+    assert len(set(heads)) == len(heads)
 
 
 def test_generator_is_deterministic(tmp_path: Path) -> None:
