@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).parent.parent
 
@@ -27,18 +28,24 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert "read floor" in proc.stdout
 
 
+def _benchmark_modules() -> tuple[Any, Any]:
+    """benchmarks/bench.py and benchmarks/gen.py as modules."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import bench
+        import gen
+    finally:
+        sys.path.pop(0)
+    return bench, gen
+
+
 def test_read_floor_lists_what_the_reader_reads(tmp_path: Path) -> None:
     """The floor reads the blobs a first run sniffs (every blob nothing parsed names as a
     layer) and the JSON documents it parses (every manifest and config), no more."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from bench import _reads_of_first_run
-        from gen import generate, shape_for
-    finally:
-        sys.path.pop(0)
-    shape = shape_for(2000)
-    generate(tmp_path / "c", shape)
-    heads, docs = _reads_of_first_run(tmp_path / "c")
+    bench, gen = _benchmark_modules()
+    shape = gen.shape_for(2000)
+    gen.generate(tmp_path / "c", shape)
+    heads, docs = bench._reads_of_first_run(tmp_path / "c")
     assert len(docs) == 2 * shape.exports  # every manifest and cache config, once
     # Sniffed: the orphans, and the manifests and configs index.json does not name.
     assert shape.orphans <= len(heads) <= shape.orphans + 2 * shape.exports
@@ -46,14 +53,10 @@ def test_read_floor_lists_what_the_reader_reads(tmp_path: Path) -> None:
 
 
 def test_generator_is_deterministic(tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from gen import generate, shape_for
-    finally:
-        sys.path.pop(0)
-    shape = shape_for(400)
-    generate(tmp_path / "a", shape)
-    generate(tmp_path / "b", shape)
+    _, gen = _benchmark_modules()
+    shape = gen.shape_for(400)
+    gen.generate(tmp_path / "a", shape)
+    gen.generate(tmp_path / "b", shape)
     names = sorted(p.name for p in (tmp_path / "a" / "blobs" / "sha256").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "b" / "blobs" / "sha256").iterdir())
     assert len(names) == shape.blobs
@@ -62,12 +65,8 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_decode_benchmark_runs(tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from gen import generate, shape_for
-    finally:
-        sys.path.pop(0)
-    generate(tmp_path / "d", shape_for(400))
+    _, gen = _benchmark_modules()
+    gen.generate(tmp_path / "d", gen.shape_for(400))
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "decode.py"), str(tmp_path / "d"),
          "--repeat", "1"], capture_output=True, text=True, timeout=120)

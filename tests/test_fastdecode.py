@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from docpaths import json_paths
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -171,17 +172,6 @@ EXTRA_KEYS = ["urls", "platform", "chains", "annotations", "artifactType", "data
               "createdAt", "selector", "unknown", "size", "digest", "blob", "link", "layer"]
 
 
-def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            out.extend(_paths(v, (*prefix, k)))
-    elif isinstance(doc, list):
-        for i, v in enumerate(doc[:3]):
-            out.extend(_paths(v, (*prefix, i)))
-    return out
-
-
 def _mutate(doc: Any, path: tuple[Any, ...], action: str, key: str, value: Any) -> Any:
     doc = copy.deepcopy(doc)
     if not path:
@@ -260,11 +250,11 @@ EDITS = ["none", "none", "none", "latin1", "utf8", "surrogate", "escape", "escap
 def test_a_fast_answer_is_the_slow_answer(data: st.DataObject) -> None:
     doc = data.draw(st.sampled_from(SEEDS))
     for _ in range(data.draw(st.integers(min_value=0, max_value=2))):
-        path = data.draw(st.sampled_from(_paths(doc)))
+        path = data.draw(st.sampled_from(json_paths(doc)))
         action = data.draw(st.sampled_from(["set", "delete", "add"]))
         key = data.draw(st.sampled_from(EXTRA_KEYS))
         doc = _mutate(doc, path, action, key, data.draw(st.sampled_from(ODD)))
-    dup = data.draw(st.none() | st.sampled_from(_paths(doc)))
+    dup = data.draw(st.none() | st.sampled_from(json_paths(doc)))
     text = _dumps(doc, dup, data.draw(st.sampled_from(ODD)), data.draw(st.booleans()))
     raw = _bytes_edit(text.encode("utf-8", "surrogatepass"), data.draw(st.sampled_from(EDITS)),
                       data.draw(st.integers(min_value=0)))
@@ -278,7 +268,7 @@ def test_every_single_mutation_of_the_seeds(seed: int) -> None:
     saying None)."""
     doc = SEEDS[seed]
     answered = refused = 0
-    for path in _paths(doc):
+    for path in json_paths(doc):
         variants = [_mutate(doc, path, "delete", "", None)] if path else []
         variants += [_mutate(doc, path, "set", "", v) for v in ODD]
         variants += [_mutate(doc, path, "add", k, v) for k in EXTRA_KEYS for v in ODD[:12]]
