@@ -22,8 +22,11 @@ import subprocess
 
 FIND = ("/usr/bin/find", "/bin/find")
 # type, mode, uid, gid, size, mtime (s.ns), device:inode, path relative to DIR; NUL-terminated
-# (names may hold newlines and spaces: the path is the last field).
-FORMAT = "%y %m %U %G %s %T@ %D:%i %P\\0"
+# (names may hold newlines and spaces: the path is the last field). Only folders carry their
+# device:inode (what Layout compares with the folders it holds open); files print "-" there
+# (a blob's inode says nothing its digest, size and mtime do not; ~15 % less to list and hash).
+DIR_FORMAT = "%y %m %U %G %s %T@ %D:%i %P\\0"
+FORMAT = "%y %m %U %G %s %T@ - %P\\0"
 
 # Nothing deeper is read by any command that uses a listing: blobs/<algorithm>/<blob> and
 # ingest/<ref>/<file> are the deepest entries (a folder in blobs/sha256 is a stray, not entered).
@@ -32,12 +35,12 @@ MAX_DEPTH = 3
 _TYPES = {"f": stat.S_IFREG, "d": stat.S_IFDIR, "l": stat.S_IFLNK, "p": stat.S_IFIFO,
           "s": stat.S_IFSOCK, "c": stat.S_IFCHR, "b": stat.S_IFBLK}
 
-# One entry: (st_mode with its type bits, size, mtime_ns, "dev:ino").
+# One entry: (st_mode with its type bits, size, mtime_ns, "dev:ino" of a folder, else "-").
 Entry = tuple[int, int, int, str]
 
 
 class Listing:
-    """`find -P DIR/ -printf FORMAT`, started at construction; `result()` waits for it."""
+    """`find -P DIR/ -maxdepth 3 ...`, started at construction; `result()` waits for it."""
 
     def __init__(self, directory: str) -> None:
         self.root = os.path.abspath(directory)
@@ -99,7 +102,8 @@ def _start_find(root: str) -> subprocess.Popen[bytes] | None:
         return None
     try:
         return subprocess.Popen([find, "-P", root + "/", "-maxdepth", str(MAX_DEPTH),
-                                 "-printf", FORMAT],
+                                 "(", "-type", "d", "-printf", DIR_FORMAT, ")",
+                                 "-o", "-printf", FORMAT],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL,
                                 env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"})
