@@ -3,9 +3,10 @@
 A run of `history --json` or `du` over a directory nobody changed prints what the last run
 printed. The answer is a function of what is in DIR, and what is in DIR is named by:
 
-- the full recursive listing of DIR (every entry's relative path, type, mode, owner, size and
-  mtime in ns), as GNU `find -P DIR -printf` prints it: a blob's digest names its content, so
-  the listing names the blobs' contents (`check` is what verifies that; it never uses this);
+- the listing of DIR to depth 3, the deepest these commands read (every entry's relative path,
+  type, mode, owner, size and mtime in ns; a folder's device and inode), as GNU
+  `find -P DIR/ -printf` prints it (listing.py): a blob's digest names its content, so the
+  listing names the blobs' contents (`check` is what verifies that; it never uses this);
 - the bytes of index.json and oci-layout (rewritten in place within one mtime tick, they could
   keep their size and mtime);
 - the command line, DIR as given (absolute) and as resolved, the caller's uid/gids (what is
@@ -166,17 +167,22 @@ _FENCED_FILES = ("index.json", "oci-layout")
 
 
 def _lstat(path: str) -> _Stat:
+    """The fenced fields; None when there is no such entry (or a file stands where a folder
+    on the way should be: `blobs` as a regular file). Other errors propagate."""
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     return st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _fence(root: str) -> Fence | None:
     """What must not change while an answer is computed (module docstring); None when a
-    fenced file cannot be read."""
-    stats = tuple(_lstat(os.path.join(root, name)) for name in _FENCED_DIRS + _FENCED_FILES)
+    fenced entry cannot be looked at (then nothing is kept)."""
+    try:
+        stats = tuple(_lstat(os.path.join(root, name)) for name in _FENCED_DIRS + _FENCED_FILES)
+    except OSError:
+        return None
     contents: list[bytes | None] = []
     for name in _FENCED_FILES:
         data = _read_small(os.path.join(root, name))

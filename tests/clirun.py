@@ -62,6 +62,29 @@ def run_inprocess(*args: str, timeout: int = 30) -> Run:
     return Run(code, out.getvalue(), err.getvalue())
 
 
+def run_entry(*args: str, timeout: int = 30) -> Run:
+    """`ocicache ARGS` through entry.main, the console script's start: plain command lines run
+    there without typer (with the background listing and kept answers), the rest via cli.main."""
+    from ocicache import cli, entry
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.argv
+    sys.argv = ["ocicache", *args]
+    code = 0
+    try:
+        with redirect_stdout(out), redirect_stderr(err), _alarm(timeout):
+            entry.main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = saved
+        cli._state["debug"] = False
+        import gc
+
+        gc.enable()  # entry.main turns the cyclic GC off for its short-lived process
+    return Run(code, out.getvalue(), err.getvalue())
+
+
 def run_subprocess(*args: str, timeout: float = 60, prefix: tuple[str, ...] = ()) -> Run:
     """`python -m ocicache ARGS` in a child process; a hang fails the test after `timeout`."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from clirun import DOCUMENTED, Run, run_inprocess, run_subprocess, tree
+from clirun import DOCUMENTED, Run, run_entry, run_inprocess, run_subprocess, tree
 
 from ocicache import mediatypes as mt
 from ocicache.synth import Builder, compact
@@ -237,6 +238,13 @@ def _blob_dir(base: Base, outside: Path) -> str:
 def _blobs_symlink(base: Base, outside: Path) -> str:
     (base.root / "blobs").rename(outside / "blobs")
     (base.root / "blobs").symlink_to(outside / "blobs")
+    return "blobs"
+
+
+@case("blobs-regular-file", BROKEN, {"index-missing-manifest"})
+def _blobs_file(base: Base, outside: Path) -> str:
+    shutil.rmtree(base.root / "blobs")
+    (base.root / "blobs").write_bytes(b"not a folder")
     return "blobs"
 
 
@@ -536,6 +544,33 @@ def test_hostile_case(tmp_path: Path, c: Case) -> None:
             assert tree(base.root) == before, f"{c.name}: {command} changed DIR"
     assert tree(outside) == outside_before
     assert _atimes(outside) == atimes, f"{c.name}: a file outside DIR was read"
+
+
+# The command lines entry.py runs itself (listing, kept answers), each run twice: the second
+# may print the kept answer.
+ENTRY_LINES = (("history", "--json"), ("du",), ("du", "--json"), ("show",), ("blobs",),
+               ("gc", "--dry-run", "--json"))
+
+
+def _no_now(out: str) -> str:
+    return "\n".join(x for x in out.splitlines() if not x.startswith('  "now": '))
+
+
+@pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])
+def test_hostile_case_fast_start(tmp_path: Path, c: Case) -> None:
+    """The console script's own path (entry.py) says what the typer app says, run after run."""
+    base, outside, _ = _build(tmp_path, c)
+    before, outside_before = tree(base.root), tree(outside)
+    for line in ENTRY_LINES:
+        args = (line[0], str(base.root), *line[1:])
+        want = run_inprocess(*args)
+        for attempt in ("first", "again"):
+            got = run_entry(*args)
+            _assert_clean_run(got, f"{c.name}: {' '.join(line)} ({attempt})")
+            assert (got.code, _no_now(got.out), got.err) == (want.code, _no_now(want.out),
+                                                             want.err), f"{c.name}: {line}"
+        assert tree(base.root) == before, f"{c.name}: {' '.join(line)} changed DIR"
+    assert tree(outside) == outside_before
 
 
 @pytest.mark.parametrize("name", ["blob-symlink-outside", "blob-fifo", "index-sparse-4g",
