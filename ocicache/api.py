@@ -187,13 +187,25 @@ def pin(directory: str | os.PathLike[str], ref: str, name: str, *, force: bool =
     """Register the export REF in index.json under NAME (an ocicache pin).
 
     Refuses what `ref` refuses, and a NAME BuildKit wrote unless `force`. The rewrite is atomic
-    and under BuildKit's lock; every other entry keeps its exact bytes.
+    and under BuildKit's lock; every other entry keeps its exact bytes. It holds gc's lock
+    (DIR/.ocicache/lock) throughout, so no gc moves the export between the read and the write.
     """
+    from ocicache import pins
+    from ocicache.gc_apply import put_back_needed
+    from ocicache.quarantine import gc_lock
+
+    pins.validate_name(name)
+    with Layout(directory) as lock_layout, gc_lock(lock_layout):
+        put_back_needed(lock_layout)
+        return _pin_locked(directory, ref, name, force, now)
+
+
+def _pin_locked(directory: str | os.PathLike[str], ref: str, name: str, force: bool,
+                now: datetime | None) -> tuple[pins.PinResult, RefResult]:
     from ocicache import pins
     from ocicache import spec as spec_mod
     from ocicache.indexwrite import rewrite_index
 
-    pins.validate_name(name)
     snap = history(directory)
     export = resolve(snap.exports, ref)
     result = _ref_result(snap, export)
@@ -258,6 +270,18 @@ def check(directory: str | os.PathLike[str], quick: bool = False, workers: int |
 def repair(directory: str | os.PathLike[str], dry_run: bool = False) -> RepairPlan:
     """Rebuild a torn, invalid or missing index.json (see ocicache.repair); `dry_run` writes
     nothing. A healthy index.json is left alone (`plan.needed` is False)."""
+    from ocicache.gc_apply import put_back_needed
+    from ocicache.quarantine import gc_lock
     from ocicache.repair import repair as run_repair
 
-    return run_repair(directory, dry_run)
+    plan = run_repair(directory, True)
+    if dry_run:
+        return plan
+    with Layout(directory) as layout:
+        if not plan.needed and not layout.scan_quarantine().blobs:
+            return run_repair(directory, False)  # healthy: touches nothing, takes no lock
+    with Layout(directory) as layout, gc_lock(layout):
+        put_back_needed(layout)  # what the old index.json still names, before reading blobs/
+        plan = run_repair(directory, dry_run)
+        put_back_needed(layout)  # and what the new one names
+    return plan

@@ -23,7 +23,7 @@ from ocicache.digest import parse_digest
 from ocicache.errors import OcicacheError, UsageError
 from ocicache.exports import Export
 from ocicache.hashing import HashResult
-from ocicache.layout import INDEX_JSON, OCI_LAYOUT, Layout
+from ocicache.layout import INDEX_JSON, OCI_LAYOUT, QUARANTINE, Layout
 from ocicache.reports import stack
 from ocicache.schema import Violation, validate
 
@@ -165,7 +165,8 @@ class _Collector:
                 if d not in inv.blobs:
                     tag = entry.ref_name or "(no ref name)"
                     self.add(ERROR, "index-missing-manifest", INDEX_JSON,
-                             f"tag {tag}: manifest {d} is missing; importing this tag fails",
+                             f"tag {tag}: manifest {d} is missing; importing this tag fails"
+                             f"{inv.missing_note(d)}",
                              digest=d, where=f"manifests[{entry.position}]",
                              export=d)
                 elif inv.blobs[d].size != entry.descriptor.size:
@@ -259,12 +260,14 @@ class _Collector:
         for d in e.missing:
             if d == config:
                 self.add(ERROR, "missing-blob", _rel(d),
-                         f"cache config of export {e.digest}{tags} is missing: importing it fails",
+                         f"cache config of export {e.digest}{tags} is missing: importing it fails"
+                         f"{inv.missing_note(d)}",
                          digest=d, export=e.digest)
             else:
                 steps = self._steps(e, d)
                 self.add(ERROR, "missing-blob", _rel(d),
-                         f"layer of export {e.digest}{tags} is missing: {_describe(steps)}",
+                         f"layer of export {e.digest}{tags} is missing: {_describe(steps)}"
+                         f"{inv.missing_note(d)}",
                          digest=d, export=e.digest, steps=steps)
         sizes = {x.digest: x.size for x in e.layers}
         if e.config is not None:
@@ -317,6 +320,13 @@ class _Collector:
                 f"{entry.data_size} of {entry.total if entry.total is not None else '?'} bytes")
             self.add(NOTE, "stale-ingest", entry.relpath,
                      f"interrupted write ({what}); BuildKit never cleans ingest/")
+        held = inv.quarantine
+        if held.blobs:
+            self.add(NOTE, "quarantine", QUARANTINE,
+                     f"{len(held.blobs)} blob(s), {held.bytes} bytes gc moved out of blobs/: put "
+                     "back when an export needs them, deleted by a gc once older than --grace")
+        for odd in held.odd:
+            self.add(WARNING, "stray", odd, "not a blob gc quarantined; left alone")
         referenced = self.referenced
         # A document we could not read may reference blobs that look unreferenced.
         doubtful = sum(1 for e in inv.bad_docs.values()

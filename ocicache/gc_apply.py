@@ -1,31 +1,40 @@
 """The only module that deletes: runs a gc plan, re-checked under BuildKit's lock.
 
-Order (the invariant: at every instant, every manifest left on disk references only blobs that
-are still present, so a gc killed at any point leaves a directory that imports):
-  1. dropped manifests (a parent before the manifests it references),
-  2. their cache configs,
-  3. layers and unknown blobs,
-  4. stale ingest/ entries.
-The directory is fsynced after each phase, so the order also holds after a crash.
+Nothing is unlinked from `blobs/` directly: a dropped blob is renamed into gc's quarantine
+(`DIR/.ocicache/quarantine/`, quarantine.py), put back when index.json or a new export turns out
+to need it, and purged once it has been there longer than --grace (default 1h; `--grace 0`
+purges at once). This is what makes gc safe during any export: an export identical to an older
+one writes nothing and touches no mtime, then re-points index.json at the old manifest; an
+export re-using an old layer finds it present long before its manifest exists. Neither can be
+seen coming, so the deletion itself is made undoable.
+
+One run, under DIR/.ocicache/lock (one gc, pin or repair at a time):
+  0. put back from the quarantine whatever a plan made now keeps (index.json, pins, young
+     manifests and what they reference) and is not in blobs/;
+  1. move dropped manifests (a parent before the manifests it references), 2. their cache
+     configs, 3. layers and unknown blobs into this run's quarantine batch, 4. delete stale
+     ingest/ entries;
+  5. wait a settle time (min(SETTLE_S, grace), only when something was moved), re-read
+     index.json under the lock and every new manifest, and put back what they now need;
+  6. purge quarantine batches older than --grace (this run's too with `--grace 0`), except
+     what step 5 says is needed.
+The directory is fsynced after each phase, so the order also holds after a crash: at every
+instant, every manifest left in blobs/ references only blobs that are still there or in the
+quarantine, and the next run puts back what is needed and finishes the job.
 
 Lock strategy: BuildKit takes a NON-blocking flock on index.json.lock (a concurrent export fails
 rather than waits), so we hold it only briefly and shared, as BuildKit's readers do (gc never
-writes index.json): while reading index.json for the plan, and while re-reading it before each
-phase; never while deleting. A dry run takes no lock at all. If index.json changed, or a new or
-re-written JSON blob (a manifest or config of an export in progress) appeared since the plan,
-we re-plan from a fresh read; the plan is idempotent, so re-planning after a partial run just
-finishes the job.
+writes index.json): while reading index.json for the plan, while re-reading it before each
+phase and after the settle time; never while moving. A dry run takes no lock at all. If
+index.json changed, or a new or re-written JSON blob (a manifest or config of an export in
+progress) appeared since the plan, we re-plan from a fresh read; the plan is idempotent.
+Every blob BuildKit writes goes through `ingest/<hex>/`, so a change of ingest/'s mtime since
+the plan means an export is writing: gc stops, waits until ingest/ has been quiet for SETTLE_S,
+and re-plans (the new manifest and config, younger than grace, then keep what they re-use).
 
-An export in progress re-uses old layers before any document names them (BuildKit checks a
-layer exists, then writes its other blobs, then the config): every blob BuildKit writes goes
-through `ingest/<hex>/`, so a change of ingest/'s mtime since the plan means an export is
-writing. Then gc stops, waits until ingest/ has been quiet for SETTLE_S, and re-plans (the new
-manifest and config, younger than grace, then keep what they re-use). ingest/ is checked
-before every unlink. What remains is a window of microseconds (a layer found present, nothing
-written yet): BuildKit does not lock blobs, so no outside tool can close it completely.
-
-A blob is unlinked only after an lstat through the `blobs/<alg>` directory fd shows a regular
-file with a valid digest name, the size and mtime the plan saw (a re-written blob is left alone).
+A blob is moved only after an lstat through the `blobs/<alg>` directory fd shows a regular
+file with a valid digest name, the size and mtime the plan saw (a re-written blob is left
+alone). Anything already gone (another gc, a reset) is simply gone.
 """
 
 from __future__ import annotations
@@ -35,13 +44,14 @@ import os
 import signal
 import stat
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ocicache import documents as docs
 from ocicache.cache import BlobCache
 from ocicache.digest import ALGORITHMS, is_hex_name, parse_digest
-from ocicache.errors import BusyError, CorruptError, RefusedError
+from ocicache.errors import BusyError, CorruptError, OcicacheError, RefusedError
 from ocicache.exports import Export, build_exports
 from ocicache.gc_plan import (
     BlobDeletion,
@@ -49,12 +59,32 @@ from ocicache.gc_plan import (
     Plan,
     Policy,
     make_plan,
+    needed,
     stable_until,
     summarize,
 )
 from ocicache.inventory import IndexBytes, Inventory, read_inventory
-from ocicache.layout import INDEX_JSON, INGEST, LOCK_FILE, OCI_LAYOUT, Layout
+from ocicache.layout import (
+    INDEX_JSON,
+    INGEST,
+    LOCK_FILE,
+    OCI_LAYOUT,
+    QUARANTINE,
+    Layout,
+    QuarantineScan,
+)
 from ocicache.lock import index_lock
+from ocicache.quarantine import (
+    Batch,
+    gc_lock,
+    move_in,
+    new_batch,
+    purge,
+    purge_strays,
+    remove_empty_quarantine,
+    restore,
+    restore_plan,
+)
 from ocicache.reports import KIND_CONFIG, KIND_LAYER, KIND_MANIFEST, KIND_UNKNOWN
 
 if TYPE_CHECKING:
@@ -62,6 +92,11 @@ if TYPE_CHECKING:
 
 MAX_REPLANS = 10
 SETTLE_S = 1.0  # ingest/ unchanged this long: the export that was writing has finished
+# After moving blobs into the quarantine, wait this long (at most --grace) before the final
+# re-read of index.json: an export that found a moved blob present just before it was moved
+# lands within it. Later landings are put back by the next gc, pin or repair.
+QUARANTINE_SETTLE_S = 3.0
+SETTLE_ENV = "OCICACHE_GC_SETTLE"  # seconds; tests and impatient users
 PHASES = ((KIND_MANIFEST,), (KIND_CONFIG,), (KIND_LAYER, KIND_UNKNOWN))
 # Tests only: sleep this many seconds before each unlink, so a SIGKILL lands mid-phase; or
 # SIGKILL ourselves right after the N-th unlink (a crash at an exact point).
@@ -85,22 +120,50 @@ class GcResult:
     # A dry run's plan stays the same until this time (gc_plan.stable_until) if DIR does not
     # change; None after a real run.
     stable_until_ns: int | None = None
+    quarantine: QuarantineReport | None = None
 
     def removed(self) -> dict[str, tuple[int, int]]:
+        """Per kind, what left blobs/ (into the quarantine) and ingest/: (count, bytes)."""
         if self.dry_run:
             return self.plan.removed()
         return summarize(self.deleted, self.ingest_deleted)
 
     @property
-    def freed_bytes(self) -> int:
+    def removed_bytes(self) -> int:
         return sum(b for _, b in self.removed().values())
+
+    @property
+    def freed_bytes(self) -> int:
+        """Bytes gone from disk in this run (or that would be): stale ingest/ entries and
+        purged quarantine blobs (with `--grace 0`, everything removed)."""
+        q = self.quarantine
+        if q is None:
+            return self.removed_bytes
+        return q.purged_bytes + self.removed()["ingest"][1]
+
+
+@dataclass(frozen=True)
+class QuarantineReport:
+    """What gc did with its quarantine (DIR/.ocicache/quarantine) in this run."""
+
+    moved: tuple[int, int]  # (blobs, bytes) moved in by this run (or that would be)
+    restored: tuple[str, ...]  # digests put back into blobs/ because something needs them
+    purged: tuple[int, int]  # (blobs, bytes) deleted from the quarantine for good
+    held: tuple[int, int]  # (blobs, bytes) still in the quarantine after this run
+    purge_after_ns: int | None  # when the oldest held blob may be purged (None: none held)
+
+    @property
+    def purged_bytes(self) -> int:
+        return self.purged[1]
 
 
 @dataclass
 class _Progress:
+    batch: Batch
     deleted: list[BlobDeletion] = field(default_factory=list)
     ingest: list[IngestDeletion] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
     attempt_bytes: int = 0
     kill_after: int = -1
 
@@ -121,34 +184,167 @@ def gc(directory: str | os.PathLike[str], policy: Policy, *, now_ns: int | None 
     delay = float(os.environ.get(DELAY_ENV, "0") or 0)
     with Layout(directory, listing if dry_run else None) as layout:
         if dry_run:
-            index, inv, exports, plan = _read_and_plan(layout, policy, now, lock_timeout,
-                                                       dry_run=True)
+            _, inv, exports, plan = _read_and_plan(layout, policy, now, lock_timeout,
+                                                   dry_run=True)
             return GcResult(plan, True, (), (), plan.kept_bytes, 0, plan.warnings,
-                            stable_until(inv, exports, policy, now))
+                            stable_until(inv, exports, policy, now),
+                            _dry_quarantine(layout, plan, now))
         _require_writable_fs(layout)
-        progress = _Progress(kill_after=int(os.environ.get(KILL_ENV, "-1") or -1))
-        for attempt in range(MAX_REPLANS + 1):
-            if attempt:
-                _settle(layout)
-            stamp = _ingest_stamp(layout)
-            index, inv, _, plan = _read_and_plan(layout, policy, now, lock_timeout)
-            if attempt == 0 and (plan.blobs or plan.ingest):
-                _require_writable_dirs(layout, plan)
-            progress.attempt_bytes = 0
-            if _execute(layout, inv, plan, index, stamp, progress, lock_timeout, delay):
-                _post_check(layout, index, progress, lock_timeout)
-                return GcResult(plan, False, tuple(progress.deleted), tuple(progress.ingest),
-                                plan.size_before - progress.attempt_bytes, attempt,
-                                (*plan.warnings, *progress.warnings))
+        with gc_lock(layout):
+            progress = _Progress(new_batch(layout),
+                                 kill_after=int(os.environ.get(KILL_ENV, "-1") or -1))
+            try:
+                return _run(layout, policy, now, lock_timeout, delay, progress)
+            finally:
+                progress.batch.close()
+
+
+def _run(layout: Layout, policy: Policy, now: int, lock_timeout: float, delay: float,
+         progress: _Progress) -> GcResult:
+    for attempt in range(MAX_REPLANS + 1):
+        if attempt:
+            _settle(layout)
+        stamp = _ingest_stamp(layout)
+        index, inv, plan = _restore_then_plan(layout, policy, now, lock_timeout, progress)
+        if attempt == 0 and (plan.blobs or plan.ingest):
+            _require_writable_dirs(layout, plan)
+        progress.attempt_bytes = 0
+        if _execute(layout, inv, plan, index, stamp, progress, lock_timeout, delay):
+            break
+    else:
         raise BusyError(f"the directory changed {MAX_REPLANS} times while gc ran (a build "
-                        "exporting?); what was deleted is consistent", file=str(layout.root),
+                        "exporting?); what was moved is consistent", file=str(layout.root),
                         hint="run gc again when the build has finished")
+    if progress.deleted:
+        _wait(_settle_seconds(policy))
+    # The final re-read: whatever index.json or a new export needs now is put back.
+    index, keep = _restore_needed(layout, policy, now, lock_timeout, progress)
+    _post_check(layout, index, progress, lock_timeout)
+    purge_now = max(now, time.time_ns())
+    scan = layout.scan_quarantine()
+    purged = purge(layout, scan.blobs, purge_now - policy.grace_ns + 1, keep)
+    purge_strays(layout, purge_now - policy.grace_ns + 1)
+    remove_empty_quarantine(layout)
+    held = layout.scan_quarantine().blobs
+    report = QuarantineReport(
+        moved=(len(progress.deleted), sum(b.size for b in progress.deleted)),
+        restored=tuple(progress.restored), purged=purged,
+        held=(len(held), sum(q.size for q in held)),
+        purge_after_ns=min(q.batch_ns for q in held) + policy.grace_ns if held else None)
+    return GcResult(plan, False, tuple(progress.deleted), tuple(progress.ingest),
+                    plan.size_before - progress.attempt_bytes, attempt,
+                    (*plan.warnings, *progress.warnings), None, report)
+
+
+def put_back_needed(layout: Layout, lock_timeout: float = 10.0) -> tuple[str, ...]:
+    """Restore from gc's quarantine whatever index.json (and any young export) needs now: what
+    pin and repair do under gc's lock before they write. The digests put back."""
+    if not layout.scan_quarantine().blobs:
+        return ()
+    progress = _Progress(new_batch(layout))
+    try:
+        _restore_needed(layout, Policy(), time.time_ns(), lock_timeout, progress)
+    finally:
+        progress.batch.close()
+    return tuple(progress.restored)
+
+
+def _settle_seconds(policy: Policy) -> float:
+    """How long to wait for a landing export before the final re-read (never past grace)."""
+    env = os.environ.get(SETTLE_ENV)
+    wanted = QUARANTINE_SETTLE_S
+    if env:
+        with suppress(ValueError):
+            wanted = max(0.0, float(env))
+    return min(wanted, policy.grace_ns / 1e9)
+
+
+def _wait(seconds: float) -> None:
+    """The settle time before the final re-read. Not extended while exports keep landing: the
+    re-read puts back what they need, and the next run what lands later."""
+    if seconds > 0:
+        time.sleep(seconds)
+
+
+def _restore_then_plan(layout: Layout, policy: Policy, now: int, lock_timeout: float,
+                       progress: _Progress) -> tuple[bytes | None, Inventory, Plan]:
+    """Put back what a plan made now needs (until nothing more comes back), then plan."""
+    for _ in range(4):
+        index, inv, exports = _read(layout, policy, now, lock_timeout)
+        if not _put_back(layout, inv, exports, policy, now, progress):
+            break
+    plan = make_plan(inv, exports, policy, now, _metadata_bytes(layout))
+    return index, inv, plan
+
+
+def _restore_needed(layout: Layout, policy: Policy, now: int, lock_timeout: float,
+                    progress: _Progress) -> tuple[bytes | None, set[str]]:
+    """The final pass: put back what is needed now; return index.json and the needed set."""
+    keep: set[str] = set()
+    index: bytes | None = None
+    for _ in range(4):
+        index, inv, exports = _read(layout, policy, now, lock_timeout)
+        keep = _needed(inv, exports, policy, now)
+        if not _put_back(layout, inv, exports, policy, now, progress):
+            break
+    return index, keep
+
+
+def _needed(inv: Inventory, exports: list[Export], policy: Policy, now: int) -> set[str]:
+    try:
+        return needed(inv, exports, policy, now)
+    except OcicacheError:
+        # A --keep REF that names nothing now: keep what index.json and young blobs need.
+        return needed(inv, exports, Policy(grace_ns=policy.grace_ns), now)
+
+
+def _put_back(layout: Layout, inv: Inventory, exports: list[Export], policy: Policy, now: int,
+              progress: _Progress) -> bool:
+    """Restore from the quarantine every needed digest that is not in blobs/; True if any."""
+    scan = layout.scan_quarantine()
+    if not scan.blobs:
+        return False
+    present = set(inv.blobs)
+    missing = _needed(inv, exports, policy, now) - present
+    if not missing:
+        return False
+    held = scan.by_digest()
+    order = restore_plan(layout, missing, held, present)
+    done = restore(layout, order)
+    progress.restored.extend(q.digest for q in done)
+    return bool(done)
+
+
+def _dry_quarantine(layout: Layout, plan: Plan, now: int) -> QuarantineReport:
+    """What a real run would do with the quarantine (a dry run moves nothing)."""
+    scan: QuarantineScan = layout.scan_quarantine()
+    cutoff = now - plan.policy.grace_ns + 1
+    old = [q for q in scan.blobs if q.batch_ns < cutoff]
+    moved = (len(plan.blobs), sum(b.size for b in plan.blobs))
+    purged = (len(old), sum(q.size for q in old))
+    if plan.policy.grace_ns == 0:
+        purged = (purged[0] + moved[0], purged[1] + moved[1])
+    young = [q for q in scan.blobs if q.batch_ns >= cutoff]
+    held_n = len(young) + (0 if plan.policy.grace_ns == 0 else moved[0])
+    held_b = sum(q.size for q in young) + (0 if plan.policy.grace_ns == 0 else moved[1])
+    # Only what is already held has a purge time; what a real run would move gets one then.
+    first = min((q.batch_ns for q in young), default=None)
+    return QuarantineReport(moved, (), purged, (held_n, held_b),
+                            None if first is None else first + plan.policy.grace_ns)
 
 
 def _read_and_plan(layout: Layout, policy: Policy, now: int, lock_timeout: float,
                    dry_run: bool = False
                    ) -> tuple[bytes | None, Inventory, list[Export], Plan]:
-    """index.json (read under the lock, briefly), then everything else, then the plan.
+    """index.json (read under the lock, briefly), then everything else, then the plan."""
+    index, inv, exports = _read(layout, policy, now, lock_timeout, dry_run)
+    plan = make_plan(inv, exports, policy, now, _metadata_bytes(layout))
+    return index, inv, exports, plan
+
+
+def _read(layout: Layout, policy: Policy, now: int, lock_timeout: float,
+          dry_run: bool = False) -> tuple[bytes | None, Inventory, list[Export]]:
+    """index.json (read under the lock, briefly), then everything else.
 
     A dry run takes no lock (like the read commands): BuildKit's writers fail at once on a held
     lock, and a dry run must not be able to fail a build. It re-reads a torn index.json instead.
@@ -163,9 +359,7 @@ def _read_and_plan(layout: Layout, policy: Policy, now: int, lock_timeout: float
         inv = read_inventory(layout, _blob_cache(layout), index_bytes=IndexBytes(index))
     except CorruptError:
         inv = read_inventory(layout)  # reads it again and records why it is unusable
-    exports = build_exports(inv)
-    plan = make_plan(inv, exports, policy, now, _metadata_bytes(layout))
-    return index, inv, exports, plan
+    return index, inv, build_exports(inv)
 
 
 def _blob_cache(layout: Layout) -> BlobCache:
@@ -272,18 +466,19 @@ def _execute(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
             for blob in batch:
                 if _ingest_stamp(layout) != stamp:
                     return False  # an export is writing blobs: wait, then re-plan
-                fd = _unlink_blob(layout, blob, progress, delay)
+                fd = _move_blob(layout, blob, progress, delay)
                 if fd is not None:
                     fds.add(fd)
         finally:
             for fd in sorted(fds):
                 os.fsync(fd)  # this phase is durable before the next begins
+            progress.batch.fsync()
     if plan.ingest:
         _delete_ingest(layout, plan, progress, delay)
     return True
 
 
-def _unlink_blob(layout: Layout, blob: BlobDeletion, progress: _Progress,
+def _move_blob(layout: Layout, blob: BlobDeletion, progress: _Progress,
                  delay: float) -> int | None:
     if blob.algorithm not in ALGORITHMS or not is_hex_name(blob.algorithm, blob.name):
         return None  # never: the plan only holds scanned digest names; checked again anyway
@@ -303,15 +498,8 @@ def _unlink_blob(layout: Layout, blob: BlobDeletion, progress: _Progress,
         return None
     if delay:
         time.sleep(delay)
-    try:
-        os.unlink(blob.name, dir_fd=fd)
-    except FileNotFoundError:
+    if not move_in(layout, progress.batch, blob.algorithm, blob.name):
         return None
-    except OSError as e:
-        if e.errno in _CANNOT_WRITE:
-            raise RefusedError(f"cannot delete: {e.strerror}; stopped (what is left is "
-                               "consistent)", file=rel) from None
-        raise
     progress.unlinked()
     progress.deleted.append(blob)
     progress.attempt_bytes += blob.size
@@ -349,7 +537,10 @@ def _delete_ingest_entry(ingest_fd: int, entry: IngestDeletion, plan: Plan,
     if delay:
         time.sleep(delay)
     if not stat.S_ISDIR(st.st_mode):
-        os.unlink(entry.name, dir_fd=ingest_fd)  # a stray file or symlink: the link itself
+        try:
+            os.unlink(entry.name, dir_fd=ingest_fd)  # a stray file or symlink: the link itself
+        except FileNotFoundError:
+            return False
         return True
     try:
         sub = os.open(entry.name, _DIR_FLAGS, dir_fd=ingest_fd)
@@ -357,10 +548,16 @@ def _delete_ingest_entry(ingest_fd: int, entry: IngestDeletion, plan: Plan,
         return False
     try:
         names: list[str] = []
+        entries: list[os.DirEntry[str]] = []
+        for f in os.scandir(sub):
+            entries.append(f)
         age_ns = st.st_mtime_ns
         # `data` last: a gc killed halfway leaves an entry still judged by its old data mtime.
-        for f in sorted(os.scandir(sub), key=lambda e: (e.name == "data", e.name)):
-            fst = f.stat(follow_symlinks=False)
+        for f in sorted(entries, key=lambda e: (e.name == "data", e.name)):
+            try:
+                fst = f.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
             if stat.S_ISDIR(fst.st_mode):
                 progress.warnings.append(f"{rel}: holds a directory; left alone")
                 return False
@@ -370,33 +567,43 @@ def _delete_ingest_entry(ingest_fd: int, entry: IngestDeletion, plan: Plan,
         if plan.now_ns - age_ns < plan.policy.grace_ns:
             return False  # the write resumed since the plan
         for name in names:
-            os.unlink(name, dir_fd=sub)
+            with suppress(FileNotFoundError):  # another gc got there first: gone is gone
+                os.unlink(name, dir_fd=sub)
             progress.unlinked()
         os.fsync(sub)
     finally:
         os.close(sub)
-    os.rmdir(entry.name, dir_fd=ingest_fd)
+    try:
+        os.rmdir(entry.name, dir_fd=ingest_fd)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        if e.errno == errno.ENOTEMPTY:  # BuildKit started writing into it again
+            return False
+        raise
     return True
 
 
 def _post_check(layout: Layout, before: bytes | None, progress: _Progress,
                 lock_timeout: float) -> None:
-    """If index.json changed during the last phase, say so when it names a deleted manifest."""
+    """Say so when index.json (re-read after the final put-back) still names a manifest this
+    run moved and could not put back."""
     try:
         with index_lock(layout.root_fd, lock_timeout, shared=True):
             data = layout.read_top(INDEX_JSON)
     except (BusyError, CorruptError):
         return
-    if data == before or data is None:
+    if data is None:
         return
-    gone = {b.digest for b in progress.deleted}
+    gone = {b.digest for b in progress.deleted} - set(progress.restored)
     try:
         index = docs.parse_index(docs.loads_strict(data, INDEX_JSON))
     except CorruptError:
         return
     for entry in index.entries:
-        if entry.descriptor.digest in gone:
+        if entry.descriptor.digest in gone and layout.stat_blob(entry.descriptor.digest) is None:
             d = parse_digest(entry.descriptor.digest)
             progress.warnings.append(
                 f"{INDEX_JSON}: manifests[{entry.position}]: a concurrent export re-pointed a "
-                f"tag at {Layout.blob_relpath(d)}, which gc had just deleted; build again")
+                f"tag at {Layout.blob_relpath(d)}, which gc had moved into {QUARANTINE} and "
+                "could not put back; run gc again")

@@ -207,6 +207,16 @@ def make_plan(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns:
     )
 
 
+def needed(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns: int) -> set[str]:
+    """Every digest a plan made now keeps, present or not: each index.json entry, each kept
+    export and protected root, with everything they reference. It never refuses (a manifest
+    index.json names may be in gc's quarantine: this says it must be put back)."""
+    roots = [*_rules(inv, exports, policy, now_ns), *_protected_roots(inv, policy, now_ns)]
+    if inv.index is not None:
+        roots.extend(e.descriptor.digest for e in inv.index.entries)
+    return _closure(inv, roots)
+
+
 def stable_until(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns: int) -> int:
     """The first moment after `now_ns` at which make_plan's answer could change with time alone.
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from ocicache.gc_apply import GcResult
 from ocicache.gc_plan import BLOB_KINDS, KIND_INGEST, ExportDecision
+from ocicache.layout import QUARANTINE
 from ocicache.render import _digest, ago, size, table
 from ocicache.timefmt import format_rfc3339
 
@@ -59,7 +60,37 @@ def gc_json(r: GcResult, directory: str) -> dict[str, Any]:
     }
     doc["removed"][KIND_INGEST] = {"entries": removed[KIND_INGEST][0],
                                    "bytes": removed[KIND_INGEST][1]}
+    q = r.quarantine
+    if q is not None:
+        doc["quarantine"] = {
+            "directory": QUARANTINE,
+            "movedBlobs": q.moved[0], "movedBytes": q.moved[1],
+            "restored": list(q.restored),
+            "purgedBlobs": q.purged[0], "purgedBytes": q.purged[1],
+            "heldBlobs": q.held[0], "heldBytes": q.held[1],
+            "purgeAfter": _t(q.purge_after_ns),
+        }
     return doc
+
+
+def quarantine_lines(r: GcResult) -> list[str]:
+    """What went into, came back from, and stays in gc's quarantine (nothing when unused)."""
+    q = r.quarantine
+    if q is None:
+        return []
+    out: list[str] = []
+    would = "would be " if r.dry_run else ""
+    if q.restored:
+        out.append(f"put back {_n(len(q.restored), 'blob')} from {QUARANTINE}/: index.json or a "
+                   "new export needs them")
+    if q.held[0]:
+        grace = r.plan.policy.grace_ns // 1_000_000_000
+        when = (f"after {format_rfc3339(q.purge_after_ns)}" if q.purge_after_ns is not None
+                else f"{grace} s after gc moves them")
+        out.append(f"{size(q.held[1])} ({_n(q.held[0], 'blob')}) {would}held in {QUARANTINE}/: "
+                   f"a build that needs them gets them back; a gc deletes them {when} "
+                   "(--grace)")
+    return out
 
 
 def _n(n: int, noun: str) -> str:
@@ -90,6 +121,7 @@ def gc_text(r: GcResult, now: datetime, no_trunc: bool = False) -> str:
     out.append(f"{'would free' if r.dry_run else 'freed'} {size(r.freed_bytes)}; "
                f"{size(r.kept_bytes)} kept ({_n(len(plan.kept), 'export')} kept, "
                f"{len(plan.dropped)} dropped)")
+    out.extend(quarantine_lines(r))
     if r.dry_run:
         out.append("dry run: nothing was changed")
     return "\n".join(out)

@@ -17,10 +17,21 @@ from ocicache import mediatypes as mt
 from ocicache.cache import NOT_JSON, PARSED, BlobCache, Parsed
 from ocicache.digest import Digest, parse_digest
 from ocicache.errors import CorruptError, OcicacheError, UsageError
-from ocicache.layout import INDEX_JSON, OCI_LAYOUT, BlobFile, IngestEntry, Layout, Stray
+from ocicache.layout import (
+    INDEX_JSON,
+    OCI_LAYOUT,
+    QUARANTINE,
+    BlobFile,
+    IngestEntry,
+    Layout,
+    QuarantineScan,
+    Stray,
+)
 from ocicache.model import CacheConfig, CacheManifest, Descriptor, Index, OtherManifest
 
 SNIFF_BYTES = 64
+HELD_NOTE = (f"held in gc's quarantine, {QUARANTINE}/: the next `ocicache gc`, `pin` or `repair` "
+             "puts it back")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +65,15 @@ class Inventory:
     kinds: dict[str, str] = field(default_factory=dict)  # digest -> documents.KIND_* for JSON
     bad_docs: dict[str, OcicacheError] = field(default_factory=dict)  # JSON that failed to parse
     problems: list[Problem] = field(default_factory=list)
+    quarantine: QuarantineScan = field(default_factory=lambda: QuarantineScan((), ()))
+
+    def held(self, digest: str) -> bool:
+        """True when gc moved this (missing) blob into its quarantine: it can be put back."""
+        return digest not in self.blobs and any(q.digest == digest for q in self.quarantine.blobs)
+
+    def missing_note(self, digest: str) -> str:
+        """' (held in gc's quarantine: ...)' for a missing blob gc can put back, else ''."""
+        return f" ({HELD_NOTE})" if self.held(digest) else ""
 
     def require_index(self) -> Index:
         """The parsed index.json, or raise the error that made it unreadable."""
@@ -86,6 +106,7 @@ def read_inventory(layout: Layout, cache: BlobCache | None = None,
     scan = layout.scan_blobs()
     inv = Inventory(layout.root, index, index_error, oci_layout, scan.blobs, scan.strays,
                     layout.scan_ingest())
+    inv.quarantine = layout.scan_quarantine()
     if index_error is not None:
         inv.warn(index_error.file or INDEX_JSON, index_error.where or "", index_error.message,
                  "error")
@@ -164,7 +185,8 @@ class _Reader:
     def _visit_index_entry(self, position: int, digest: str) -> None:
         where = f"manifests[{position}]"
         if digest not in self.inv.blobs:
-            self.inv.warn(INDEX_JSON, where, f"{digest}: manifest blob is missing", "error")
+            self.inv.warn(INDEX_JSON, where, f"{digest}: manifest blob is missing"
+                          f"{self.inv.missing_note(digest)}", "error")
             return
         self._parse_blob(self.inv.blobs[digest], top_level=True)
         if digest not in self.inv.manifests:

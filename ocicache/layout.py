@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ OCI_LAYOUT = "oci-layout"
 LOCK_FILE = "index.json.lock"
 BLOBS = "blobs"
 INGEST = "ingest"
+# gc's own folder inside DIR (quarantine.py): the only thing ocicache ever adds to a directory.
+OWN_DIR = ".ocicache"
+QUARANTINE = f"{OWN_DIR}/quarantine"
 
 # index.json holds one small descriptor per tag: 16 MiB is far beyond any real one and keeps a
 # hostile (e.g. sparse multi-GB) file from being read into memory.
@@ -103,6 +107,53 @@ class IngestEntry:
     ref: str | None  # the content of `ref` (e.g. "local-cache/sha256:..."), when readable
 
 
+_BATCH = re.compile(r"q-([0-9]{1,20})-([0-9]{1,10})")
+
+
+def batch_ns(name: str) -> int | None:
+    """When a quarantine batch folder `q-<ns>-<pid>` was made (None: not one of gc's)."""
+    m = _BATCH.fullmatch(name)
+    return int(m.group(1)) if m else None
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedBlob:
+    """A blob gc moved out of blobs/: `.ocicache/quarantine/<batch>/<algorithm>/<name>`."""
+
+    batch: str
+    batch_ns: int  # when gc moved it (from the batch name)
+    algorithm: str
+    name: str
+    size: int
+
+    @property
+    def digest(self) -> str:
+        return f"{self.algorithm}:{self.name}"
+
+    @property
+    def relpath(self) -> str:
+        return f"{QUARANTINE}/{self.batch}/{self.algorithm}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineScan:
+    """Everything in gc's quarantine, and entries there that are not ours (never touched)."""
+
+    blobs: tuple[QuarantinedBlob, ...]
+    odd: tuple[str, ...]
+
+    @property
+    def bytes(self) -> int:
+        return sum(q.size for q in self.blobs)
+
+    def by_digest(self) -> dict[str, QuarantinedBlob]:
+        """One quarantined copy per digest (the newest batch's)."""
+        out: dict[str, QuarantinedBlob] = {}
+        for q in sorted(self.blobs, key=lambda q: q.batch_ns):
+            out[q.digest] = q
+        return out
+
+
 @dataclass(frozen=True, slots=True)
 class BlobScan:
     """Every blob file (by digest, sorted) and every stray entry under blobs/."""
@@ -174,6 +225,12 @@ class Layout:
                 fd = None  # absent, a symlink (ELOOP), or not a directory
         self._dir_fds[relpath] = fd
         return fd
+
+    def forget_dir(self, relpath: str) -> None:
+        """Drop a cached directory fd (a writer just made that directory)."""
+        fd = self._dir_fds.pop(relpath, None)
+        if fd is not None:
+            os.close(fd)
 
     def blob_dir_fd(self, algorithm: str) -> int | None:
         """fd of `blobs/<algorithm>` (None when absent or not a real directory)."""
@@ -264,6 +321,17 @@ class Layout:
         if fd is None:
             raise FileNotFoundError(blob.relpath)
         return self._open(fd, blob.name, blob.relpath)
+
+    def stat_blob(self, digest: str) -> os.stat_result | None:
+        """lstat of blobs/<alg>/<encoded> for a valid digest string, or None when absent."""
+        alg, _, name = digest.partition(":")
+        fd = self.blob_dir_fd(alg)
+        if fd is None or len(name) != _HEX_LEN.get(alg, -1) or name.strip(_HEX_DIGITS):
+            return None
+        try:
+            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
 
     @staticmethod
     def blob_relpath(digest: Digest) -> str:
@@ -419,6 +487,50 @@ class Layout:
         total = _small_int(self, fd, "total", f"{rel}/total") if "total" in files else None
         ref = _small_text(self, fd, "ref", f"{rel}/ref") if "ref" in files else None
         return IngestEntry(name, rel, total_bytes, data_size, total, mtime, ref)
+
+    def quarantine_batches(self) -> list[str]:
+        """Names of the batch folders in gc's quarantine (sorted)."""
+        fd = self._subdir_fd(QUARANTINE)
+        return [] if fd is None else self._listdir(fd)
+
+    def scan_quarantine(self) -> QuarantineScan:
+        """Every blob gc moved into `.ocicache/quarantine/` (quarantine.py), and odd entries.
+
+        Read afresh each call (gc moves blobs in and out while it runs)."""
+        for rel in [r for r in self._dir_fds if r == OWN_DIR or r.startswith(OWN_DIR + "/")]:
+            self.forget_dir(rel)
+        fd = self._subdir_fd(QUARANTINE)
+        if fd is None:
+            st = self.stat_top(OWN_DIR)
+            return QuarantineScan((), () if st is None or stat.S_ISDIR(st.st_mode)
+                                  else (OWN_DIR,))
+        blobs: list[QuarantinedBlob] = []
+        odd: list[str] = []
+        for batch in self._listdir(fd):
+            made = batch_ns(batch)
+            batch_fd = self._subdir_fd(f"{QUARANTINE}/{batch}") if made is not None else None
+            if made is None or batch_fd is None:
+                odd.append(f"{QUARANTINE}/{batch}")
+                continue
+            for alg in self._listdir(batch_fd):
+                rel_alg = f"{QUARANTINE}/{batch}/{alg}"
+                alg_fd = self._subdir_fd(rel_alg) if alg in ALGORITHMS else None
+                if alg_fd is None:
+                    odd.append(rel_alg)
+                    continue
+                hex_len = _HEX_LEN[alg]
+                for entry in sorted(os.scandir(alg_fd), key=lambda e: e.name):
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    name = entry.name
+                    if (len(name) != hex_len or name.strip(_HEX_DIGITS)
+                            or not stat.S_ISREG(st.st_mode)):
+                        odd.append(f"{rel_alg}/{name}")
+                        continue
+                    blobs.append(QuarantinedBlob(batch, made, alg, name, st.st_size))
+        return QuarantineScan(tuple(blobs), tuple(odd))
 
     def walk_files(self) -> Iterator[tuple[str, os.stat_result]]:
         """Every entry below DIR (relative path, lstat), not following symlinks; sorted."""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ocicache.api import ShowResult, Snapshot
 from ocicache.exports import Export
+from ocicache.layout import QUARANTINE, QuarantineScan
 from ocicache.reports import BlobRow, StackLayer, Usage
 from ocicache.timefmt import format_rfc3339, to_datetime
 
@@ -89,8 +90,25 @@ def history_json(snap: Snapshot) -> dict[str, Any]:
         "directory": str(snap.root),
         "exports": [export_json(e, i) for i, e in enumerate(snap.exports)],
         "foreign": foreign,
+        "quarantine": quarantine_json(inv.quarantine),
         "warnings": snap.warnings,
     }
+
+
+def quarantine_json(q: QuarantineScan) -> dict[str, Any]:
+    """gc's quarantine as history and check report it (quarantine.py)."""
+    return {"directory": QUARANTINE, "blobs": len(q.blobs), "bytes": q.bytes,
+            "since": format_rfc3339(min(b.batch_ns for b in q.blobs)) if q.blobs else None}
+
+
+def quarantine_line(q: QuarantineScan) -> str | None:
+    """One line on what gc holds in its quarantine, or None when it is empty."""
+    if not q.blobs:
+        return None
+    n = len(q.blobs)
+    return (f"{QUARANTINE}/ holds {size(q.bytes)} ({n} blob{'' if n == 1 else 's'}) gc moved "
+            "out of blobs/: put back when an export needs them, deleted by a gc once older "
+            "than --grace")
 
 
 def _tag_cell(e: Export) -> str:
@@ -114,6 +132,9 @@ def history_table(snap: Snapshot, now: datetime, no_trunc: bool = False) -> str:
                        "STATE"])
     if any(e.created_from == "createdat" for e in snap.exports):
         out += "\n* file mtimes were lost: time of the newest step built (createdAt)"
+    held = quarantine_line(snap.inventory.quarantine)
+    if held:
+        out += "\n" + held
     return out
 
 
@@ -203,6 +224,7 @@ _LABELS = {
     "older-exports": "only from older exports",
     "unreferenced": "from no export",
     "ingest": "stale ingest/ (interrupted writes)",
+    "quarantine": "gc quarantine (.ocicache/, kept --grace)",
     "stray": "stray entries in blobs/",
     "metadata": "index.json, oci-layout, lock",
 }

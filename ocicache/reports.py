@@ -146,7 +146,8 @@ class Usage:
     bytes: int
 
 
-CATEGORIES = ("index", "older-exports", "unreferenced", "ingest", "stray", "metadata")
+CATEGORIES = ("index", "older-exports", "unreferenced", "ingest", "quarantine", "stray",
+              "metadata")
 
 
 def disk_usage(inv: Inventory, exports: list[Export], metadata: list[int]) -> list[Usage]:
@@ -163,6 +164,9 @@ def disk_usage(inv: Inventory, exports: list[Export], metadata: list[int]) -> li
     for entry in inv.ingest:
         acc["ingest"][0] += 1
         acc["ingest"][1] += entry.bytes
+    for q in inv.quarantine.blobs:
+        acc["quarantine"][0] += 1
+        acc["quarantine"][1] += q.size
     for stray in inv.strays:
         acc["stray"][0] += 1
         acc["stray"][1] += stray.size

@@ -1,0 +1,349 @@
+"""gc's quarantine (issue 10, item 0): what gc drops is moved aside, put back when an export
+lands that needs it, and deleted only once older than --grace.
+
+The interleavings BuildKit produces are forced with a hook at the exact point (the settle wait
+after gc moved blobs, or after gc returned), so no test depends on a race happening; the
+concurrent tests assert only the safety property.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gc_helpers import assert_consistent, blob_names
+
+from ocicache import api, gc_apply
+from ocicache.gc_plan import HOUR_NS, Policy
+from ocicache.lock import index_lock
+from ocicache.model import ANN_REF_NAME
+from ocicache.synth import Builder, compact, history_dir
+
+ROOT = Path(__file__).parent.parent
+QUARANTINE = Path(".ocicache") / "quarantine"
+
+
+def _held(root: Path) -> set[str]:
+    q = root / QUARANTINE
+    if not q.exists():
+        return set()
+    return {p.name for p in q.glob("q-*/sha256/*")}
+
+
+def _repoint(root: Path, digest: str, tag: str = "latest") -> None:
+    """BuildKit's index update: under its exclusive flock, drop the entry with `tag`, append
+    one for `digest`, rewrite index.json in place (truncate + write)."""
+    path = root / "blobs" / "sha256" / digest[7:]
+    size = path.stat().st_size if path.exists() else next(
+        (root / QUARANTINE).glob(f"q-*/sha256/{digest[7:]}")).stat().st_size
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with index_lock(fd, timeout=10):
+            index = json.loads((root / "index.json").read_bytes())
+            entries = [e for e in index["manifests"]
+                       if e.get("annotations", {}).get(ANN_REF_NAME) != tag]
+            entries.append({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                            "digest": digest, "size": size,
+                            "annotations": {ANN_REF_NAME: tag}})
+            index["manifests"] = entries
+            with open(root / "index.json", "r+b") as f:
+                f.truncate(0)
+                f.write(compact(index))
+    finally:
+        os.close(fd)
+
+
+def _layers_of(root: Path, digest: str) -> list[str]:
+    doc = json.loads((root / "blobs" / "sha256" / digest[7:]).read_bytes())
+    return [x["digest"] for x in doc["layers"]] + [doc["config"]["digest"]]
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> tuple[Path, list[str]]:
+    """6 old exports of 3 layers (1 shared), `latest` at the newest; digests newest first."""
+    root = tmp_path / "cache"
+    history_dir(root, exports=6, layers=3, shared=1)
+    return root, [e.digest for e in api.history(root).exports]
+
+
+def _hook_wait(monkeypatch: pytest.MonkeyPatch, action: Any) -> list[int]:
+    """Run `action` at gc's settle wait (after it moved blobs, before the final re-read)."""
+    calls: list[int] = []
+    original = gc_apply._wait
+
+    def wait(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        action()
+        original(*args, **kwargs)
+
+    monkeypatch.setattr(gc_apply, "_wait", wait)
+    return calls
+
+
+def test_default_gc_moves_into_the_quarantine_and_deletes_nothing(
+        cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    root, _ = cache
+    monkeypatch.setenv(gc_apply.SETTLE_ENV, "0")
+    before = blob_names(root)
+    r = api.gc(root, Policy())
+    moved = {b.name for b in r.deleted}
+    assert moved and r.quarantine is not None
+    assert _held(root) == moved  # nothing deleted: every dropped blob is in the quarantine
+    assert blob_names(root) | _held(root) == before
+    assert r.freed_bytes == 0 and r.quarantine.held == (len(moved), sum(b.size for b in r.deleted))
+    assert_consistent(root)
+    # A second run within the grace moves and purges nothing.
+    again = api.gc(root, Policy())
+    assert again.deleted == () and again.quarantine is not None and again.quarantine.purged == (0, 0)
+    assert _held(root) == moved
+
+
+def test_identical_export_landing_during_the_settle_is_put_back(
+        cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """BuildKit found the old manifest present (nothing to write), gc moved it, then BuildKit
+    re-pointed `latest` at it: the final re-read puts it back with everything it names."""
+    root, digests = cache
+    oldest = digests[-1]
+    calls = _hook_wait(monkeypatch, lambda: _repoint(root, oldest))
+    r = api.gc(root, Policy())
+    assert calls
+    assert oldest in r.quarantine.restored  # type: ignore[union-attr]
+    for d in [oldest, *_layers_of(root, oldest)]:
+        assert (root / "blobs" / "sha256" / d[7:]).exists(), d
+    snap = api.history(root)
+    assert snap.exports[0].digest == oldest and snap.exports[0].complete
+    assert_consistent(root)
+
+
+def test_identical_export_landing_after_gc_is_put_back_by_the_next_run(
+        cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    root, digests = cache
+    monkeypatch.setenv(gc_apply.SETTLE_ENV, "0")
+    oldest = digests[-1]
+    api.gc(root, Policy())
+    _repoint(root, oldest)  # after gc returned: index.json names a quarantined manifest
+    # The read commands say where it is and how it comes back.
+    snap = api.history(root)
+    assert any("quarantine" in w and oldest in w for w in snap.warnings), snap.warnings
+    checked = api.check(root, quick=True)
+    missing = [f for f in checked.findings if f.code == "index-missing-manifest"]
+    assert missing and "quarantine" in missing[0].message
+    assert any(f.code == "quarantine" for f in checked.findings)
+    usage = {u.category: u for u in api.du(root)[1]}
+    assert usage["quarantine"].files == len(_held(root)) > 0
+    # The next gc puts it back before planning, then keeps it: nothing refuses.
+    r = api.gc(root, Policy())
+    assert oldest in r.quarantine.restored  # type: ignore[union-attr]
+    assert api.history(root).exports[0].digest == oldest
+    assert_consistent(root)
+    assert api.check(root, quick=True).ok
+
+
+def test_export_reusing_a_moved_layer_gets_it_back(
+        cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """BuildKit found an old layer present, gc moved it (its export was dropped), then BuildKit
+    wrote a new config and manifest naming it and re-pointed index.json."""
+    root, digests = cache
+    oldest = digests[-1]
+    reused = [d for d in _layers_of(root, oldest)[:-1]
+              if d not in _layers_of(root, digests[0])]  # layers only the oldest export has
+    assert reused
+
+    def land() -> None:
+        b = Builder(root)  # writes only what is missing, with fresh mtimes (young)
+        b.clock_ns = time.time_ns()
+        b.entries = json.loads((root / "index.json").read_bytes())["manifests"]
+        old = json.loads((root / "blobs" / "sha256" / digests[0][7:]).read_bytes())
+        layers = [x for x in old["layers"]][:1]
+        layers.append({"mediaType": layers[0]["mediaType"], "digest": reused[0],
+                       "size": 64, "annotations": layers[0]["annotations"]})
+        layers.append(b.layer("brand-new", created_ns=time.time_ns()))
+        new = b.export(layers, tag=None, mtime_ns=time.time_ns())
+        _repoint(root, new)
+        land.digest = new  # type: ignore[attr-defined]
+
+    _hook_wait(monkeypatch, land)
+    api.gc(root, Policy())
+    new = land.digest  # type: ignore[attr-defined]
+    assert (root / "blobs" / "sha256" / reused[0][7:]).exists()
+    e = next(e for e in api.history(root).exports if e.digest == new)
+    assert e.complete and e.tags == ("latest",)
+    assert_consistent(root)
+
+
+def test_reused_layer_export_landing_after_gc_is_completed_by_the_next_run(
+        cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    root, digests = cache
+    monkeypatch.setenv(gc_apply.SETTLE_ENV, "0")
+    oldest = digests[-1]
+    doc = json.loads((root / "blobs" / "sha256" / oldest[7:]).read_bytes())
+    api.gc(root, Policy())
+    # The export lands after gc: its config and manifest are written, the layer is held.
+    b = Builder(root)
+    b.entries = json.loads((root / "index.json").read_bytes())["manifests"]
+    new = b.export(doc["layers"] + [b.layer("x", created_ns=time.time_ns())], tag=None,
+                   mtime_ns=time.time_ns())
+    _repoint(root, new)
+    assert not api.history(root).exports[0].complete
+    api.gc(root, Policy())
+    e = api.history(root).exports[0]
+    assert e.digest == new and e.complete
+    assert_consistent(root)
+
+
+def test_purged_once_older_than_grace_and_at_once_with_grace_0(
+        cache: tuple[Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, _ = cache
+    monkeypatch.setenv(gc_apply.SETTLE_ENV, "0")
+    first = api.gc(root, Policy())
+    held = _held(root)
+    assert held
+    later = api.gc(root, Policy(), now_ns=time.time_ns() + 2 * HOUR_NS)
+    assert later.quarantine is not None
+    assert later.quarantine.purged == (len(held), sum(b.size for b in first.deleted))
+    assert later.freed_bytes == later.quarantine.purged[1]
+    assert _held(root) == set() and not (root / ".ocicache").exists()
+    assert_consistent(root)
+    # --grace 0: moved and purged in the same run.
+    other = tmp_path / "g0"
+    history_dir(other, exports=6, layers=3, shared=1)
+    r = api.gc(other, Policy(grace_ns=0))
+    assert r.deleted and _held(other) == set()
+    assert r.freed_bytes == sum(b.size for b in r.deleted)
+
+
+def test_quarantine_in_the_json_documents(cache: tuple[Path, list[str]],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from clirun import run_inprocess
+
+    root, _ = cache
+    monkeypatch.setenv(gc_apply.SETTLE_ENV, "0")
+    out = run_inprocess("gc", str(root), "--json")
+    assert out.code == 0, out.err
+    doc = json.loads(out.out)
+    q = doc["quarantine"]
+    assert q["movedBlobs"] == q["heldBlobs"] == len(doc["blobs"]) > 0
+    assert q["purgeAfter"] is not None and doc["freedBytes"] == 0
+    hist = json.loads(run_inprocess("history", str(root), "--json").out)
+    assert hist["quarantine"]["blobs"] == q["heldBlobs"]
+    assert hist["quarantine"]["bytes"] == q["heldBytes"]
+    text = run_inprocess("history", str(root)).out
+    assert ".ocicache/quarantine/ holds" in text
+    gc_text = run_inprocess("gc", str(root), "--dry-run").out
+    assert "held in .ocicache/quarantine/" in gc_text
+
+
+def _gc_proc(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "ocicache", "gc", str(root), *args],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_gc_at_once_never_crash(tmp_path: Path) -> None:
+    """Issue 10 item 8: two gc on one directory; anything already gone is simply gone."""
+    for trial in range(3):
+        root = tmp_path / f"t{trial}"
+        b = history_dir(root, exports=12, layers=3, orphans=10, shared=1)
+        for k in range(6):
+            b.ingest(f"{k:064x}", 100, 500, mtime_ns=b.clock_ns)
+        env = {gc_apply.DELAY_ENV: "0.002"}
+        procs = [_gc_proc(root, "--grace", "0", env=env) for _ in range(2)]
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+        assert_consistent(root)
+        assert not (root / "ingest").exists() or not any((root / "ingest").iterdir())
+        assert _held(root) == set()
+        assert api.gc(root, Policy(grace_ns=0)).deleted == ()
+
+
+def test_pin_during_gc_is_never_left_dangling(tmp_path: Path) -> None:
+    """Issue 10 item 3: pin and gc exclude each other (DIR/.ocicache/lock): a pin that reported
+    success names a manifest that is there, with its blobs, whatever the interleaving."""
+    for trial, offset in enumerate((0.0, 0.15, 0.4)):
+        root = tmp_path / f"p{trial}"
+        history_dir(root, exports=8, layers=3, shared=1)
+        victim = api.history(root).exports[-1].digest
+        proc = _gc_proc(root, "--grace", "0", env={gc_apply.DELAY_ENV: "0.01"})
+        time.sleep(offset)
+        try:
+            api.pin(root, victim, f"keep{trial}")
+            pinned = True
+        except Exception as e:  # a clear refusal is fine; a dangling success is not
+            assert getattr(e, "exit_code", None) in (5, 6, 7), e
+            pinned = False
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        if pinned:
+            e = next(e for e in api.history(root).exports if e.digest == victim)
+            assert e.complete and f"keep{trial}" in e.pins
+        assert_consistent(root)
+
+
+def _exporter_loop(root: Path, stop: threading.Event, landed: list[str]) -> None:
+    """BuildKit-like exports, back to back: an identical re-export of an older export (nothing
+    written), one re-using an old layer, and a fresh one, in BuildKit's order (layers, config,
+    manifest, then the in-place index.json rewrite under its flock)."""
+    k = 0
+    while not stop.is_set():
+        snap = api.history(root)
+        older = [e for e in snap.exports if not e.current and e.complete]
+        kind = k % 3
+        if kind == 0 and older:  # identical to an older export: only the index update
+            target = older[-1].digest
+            time.sleep(0.05)
+            _repoint(root, target)
+        else:
+            b = Builder(root)
+            b.entries = json.loads((root / "index.json").read_bytes())["manifests"]
+            layers: list[dict[str, Any]] = []
+            if kind == 1 and older:
+                doc = json.loads((root / "blobs" / "sha256" / older[-1].digest[7:]).read_bytes())
+                layers = doc["layers"][:2]
+            layers.append(b.layer(f"fresh-{k}", created_ns=time.time_ns()))
+            time.sleep(0.05)
+            target = b.export(layers, tag=None, mtime_ns=time.time_ns())
+            _repoint(root, target)
+        landed.append(target)
+        k += 1
+        time.sleep(0.1)
+
+
+def test_back_to_back_gc_during_exports_loses_nothing(tmp_path: Path) -> None:
+    """gc looping with default settings while exports land: after the loop and one more gc,
+    every export that landed and is still current is complete; nothing was deleted for good."""
+    root = tmp_path / "cache"
+    history_dir(root, exports=10, layers=3, shared=1)
+    stop = threading.Event()
+    landed: list[str] = []
+    t = threading.Thread(target=_exporter_loop, args=(root, stop, landed))
+    t.start()
+    runs = 0
+    try:
+        while runs < 6 or len(landed) < 6:
+            p = _gc_proc(root, env={gc_apply.SETTLE_ENV: "0.3"})
+            _, err = p.communicate(timeout=120)
+            assert p.returncode in (0, 7), err  # 7: the exporter held the lock too long
+            runs += 1
+    finally:
+        stop.set()
+        t.join()
+    api.gc(root, Policy())
+    assert_consistent(root)
+    index = json.loads((root / "index.json").read_bytes())
+    for entry in index["manifests"]:
+        d = entry["digest"]
+        e = next(e for e in api.history(root).exports if e.digest == d)
+        assert e.complete, (d, e.missing)
+    # Default grace: nothing was deleted for good, so every landed export is still whole
+    # (in blobs/ or in the quarantine).
+    held_or_present = blob_names(root) | _held(root)
+    for d in landed:
+        assert d[7:] in held_or_present
