@@ -224,7 +224,7 @@ _LABELS = {
     "older-exports": "only from older exports",
     "unreferenced": "from no export",
     "ingest": "stale ingest/ (interrupted writes)",
-    "quarantine": "gc quarantine (.ocicache/, kept --grace)",
+    "quarantine": "gc quarantine (.ocicache/)",
     "stray": "stray entries in blobs/",
     "metadata": "index.json, oci-layout, lock",
 }

@@ -1,0 +1,105 @@
+"""A real BuildKit daemon for tests: found through $OCICACHE_BUILDKIT or ../shared/buildkit.
+
+Tests that use it skip with a clear reason when it is absent or we are not root, so a fresh
+clone without shared/ still passes. `bk-up WORKDIR` starts a private daemon (its own --root and
+socket); a new WORKDIR is a daemon with an empty build cache, which is how an import is proven.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CACHED = re.compile(r"^#\d+ CACHED$", re.M)
+
+
+def buildkit_dir() -> Path | None:
+    env = os.environ.get("OCICACHE_BUILDKIT")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "buildkit"]:
+        if (cand / "bk-up").is_file() and any(cand.glob("buildkit-*.tar.xz")):
+            return cand
+    return None
+
+
+def skip_reason() -> str | None:
+    if buildkit_dir() is None:
+        return "real BuildKit not found ($OCICACHE_BUILDKIT or ../shared/buildkit)"
+    if os.geteuid() != 0:
+        return "real BuildKit needs root (native snapshotter, runc)"
+    if not Path("/bin/busybox").exists() and shutil.which("apt-get") is None:
+        return "no /bin/busybox and no apt-get to install busybox-static"
+    return None
+
+
+needs_buildkit = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
+
+
+@dataclass(frozen=True)
+class Daemon:
+    workdir: Path
+    host: str
+    buildctl: str
+
+    def build(self, context: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """buildctl build of the Dockerfile in `context` (plain progress, output in .stderr)."""
+        return subprocess.run(
+            [self.buildctl, "--addr", self.host, "build", "--frontend", "dockerfile.v0",
+             "--local", f"context={context}", "--local", f"dockerfile={context}",
+             "--progress=plain", *args],
+            capture_output=True, text=True, timeout=timeout)
+
+
+@contextmanager
+def daemon(workdir: Path) -> Iterator[Daemon]:
+    """A fresh private buildkitd (empty build cache) for the duration of the block."""
+    bk = buildkit_dir()
+    assert bk is not None
+    p = subprocess.run(["bash", str(bk / "bk-up"), str(workdir)], capture_output=True, text=True,
+                       timeout=300)
+    if p.returncode != 0:
+        pytest.skip(f"bk-up failed: {p.stderr.strip()[-300:]}")
+    values = dict(line.split("=", 1) for line in p.stdout.splitlines() if "=" in line)
+    try:
+        yield Daemon(workdir, values["BUILDKIT_HOST"], values["BUILDCTL"])
+    finally:
+        subprocess.run(["bash", str(bk / "bk-down"), str(workdir)], capture_output=True,
+                       timeout=120)
+
+
+def context(root: Path, variant: str) -> Path:
+    """A build context FROM scratch with busybox and 5 steps; `variant` changes step 4's input."""
+    ctx = root / f"ctx-{variant}"
+    (ctx / "src").mkdir(parents=True, exist_ok=True)
+    shutil.copy("/bin/busybox", ctx / "busybox")
+    (ctx / "src" / "a.txt").write_text(f"content {variant}\n")
+    (ctx / "Dockerfile").write_text(
+        "FROM scratch\n"
+        "COPY busybox /bin/busybox\n"
+        'RUN ["/bin/busybox","--install","-s","/bin"]\n'
+        "RUN echo base > /base\n"
+        "COPY src/ /app/src/\n"
+        "RUN cat /app/src/a.txt > /out && ls / > /listing\n")
+    # BuildKit's context sync skips a file whose size and mtime it has already seen: each
+    # variant's input gets its own mtime (fixed, so COPY layers are reproducible).
+    stamp = 1_767_225_600 + sum(map(ord, variant))
+    for p in (ctx / "busybox", ctx / "Dockerfile"):
+        os.utime(p, (1_767_225_600, 1_767_225_600))
+    for p in (ctx / "src" / "a.txt", ctx / "src"):
+        os.utime(p, (stamp, stamp))
+    return ctx
+
+
+STEPS = 5  # COPY, RUN, RUN, COPY, RUN
+
+
+def cached_steps(log: str) -> int:
+    return len(CACHED.findall(log))
