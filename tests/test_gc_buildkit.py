@@ -1,14 +1,14 @@
 """gc back to back during real BuildKit exports (issue 10, item 0), proven by imports.
 
 BuildKit v0.32.2 (../shared/buildkit, skipped when absent) exports into DIR while `ocicache gc`
-runs in a loop with its default settings. The older exports are aged past the grace, so gc drops
-them; the builds alternate between two Dockerfiles, so every export after the first two is
-identical to the older, unreferenced one: BuildKit writes no blob, touches no mtime and only
-re-points index.json at the old manifest (the case that broke 4 of 36 exports before the
-quarantine). Whether a gc run happens to fall inside that window is up to the machine's timing:
-only the safety property is asserted, the interleaving is forced in test_gc_quarantine.py. After each build and the gc run that follows it, every export
-index.json names is whole; at the end, a fresh daemon imports the current export with every
-step CACHED.
+runs in a loop with its default settings. The blobs are aged past the grace before and during
+each build, so gc drops the older export; the builds alternate between two Dockerfiles, so every
+export after the first two is identical to the older, unreferenced one: BuildKit writes no blob,
+touches no mtime and only re-points index.json at the old manifest (the case that broke 4 of 36
+exports before the quarantine). Whether a gc run falls inside that window is up to the machine's
+timing, so only the safety property is asserted (the interleaving itself is forced in
+test_gc_quarantine.py): after each build and the gc run that follows it, every export index.json
+names is whole, and at the end a fresh daemon imports the current export with every step CACHED.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 
 from buildkit_helpers import STEPS, cached_steps, context, daemon, needs_buildkit
@@ -34,7 +35,8 @@ def _age(root: Path, seconds: int) -> None:
     """Make every blob look `seconds` older (an export made hours ago)."""
     old = time.time() - seconds
     for p in (root / "blobs" / "sha256").iterdir():
-        os.utime(p, (old, old), follow_symlinks=False)
+        with suppress(FileNotFoundError):  # gc moved it meanwhile
+            os.utime(p, (old, old), follow_symlinks=False)
 
 
 def _gc_loop(root: Path, stop: threading.Event, codes: list[int], errors: list[str]) -> None:
@@ -66,8 +68,12 @@ def test_gc_during_real_exports_keeps_every_export_importable(tmp_path: Path) ->
             for k in range(12):
                 v = ("one", "two")[k % 2]
                 _age(cache, 3 * 3600)  # builds hours apart: the export this one repeats is old
+                # and again while the build runs (its check of the old manifest comes late)
+                ager = threading.Timer(0.3 + 0.1 * (k % 5), _age, (cache, 3 * 3600))
+                ager.start()
                 r = bk.build(ctx[v], "--export-cache", f"type=local,dest={cache},mode=max",
                              "--import-cache", f"type=local,src={cache}")
+                ager.join()
                 assert r.returncode == 0, r.stderr[-2000:]
                 index = json.loads((cache / "index.json").read_bytes())
                 landed.append(index["manifests"][-1]["digest"])

@@ -495,6 +495,38 @@ def _oci_layout(base: Base, outside: Path) -> str:
     return "oci-layout"
 
 
+# gc's own folder (DIR/.ocicache, quarantine.py): never followed out of DIR, odd entries left alone
+@case("quarantine-symlink", codes={"stray"})
+def _own_symlink(base: Base, outside: Path) -> str:
+    fake = outside / "own" / "quarantine" / "q-1-1" / "sha256"
+    fake.mkdir(parents=True)
+    (fake / base.layers[0][7:]).write_text(SECRET)
+    (base.root / ".ocicache").symlink_to(outside / "own")
+    return ".ocicache"
+
+
+@case("quarantine-hostile", codes={"stray", "quarantine"})
+def _own_hostile(base: Base, outside: Path) -> str:
+    q = base.root / ".ocicache" / "quarantine"
+    (q / "not-a-batch").mkdir(parents=True)
+    batch = q / "q-1000-1" / "sha256"
+    batch.mkdir(parents=True)
+    (batch / ("e" * 64)).symlink_to(secret_file(outside, "held"))
+    os.mkfifo(batch / ("f" * 64))
+    (batch / "not-hex").write_bytes(b"x")
+    (q / "q-1000-1" / "sha512").symlink_to(outside)
+    (batch / ("d" * 64)).write_bytes(b"\x1f\x8b held orphan")  # a real held blob
+    return "q-1000-1"
+
+
+@case("quarantine-holds-needed-layer", BROKEN, {"missing-blob", "quarantine"})
+def _own_needed(base: Base, outside: Path) -> str:
+    batch = base.root / ".ocicache" / "quarantine" / "q-1000-1" / "sha256"
+    batch.mkdir(parents=True)
+    os.rename(blob(base.root, base.layers[2]), batch / base.layers[2][7:])
+    return base.layers[2]
+
+
 # -- the tests ---------------------------------------------------------------------------------
 def _build(tmp_path: Path, c: Case) -> tuple[Base, Path, str | None]:
     root, outside = tmp_path / "cache", tmp_path / "outside"

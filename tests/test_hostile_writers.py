@@ -49,7 +49,7 @@ def test_gc_on_hostile_input(tmp_path: Path, c: Case) -> None:
     after = _needed(base.root) if needed else set()
     gone = {d for d in needed if not (base.root / "blobs" / d.replace(":", "/")).exists()}
     assert not gone, f"{c.name}: gc deleted blobs an index.json export needs: {gone}"
-    assert after == needed or not needed
+    assert after >= needed or not needed  # gc may put back what it held (quarantine)
     assert tree(outside) == outside_before
     assert _atimes(outside) == atimes, f"{c.name}: gc read a file outside DIR"
 
