@@ -278,6 +278,11 @@ def _rules(inv: Inventory, exports: Sequence[Export], policy: Policy,
 def _require_known_references(inv: Inventory, e: Export) -> None:
     """A kept export whose references cannot be known makes the whole plan unsafe."""
     where = f"export {e.digest}"
+    if e.digest not in inv.blobs and inv.held(e.digest):
+        raise RefusedError(
+            "index.json references this manifest and it is held in gc's quarantine; a gc "
+            "without --dry-run puts it back first", file=INDEX_JSON, where=e.digest,
+            hint="run `ocicache gc DIR` (it restores what index.json needs before planning)")
     if e.digest not in inv.blobs:
         raise RefusedError(
             "index.json references this manifest but it is missing; which blobs it needs is "
