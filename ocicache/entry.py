@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ocicache.listing import Listing
 
 _FLAGS = {
-    "history": frozenset({"--json", "--no-trunc"}),
+    "history": frozenset({"--json", "--no-trunc", "--all"}),
     "show": frozenset({"--json", "--no-trunc"}),
     "blobs": frozenset({"--json", "--no-trunc", "--unreferenced"}),
     "du": frozenset({"--json"}),
@@ -208,7 +208,8 @@ def _run_command(p: _Plain, _echo: Callable[[str], None],
     from ocicache.commands import inspect_run as run
 
     if p.command == "history":
-        run.history(directory, json, no_trunc, _echo, _warn, listing=listing)
+        run.history(directory, json, no_trunc, _echo, _warn, listing=listing,
+                    show_all="--all" in p.flags)
     elif p.command == "show":
         ref = p.args[1] if len(p.args) > 1 else "~0"
         run.show(directory, ref, json, no_trunc, _echo, _warn, listing=listing)

@@ -97,6 +97,36 @@ def _docker_list(doc: dict[str, Any]) -> bool:
             and _descriptors(doc.get("manifests")))
 
 
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+_FOREIGN_MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+_FOREIGN_INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+
+
+def _foreign_manifest(doc: dict[str, Any]) -> bool:
+    """foreign-manifest.json: descriptors under the five keys, the image types' required keys."""
+    has_type = "mediaType" in doc
+    media_type = doc.get("mediaType")
+    if has_type and type(media_type) is not str:
+        return False
+    if "schemaVersion" in doc and type(doc["schemaVersion"]) is not int:
+        return False
+    if has_type and media_type in _FOREIGN_MANIFEST_TYPES:
+        if not ("config" in doc and "layers" in doc and _schema_version(doc)):
+            return False
+    elif has_type and media_type in _FOREIGN_INDEX_TYPES:
+        if not ("manifests" in doc and _schema_version(doc)):
+            return False
+    elif not has_type and not (_schema_version(doc) and (
+            ("config" in doc and "layers" in doc) or "manifests" in doc)):
+        return False
+    if "config" in doc and not _descriptor(doc["config"]):
+        return False
+    for key in ("layers", "manifests", "blobs"):
+        if key in doc and not _descriptors(doc[key]):
+            return False
+    return _common(doc)
+
+
 def _index(value: object) -> bool:
     return type(value) is int and value >= 0
 
@@ -163,6 +193,7 @@ _CHECKS = {
     "cacheconfig": _cacheconfig,
     "oci-layout": _oci_layout,
     "descriptor": _descriptor,
+    "foreign-manifest": _foreign_manifest,
 }
 
 
