@@ -361,21 +361,46 @@ def _deletion_order(inv: Inventory, deletions: list[BlobDeletion]) -> tuple[Blob
         for child in _children(inv, p):
             if child in doomed and child != p:
                 parents.setdefault(child, []).append(p)
-    depth: dict[str, int] = {}
-
-    def depth_of(digest: str, trail: frozenset[str]) -> int:
-        # The longest chain of doomed manifests referencing this one: parents go first.
-        if digest not in depth:
-            depth[digest] = 1 + max((depth_of(p, trail | {digest})
-                                     for p in parents.get(digest, ()) if p not in trail),
-                                    default=-1)
-        return depth[digest]
+    depth = _depths(parents, doomed)
 
     def key(d: BlobDeletion) -> tuple[int, int, str]:
-        level = depth_of(d.digest, frozenset()) if d.kind == KIND_MANIFEST else 0
+        level = depth[d.digest] if d.kind == KIND_MANIFEST else 0
         return (BLOB_KINDS.index(d.kind), level, d.digest)
 
     return tuple(sorted(deletions, key=key))
+
+
+def _depths(parents: dict[str, list[str]], nodes: Iterable[str]) -> dict[str, int]:
+    """Per node, the longest chain of nodes above it (0: nothing references it), following
+    `parents` and ignoring a link back into the current chain (a loop); iterative: foreign
+    indexes can nest thousands deep."""
+    depth: dict[str, int] = {}
+    for start in sorted(nodes):
+        if start in depth:
+            continue
+        best = {start: -1}
+        on_path = {start}
+        stack = [(start, iter(parents.get(start, ())))]
+        while stack:
+            node, todo = stack[-1]
+            for p in todo:
+                if p in on_path:
+                    continue
+                if p in depth:
+                    best[node] = max(best[node], depth[p])
+                    continue
+                best[p] = -1
+                on_path.add(p)
+                stack.append((p, iter(parents.get(p, ()))))
+                break
+            else:
+                stack.pop()
+                on_path.discard(node)
+                depth[node] = 1 + best[node]
+                if stack:
+                    above = stack[-1][0]
+                    best[above] = max(best[above], depth[node])
+    return depth
 
 
 def _decision(e: Export, rules: tuple[str, ...], reason: str | None) -> ExportDecision:

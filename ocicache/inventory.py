@@ -91,12 +91,13 @@ class Inventory:
         self.problems.append(Problem(severity, file, where, message))
 
     def reached_from(self, digest: str) -> str:
-        """How the walk of foreign content first reached `digest`, for messages:
-        "index.json manifests[3] (tag x)", "layers[0] of sha256:...", "" when it did not."""
+        """How the walk of foreign content first reached `digest` in the role it has, for
+        messages: "index.json manifests[3] (tag x)", "layers[0] of sha256:...", "" if never."""
         names = {e.position: e.ref_name for e in self.index.entries} if self.index else {}
+        role = self.foreign_roles.get(digest)
         for parent, refs in self.foreign_refs.items():
             for ref in refs:
-                if ref.digest != digest:
+                if ref.digest != digest or ref.role != role:
                     continue
                 if parent != INDEX_JSON:
                     return f"{ref.where} of {parent}"

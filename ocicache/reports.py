@@ -216,16 +216,15 @@ def foreign_entries(inv: Inventory) -> list[ForeignEntry]:
         if digest not in inv.blobs or not inv.is_foreign(digest):
             continue
         seen: set[str] = {digest}
+        documents: set[str] = {digest}  # reached here as a manifest, an index, a cache config
         stack = [digest]
         missing: set[str] = set()
         problems: list[str] = []
         while stack:  # iterative: chains of nested indexes can be deep
             parent = stack.pop()
-            if parent in inv.foreign_unknown:
-                problems.append(f"{parent}: {inv.foreign_unknown[parent]}")
-            err = inv.bad_docs.get(parent)
-            if err is not None and parent not in inv.foreign_unknown:
-                problems.append(f"{parent}: {err.message}")
+            why = inv.foreign_unknown.get(parent)
+            if why is not None and parent in documents:
+                problems.append(f"{parent}: {why}")
             for ref in inv.foreign_refs.get(parent, ()):
                 blob = inv.blobs.get(ref.digest)
                 if blob is None:
@@ -233,6 +232,8 @@ def foreign_entries(inv: Inventory) -> list[ForeignEntry]:
                 elif ref.size is not None and ref.size != blob.size:
                     problems.append(f"{ref.digest}: {parent} ({ref.where}) says {ref.size} "
                                     f"bytes, the file has {blob.size}")
+                if mt.is_document_role(ref.role):
+                    documents.add(ref.digest)
                 if ref.digest not in seen:
                     seen.add(ref.digest)
                     stack.append(ref.digest)
