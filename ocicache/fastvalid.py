@@ -20,11 +20,11 @@ from typing import Any
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
 _MAX_SIZE = 9223372036854775807
 
-# Descriptor properties whose check is simple; any other known one (platform, urls) sends the
-# document to jsonschema. Unknown properties are allowed by the schema.
+# Descriptor properties whose check is simple; any other known one (urls) sends the document
+# to jsonschema. Unknown properties are allowed by the schema.
 _DESCRIPTOR_SCHEMA_KEYS = frozenset(
     {"mediaType", "digest", "size", "urls", "annotations", "platform", "artifactType", "data"})
-_HARD_DESCRIPTOR_KEYS = frozenset({"urls", "platform"})
+_HARD_DESCRIPTOR_KEYS = frozenset({"urls"})
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -54,11 +54,28 @@ def _descriptor(d: object) -> bool:
         return _annotations(d["annotations"])
     if not _HARD_DESCRIPTOR_KEYS.isdisjoint(d):
         return False
+    if "platform" in d and not _platform(d["platform"]):
+        return False
     if "annotations" in d and not _annotations(d["annotations"]):
         return False
     if "artifactType" in d and type(d["artifactType"]) is not str:
         return False
     return not ("data" in d and type(d["data"]) is not str)
+
+
+def _strings(value: object) -> bool:
+    return type(value) is list and all(type(x) is str for x in value)
+
+
+def _platform(p: object) -> bool:
+    """descriptor.json#/$defs/platform (a manifest list's entries all have one)."""
+    if type(p) is not dict or type(p.get("architecture")) is not str \
+            or type(p.get("os")) is not str:
+        return False
+    for key in ("os.version", "variant"):
+        if key in p and type(p[key]) is not str:
+            return False
+    return all(_strings(p[key]) for key in ("os.features", "features") if key in p)
 
 
 def _descriptors(items: object) -> bool:

@@ -21,11 +21,15 @@ from gc_helpers import FIXTURES, blob_names, copy_fixture
 from ocicache import api
 from ocicache import documents as docs
 from ocicache import mediatypes as mt
+from ocicache.errors import CorruptError
 from ocicache.gc_plan import Policy
 from ocicache.schema import validate
 from ocicache.synth import Builder, compact
 
 RUNNERS = {"typer": run_inprocess, "entry": run_entry}
+DOCKER = mt.DOCKER_MANIFEST
+Desc = dict[str, object]
+BROKEN = ["truncated", "bad-descriptor", "not-a-manifest", "binary", "unknown-type-bad-json"]
 
 
 def _rich(tmp_path: Path, fixture: str = "a-history-min") -> tuple[Path, Store]:
@@ -99,11 +103,6 @@ def _broken_child(s: Store, how: str) -> tuple[Desc, str]:
     else:
         raise AssertionError(how)
     return s.index([image, bad]), bad["digest"]
-
-
-DOCKER = mt.DOCKER_MANIFEST
-Desc = dict[str, object]
-BROKEN = ["truncated", "bad-descriptor", "not-a-manifest", "binary", "unknown-type-bad-json"]
 
 
 @pytest.mark.parametrize("how", BROKEN)
@@ -450,3 +449,49 @@ def test_kept_facts_give_the_same_answers(tmp_path: Path,
 
 def _no_now(text: str) -> str:
     return "\n".join(x for x in text.splitlines() if '"now"' not in x)
+
+
+# -- the foreign-manifest schema ---------------------------------------------------------------
+D = {"mediaType": "application/x", "digest": "sha256:" + "ab" * 32, "size": 1}
+
+
+@pytest.mark.parametrize(("doc", "bad"), [
+    ({"schemaVersion": 2, "mediaType": DOCKER, "config": D, "layers": [D]}, None),
+    ({"schemaVersion": 2, "mediaType": DOCKER, "config": D}, "layers"),
+    ({"schemaVersion": 1, "mediaType": DOCKER, "config": D, "layers": []}, "schemaVersion"),
+    ({"schemaVersion": 2, "mediaType": mt.DOCKER_LIST, "manifests": [{**D, "size": -1}]},
+     "manifests[0].size"),
+    ({"mediaType": mt.OCI_ARTIFACT_MANIFEST, "blobs": [D], "subject": D}, None),
+    ({"mediaType": mt.OCI_ARTIFACT_MANIFEST, "blobs": [{**D, "digest": "../x"}]},
+     "blobs[0].digest"),
+    ({"schemaVersion": 2, "config": D, "layers": [], "subject": {"digest": D["digest"]}},
+     "subject.mediaType"),
+    ({"schemaVersion": 2, "mediaType": "application/vnd.example+json", "manifests": [D]}, None),
+    ({"mediaType": 7, "manifests": []}, "mediaType"),
+])
+def test_foreign_manifest_schema(doc: dict[str, object], bad: str | None) -> None:
+    found = validate(doc, docs.FOREIGN_SCHEMA)
+    assert [v.path for v in found][:1] == ([] if bad is None else [bad]), found
+    if bad is None:
+        other = docs.parse_other_manifest(doc, sha(b"x"), "f")
+        assert len(other.children) == len(other.keys) > 0
+    else:
+        with pytest.raises(CorruptError):
+            docs.parse_other_manifest(doc, sha(b"x"), "f")
+
+
+def test_classify_only_the_three_shapes_are_cache_manifests() -> None:
+    cache = {"mediaType": mt.CACHE_CONFIG, "digest": D["digest"], "size": 1}
+    a = {"schemaVersion": 2, "config": cache, "layers": []}
+    assert docs.classify(a) == docs.KIND_CACHE_MANIFEST
+    assert docs.classify({**a, "mediaType": mt.OCI_MANIFEST}) == docs.KIND_CACHE_MANIFEST
+    assert docs.classify({**a, "mediaType": DOCKER}) == docs.KIND_MANIFEST
+    bc = {"schemaVersion": 2, "manifests": [D, cache]}
+    for media_type in (None, mt.OCI_INDEX, mt.DOCKER_LIST):
+        doc = bc if media_type is None else {**bc, "mediaType": media_type}
+        assert docs.classify(doc) == docs.KIND_CACHE_MANIFEST
+    assert docs.classify({**bc, "mediaType": "application/x"}) == docs.KIND_MANIFEST
+    assert docs.classify({"mediaType": mt.OCI_ARTIFACT_MANIFEST, "blobs": []}) == \
+        docs.KIND_MANIFEST
+    # an image config has a `config` key but no layers: not a manifest
+    assert docs.classify({"architecture": "amd64", "config": {}}) == docs.KIND_UNKNOWN_JSON
