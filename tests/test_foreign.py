@@ -495,3 +495,35 @@ def test_classify_only_the_three_shapes_are_cache_manifests() -> None:
         docs.KIND_MANIFEST
     # an image config has a `config` key but no layers: not a manifest
     assert docs.classify({"architecture": "amd64", "config": {}}) == docs.KIND_UNKNOWN_JSON
+
+
+def test_facts_kept_by_the_previous_cache_format_are_not_used(tmp_path: Path) -> None:
+    """Format 2 read a Docker v2 manifest as a broken OCI one (an error, no value); a run with
+    that fact would list the tag as an INCOMPLETE export and refuse to gc. The facts are
+    stamped with their format: this one must be ignored (and, stamped as current, it would
+    be used: the stamp is what protects)."""
+    import marshal
+    import zlib
+
+    from ocicache import cache as cache_mod
+
+    root, _ = copy_fixture("a-history-min", tmp_path / "d")
+    s = Store(root)
+    dv2 = s.docker_image("x")
+    s.tag(dv2, "dv2")
+    api.history(root)  # learn the facts
+    path = Path(os.environ["XDG_CACHE_HOME"]) / "ocicache" / cache_mod.FILE_NAME
+    stamp, entries = marshal.loads(path.read_bytes()[8:])
+    size = entries[dv2["digest"]][0]
+    entries[dv2["digest"]] = (size, cache_mod.PARSED, docs.KIND_MANIFEST, None,
+                              ("mediaType: expected the OCI manifest type", "mediaType", None))
+
+    def write(with_stamp: str) -> None:
+        body = marshal.dumps((with_stamp, entries))
+        path.write_bytes(b"OCB1" + zlib.crc32(body).to_bytes(4, "big") + body)
+
+    write(stamp.replace(f"/{cache_mod.CACHE_FORMAT}/", "/2/"))
+    snap = api.history(root)
+    assert dv2["digest"] in snap.inventory.foreign and not snap.inventory.bad_docs
+    write(stamp)
+    assert dv2["digest"] in api.history(root).inventory.bad_docs
