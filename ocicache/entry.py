@@ -2,7 +2,7 @@
 
 Importing typer (and the click, pydantic and rich it brings) takes ~0.2 s, more than reading
 a 50k-blob cache warm. A command line made only of `history|show|blobs|du|gc|check`, its
-directory (and REF for show) and that command's own flags (`--json`, `--no-trunc`,
+directory (and REF for show) and that command's own flags (`--json`, `--no-trunc`, `--all`,
 `--unreferenced`, `--dry-run`, `--quick`; gc only as a dry run with the default policy,
 check without `-j`; a leading `--debug`) is run here directly, with the same output, messages and exit
 codes as the typer app in cli.py. Anything else (help, --version, other commands, policy or

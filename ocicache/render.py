@@ -107,9 +107,11 @@ def history_table(snap: Snapshot, now: datetime, no_trunc: bool = False,
     if foreign and show_foreign:
         out += "\n\n" + _foreign_table(foreign, no_trunc)
     elif foreign:
+        bad = sum(1 for f in foreign if not f.complete)
         out += (f"\n+ {len(foreign)} foreign index.json entr{'y' if len(foreign) == 1 else 'ies'}"
-                " (images or artifacts, not cache exports; gc keeps them whole): "
-                "`history --all` lists them")
+                " (images or artifacts, not cache exports; gc keeps them whole"
+                + (f"; {bad} incomplete or unreadable" if bad else "")
+                + "): `history --all` lists them")
     return out
 
 

@@ -128,6 +128,8 @@ def test_gc_refuses_when_a_foreign_document_cannot_be_understood(tmp_path: Path,
     h = json.loads(run_inprocess("history", "--json", str(root)).out)
     entry = next(f for f in h["foreign"] if f["refName"] == "broken")
     assert not entry["complete"] and bad in entry["problems"][0]
+    assert "1 incomplete or unreadable" in run_inprocess("history", str(root)).out
+    assert "UNREADABLE" in run_entry("history", "--all", str(root)).out
 
 
 def test_unknown_media_type_that_is_not_json_is_a_leaf(tmp_path: Path) -> None:
