@@ -227,8 +227,9 @@ class _Collector:
         file = e.file or _rel(digest)
         if digest in self.referenced:
             self.add(ERROR, "document-too-big", file,
-                     f"{e.message}: a document something needs, not read; what it references "
-                     "is unknown (gc keeps everything)", digest=digest)
+                     f"{e.message}: a document an export or index.json needs, not read: what "
+                     "it references is unknown (gc keeps it, and refuses to run while "
+                     "index.json needs it)", digest=digest)
         else:
             self.add(WARNING, "document-too-big", file,
                      f"{e.message}: starts like JSON, not read (no export references it; gc "
@@ -368,6 +369,7 @@ class _Collector:
         # A document we could not read may reference blobs that look unreferenced.
         doubtful = sum(1 for e in inv.bad_docs.values()
                        if e.where or e.message.startswith((*_UNREADABLE, docs.TOO_BIG)))
+        doubtful += sum(1 for d in inv.foreign_unknown if d not in inv.bad_docs)
         caveat = (f"; {doubtful} unreadable or invalid document(s) may reference it"
                   if doubtful else "")
         for digest, blob in inv.blobs.items():

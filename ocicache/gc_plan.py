@@ -297,8 +297,8 @@ def _require_known_foreign(inv: Inventory) -> None:
     for digest, why in sorted(inv.foreign_unknown.items()):
         blob = inv.blobs.get(digest)
         raise RefusedError(
-            f"{why}: index.json reaches this document and it is no cache export (an image, an "
-            "artifact: foreign content), so which blobs it needs is unknown; nothing deleted",
+            f"{why}: index.json reaches this document (through an entry that is no cache "
+            "export: an image, an artifact) and which blobs it needs is unknown; nothing deleted",
             file=blob.relpath if blob is not None else digest, where=inv.reached_from(digest),
             hint="`ocicache check DIR` says more; remove the index.json entry that reaches it "
                  "(`ocicache unpin DIR NAME --force`) to let gc run")

@@ -433,7 +433,6 @@ class _Reader:
             self._parse_blob(blob)
 
 
-
 def _parse(kind: str, doc: object, digest: str, file: str) -> object | None:
     """The model value of a decoded JSON blob of this kind (the slow path); CorruptError when
     it breaks its schema."""
