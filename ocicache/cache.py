@@ -40,7 +40,11 @@ from ocicache.model import (
 from ocicache.xdg import _inside, cache_dir
 
 # Bump when what is stored, or how a blob is interpreted (schemas, parsing), changes.
-CACHE_FORMAT = 2  # 2: a repeated key in a blob keeps its last value (was: an error)
+# 2: a repeated key in a blob keeps its last value (was: an error).
+# 3: foreign manifests of any media type (Docker v2, artifacts, referrers) are read with the
+#    foreign-manifest schema and keep where each descriptor sits (was: OCI image schema only);
+#    a cache manifest is one of the three shapes with a cache config (its mediaType checked).
+CACHE_FORMAT = 3
 _PY = f"py{sys.version_info[0]}.{sys.version_info[1]}"  # marshal's format is per version
 _STAMP = f"ocicache-blobs/{CACHE_FORMAT}/{__version__}/{_PY}"
 FILE_NAME = f"blobs-v{CACHE_FORMAT}.marshal"
@@ -192,8 +196,11 @@ class BlobCache:
             return CacheConfig(digest, tuple([new_config_layer(b, p) for b, p in layers]),
                                records, dict(created), tuple(problems))
         if tag == "O":
-            _, media_type, children = value
-            return OtherManifest(digest, media_type, tuple(self._descriptor(x) for x in children))
+            _, media_type, children, keys, artifact_type = value
+            if len(keys) != len(children):
+                raise ValueError("malformed cached foreign manifest")
+            return OtherManifest(digest, media_type, tuple(self._descriptor(x) for x in children),
+                                 tuple(keys), artifact_type)
         raise ValueError(f"unknown cached value {tag!r} for {kind!r}")
 
 
@@ -225,7 +232,8 @@ class _Pool:
             return ("C", tuple((self(x.blob), x.parent) for x in value.layers),
                     value.record_count, tuple(value.layer_created.items()), value.problems)
         if isinstance(value, OtherManifest):
-            return ("O", value.media_type, tuple(desc(x) for x in value.children))
+            return ("O", value.media_type, tuple(desc(x) for x in value.children),
+                    tuple(value.keys), value.artifact_type)
         raise TypeError(f"cannot cache {type(value).__name__}")
 
 

@@ -103,6 +103,7 @@ def check(snap: Snapshot, hashes: Mapping[str, HashResult] | None = None,
     out.blobs(hashes)
     out.duplicate_keys()
     out.exports()
+    out.foreign()
     out.leftovers()
     order = {s: i for i, s in enumerate(SEVERITIES)}
     findings = sorted(
@@ -201,6 +202,9 @@ class _Collector:
         for digest, e in inv.bad_docs.items():
             if digest in self.layer_digests:
                 continue  # a layer that happens to start with "{": not a document
+            if e.message.startswith(docs.TOO_BIG):
+                self._too_big(digest, e)
+                continue
             if e.message.startswith(_UNREADABLE):
                 if hashes is None or hashes.get(digest, _NO_HASH).error is None:
                     self.add(ERROR, "unreadable-blob", e.file or _rel(digest), e.message,
@@ -218,6 +222,19 @@ class _Collector:
                 named = _digest_of(p.file)
                 if hashes is None or named not in hashes:
                     self.add(ERROR, "unreadable-blob", p.file, p.message, digest=named)
+
+    def _too_big(self, digest: str, e: OcicacheError) -> None:
+        """A document not read because of its size: what it says (and references) is unknown."""
+        file = e.file or _rel(digest)
+        if digest in self.referenced:
+            self.add(ERROR, "document-too-big", file,
+                     f"{e.message}: a document an export or index.json needs, not read: what "
+                     "it references is unknown (gc keeps it, and refuses to run while "
+                     "index.json needs it)", digest=digest)
+        else:
+            self.add(WARNING, "document-too-big", file,
+                     f"{e.message}: starts like JSON, not read (no export references it; gc "
+                     "keeps it: it could be a manifest)", digest=digest)
 
     def duplicate_keys(self) -> None:
         for file, found in self.violations.items():
@@ -309,6 +326,37 @@ class _Collector:
             out.append(Step(s.index, s.digest, EFFECT_FAIL if root_missing else EFFECT_REBUILD))
         return tuple(out)
 
+    # -- foreign content (images, artifacts: anything index.json reaches besides exports) ------
+    def foreign(self) -> None:
+        """Every blob foreign content reaches is checked by size against the descriptor that
+        names it (and by digest with every blob); a document in it that cannot be understood
+        is an error (bad_docs ones are reported by `blobs`); a missing blob is a warning (a
+        layout may hold part of an image: one platform of an index), a missing subject a note."""
+        inv = self.inv
+        for digest, why in sorted(inv.foreign_unknown.items()):
+            if digest in inv.bad_docs:
+                continue  # reported with its parse error (invalid-document, document-too-big)
+            self.add(ERROR, "invalid-document", _rel(digest),
+                     f"{why}: {inv.reached_from(digest)} names it as a "
+                     f"{inv.foreign_roles.get(digest, 'manifest')}; what it references is "
+                     "unknown (gc refuses)", digest=digest)
+        for parent, refs in sorted(inv.foreign_refs.items()):
+            named = INDEX_JSON if parent == INDEX_JSON else _rel(parent)
+            for ref in refs:
+                blob = inv.blobs.get(ref.digest)
+                if blob is None:
+                    if parent == INDEX_JSON:
+                        continue  # index-missing-manifest (index())
+                    severity = NOTE if ref.where in ("subject", "referrer") else WARNING
+                    self.add(severity, "foreign-missing-blob", _rel(ref.digest),
+                             f"{ref.role} named by {named} ({ref.where}) is missing: that "
+                             "image or artifact is incomplete", digest=ref.digest,
+                             where=ref.where)
+                elif ref.size is not None and ref.size != blob.size and parent != INDEX_JSON:
+                    self.add(ERROR, "size-mismatch", blob.relpath,
+                             f"{named} ({ref.where}) says {ref.size} bytes, the file has "
+                             f"{blob.size}", digest=ref.digest)
+
     # -- leftovers the layout allows -----------------------------------------------------------
     def leftovers(self) -> None:
         inv = self.inv
@@ -330,11 +378,14 @@ class _Collector:
         referenced = self.referenced
         # A document we could not read may reference blobs that look unreferenced.
         doubtful = sum(1 for e in inv.bad_docs.values()
-                       if e.where or e.message.startswith(_UNREADABLE))
+                       if e.where or e.message.startswith((*_UNREADABLE, docs.TOO_BIG)))
+        doubtful += sum(1 for d in inv.foreign_unknown if d not in inv.bad_docs)
         caveat = (f"; {doubtful} unreadable or invalid document(s) may reference it"
                   if doubtful else "")
         for digest, blob in inv.blobs.items():
-            if digest not in referenced and not inv.bad_docs.get(digest, _NO_ERROR).where:
+            err = inv.bad_docs.get(digest, _NO_ERROR)
+            if digest not in referenced and not err.where and not err.message.startswith(
+                    docs.TOO_BIG):
                 self.add(NOTE, "unreferenced-blob", blob.relpath,
                          f"{blob.size} bytes no export references{caveat}", digest=digest)
 

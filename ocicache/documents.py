@@ -25,9 +25,12 @@ from ocicache.model import (
 from ocicache.timefmt import parse_rfc3339_ns
 
 # Largest JSON document we will decode. BuildKit itself refuses to import a manifest or config
-# over 1 MiB; bigger ones exist on disk (large mode=max configs), so we read up to 16 MiB.
-JSON_LIMIT = 16 << 20
+# over 1 MiB; bigger ones exist on disk (large mode=max configs, manifests of 100k layers are
+# ~25 MB), so the limit is far past any real document; it only keeps a hostile (sparse,
+# multi-GB) file out of memory. A document over it is reported as exactly that (too_big).
+JSON_LIMIT = 256 << 20
 IMPORT_LIMIT = 1 << 20  # BuildKit's own limit on manifests and configs it imports
+TOO_BIG = "too big to read"  # the start of too_big()'s message
 
 KIND_CACHE_MANIFEST = "cache-manifest"
 KIND_CACHE_CONFIG = "cache-config"
@@ -134,6 +137,11 @@ def _object_paths(doc: object, wanted: set[int]) -> dict[int, str]:
     return found
 
 
+def too_big(size: int, file: str) -> CorruptError:
+    """The error of a document over JSON_LIMIT: it is not read, so what it says is unknown."""
+    return CorruptError(f"{TOO_BIG} ({size} bytes > {JSON_LIMIT} byte limit)", file=file)
+
+
 def looks_like_json(head: bytes) -> bool:
     """True when the first bytes can start a JSON object (layers are gzip/zstd/tar)."""
     return head.lstrip(b" \t\r\n")[:1] == b"{"
@@ -154,22 +162,37 @@ def validate(doc: object, schema: str, file: str) -> None:
         raise CorruptError(f"{v.message}{more}", file=file, where=v.path or "(root)")
 
 
+# The top-level mediaType a cache manifest of each shape may have (absent is allowed: clients
+# older than v0.14 write none). Anything else holding a cache config is not one of the three
+# shapes BuildKit writes (FORMAT.md): foreign content.
+_SHAPE_A_TYPES = (None, mt.OCI_MANIFEST)
+_SHAPE_BC_TYPES = (None, mt.OCI_INDEX, mt.DOCKER_LIST)
+
+
 def classify(doc: object) -> str:
-    """What a decoded JSON blob is, from its shape and media types."""
+    """What a decoded JSON blob is, from its shape and media types.
+
+    A cache manifest is one of the three shapes with a cache config; any other manifest, index
+    or artifact manifest (OCI, Docker v2 schema 2, of any media type) is KIND_MANIFEST."""
     if not isinstance(doc, dict):
         return KIND_UNKNOWN_JSON
     if "layers" in doc and "records" in doc and "config" not in doc:
         return KIND_CACHE_CONFIG
+    media_type = doc.get("mediaType")
     if "config" in doc and "layers" in doc:
         config = doc.get("config")
-        if isinstance(config, dict) and config.get("mediaType") == mt.CACHE_CONFIG:
+        if (isinstance(config, dict) and config.get("mediaType") == mt.CACHE_CONFIG
+                and media_type in _SHAPE_A_TYPES):
             return KIND_CACHE_MANIFEST
         return KIND_MANIFEST
     manifests = doc.get("manifests")
     if isinstance(manifests, list):
-        if any(isinstance(m, dict) and m.get("mediaType") == mt.CACHE_CONFIG for m in manifests):
+        if media_type in _SHAPE_BC_TYPES and any(
+                isinstance(m, dict) and m.get("mediaType") == mt.CACHE_CONFIG for m in manifests):
             return KIND_CACHE_MANIFEST
         return KIND_MANIFEST
+    if isinstance(media_type, str) and media_type in mt.DOCUMENT_TYPES:
+        return KIND_MANIFEST  # says it is one (an artifact manifest, or an invalid manifest)
     return KIND_UNKNOWN_JSON
 
 
@@ -212,14 +235,14 @@ def parse_cache_manifest(doc: object, digest: str, file: str) -> CacheManifest:
 
 def schema_for(doc: object) -> str | None:
     """The schema a JSON blob of this shape is read against (what parse_* apply), or None."""
-    if not isinstance(doc, dict):
-        return None
-    if "config" in doc:
-        return "image-manifest"
-    if "manifests" in doc:
-        return _list_schema(doc)
-    if "layers" in doc and "records" in doc:
+    kind = classify(doc)
+    if kind == KIND_CACHE_CONFIG:
         return "cacheconfig"
+    if kind == KIND_MANIFEST:
+        return FOREIGN_SCHEMA
+    if kind == KIND_CACHE_MANIFEST:
+        assert isinstance(doc, dict)
+        return "image-manifest" if "config" in doc else _list_schema(doc)
     return None
 
 
@@ -244,18 +267,29 @@ def _split(items: list[Mapping[str, Any]]) -> tuple[tuple[Descriptor, ...], tupl
     return tuple(layers), tuple(others)
 
 
+FOREIGN_SCHEMA = "foreign-manifest"
+
+
 def parse_other_manifest(doc: object, digest: str, file: str) -> OtherManifest:
-    """A foreign image manifest or index: just the descriptors it references."""
+    """A foreign manifest, index or artifact manifest (of any media type: OCI, Docker v2 schema
+    2, ...): every descriptor it holds under config, layers, manifests, blobs and subject, in
+    that order. CorruptError when one of them is not a valid descriptor (what the document
+    references is then unknown)."""
     doc = _object(doc, file)
-    if "config" in doc:
-        validate(doc, "image-manifest", file)
-        children = [descriptor(doc["config"])] + [descriptor(x) for x in doc["layers"]]
-        media_type = doc.get("mediaType") or mt.OCI_MANIFEST
-    else:
-        validate(doc, _list_schema(doc), file)
-        children = [descriptor(x) for x in doc["manifests"]]
-        media_type = doc.get("mediaType") or mt.OCI_INDEX
-    return OtherManifest(digest, media_type, tuple(children))
+    validate(doc, FOREIGN_SCHEMA, file)
+    children: list[Descriptor] = []
+    keys: list[str] = []
+    for key in mt.DESCRIPTOR_KEYS:
+        value = doc.get(key)
+        if value is None:
+            continue
+        items = value if isinstance(value, list) else [value]
+        children.extend(descriptor(x) for x in items)
+        keys.extend([key] * len(items))
+    media_type = doc.get("mediaType") or (mt.OCI_MANIFEST if "config" in doc else mt.OCI_INDEX)
+    artifact = doc.get("artifactType")
+    return OtherManifest(digest, media_type, tuple(children), tuple(keys),
+                         artifact if isinstance(artifact, str) else None)
 
 
 def parse_cache_config(doc: object, digest: str, file: str) -> CacheConfig:

@@ -2,7 +2,7 @@
 
 Importing typer (and the click, pydantic and rich it brings) takes ~0.2 s, more than reading
 a 50k-blob cache warm. A command line made only of `history|show|blobs|du|gc|check`, its
-directory (and REF for show) and that command's own flags (`--json`, `--no-trunc`,
+directory (and REF for show) and that command's own flags (`--json`, `--no-trunc`, `--all`,
 `--unreferenced`, `--dry-run`, `--quick`; gc only as a dry run with the default policy,
 check without `-j`; a leading `--debug`) is run here directly, with the same output, messages and exit
 codes as the typer app in cli.py. Anything else (help, --version, other commands, policy or
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ocicache.listing import Listing
 
 _FLAGS = {
-    "history": frozenset({"--json", "--no-trunc"}),
+    "history": frozenset({"--json", "--no-trunc", "--all"}),
     "show": frozenset({"--json", "--no-trunc"}),
     "blobs": frozenset({"--json", "--no-trunc", "--unreferenced"}),
     "du": frozenset({"--json"}),
@@ -208,7 +208,8 @@ def _run_command(p: _Plain, _echo: Callable[[str], None],
     from ocicache.commands import inspect_run as run
 
     if p.command == "history":
-        run.history(directory, json, no_trunc, _echo, _warn, listing=listing)
+        run.history(directory, json, no_trunc, _echo, _warn, listing=listing,
+                    show_all="--all" in p.flags)
     elif p.command == "show":
         ref = p.args[1] if len(p.args) > 1 else "~0"
         run.show(directory, ref, json, no_trunc, _echo, _warn, listing=listing)

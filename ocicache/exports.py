@@ -97,8 +97,8 @@ def build_exports(inv: Inventory) -> list[Export]:
                 (entry.position, entry.ref_name, entry.pinned))
     digests = set(inv.manifests)
     # An index.json entry whose manifest is missing or unreadable is an export we cannot read;
-    # one that is a readable foreign manifest (not a cache) is not an export at all.
-    digests.update(d for d in by_digest if d not in inv.foreign)
+    # one that is a foreign manifest (not a cache, even an invalid one) is not an export at all.
+    digests.update(d for d in by_digest if not inv.is_foreign(d))
     facts = [_facts(inv, d, by_digest.get(d, [])) for d in sorted(digests)]
     counts: Counter[str] = Counter()
     for f in facts:

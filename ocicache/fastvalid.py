@@ -20,11 +20,11 @@ from typing import Any
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
 _MAX_SIZE = 9223372036854775807
 
-# Descriptor properties whose check is simple; any other known one (platform, urls) sends the
-# document to jsonschema. Unknown properties are allowed by the schema.
+# Descriptor properties whose check is simple; any other known one (urls) sends the document
+# to jsonschema. Unknown properties are allowed by the schema.
 _DESCRIPTOR_SCHEMA_KEYS = frozenset(
     {"mediaType", "digest", "size", "urls", "annotations", "platform", "artifactType", "data"})
-_HARD_DESCRIPTOR_KEYS = frozenset({"urls", "platform"})
+_HARD_DESCRIPTOR_KEYS = frozenset({"urls"})
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -54,11 +54,28 @@ def _descriptor(d: object) -> bool:
         return _annotations(d["annotations"])
     if not _HARD_DESCRIPTOR_KEYS.isdisjoint(d):
         return False
+    if "platform" in d and not _platform(d["platform"]):
+        return False
     if "annotations" in d and not _annotations(d["annotations"]):
         return False
     if "artifactType" in d and type(d["artifactType"]) is not str:
         return False
     return not ("data" in d and type(d["data"]) is not str)
+
+
+def _strings(value: object) -> bool:
+    return type(value) is list and all(type(x) is str for x in value)
+
+
+def _platform(p: object) -> bool:
+    """descriptor.json#/$defs/platform (a manifest list's entries all have one)."""
+    if type(p) is not dict or type(p.get("architecture")) is not str \
+            or type(p.get("os")) is not str:
+        return False
+    for key in ("os.version", "variant"):
+        if key in p and type(p[key]) is not str:
+            return False
+    return all(_strings(p[key]) for key in ("os.features", "features") if key in p)
 
 
 def _descriptors(items: object) -> bool:
@@ -95,6 +112,36 @@ def _image_index(doc: dict[str, Any]) -> bool:
 def _docker_list(doc: dict[str, Any]) -> bool:
     return (doc.get("mediaType") == DOCKER_LIST and _schema_version(doc)
             and _descriptors(doc.get("manifests")))
+
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+_FOREIGN_MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+_FOREIGN_INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+
+
+def _foreign_manifest(doc: dict[str, Any]) -> bool:
+    """foreign-manifest.json: descriptors under the five keys, the image types' required keys."""
+    has_type = "mediaType" in doc
+    media_type = doc.get("mediaType")
+    if has_type and type(media_type) is not str:
+        return False
+    if "schemaVersion" in doc and type(doc["schemaVersion"]) is not int:
+        return False
+    if has_type and media_type in _FOREIGN_MANIFEST_TYPES:
+        if not ("config" in doc and "layers" in doc and _schema_version(doc)):
+            return False
+    elif has_type and media_type in _FOREIGN_INDEX_TYPES:
+        if not ("manifests" in doc and _schema_version(doc)):
+            return False
+    elif not has_type and not (_schema_version(doc) and (
+            ("config" in doc and "layers" in doc) or "manifests" in doc)):
+        return False
+    if "config" in doc and not _descriptor(doc["config"]):
+        return False
+    for key in ("layers", "manifests", "blobs"):
+        if key in doc and not _descriptors(doc[key]):
+            return False
+    return _common(doc)
 
 
 def _index(value: object) -> bool:
@@ -163,6 +210,7 @@ _CHECKS = {
     "cacheconfig": _cacheconfig,
     "oci-layout": _oci_layout,
     "descriptor": _descriptor,
+    "foreign-manifest": _foreign_manifest,
 }
 
 

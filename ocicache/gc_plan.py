@@ -27,6 +27,8 @@ from ocicache.layout import INDEX_JSON
 from ocicache.refs import resolve
 from ocicache.reports import (
     KIND_CONFIG,
+    KIND_IMAGE_CONFIG,
+    KIND_INDEX,
     KIND_LAYER,
     KIND_MANIFEST,
     KIND_UNKNOWN,
@@ -54,6 +56,9 @@ DROP_MAX_SIZE = "max-size"
 # instant every manifest left on disk references only blobs that are still present.
 BLOB_KINDS = (KIND_MANIFEST, KIND_CONFIG, KIND_LAYER, KIND_UNKNOWN)
 KIND_INGEST = "ingest"
+# Foreign content is deleted in the step of its kind: an index with the manifests (before the
+# manifests it lists), an image config with the layers (after every manifest naming it).
+_STEP_OF = {KIND_INDEX: KIND_MANIFEST, KIND_IMAGE_CONFIG: KIND_LAYER}
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +153,7 @@ def make_plan(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns:
         e = inv.index_error
         raise RefusedError(f"{e.message}; nothing deleted (which exports are current is unknown)",
                            file=e.file or INDEX_JSON, where=e.where, hint=e.hint)
+    _require_known_foreign(inv)
     warnings: list[str] = []
     rules = _rules(inv, exports, policy, now_ns)
     by_digest = {e.digest: e for e in exports}
@@ -181,7 +187,7 @@ def make_plan(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns:
                             "what is left is needed by index.json, --keep, or is younger "
                             "than --grace")
     keep = _closure(inv, [*rules, *protected])
-    kinds = blob_kinds(inv)
+    kinds = {d: _STEP_OF.get(k, k) for d, k in blob_kinds(inv).items()}
     deletions = [BlobDeletion(b.algorithm, b.name, kinds.get(d, KIND_UNKNOWN), b.size, b.mtime_ns)
                  for d, b in inv.blobs.items()
                  if d not in keep and not _young(b.mtime_ns, now_ns, policy.grace_ns)]
@@ -300,6 +306,19 @@ def _require_known_references(inv: Inventory, e: Export) -> None:
             " nothing deleted", file=inv.blobs[e.config.digest].relpath, where=where)
 
 
+def _require_known_foreign(inv: Inventory) -> None:
+    """Foreign content reachable from index.json is kept whole; a document in it that cannot be
+    read or understood references blobs nobody can name, so nothing may be deleted."""
+    for digest, why in sorted(inv.foreign_unknown.items()):
+        blob = inv.blobs.get(digest)
+        raise RefusedError(
+            f"{why}: index.json reaches this document (through an entry that is no cache "
+            "export: an image, an artifact) and which blobs it needs is unknown; nothing deleted",
+            file=blob.relpath if blob is not None else digest, where=inv.reached_from(digest),
+            hint="`ocicache check DIR` says more; remove the index.json entry that reaches it "
+                 "(`ocicache unpin DIR NAME --force`) to let gc run")
+
+
 def _protected_roots(inv: Inventory, policy: Policy, now_ns: int) -> list[str]:
     """Blobs kept whatever the policy, with everything they reference.
 
@@ -333,15 +352,18 @@ def _children(inv: Inventory, digest: str) -> list[str]:
 
 
 def _closure(inv: Inventory, roots: Iterable[str]) -> set[str]:
-    """`roots` and every blob they reference, transitively."""
+    """`roots` and every blob they reference, transitively, and the OCI referrers (documents
+    whose `subject` is one of them) of everything kept, with what they reference."""
     seen: set[str] = set()
     stack = list(roots)
+    referrers = inv.referrers
     while stack:
         digest = stack.pop()
         if digest in seen:
             continue
         seen.add(digest)
         stack.extend(_children(inv, digest))
+        stack.extend(referrers.get(digest, ()))
     return seen
 
 
@@ -354,21 +376,46 @@ def _deletion_order(inv: Inventory, deletions: list[BlobDeletion]) -> tuple[Blob
         for child in _children(inv, p):
             if child in doomed and child != p:
                 parents.setdefault(child, []).append(p)
-    depth: dict[str, int] = {}
-
-    def depth_of(digest: str, trail: frozenset[str]) -> int:
-        # The longest chain of doomed manifests referencing this one: parents go first.
-        if digest not in depth:
-            depth[digest] = 1 + max((depth_of(p, trail | {digest})
-                                     for p in parents.get(digest, ()) if p not in trail),
-                                    default=-1)
-        return depth[digest]
+    depth = _depths(parents, doomed)
 
     def key(d: BlobDeletion) -> tuple[int, int, str]:
-        level = depth_of(d.digest, frozenset()) if d.kind == KIND_MANIFEST else 0
+        level = depth[d.digest] if d.kind == KIND_MANIFEST else 0
         return (BLOB_KINDS.index(d.kind), level, d.digest)
 
     return tuple(sorted(deletions, key=key))
+
+
+def _depths(parents: dict[str, list[str]], nodes: Iterable[str]) -> dict[str, int]:
+    """Per node, the longest chain of nodes above it (0: nothing references it), following
+    `parents` and ignoring a link back into the current chain (a loop); iterative: foreign
+    indexes can nest thousands deep."""
+    depth: dict[str, int] = {}
+    for start in sorted(nodes):
+        if start in depth:
+            continue
+        best = {start: -1}
+        on_path = {start}
+        stack = [(start, iter(parents.get(start, ())))]
+        while stack:
+            node, todo = stack[-1]
+            for p in todo:
+                if p in on_path:
+                    continue
+                if p in depth:
+                    best[node] = max(best[node], depth[p])
+                    continue
+                best[p] = -1
+                on_path.add(p)
+                stack.append((p, iter(parents.get(p, ()))))
+                break
+            else:
+                stack.pop()
+                on_path.discard(node)
+                depth[node] = 1 + best[node]
+                if stack:
+                    above = stack[-1][0]
+                    best[above] = max(best[above], depth[node])
+    return depth
 
 
 def _decision(e: Export, rules: tuple[str, ...], reason: str | None) -> ExportDecision:

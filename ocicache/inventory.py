@@ -1,14 +1,21 @@
 """One read of a cache directory: index.json, every blob's stat, and every JSON document parsed once.
 
 Cache manifests are found by content, not only through index.json (older exports have nothing
-pointing at them). Only blobs small enough to be JSON are opened, and only their first bytes
-unless they start like JSON; a blob that an already-parsed manifest lists as a layer is never
-opened (layers can be gigabytes and are never JSON).
+pointing at them). Only the first bytes of a blob are read unless they start like JSON; a blob
+that an already-parsed manifest lists as a layer is never opened (layers can be gigabytes and
+are never JSON).
+
+Foreign content (every index.json entry that is not a cache manifest: images, Docker v2
+manifests and lists, artifacts, nested indexes) is walked by its descriptors, iteratively,
+whatever their media types: each blob reached is classified by the descriptor that reached it
+(manifest, index, config, layer), and only documents (manifests, indexes) are read. A document
+that cannot be read or understood makes what it references unknown (`foreign_unknown`). OCI
+referrers stored in blobs/ (a `subject` naming something reachable) are reachable too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +34,7 @@ from ocicache.layout import (
     QuarantineScan,
     Stray,
 )
-from ocicache.model import CacheConfig, CacheManifest, Descriptor, Index, OtherManifest
+from ocicache.model import CacheConfig, CacheManifest, Descriptor, Index, IndexEntry, OtherManifest
 
 SNIFF_BYTES = 64
 HELD_NOTE = (f"held in gc's quarantine, {QUARANTINE}/: the next `ocicache gc`, `pin` or `repair` "
@@ -47,6 +54,19 @@ class Problem:
         return ": ".join(p for p in (self.file, self.where, self.message) if p)
 
 
+@dataclass(frozen=True, slots=True)
+class ForeignRef:
+    """One reference the walk of foreign content followed: which document names which blob,
+    where in it, and as what (`role`, mediatypes.ROLE_*)."""
+
+    parent: str  # digest of the naming document; "index.json" for an entry
+    where: str  # "manifests[2]", "config", "layers[0]", "subject", "referrer" (parent = subject)
+    digest: str
+    size: int | None  # the descriptor's size; None when the reference carries none
+    media_type: str | None
+    role: str
+
+
 @dataclass
 class Inventory:
     """Everything ocicache knows about a directory after one read."""
@@ -61,7 +81,12 @@ class Inventory:
     manifests: dict[str, CacheManifest] = field(default_factory=dict)
     configs: dict[str, CacheConfig] = field(default_factory=dict)
     foreign: dict[str, OtherManifest] = field(default_factory=dict)
+    # Everything reachable from index.json's foreign entries (and referrers of what is).
     foreign_closure: set[str] = field(default_factory=set)
+    foreign_refs: dict[str, list[ForeignRef]] = field(default_factory=dict)  # by parent
+    foreign_roles: dict[str, str] = field(default_factory=dict)  # digest -> ROLE_* reached as
+    foreign_unknown: dict[str, str] = field(default_factory=dict)  # document -> why unreadable
+    referrers: dict[str, list[str]] = field(default_factory=dict)  # subject -> foreign documents
     kinds: dict[str, str] = field(default_factory=dict)  # digest -> documents.KIND_* for JSON
     bad_docs: dict[str, OcicacheError] = field(default_factory=dict)  # JSON that failed to parse
     problems: list[Problem] = field(default_factory=list)
@@ -84,6 +109,25 @@ class Inventory:
 
     def warn(self, file: str, where: str, message: str, severity: str = "warning") -> None:
         self.problems.append(Problem(severity, file, where, message))
+
+    def reached_from(self, digest: str) -> str:
+        """How the walk of foreign content first reached `digest` in the role it has, for
+        messages: "index.json manifests[3] (tag x)", "layers[0] of sha256:...", "" if never."""
+        names = {e.position: e.ref_name for e in self.index.entries} if self.index else {}
+        role = self.foreign_roles.get(digest)
+        for parent, refs in self.foreign_refs.items():
+            for ref in refs:
+                if ref.digest != digest or ref.role != role:
+                    continue
+                if parent != INDEX_JSON:
+                    return f"{ref.where} of {parent}"
+                tag = names.get(int(ref.where[len("manifests["):-1]))
+                return f"{INDEX_JSON} {ref.where}" + (f" (tag {tag})" if tag else "")
+        return ""
+
+    def is_foreign(self, digest: str) -> bool:
+        """True for a manifest that is not a cache manifest (parsed, or that failed its schema)."""
+        return digest in self.foreign or self.kinds.get(digest) == docs.KIND_MANIFEST
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +203,9 @@ class _Reader:
         self.cache = cache
         self.known_layers: set[str] = set()
         self._descriptors: dict[tuple[object, ...], Descriptor] = {}
-        self.done: set[str] = set()
+        self.done: set[str] = set()  # sniffed or parsed
+        self.parsed: set[str] = set()  # read and decoded (or found too big to read)
+        self.walked: set[str] = set()  # foreign documents whose references were followed
         self._fast = _fast_path()
 
     def run(self) -> None:
@@ -167,31 +213,135 @@ class _Reader:
         # index.json targets first: they name the manifests most worth knowing about.
         if inv.index is not None:
             for entry in inv.index.entries:
-                self._visit_index_entry(entry.position, entry.descriptor.digest)
+                self._visit_index_entry(entry)
         # Then every other blob that could be JSON, newest first: a manifest is written after
         # its layers, so its layers become known (and are skipped) before we reach them.
         # (inv.blobs is in digest order and the sort is stable: ties stay in digest order.)
-        limit = docs.JSON_LIMIT
-        candidates = sorted(
-            ((d, b) for d, b in inv.blobs.items() if b.size <= limit),
-            key=lambda db: db[1].mtime_ns, reverse=True,
-        )
+        # Blobs of any size are sniffed: a document too big to read is reported as such.
+        candidates = sorted(inv.blobs.items(), key=lambda db: db[1].mtime_ns, reverse=True)
         done, known_layers = self.done, self.known_layers
         for digest, blob in candidates:
             if digest in done or digest in known_layers:
                 continue
             self._sniff(digest, blob)
+        self._referrers()
+        self._forget_leaf_errors()
 
-    def _visit_index_entry(self, position: int, digest: str) -> None:
-        where = f"manifests[{position}]"
+    def _visit_index_entry(self, entry: IndexEntry) -> None:
+        digest = entry.descriptor.digest
+        where = f"manifests[{entry.position}]"
         if digest not in self.inv.blobs:
             self.inv.warn(INDEX_JSON, where, f"{digest}: manifest blob is missing"
                           f"{self.inv.missing_note(digest)}", "error")
             return
         self._parse_blob(self.inv.blobs[digest], top_level=True)
         if digest not in self.inv.manifests:
-            # A foreign entry (not a cache manifest): keep its whole closure.
-            self._foreign_closure([digest])
+            # A foreign entry (not a cache manifest): keep everything it references. What an
+            # index.json entry names is read as a manifest, whatever its descriptor says.
+            d = entry.descriptor
+            role = mt.role_of("", d.media_type)
+            self._walk_foreign([ForeignRef(INDEX_JSON, where, digest, d.size, d.media_type,
+                                           role if mt.is_document_role(role)
+                                           else mt.ROLE_MANIFEST)])
+
+    # -- foreign content -----------------------------------------------------------------------
+    def _walk_foreign(self, stack: list[ForeignRef]) -> None:
+        """Follow references depth first, with a stack (chains can be thousands deep)."""
+        inv = self.inv
+        stack.reverse()
+        while stack:
+            ref = stack.pop()
+            digest = ref.digest
+            inv.foreign_refs.setdefault(ref.parent, []).append(ref)
+            inv.foreign_roles[digest] = _stronger(inv.foreign_roles.get(digest), ref.role)
+            if digest not in inv.foreign_closure:
+                inv.foreign_closure.add(digest)
+                stack.extend(reversed(self._referrer_refs(digest)))
+            if not mt.is_document_role(ref.role):
+                if ref.media_type is not None and mt.is_layer_type(ref.media_type):
+                    self.known_layers.add(digest)  # never opened
+                continue
+            if digest in self.walked:
+                continue
+            self.walked.add(digest)
+            blob = inv.blobs.get(digest)
+            if blob is not None:
+                stack.extend(reversed(self._references(blob, ref)))
+
+    def _references(self, blob: BlobFile, ref: ForeignRef) -> list[ForeignRef]:
+        """What the document `blob` references; [] and a `foreign_unknown` entry when it cannot
+        be read or understood (its references are then unknown)."""
+        inv, digest = self.inv, blob.digest
+        if ref.media_type not in mt.DOCUMENT_TYPES and ref.role == mt.ROLE_MANIFEST:
+            # An unknown media type where a manifest is expected (an index's manifests[], a
+            # subject): a document only if it is JSON; other bytes reference nothing we know.
+            try:
+                head = self.layout.read_blob_head(blob, SNIFF_BYTES)
+            except (OSError, CorruptError) as e:
+                inv.foreign_unknown[digest] = f"cannot read: {e}"
+                return []
+            if not docs.looks_like_json(head):
+                return []
+        self._parse_blob(blob)
+        manifest = inv.manifests.get(digest)
+        if manifest is not None:
+            return _cache_manifest_refs(manifest)
+        other = inv.foreign.get(digest)
+        if other is not None:
+            return [ForeignRef(digest, other.where(i), c.digest, c.size, c.media_type,
+                               mt.role_of(other.key(i), c.media_type))
+                    for i, c in enumerate(other.children)]
+        config = inv.configs.get(digest)
+        if config is not None:
+            return [ForeignRef(digest, f"layers[{i}].blob", x.blob, None, None, mt.ROLE_LAYER)
+                    for i, x in enumerate(config.layers)]
+        err = inv.bad_docs.get(digest)
+        if err is not None:
+            why = f"cannot be parsed ({err.message})"
+            if err.message.startswith(docs.TOO_BIG):
+                why = err.message
+        elif inv.kinds.get(digest) == docs.KIND_UNKNOWN_JSON:
+            why = "JSON of no manifest or index shape"
+        else:
+            why = "not JSON"
+        if not (ref.parent == INDEX_JSON and inv.kinds.get(digest) == docs.KIND_CACHE_MANIFEST):
+            # (an index.json entry that is a cache manifest failing its schema is an export
+            # that cannot be read: exports.py says so)
+            inv.foreign_unknown[digest] = why
+        return []
+
+    def _referrer_refs(self, digest: str) -> list[ForeignRef]:
+        return [ForeignRef(digest, "referrer", r, None, self.inv.foreign[r].media_type,
+                           mt.ROLE_MANIFEST) for r in self.inv.referrers.get(digest, ())]
+
+    def _referrers(self) -> None:
+        """OCI referrers stored in blobs/ (a foreign document with a `subject`): those whose
+        subject is reachable from index.json are reachable too (keeping them is the safe
+        choice: a signature or SBOM of a kept image is never deleted)."""
+        inv = self.inv
+        for digest, other in inv.foreign.items():
+            subject = other.subject
+            if subject is not None and subject.digest != digest:
+                inv.referrers.setdefault(subject.digest, []).append(digest)
+        if not inv.referrers:
+            return
+        reachable = set(inv.foreign_closure)
+        if inv.index is not None:
+            reachable.update(e.descriptor.digest for e in inv.index.entries)
+        roots = [ref for d in sorted(reachable) for ref in self._referrer_refs(d)]
+        self._walk_foreign(roots)
+
+    def _forget_leaf_errors(self) -> None:
+        """A blob foreign content names as a config or layer is data, not a document: that it
+        does not parse as JSON is no error (a gzip layer, a `{}` payload, a signature)."""
+        inv = self.inv
+        needed = {m.config.digest for m in inv.manifests.values() if m.config is not None}
+        if inv.index is not None:
+            needed.update(e.descriptor.digest for e in inv.index.entries)
+        for digest, role in inv.foreign_roles.items():
+            if (not mt.is_document_role(role) and digest in inv.bad_docs
+                    and digest not in needed and digest not in self.walked):
+                del inv.bad_docs[digest]
 
     def _sniff(self, digest: str, blob: BlobFile) -> None:
         cache = self.cache
@@ -215,10 +365,12 @@ class _Reader:
         self.done.add(blob.digest)
 
     def _parse_blob(self, blob: BlobFile, top_level: bool = False) -> None:
-        if blob.digest in self.done:
+        if blob.digest in self.parsed:
             return
+        self.parsed.add(blob.digest)
         self.done.add(blob.digest)
         if blob.size > docs.JSON_LIMIT:
+            self.inv.bad_docs[blob.digest] = docs.too_big(blob.size, blob.relpath)
             return
         cache = self.cache
         hit = cache.parsed(blob.digest, blob.size, blob.relpath) if cache is not None else None
@@ -302,24 +454,6 @@ class _Reader:
         if blob is not None:
             self._parse_blob(blob)
 
-    def _foreign_closure(self, roots: Iterable[str]) -> None:
-        stack = list(roots)
-        while stack:
-            digest = stack.pop()
-            if digest in self.inv.foreign_closure:
-                continue
-            self.inv.foreign_closure.add(digest)
-            blob = self.inv.blobs.get(digest)
-            if blob is None:
-                continue
-            self._parse_blob(blob)
-            other = self.inv.foreign.get(digest)
-            if other is not None:
-                stack.extend(d.digest for d in other.children)
-            cache = self.inv.manifests.get(digest)
-            if cache is not None:
-                stack.extend(_cache_manifest_blobs(cache))
-
 
 def _parse(kind: str, doc: object, digest: str, file: str) -> object | None:
     """The model value of a decoded JSON blob of this kind (the slow path); CorruptError when
@@ -343,11 +477,28 @@ def _fast_path() -> Callable[[bytes, str, str], tuple[str, object] | None] | Non
     return decode_blob
 
 
-def _cache_manifest_blobs(manifest: CacheManifest) -> list[str]:
-    out = [d.digest for d in manifest.layers] + [d.digest for d in manifest.others]
-    if manifest.config is not None:
-        out.append(manifest.config.digest)
+def _cache_manifest_refs(m: CacheManifest) -> list[ForeignRef]:
+    """A cache manifest reached from foreign content: its cache config, layers and others."""
+    out: list[ForeignRef] = []
+    if m.config is not None:
+        out.append(ForeignRef(m.digest, "config", m.config.digest, m.config.size,
+                              m.config.media_type, mt.ROLE_CACHE_CONFIG))
+    out.extend(ForeignRef(m.digest, f"layers[{i}]", d.digest, d.size, d.media_type, mt.ROLE_LAYER)
+               for i, d in enumerate(m.layers))
+    out.extend(ForeignRef(m.digest, f"others[{i}]", d.digest, d.size, d.media_type,
+                          mt.role_of("manifests", d.media_type)) for i, d in enumerate(m.others))
     return out
+
+
+# Roles, weakest first: a blob reached under several roles is shown as the strongest.
+_ROLE_ORDER = (mt.ROLE_LAYER, mt.ROLE_CONFIG, mt.ROLE_CACHE_CONFIG, mt.ROLE_MANIFEST,
+               mt.ROLE_INDEX)
+
+
+def _stronger(old: str | None, new: str) -> str:
+    if old is None or _ROLE_ORDER.index(new) > _ROLE_ORDER.index(old):
+        return new
+    return old
 
 
 def _blob_rel(digest: str) -> str:

@@ -42,7 +42,7 @@ from pathlib import Path
 from ocicache import __version__
 from ocicache.listing import Listing
 
-FORMAT = 2
+FORMAT = 3  # 3: foreign content walked by descriptors (answers of older code are not reused)
 _STAMP = f"ocicache-answer/{FORMAT}/{__version__}/py{sys.version_info[0]}.{sys.version_info[1]}"
 _MAGIC = b"OCA1"
 _INDEX_LIMIT = 16 << 20

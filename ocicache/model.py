@@ -109,11 +109,33 @@ class CacheConfig:
 
 @dataclass(frozen=True, slots=True)
 class OtherManifest:
-    """An image manifest or index that is not a cache manifest (foreign content); its children."""
+    """A manifest or index that is not a cache manifest (foreign content: an image, a Docker v2
+    manifest or list, an artifact, a referrer): every descriptor it holds, and where."""
 
     digest: str
     media_type: str
     children: tuple[Descriptor, ...]
+    keys: tuple[str, ...] = ()  # per child, the key it sits in: config, layers, manifests, ...
+    artifact_type: str | None = None
+
+    @property
+    def subject(self) -> Descriptor | None:
+        """The manifest this one is a referrer of (OCI `subject`), if any."""
+        for i, child in enumerate(self.children):
+            if self.key(i) == "subject":
+                return child
+        return None
+
+    def key(self, i: int) -> str:
+        """The key child i sits in: config, layers, manifests, blobs or subject."""
+        return self.keys[i] if i < len(self.keys) else "manifests"
+
+    def where(self, i: int) -> str:
+        """Where child i sits in the document: "layers[2]", "config", "subject"."""
+        key = self.key(i)
+        if key in ("config", "subject"):
+            return key
+        return f"{key}[{sum(1 for k in self.keys[:i] if k == key)}]"
 
 
 _set_descriptor = tuple(Descriptor.__dict__[f].__set__  # slot setters (frozen dataclass)

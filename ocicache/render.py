@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ocicache.api import ShowResult, Snapshot
 from ocicache.exports import Export
 from ocicache.layout import QUARANTINE, QuarantineScan
-from ocicache.reports import BlobRow, StackLayer, Usage
+from ocicache.reports import BlobRow, ForeignEntry, StackLayer, Usage, foreign_entries
 from ocicache.timefmt import format_rfc3339, to_datetime
 
 if TYPE_CHECKING:
@@ -76,21 +76,20 @@ def export_json(e: Export, position: int) -> dict[str, Any]:
     }
 
 
+def foreign_json(f: ForeignEntry) -> dict[str, Any]:
+    return {"digest": f.digest, "mediaType": f.media_type, "refName": f.ref_name,
+            "position": f.position, "kind": f.kind, "artifactType": f.artifact_type,
+            "blobs": f.blobs, "size": f.size, "complete": f.complete,
+            "missing": list(f.missing), "problems": list(f.problems)}
+
+
 def history_json(snap: Snapshot) -> dict[str, Any]:
-    inv = snap.inventory
-    foreign = []
-    if inv.index is not None:
-        for entry in inv.index.entries:
-            if entry.descriptor.digest in inv.foreign:
-                foreign.append({"digest": entry.descriptor.digest,
-                                "mediaType": entry.descriptor.media_type,
-                                "refName": entry.ref_name, "position": entry.position})
     return {
         "schema": "ocicache/history@1",
         "directory": str(snap.root),
         "exports": [export_json(e, i) for i, e in enumerate(snap.exports)],
-        "foreign": foreign,
-        "quarantine": quarantine_json(inv.quarantine),
+        "foreign": [foreign_json(f) for f in foreign_entries(snap.inventory)],
+        "quarantine": quarantine_json(snap.inventory.quarantine),
         "warnings": snap.warnings,
     }
 
@@ -118,7 +117,35 @@ def _tag_cell(e: Export) -> str:
     return ", ".join(names) if names else "-"
 
 
-def history_table(snap: Snapshot, now: datetime, no_trunc: bool = False) -> str:
+def history_table(snap: Snapshot, now: datetime, no_trunc: bool = False,
+                  show_foreign: bool = False) -> str:
+    """The exports; with `show_foreign` (`--all`), then the foreign index.json entries."""
+    out = _exports_table(snap, now, no_trunc)
+    foreign = foreign_entries(snap.inventory)
+    if foreign and show_foreign:
+        out += "\n\n" + _foreign_table(foreign, no_trunc)
+    elif foreign:
+        bad = sum(1 for f in foreign if not f.complete)
+        out += (f"\n+ {len(foreign)} foreign index.json entr{'y' if len(foreign) == 1 else 'ies'}"
+                " (images or artifacts, not cache exports; gc keeps them whole"
+                + (f"; {bad} incomplete or unreadable" if bad else "")
+                + "): `history --all` lists them")
+    return out
+
+
+def _foreign_table(foreign: list[ForeignEntry], no_trunc: bool) -> str:
+    rows = []
+    for f in foreign:
+        kind = f.media_type.rsplit("/", 1)[-1]
+        if f.artifact_type:
+            kind += f" ({f.artifact_type.rsplit('/', 1)[-1]})"
+        state = "ok" if f.complete else ("UNREADABLE" if f.problems else "INCOMPLETE")
+        rows.append([f"manifests[{f.position}]", _digest(f.digest, no_trunc), f.ref_name or "-",
+                     kind, str(f.blobs), size(f.size), state])
+    return table(rows, ["FOREIGN", "DIGEST", "TAGS", "TYPE", "BLOBS", "SIZE", "STATE"])
+
+
+def _exports_table(snap: Snapshot, now: datetime, no_trunc: bool) -> str:
     rows = []
     for i, e in enumerate(snap.exports):
         created = ago(e.created_ns, now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ocicache import mediatypes as mt
 from ocicache.exports import Export
 from ocicache.inventory import Inventory
 from ocicache.model import Descriptor
@@ -12,6 +13,13 @@ KIND_MANIFEST = "manifest"
 KIND_CONFIG = "cache-config"
 KIND_LAYER = "layer"
 KIND_UNKNOWN = "unknown"
+# Foreign content only (images, artifacts in the layout): an image index or Docker manifest
+# list, and an image config (or any blob a foreign manifest names in `config`).
+KIND_INDEX = mt.ROLE_INDEX
+KIND_IMAGE_CONFIG = mt.ROLE_CONFIG
+_ROLE_KINDS = {mt.ROLE_MANIFEST: KIND_MANIFEST, mt.ROLE_INDEX: KIND_INDEX,
+               mt.ROLE_CONFIG: KIND_IMAGE_CONFIG, mt.ROLE_LAYER: KIND_LAYER,
+               mt.ROLE_CACHE_CONFIG: KIND_CONFIG}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,21 +111,27 @@ def reachable_from_index(inv: Inventory, exports: list[Export]) -> set[str]:
 
 
 def blob_kinds(inv: Inventory) -> dict[str, str]:
-    """manifest / cache-config / layer for every blob some parsed document names as such
-    (a blob no document names is `unknown`)."""
+    """manifest / index / cache-config / config / layer for every blob some parsed document
+    names as such (a blob no document names is `unknown`). A document is what its content is;
+    any other blob is what the descriptor that names it says (foreign content: by media type,
+    then by the key it sits in)."""
     kinds: dict[str, str] = {}
     for m in inv.manifests.values():
         for d in (*m.layers, *m.others):
             kinds.setdefault(d.digest, KIND_LAYER)
     for other in inv.foreign.values():
-        for child in other.children:
-            kinds.setdefault(child.digest, KIND_LAYER)
+        for i, child in enumerate(other.children):
+            kinds.setdefault(child.digest, _ROLE_KINDS[mt.role_of(other.key(i), child.media_type)])
+    for digest, role in inv.foreign_roles.items():  # reachable: how it was reached wins
+        kinds[digest] = _ROLE_KINDS[role]
     for m in inv.manifests.values():
         if m.config is not None:
             kinds[m.config.digest] = KIND_CONFIG
     for digest in inv.configs:
         kinds[digest] = KIND_CONFIG
-    for digest in (*inv.manifests, *inv.foreign):
+    for digest, other in inv.foreign.items():
+        kinds[digest] = KIND_INDEX if other.media_type in mt.INDEX_TYPES else KIND_MANIFEST
+    for digest in inv.manifests:
         kinds[digest] = KIND_MANIFEST
     return kinds
 
@@ -172,3 +186,67 @@ def disk_usage(inv: Inventory, exports: list[Export], metadata: list[int]) -> li
         acc["stray"][1] += stray.size
     acc["metadata"] = [len(metadata), sum(metadata)]
     return [Usage(c, n, size) for c, (n, size) in acc.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignEntry:
+    """An index.json entry that is not a cache export (an image, an index, an artifact): what
+    it reaches, all of which gc keeps, and what `check` would say about it."""
+
+    position: int
+    digest: str
+    media_type: str  # the entry's descriptor's
+    ref_name: str | None
+    kind: str  # KIND_MANIFEST or KIND_INDEX
+    artifact_type: str | None
+    blobs: int  # distinct blobs it reaches that are on disk, itself included
+    size: int  # their bytes
+    missing: tuple[str, ...]  # blobs it names that are not on disk
+    problems: tuple[str, ...]  # documents in it that cannot be understood, wrong sizes
+
+    @property
+    def complete(self) -> bool:
+        return not (self.missing or self.problems)
+
+
+def foreign_entries(inv: Inventory) -> list[ForeignEntry]:
+    """Every foreign index.json entry, in index.json order, with what it reaches."""
+    if inv.index is None:
+        return []
+    kinds = blob_kinds(inv)
+    out: list[ForeignEntry] = []
+    for entry in inv.index.entries:
+        digest = entry.descriptor.digest
+        if digest not in inv.blobs or not inv.is_foreign(digest):
+            continue
+        seen: set[str] = {digest}
+        documents: set[str] = {digest}  # reached here as a manifest, an index, a cache config
+        stack = [digest]
+        missing: set[str] = set()
+        problems: list[str] = []
+        while stack:  # iterative: chains of nested indexes can be deep
+            parent = stack.pop()
+            why = inv.foreign_unknown.get(parent)
+            if why is not None and parent in documents:
+                problems.append(f"{parent}: {why}")
+            for ref in inv.foreign_refs.get(parent, ()):
+                blob = inv.blobs.get(ref.digest)
+                if blob is None:
+                    missing.add(ref.digest)
+                elif ref.size is not None and ref.size != blob.size:
+                    problems.append(f"{ref.digest}: {parent} ({ref.where}) says {ref.size} "
+                                    f"bytes, the file has {blob.size}")
+                if mt.is_document_role(ref.role):
+                    documents.add(ref.digest)
+                if ref.digest not in seen:
+                    seen.add(ref.digest)
+                    stack.append(ref.digest)
+        other = inv.foreign.get(digest)
+        present = [d for d in seen if d in inv.blobs]
+        out.append(ForeignEntry(
+            position=entry.position, digest=digest, media_type=entry.descriptor.media_type,
+            ref_name=entry.ref_name, kind=kinds.get(digest, KIND_MANIFEST),
+            artifact_type=other.artifact_type if other is not None else None,
+            blobs=len(present), size=sum(inv.blobs[d].size for d in present),
+            missing=tuple(sorted(missing)), problems=tuple(sorted(set(problems)))))
+    return out

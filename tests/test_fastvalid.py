@@ -44,7 +44,37 @@ def _documents() -> list[tuple[str, Any]]:
             out.append((name, doc))
     for index in sorted(FIXTURES.glob("*/index.json")):
         out.append(("image-index", json.loads(index.read_bytes())))
+    # foreign content (images, lists, artifacts, referrers), and cache manifests read as such
+    out.extend(("foreign-manifest", doc) for doc in FOREIGN)
+    out.extend(("foreign-manifest", doc) for name, doc in list(out)
+               if name in ("image-manifest", "image-index", "docker-manifest-list"))
     return out
+
+
+def _d(media_type: str, n: int = 1, **extra: Any) -> dict[str, Any]:
+    return {"mediaType": media_type, "digest": "sha256:" + f"{n:02x}" * 32, "size": 10 + n,
+            **extra}
+
+
+FOREIGN: list[dict[str, Any]] = [
+    {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+     "config": _d("application/vnd.oci.image.config.v1+json"),
+     "layers": [_d("application/vnd.oci.image.layer.v1.tar+gzip", 2)]},
+    {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+     "config": _d("application/vnd.docker.container.image.v1+json"),
+     "layers": [_d("application/vnd.docker.image.rootfs.diff.tar.gzip", 3)]},
+    {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+     "manifests": [_d("application/vnd.docker.distribution.manifest.v2+json", 4,
+                      platform={"architecture": "arm64", "os": "linux"})]},
+    {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+     "artifactType": "application/vnd.example", "config": _d("application/vnd.oci.empty.v1+json"),
+     "layers": [_d("application/x", 5)], "subject": _d("application/vnd.oci.image.manifest.v1+json",
+                                                        6),
+     "annotations": {"a": "b"}},
+    {"mediaType": "application/vnd.oci.artifact.manifest.v1+json", "artifactType": "x/y",
+     "blobs": [_d("application/x", 7)], "subject": _d("application/x", 8)},
+    {"schemaVersion": 2, "manifests": [_d("application/vnd.oci.image.index.v1+json", 9)]},
+]
 
 
 DOCUMENTS = _documents()

@@ -9,6 +9,7 @@ command also needs an assertion that every blob an export still needs survives.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from clirun import DOCUMENTED, Run, run_entry, run_inprocess, run_subprocess, tree
+from foreign_helpers import Store, tar_gz
 
 from ocicache import mediatypes as mt
 from ocicache.synth import Builder, compact
@@ -56,6 +58,7 @@ class Case:
     make: Callable[[Base, Path], str | None]  # returns a digest/file the findings must name
     exits: dict[str, int]  # expected exit code per command (missing: 0)
     codes: set[str] = field(default_factory=set)  # finding codes `check` must report
+    clean: bool = False  # `check` must find nothing at all
 
 
 def blob(root: Path, digest: str) -> Path:
@@ -123,9 +126,10 @@ CASES: list[Case] = []
 
 
 def case(name: str, exits: dict[str, int] | None = None, codes: set[str] | None = None,
+         clean: bool = False,
          ) -> Callable[[Callable[[Base, Path], str | None]], Callable[[Base, Path], str | None]]:
     def wrap(fn: Callable[[Base, Path], str | None]) -> Callable[[Base, Path], str | None]:
-        CASES.append(Case(name, fn, exits or {}, codes or set()))
+        CASES.append(Case(name, fn, exits or {}, codes or set(), clean))
         return fn
     return wrap
 
@@ -527,6 +531,110 @@ def _own_needed(base: Base, outside: Path) -> str:
     return base.layers[2]
 
 
+# foreign content: images, lists, artifacts, referrers, nested indexes (not cache exports)
+@case("foreign-docker-list", clean=True)
+def _foreign_docker_list(base: Base, outside: Path) -> None:
+    s = Store(base.root)
+    s.tag(s.docker_list("multi"), "multi")
+
+
+@case("foreign-oci-image-artifacts-referrers", clean=True)
+def _foreign_oci(base: Base, outside: Path) -> None:
+    s = Store(base.root)
+    image = s.oci_image("app")
+    s.tag(image, "image")
+    s.tag(s.artifact("sbom", subject=image), "sbom")
+    s.tag(s.withdrawn_artifact("old", subject=image), "withdrawn")
+    s.signature(image)  # only in blobs/
+    s.tag(s.docker_image("single"), "docker-v2")
+
+
+@case("foreign-nested-2000", clean=True)
+def _foreign_nested(base: Base, outside: Path) -> None:
+    s = Store(base.root)
+    s.tag(s.chain(s.oci_image("bottom", layers=1), 2000), "deep")
+
+
+def _foreign_index_of(base: Base, child: dict[str, object]) -> None:
+    s = Store(base.root)
+    s.tag(s.index([s.oci_image("fine"), child]), "foreign")
+
+
+@case("foreign-child-invalid", BROKEN, {"invalid-document"})
+def _foreign_invalid(base: Base, outside: Path) -> str:
+    data = compact({"schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST,
+                    "config": {"mediaType": "x", "digest": "sha256:../../etc", "size": 1},
+                    "layers": []})
+    d = base.b.blob(data)
+    _foreign_index_of(base, {"mediaType": mt.DOCKER_MANIFEST, "digest": d, "size": len(data)})
+    return d
+
+
+@case("foreign-child-not-json", BROKEN, {"invalid-document"})
+def _foreign_not_json(base: Base, outside: Path) -> str:
+    data = tar_gz("x", b"a layer where a manifest should be")
+    d = base.b.blob(data)
+    _foreign_index_of(base, {"mediaType": mt.OCI_MANIFEST, "digest": d, "size": len(data)})
+    return d
+
+
+_BIG_SIZE = (256 << 20) + 100  # past documents.JSON_LIMIT: sparse, costs no disk
+_BIG_HEAD = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
+
+
+@functools.cache
+def _big_digest() -> str:
+    h = hashlib.sha256(_BIG_HEAD)
+    zeros = bytes(1 << 20)
+    left = _BIG_SIZE - len(_BIG_HEAD)
+    while left > 0:
+        h.update(zeros[:min(left, len(zeros))])
+        left -= len(zeros)
+    return "sha256:" + h.hexdigest()
+
+
+@case("foreign-child-too-big", BROKEN, {"document-too-big"})
+def _foreign_too_big(base: Base, outside: Path) -> str:
+    d = _big_digest()
+    p = blob(base.root, d)
+    with open(p, "wb") as f:
+        f.write(_BIG_HEAD)
+        f.truncate(_BIG_SIZE)
+    _foreign_index_of(base, {"mediaType": mt.OCI_MANIFEST, "digest": d, "size": _BIG_SIZE})
+    return d
+
+
+@case("foreign-child-size-mismatch", BROKEN, {"size-mismatch"})
+def _foreign_size(base: Base, outside: Path) -> str:
+    s = Store(base.root)
+    layer = s.put(tar_gz("l", b"layer"), "application/vnd.oci.image.layer.v1.tar+gzip", "layer")
+    image = s.doc({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": s.empty(),
+                   "layers": [{**layer, "size": 7}]}, mt.OCI_MANIFEST, "manifest")
+    s.tag(image, "img")
+    return str(layer["digest"])
+
+
+@case("foreign-missing-layer", codes={"foreign-missing-blob"})
+def _foreign_missing(base: Base, outside: Path) -> str:
+    s = Store(base.root)
+    image = s.oci_image("partial")
+    s.tag(image, "partial")
+    gone = next(d for d, k in sorted(s.kinds.items()) if k == "layer")
+    blob(base.root, gone).unlink()
+    return gone
+
+
+@case("manifest-over-16mib", codes={"oversize-document"})
+def _manifest_16mib(base: Base, outside: Path) -> str:
+    """A cache manifest over the old 16 MiB read limit: read like any other (BuildKit would not
+    import it: a warning), its layers referenced."""
+    b = base.b
+    layers = [b.layer(f"big{i}") for i in range(3)]
+    layers[0]["annotations"]["example.com/pad"] = "x" * (17 << 20)
+    d = b.export(layers, tag="big")
+    return d
+
+
 # -- the tests ---------------------------------------------------------------------------------
 def _build(tmp_path: Path, c: Case) -> tuple[Base, Path, str | None]:
     root, outside = tmp_path / "cache", tmp_path / "outside"
@@ -570,8 +678,8 @@ def test_hostile_case(tmp_path: Path, c: Case) -> None:
             assert c.codes <= found, f"{c.name}: want {c.codes}, got {found}"
             if named is not None:
                 assert named in r.out, f"{c.name}: findings do not name {named}\n{r.out}"
-            if c.name == "clean":
-                assert doc["findings"] == [] and doc["ok"]
+            if c.name == "clean" or c.clean:
+                assert doc["findings"] == [] and doc["ok"], f"{c.name}: {doc['findings']}"
         if command in READ_ONLY:
             assert tree(base.root) == before, f"{c.name}: {command} changed DIR"
     assert tree(outside) == outside_before

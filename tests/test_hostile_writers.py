@@ -21,13 +21,15 @@ ALLOWED = {0, 2, 3, 4, 5, 6, 7}
 
 
 def _needed(root: Path) -> set[str]:
-    """Blobs on disk that an index.json-referenced export needs (empty when unreadable)."""
+    """Blobs on disk that an index.json-referenced export needs, and everything index.json's
+    foreign entries reach (empty when unreadable)."""
     try:
         snap = api.read(root)
     except OcicacheError:
         return set()
     on_disk = set(snap.inventory.blobs)
-    return {d for e in snap.exports if e.referenced_by_index for d in e.blobs} & on_disk
+    needed = {d for e in snap.exports if e.referenced_by_index for d in e.blobs}
+    return (needed | snap.inventory.foreign_closure) & on_disk
 
 
 @pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])

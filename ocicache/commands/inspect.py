@@ -20,9 +20,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def history(directory: Path = DirArg, json: bool = JsonOpt,
-                no_trunc: bool = NoTruncOpt) -> None:
+                no_trunc: bool = NoTruncOpt,
+                show_all: bool = typer.Option(
+                    False, "--all", help="Also list index.json's foreign entries (images, "
+                                         "artifacts: not cache exports).")) -> None:
         """Every export in DIR, newest first: the current one of each tag and every older one."""
-        run.history(directory, json, no_trunc, echo, warn, clock)
+        run.history(directory, json, no_trunc, echo, warn, clock, show_all=show_all)
 
     @app.command()
     def show(directory: Path = DirArg,

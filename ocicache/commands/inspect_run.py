@@ -27,11 +27,12 @@ def now() -> datetime:
 
 
 def history(directory: Path, json: bool, no_trunc: bool, echo: Echo, warn: Warn,
-            clock: Clock | None = None, listing: Listing | None = None) -> None:
+            clock: Clock | None = None, listing: Listing | None = None,
+            show_all: bool = False) -> None:
     snap = api.history(directory, listing)
     warn(snap.warnings)
     echo(render.dumps(render.history_json(snap)) if json
-         else render.history_table(snap, (clock or now)(), no_trunc))
+         else render.history_table(snap, (clock or now)(), no_trunc, show_all))
 
 
 def show(directory: Path, ref: str, json: bool, no_trunc: bool, echo: Echo, warn: Warn,
