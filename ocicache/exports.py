@@ -134,7 +134,7 @@ def build_exports(inv: Inventory) -> list[Export]:
     docs = reach.documents(inv)
     reached = {f.digest: reach.closure(inv, [f.digest], docs=docs) for f in facts}
     holders = reach.Holders(inv, reached, reach.always_kept(inv), closed=True)
-    rejected = judge_mtimes(inv.blobs, facts)
+    rejected = _judge_mtimes(inv.blobs, facts)
     return order_newest_first([
         _finish(f, inv, reached[f.digest], holders.alone(f.digest), rejected.get(f.digest))
         for f in facts])
@@ -207,7 +207,7 @@ def _facts(inv: Inventory, digest: str, entries: list[tuple[int, str | None, boo
     )
 
 
-def judge_mtimes(blobs: dict[str, BlobFile], facts: Iterable[_Facts]) -> dict[str, str]:
+def _judge_mtimes(blobs: dict[str, BlobFile], facts: Iterable[_Facts]) -> dict[str, str]:
     """Digest -> why its manifest's mtime is not its export time, for every export whose mtime
     is not credible (module docstring). Decided per export, never for the whole directory."""
     rejected: dict[str, str] = {}
