@@ -20,6 +20,7 @@ import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ocicache import reach
 from ocicache.errors import RefusedError
 from ocicache.exports import Export
 from ocicache.inventory import Inventory
@@ -164,35 +165,39 @@ def make_plan(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns:
                         f"manifest ({err.message})" if digest in inv.blobs else str(err))
     protected = _protected_roots(inv, policy, now_ns)
     ingest_stale = tuple(i for i in inv.ingest if not _young(i.mtime_ns, now_ns, policy.grace_ns))
-    ingest_left = sum(i.bytes for i in inv.ingest) - sum(i.bytes for i in ingest_stale)
 
-    def size_after(kept: Iterable[str]) -> int:
-        keep = _closure(inv, [*kept, *protected])
-        return metadata_bytes + ingest_left + sum(
-            b.size for d, b in inv.blobs.items() if d in keep or _young(b.mtime_ns, now_ns,
-                                                                       policy.grace_ns))
+    size_before = (metadata_bytes + sum(b.size for b in inv.blobs.values())
+                   + sum(i.bytes for i in inv.ingest))
+    grace = policy.grace_ns
 
+    def old_bytes(digests: Iterable[str]) -> int:
+        return sum([b.size for b in map(inv.blobs.__getitem__, digests)
+                    if now_ns - b.mtime_ns >= grace])  # not _young, inline: 50k blobs
+
+    # What no kept export and no protected root reaches is freed (reach.Holders: the rule
+    # history's UNIQUE uses), but a blob younger than grace.
+    holders = reach.Holders(inv, {d: [d] for d in rules}, protected)
+    freed = holders.unheld()
+    after = size_before - sum(i.bytes for i in ingest_stale) - old_bytes(freed)
     dropped_by_size: list[str] = []
     if policy.max_size is not None:
         # Oldest first among exports only soft rules keep; never an index.json one.
         candidates = [e.digest for e in reversed(exports)
                       if e.digest in rules and set(rules[e.digest]) <= _SOFT_RULES]
-        while size_after(rules) > policy.max_size and candidates:
+        while after > policy.max_size and candidates:
             victim = candidates.pop(0)
             del rules[victim]
             dropped_by_size.append(victim)
-        final = size_after(rules)
-        if final > policy.max_size:
-            warnings.append(f"still over --max-size: {final} bytes kept > {policy.max_size}; "
+            more = holders.drop(victim)
+            freed |= more
+            after -= old_bytes(more)
+        if after > policy.max_size:
+            warnings.append(f"still over --max-size: {after} bytes kept > {policy.max_size}; "
                             "what is left is needed by index.json, --keep, or is younger "
                             "than --grace")
-    keep = _closure(inv, [*rules, *protected])
     kinds = {d: _STEP_OF.get(k, k) for d, k in blob_kinds(inv).items()}
     deletions = [BlobDeletion(b.algorithm, b.name, kinds.get(d, KIND_UNKNOWN), b.size, b.mtime_ns)
-                 for d, b in inv.blobs.items()
-                 if d not in keep and not _young(b.mtime_ns, now_ns, policy.grace_ns)]
-    size_before = (metadata_bytes + sum(b.size for b in inv.blobs.values())
-                   + sum(i.bytes for i in inv.ingest))
+                 for d, b in inv.blobs.items() if d in freed and now_ns - b.mtime_ns >= grace]
     removed = sum(d.size for d in deletions) + sum(i.bytes for i in ingest_stale)
     for stray in inv.strays:
         warnings.append(f"{stray.relpath}: {stray.reason}; left alone")
@@ -220,7 +225,7 @@ def needed(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns: in
     roots = [*_rules(inv, exports, policy, now_ns), *_protected_roots(inv, policy, now_ns)]
     if inv.index is not None:
         roots.extend(e.descriptor.digest for e in inv.index.entries)
-    return _closure(inv, roots)
+    return reach.closure(inv, roots)
 
 
 def stable_until(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns: int) -> int:
@@ -322,49 +327,16 @@ def _require_known_foreign(inv: Inventory) -> None:
 def _protected_roots(inv: Inventory, policy: Policy, now_ns: int) -> list[str]:
     """Blobs kept whatever the policy, with everything they reference.
 
-    The foreign closure; JSON that failed to parse (it could be a manifest); and every manifest
-    or cache config younger than grace: an export in progress may re-use old layers, and its
-    config (written before its manifest) already names them.
+    The foreign closure and JSON that failed to parse (it could be a manifest: reach.always_kept);
+    and every manifest or cache config younger than grace: an export in progress may re-use old
+    layers, and its config (written before its manifest) already names them.
     """
-    roots = set(inv.foreign_closure) | set(inv.bad_docs)
+    roots = set(reach.always_kept(inv))
     for digest in (*inv.manifests, *inv.configs, *inv.foreign):
         blob = inv.blobs.get(digest)
         if blob is not None and _young(blob.mtime_ns, now_ns, policy.grace_ns):
             roots.add(digest)
     return sorted(roots)
-
-
-def _children(inv: Inventory, digest: str) -> list[str]:
-    manifest = inv.manifests.get(digest)
-    if manifest is not None:
-        out = [d.digest for d in (*manifest.layers, *manifest.others)]
-        if manifest.config is not None:
-            out.append(manifest.config.digest)
-        return out
-    config = inv.configs.get(digest)
-    if config is not None:
-        # The cache config names its layer blobs too (normally the manifest's layers).
-        return [layer.blob for layer in config.layers]
-    other = inv.foreign.get(digest)
-    if other is not None:
-        return [d.digest for d in other.children]
-    return []
-
-
-def _closure(inv: Inventory, roots: Iterable[str]) -> set[str]:
-    """`roots` and every blob they reference, transitively, and the OCI referrers (documents
-    whose `subject` is one of them) of everything kept, with what they reference."""
-    seen: set[str] = set()
-    stack = list(roots)
-    referrers = inv.referrers
-    while stack:
-        digest = stack.pop()
-        if digest in seen:
-            continue
-        seen.add(digest)
-        stack.extend(_children(inv, digest))
-        stack.extend(referrers.get(digest, ()))
-    return seen
 
 
 def _deletion_order(inv: Inventory, deletions: list[BlobDeletion]) -> tuple[BlobDeletion, ...]:
@@ -373,7 +345,7 @@ def _deletion_order(inv: Inventory, deletions: list[BlobDeletion]) -> tuple[Blob
     doomed = {d.digest for d in deletions if d.kind == KIND_MANIFEST}
     parents: dict[str, list[str]] = {}
     for p in sorted(doomed):
-        for child in _children(inv, p):
+        for child in reach.children(inv, p):
             if child in doomed and child != p:
                 parents.setdefault(child, []).append(p)
     depth = _depths(parents, doomed)

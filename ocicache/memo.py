@@ -10,7 +10,8 @@ printed. The answer is a function of what is in DIR, and what is in DIR is named
 - the bytes of index.json and oci-layout (rewritten in place within one mtime tick, they could
   keep their size and mtime);
 - the command line, DIR as given (absolute) and as resolved, the caller's uid/gids (what is
-  readable), the ocicache and Python versions.
+  readable), the ocicache and Python versions, and the SHA-256 of ocicache's source files (the
+  code that computed the answer).
 
 Their SHA-256 is the key. The listing is started first, in the background (`Listing`): GNU find
 stats DIR on another core while the command's modules load.
@@ -44,6 +45,25 @@ from ocicache.listing import Listing
 
 FORMAT = 3  # 3: foreign content walked by descriptors (answers of older code are not reused)
 _STAMP = f"ocicache-answer/{FORMAT}/{__version__}/py{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def _code() -> str:
+    """SHA-256 of ocicache's own source files: an answer is what this code printed, so a
+    change to how answers are computed (not only a new version number) misses every kept
+    one. ~1 ms; a package that cannot be listed keys on its version alone."""
+    h = hashlib.sha256()
+    base = os.path.dirname(os.path.abspath(__file__))
+    try:
+        for sub in ("", "commands"):
+            folder = os.path.join(base, sub)
+            for name in sorted(os.listdir(folder)):
+                if name.endswith(".py"):
+                    with open(os.path.join(folder, name), "rb") as f:
+                        data = f.read()
+                    h.update(b"%s/%s\0%d\0%s" % (sub.encode(), name.encode(), len(data), data))
+    except OSError:
+        return "-"
+    return h.hexdigest()
 _MAGIC = b"OCA1"
 _INDEX_LIMIT = 16 << 20
 
@@ -110,7 +130,8 @@ class Memo:
             return None
         h = hashlib.sha256()
         ids = (os.geteuid(), os.getegid(), sorted(os.getgroups()))
-        for part in (_STAMP, self.tag, self.root, os.path.realpath(self.root), repr(ids)):
+        for part in (_STAMP, _code(), self.tag, self.root, os.path.realpath(self.root),
+                     repr(ids)):
             h.update(part.encode("utf-8", "surrogateescape") + b"\0")
         for content in self.fence[1]:  # index.json, oci-layout, as they were before the listing
             if content is None:

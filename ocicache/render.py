@@ -60,10 +60,12 @@ def export_json(e: Export, position: int) -> dict[str, Any]:
         "current": e.current,
         "created": _t(e.created_ns),
         "createdFrom": e.created_from,
+        "mtimeRejected": e.mtime_rejected,
         "mtime": _t(e.mtime_ns),
         "newestStep": _t(e.newest_step_ns),
         "layers": len(e.layers),
         "size": e.size,
+        "missingBytes": e.missing_bytes,
         "uniqueSize": e.unique_size,
         "manifestSize": e.manifest_size,
         "config": e.config.digest if e.config else None,
@@ -145,6 +147,15 @@ def _foreign_table(foreign: list[ForeignEntry], no_trunc: bool) -> str:
     return table(rows, ["FOREIGN", "DIGEST", "TAGS", "TYPE", "BLOBS", "SIZE", "STATE"])
 
 
+def _size_cell(e: Export) -> str:
+    """Bytes on disk; what the missing blobs would take, apart (they are not on disk)."""
+    return size(e.size) + (f" (+{size(e.missing_bytes)} missing)" if e.missing else "")
+
+
+_NO_MTIME = ("no credible manifest mtime (a copy's, or older than its steps): time of the newest "
+             "step built (createdAt)")
+
+
 def _exports_table(snap: Snapshot, now: datetime, no_trunc: bool) -> str:
     rows = []
     for i, e in enumerate(snap.exports):
@@ -153,12 +164,12 @@ def _exports_table(snap: Snapshot, now: datetime, no_trunc: bool) -> str:
             created += " *"
         state = "ok" if e.complete else "INCOMPLETE"
         rows.append([f"~{i}", _digest(e.digest, no_trunc), _tag_cell(e), created,
-                     str(len(e.layers)), size(e.size), size(e.unique_size), e.shape or "?",
+                     str(len(e.layers)), _size_cell(e), size(e.unique_size), e.shape or "?",
                      state])
     out = table(rows, ["REF", "DIGEST", "TAGS", "EXPORTED", "LAYERS", "SIZE", "UNIQUE", "SHAPE",
                        "STATE"])
     if any(e.created_from == "createdat" for e in snap.exports):
-        out += "\n* file mtimes were lost: time of the newest step built (createdAt)"
+        out += "\n* " + _NO_MTIME
     held = quarantine_line(snap.inventory.quarantine)
     if held:
         out += "\n" + held
@@ -193,9 +204,11 @@ def show_text(r: ShowResult, now: datetime, no_trunc: bool = False) -> str:
     head = [
         f"export    ~{r.position}  {e.digest}",
         f"tags      {_tag_cell(e)}",
-        f"exported  {ago(e.created_ns, now)} ({_t(e.created_ns) or 'unknown'}, from {e.created_from})",
+        f"exported  {ago(e.created_ns, now)} ({_t(e.created_ns) or 'unknown'}, from {e.created_from}"
+        + (f", mtime rejected: {e.mtime_rejected})" if e.mtime_rejected else ")"),
         f"shape     {e.shape} ({e.media_type})",
-        f"size      {size(e.size)} total, {size(e.unique_size)} unique",
+        f"size      {size(e.size)} total, {size(e.unique_size)} unique"
+        + (f", {size(e.missing_bytes)} missing" if e.missing else ""),
         f"config    {_digest(e.config.digest, no_trunc) if e.config else '-'} "
         f"({size(e.config.size) if e.config else '-'}, "
         f"{e.cache_config.record_count if e.cache_config else '?'} records)",

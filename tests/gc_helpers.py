@@ -15,9 +15,11 @@ from ocicache.render import export_json
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "buildkit-v0.32.2"
 FIXTURE_NAMES = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
 # History fields that do not depend on which other exports share a blob or where it sits.
+# (Not mtimeRejected: when gc leaves one export of a copied batch, the same evidence gets
+# another name, copied-alone.)
 STABLE = ("digest", "shape", "mediaType", "tags", "pins", "current", "created", "createdFrom",
-          "mtime", "newestStep", "layers", "size", "manifestSize", "config", "configSize",
-          "records", "complete", "missing", "wrongSize", "problems")
+          "mtime", "newestStep", "layers", "size", "missingBytes", "manifestSize", "config",
+          "configSize", "records", "complete", "missing", "wrongSize", "problems")
 
 
 def copy_fixture(name: str, dest: Path) -> tuple[Path, int]:
@@ -80,3 +82,34 @@ def cli(capsys: Any, *args: str) -> tuple[int, str, str]:
         sys.argv = old
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def drop_from_index(root: Path, digest: str) -> bytes:
+    """Remove `digest`'s index.json entries, so that gc may drop that export (what UNIQUE
+    supposes); returns the old bytes. index.json is never left empty: a small foreign image
+    that shares nothing takes the entries' place."""
+    from ocicache import mediatypes as mt
+    from ocicache.synth import compact
+
+    path = root / "index.json"
+    old = path.read_bytes()
+    doc = json.loads(old)
+    doc["manifests"] = [m for m in doc["manifests"] if m["digest"] != digest]
+    if not doc["manifests"]:
+        config = compact({"architecture": "amd64", "os": "linux", "placeholder": True})
+        image = compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "layers": [],
+                         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                    "digest": _put(root, config), "size": len(config)}})
+        doc["manifests"] = [{"mediaType": mt.OCI_MANIFEST, "digest": _put(root, image),
+                             "size": len(image),
+                             "annotations": {"org.opencontainers.image.ref.name": "image"}}]
+    path.write_bytes(json.dumps(doc).encode())
+    return old
+
+
+def _put(root: Path, data: bytes) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
+    (root / "blobs" / "sha256" / digest).write_bytes(data)
+    return "sha256:" + digest

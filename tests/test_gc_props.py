@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gc_helpers import blob_names, stable_history
+from gc_helpers import blob_names, drop_from_index, stable_history
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -105,3 +106,118 @@ def test_gc_invariants(sc: Scenario) -> None:
         # gc twice: the second run deletes nothing
         again = api.gc(root, sc.policy, now_ns=now)
         assert again.deleted == () and again.ingest_deleted == ()
+
+
+# -- UNIQUE is what gc frees when that export alone is dropped (issue 10, 15) ------------------
+@dataclass(frozen=True)
+class Layout:
+    exports: list[dict[str, Any]]  # shape, tag, own layers, reuse, twin (the same layers again)
+    missing: list[int]  # indexes into the distinct layers written: their files are deleted
+    drop_config: int | None  # an export whose cache config file is deleted
+    foreign: int  # layers a foreign image in index.json shares with the cache (0: no image)
+    orphans: int
+    bad_json: bool  # a JSON blob that does not parse (kept: it could be a manifest)
+    real: int  # which export the real gc drops at the end
+
+
+@st.composite
+def layouts(draw: st.DrawFn) -> Layout:
+    n = draw(st.integers(1, 5))
+    exports = [{
+        "shape": draw(st.sampled_from("ABC")),
+        "tag": draw(st.sampled_from([None, "latest", "a", "b"])),
+        "own": draw(st.integers(0, 3)),
+        "reuse": draw(st.integers(0, 3)),
+        # the same layers exported again in another shape: a second manifest over the same
+        # cache config blob (shared manifest-level content)
+        "twin": draw(st.sampled_from([None, None, "A", "B"])),
+    } for _ in range(n)]
+    return Layout(exports, draw(st.lists(st.integers(0, 30), max_size=4, unique=True)),
+                  draw(st.none() | st.integers(0, n - 1)), draw(st.integers(0, 2)),
+                  draw(st.integers(0, 2)), draw(st.booleans()), draw(st.integers(0, 20)))
+
+
+def write_layout(root: Path, lay: Layout) -> int:
+    """Write the layout; returns `now_ns` (after every write)."""
+    from ocicache import mediatypes as mt
+    from ocicache.synth import compact
+
+    b = Builder(root)
+    written: list[dict[str, Any]] = [b.layer("base", size=500)]
+    manifests: list[str] = []
+    for i, e in enumerate(lay.exports):
+        own = [b.layer(f"e{i}l{j}", size=30 + 41 * j + i) for j in range(e["own"])]
+        reused = written[-e["reuse"]:] if e["reuse"] else []
+        layers = list({x["digest"]: x for x in [*reused, *own]}.values()) or written[:1]
+        manifests.append(b.export(layers, tag=e["tag"], shape=e["shape"]))
+        if e["twin"] is not None and e["twin"] != e["shape"]:
+            b.export(layers, tag=None, shape=e["twin"])
+        written.extend(own)
+    if lay.foreign:
+        cfg = b.blob(compact({"architecture": "amd64", "os": "linux", "rootfs": {}}))
+        shared = written[:lay.foreign]
+        image = compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+                         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                    "digest": cfg, "size": 60},
+                         "layers": [{k: x[k] for k in ("mediaType", "digest", "size")}
+                                    for x in shared]})
+        b.point("image", b.blob(image), len(image))
+    for o in range(lay.orphans):
+        b.orphan(str(o))
+    if lay.bad_json:
+        b.blob(b'{"schemaVersion":2,"config":{"mediaType":')
+    distinct = list({x["digest"]: x for x in written}.values())
+    for k in lay.missing:
+        if k < len(distinct):
+            (root / "blobs" / "sha256" / distinct[k]["digest"][7:]).unlink(missing_ok=True)
+    if lay.drop_config is not None:
+        doc = json.loads((root / "blobs" / "sha256" / manifests[lay.drop_config][7:]).read_bytes())
+        config = doc["config"] if "config" in doc else doc["manifests"][-1]
+        (root / "blobs" / "sha256" / config["digest"][7:]).unlink(missing_ok=True)
+    return b.clock_ns + HOUR_NS
+
+
+def _freed(root: Path, keep: list[str], now: int, dry_run: bool = True) -> dict[str, int]:
+    r = api.gc(root, Policy(grace_ns=0, keep_refs=tuple(keep)), now_ns=now, dry_run=dry_run)
+    blobs = r.plan.blobs if dry_run else r.deleted
+    return {b.digest: b.size for b in blobs}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize=True, database=None)
+@given(lay=layouts())
+def test_unique_is_what_gc_frees_when_that_export_alone_is_dropped(lay: Layout) -> None:
+    """UNIQUE (history, show) == the bytes `gc --grace 0` frees beyond what it frees anyway
+    when that export alone is dropped (every other one kept with --keep); SIZE counts the
+    blobs on disk only, what the missing ones would take is missingBytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "cache"
+        now = write_layout(root, lay)
+        snap = api.history(root)
+        inv, exports = snap.inventory, snap.exports
+        everyone = [e.digest for e in exports]
+        for e in exports:
+            on_disk = [d for d in e.blobs if d in inv.blobs]
+            assert e.size == sum(inv.blobs[d].size for d in on_disk)
+            assert e.missing_bytes == sum(x.size for x in (*e.layers, *([e.config] if e.config
+                                                                       else []))
+                                          if x.digest in e.missing)
+            assert e.unique_size <= e.size
+            old = drop_from_index(root, e.digest)
+            try:
+                base = _freed(root, everyone, now)
+                drop = _freed(root, [d for d in everyone if d != e.digest], now)
+            finally:
+                (root / "index.json").write_bytes(old)
+            assert base.items() <= drop.items()
+            extra = {d: n for d, n in drop.items() if d not in base}
+            assert sum(extra.values()) == e.unique_size, e.digest
+            assert not set(extra) & set(e.missing) and set(extra) <= set(inv.blobs)
+        # and the real gc, on one of them
+        e = exports[lay.real % len(exports)]
+        unique = e.unique_size
+        drop_from_index(root, e.digest)
+        base = _freed(root, everyone, now)
+        real = _freed(root, [d for d in everyone if d != e.digest], now, dry_run=False)
+        assert sum(n for d, n in real.items() if d not in base) == unique
+        assert e.digest not in {x.digest for x in api.history(root).exports}

@@ -635,6 +635,48 @@ def _manifest_16mib(base: Base, outside: Path) -> str:
     return d
 
 
+# times (issue 10, 4): copies that lost mtimes, impossible or absurd mtimes, odd step times
+DAY_NS = 86400 * 10**9
+
+
+def _retime(base: Base, t: int) -> None:
+    for p in (base.root / "blobs" / "sha256").iterdir():
+        os.utime(p, ns=(t, t))
+
+
+@case("mtimes-restored-then-export")
+def _restored(base: Base, outside: Path) -> None:
+    """Every blob rewritten at one instant days later (a copy), then one real export."""
+    t = base.b.clock_ns + 3 * DAY_NS
+    _retime(base, t)
+    base.b.clock_ns = t + 600 * 10**9
+    base.b.export([base.b.layer(f"l{i}", size=3000) for i in range(3)]
+                  + [base.b.layer("after", size=3000)])
+
+
+@case("mtime-epoch")
+def _epoch(base: Base, outside: Path) -> None:
+    os.utime(blob(base.root, base.new), ns=(0, 0))
+
+
+@case("mtimes-far-future")
+def _future(base: Base, outside: Path) -> None:
+    _retime(base, 7_258_118_400 * 10**9)  # 2200
+
+
+@case("createdat-odd")
+def _odd_times(base: Base, outside: Path) -> None:
+    """Step times a copy keeps as they are: none, Go's zero time, far future, not a time."""
+    b = base.b
+    descs = []
+    for i, when in enumerate(["", "0001-01-01T00:00:00Z", "2999-12-31T23:59:59.999999999Z",
+                              "yesterday"]):
+        d = b.layer(f"odd{i}", size=100)
+        d["annotations"]["buildkit/createdat"] = when
+        descs.append(d)
+    b.export(descs, tag="odd")
+
+
 # -- the tests ---------------------------------------------------------------------------------
 def _build(tmp_path: Path, c: Case) -> tuple[Base, Path, str | None]:
     root, outside = tmp_path / "cache", tmp_path / "outside"

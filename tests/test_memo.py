@@ -259,3 +259,20 @@ def test_listing_begun_early_is_the_same_key(tmp_path: Path) -> None:
     c = Memo.open(str(d), "du", begin(str(tmp_path)))  # of another directory: not used
     assert c is not None and c.key == a.key
     assert Memo.open(str(d), "du", Listing(str(d))) is None  # no fence taken before it: no memo
+
+
+def test_an_answer_other_code_kept_is_not_used(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key holds the SHA-256 of ocicache's sources: an answer is what that code printed
+    (a change to how answers are computed misses, whatever the version number says)."""
+    from ocicache import memo as memo_module
+
+    d = _copy(tmp_path)
+    _plant(d, ("history", "--json"))
+    memo = Memo.open(str(d), "history --json")
+    assert memo is not None and memo.load() == ("FAKE", ["planted"])
+    code = memo_module._code()
+    assert len(code) == 64 and code == memo_module._code()
+    monkeypatch.setattr(memo_module, "_code", lambda: "0" * 64)
+    other = Memo.open(str(d), "history --json")
+    assert other is not None and other.load() is None
