@@ -92,6 +92,8 @@ if TYPE_CHECKING:
 
 MAX_REPLANS = 10
 SETTLE_S = 1.0  # ingest/ unchanged this long: the export that was writing has finished
+INGEST_WAITS = 3  # re-plans that wait for ingest/ to settle, before gc goes on regardless
+_ANY = object()  # an ingest stamp that watches nothing
 # After moving blobs into the quarantine, wait this long (at most --grace) before the final
 # re-read of index.json: an export that found a moved blob present just before it was moved
 # lands within it. Later landings are put back by the next gc, pin or repair.
@@ -204,12 +206,17 @@ def _run(layout: Layout, policy: Policy, now: int, lock_timeout: float, delay: f
     for attempt in range(MAX_REPLANS + 1):
         if attempt:
             _settle(layout)
+        # While BuildKit keeps writing, gc waits and re-plans a few times, then goes on: what an
+        # export still in progress re-uses is then put back from the quarantine when its
+        # manifest appears (it is younger than grace), by this run's final pass or the next.
         stamp = _ingest_stamp(layout)
         index, inv, plan = _restore_then_plan(layout, policy, now, lock_timeout, progress)
         if attempt == 0 and (plan.blobs or plan.ingest):
             _require_writable_dirs(layout, plan)
         progress.attempt_bytes = 0
-        if _execute(layout, inv, plan, index, stamp, progress, lock_timeout, delay):
+        watch = attempt < INGEST_WAITS
+        if _execute(layout, inv, plan, index, stamp if watch else _ANY, progress, lock_timeout,
+                    delay):
             break
     else:
         raise BusyError(f"the directory changed {MAX_REPLANS} times while gc ran (a build "
@@ -438,7 +445,7 @@ def _ingest_stamp(layout: Layout) -> tuple[int, int] | None:
     return None if st is None else (st.st_ino, st.st_mtime_ns)
 
 
-def _settle(layout: Layout, limit_s: float = 60.0) -> None:
+def _settle(layout: Layout, limit_s: float = 10.0) -> None:
     """Wait (at most `limit_s`) until no blob write has started or ended for SETTLE_S."""
     deadline = time.monotonic() + limit_s
     last = _ingest_stamp(layout)
@@ -451,7 +458,7 @@ def _settle(layout: Layout, limit_s: float = 60.0) -> None:
 
 
 def _execute(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
-             stamp: tuple[int, int] | None, progress: _Progress, lock_timeout: float,
+             stamp: object, progress: _Progress, lock_timeout: float,
              delay: float) -> bool:
     """Run the plan phase by phase; False when the directory changed and a re-plan is due."""
     known = {d: b.mtime_ns for d, b in inv.blobs.items()}
@@ -464,7 +471,7 @@ def _execute(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
         fds: set[int] = set()
         try:
             for blob in batch:
-                if _ingest_stamp(layout) != stamp:
+                if stamp is not _ANY and _ingest_stamp(layout) != stamp:
                     return False  # an export is writing blobs: wait, then re-plan
                 fd = _move_blob(layout, blob, progress, delay)
                 if fd is not None:

@@ -287,29 +287,47 @@ def test_pin_during_gc_is_never_left_dangling(tmp_path: Path) -> None:
         assert_consistent(root)
 
 
-def _exporter_loop(root: Path, stop: threading.Event, landed: list[str]) -> None:
+def _upload(root: Path, scratch: Path, digest: str) -> None:
+    """Write a blob as BuildKit's content store does (ingest/<h>/data, then a rename into
+    blobs/), unless it is present (BuildKit never rewrites a blob nor touches its mtime)."""
+    name = digest[7:]
+    target = root / "blobs" / "sha256" / name
+    if target.exists():
+        return
+    ing = root / "ingest" / f"{name}-{threading.get_ident()}"
+    ing.mkdir(parents=True, exist_ok=True)
+    (ing / "data").write_bytes((scratch / "blobs" / "sha256" / name).read_bytes())
+    os.rename(ing / "data", target)
+    os.chmod(target, 0o444)
+    ing.rmdir()
+
+
+def _exporter_loop(root: Path, scratch: Path, stop: threading.Event, landed: list[str]) -> None:
     """BuildKit-like exports, back to back: an identical re-export of an older export (nothing
-    written), one re-using an old layer, and a fresh one, in BuildKit's order (layers, config,
-    manifest, then the in-place index.json rewrite under its flock)."""
+    written), one re-using an old layer, and a fresh one, in BuildKit's order (check what is
+    present, write layers, config, manifest, then the in-place index.json rewrite under its
+    flock). The documents are made in `scratch` and uploaded."""
+    b = Builder(scratch)
     k = 0
     while not stop.is_set():
         snap = api.history(root)
         older = [e for e in snap.exports if not e.current and e.complete]
         kind = k % 3
-        if kind == 0 and older:  # identical to an older export: only the index update
+        if kind == 0 and older:  # identical to an older export: found present, nothing written
             target = older[-1].digest
             time.sleep(0.05)
             _repoint(root, target)
         else:
-            b = Builder(root)
-            b.entries = json.loads((root / "index.json").read_bytes())["manifests"]
-            layers: list[dict[str, Any]] = []
-            if kind == 1 and older:
+            reused: list[dict[str, Any]] = []
+            if kind == 1 and older:  # old layers found present now, named by the manifest later
                 doc = json.loads((root / "blobs" / "sha256" / older[-1].digest[7:]).read_bytes())
-                layers = doc["layers"][:2]
-            layers.append(b.layer(f"fresh-{k}", created_ns=time.time_ns()))
+                reused = doc["layers"][:2]
+            fresh = b.layer(f"fresh-{k}", created_ns=time.time_ns())
+            target = b.export([*reused, fresh], tag=None, mtime_ns=time.time_ns())
+            manifest = json.loads((scratch / "blobs" / "sha256" / target[7:]).read_bytes())
             time.sleep(0.05)
-            target = b.export(layers, tag=None, mtime_ns=time.time_ns())
+            for d in (fresh["digest"], manifest["config"]["digest"], target):
+                _upload(root, scratch, d)
             _repoint(root, target)
         landed.append(target)
         k += 1
@@ -323,7 +341,7 @@ def test_back_to_back_gc_during_exports_loses_nothing(tmp_path: Path) -> None:
     history_dir(root, exports=10, layers=3, shared=1)
     stop = threading.Event()
     landed: list[str] = []
-    t = threading.Thread(target=_exporter_loop, args=(root, stop, landed))
+    t = threading.Thread(target=_exporter_loop, args=(root, tmp_path / "scratch", stop, landed))
     t.start()
     runs = 0
     try:
