@@ -45,7 +45,7 @@ from ocicache.listing import Listing
 FORMAT = 2
 _STAMP = f"ocicache-answer/{FORMAT}/{__version__}/py{sys.version_info[0]}.{sys.version_info[1]}"
 _MAGIC = b"OCA1"
-_INDEX_LIMIT = 16 << 20
+_INDEX_LIMIT = 256 << 20  # as layout.INDEX_LIMIT (not imported: this module starts first)
 
 
 def begin(directory: str) -> Listing:
@@ -202,6 +202,8 @@ def _read_small(path: str) -> bytes | bool | None:
         return False
     try:
         with os.fdopen(fd, "rb") as f:
+            if os.fstat(f.fileno()).st_size > _INDEX_LIMIT:
+                return False  # never read a (sparse, hostile) file that large for a key
             data = f.read(_INDEX_LIMIT + 1)
     except OSError:
         return False
