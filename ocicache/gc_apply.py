@@ -11,7 +11,8 @@ The directory is fsynced after each phase, so the order also holds after a crash
 Lock strategy: BuildKit takes a NON-blocking flock on index.json.lock (a concurrent export fails
 rather than waits), so we hold it only briefly and shared, as BuildKit's readers do (gc never
 writes index.json): while reading index.json for the plan, and while re-reading it before each
-phase; never while deleting. A dry run takes no lock at all. If index.json changed, or a new or
+phase; never while deleting. A dry run reads index.json as the read commands do
+(indexread.py: it creates no lock file, and takes a shared flock only on one that exists). If index.json changed, or a new or
 re-written JSON blob (a manifest or config of an export in progress) appeared since the plan,
 we re-plan from a fresh read; the plan is idempotent, so re-planning after a partial run just
 finishes the job.
@@ -150,17 +151,20 @@ def _read_and_plan(layout: Layout, policy: Policy, now: int, lock_timeout: float
                    ) -> tuple[bytes | None, Inventory, list[Export], Plan]:
     """index.json (read under the lock, briefly), then everything else, then the plan.
 
-    A dry run takes no lock (like the read commands): BuildKit's writers fail at once on a held
-    lock, and a dry run must not be able to fail a build. It re-reads a torn index.json instead.
+    A dry run takes no lock it would have to create (like the read commands): BuildKit's
+    writers fail at once on a held lock, and a dry run must not be able to fail a build.
     """
     index: bytes | None = None
     try:
         if dry_run:
-            index = _read_index_unlocked(layout)
+            # As the read commands read it (indexread.py): between BuildKit's writes, creating
+            # no lock file; BusyError when a write stays in progress.
+            inv = read_inventory(layout, _blob_cache(layout))
+            index = inv.index_raw
         else:
             with index_lock(layout.root_fd, lock_timeout, shared=True):
                 index = layout.read_top(INDEX_JSON)
-        inv = read_inventory(layout, _blob_cache(layout), index_bytes=IndexBytes(index))
+            inv = read_inventory(layout, _blob_cache(layout), index_bytes=IndexBytes(index))
     except CorruptError:
         inv = read_inventory(layout)  # reads it again and records why it is unusable
     exports = build_exports(inv)
@@ -172,20 +176,6 @@ def _blob_cache(layout: Layout) -> BlobCache:
     """What earlier runs learned about digests (a digest names its content for good), so a
     repeated gc opens only new blobs (cache.py; off with OCICACHE_NO_CACHE=1)."""
     return BlobCache.default(layout.root)
-
-
-def _read_index_unlocked(layout: Layout, tries: int = 5) -> bytes | None:
-    """index.json without the lock, read again while it is torn (BuildKit rewrites in place)."""
-    data = layout.read_top(INDEX_JSON)
-    for _ in range(tries - 1):
-        try:
-            if data is not None:
-                docs.loads_strict(data, INDEX_JSON)
-            return data
-        except CorruptError:
-            time.sleep(0.02)
-            data = layout.read_top(INDEX_JSON)
-    return data
 
 
 def _metadata_bytes(layout: Layout) -> int:
