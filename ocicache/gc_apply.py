@@ -12,10 +12,10 @@ Lock strategy: BuildKit takes a NON-blocking flock on index.json.lock (a concurr
 rather than waits), so we hold it only briefly and shared, as BuildKit's readers do (gc never
 writes index.json): while reading index.json for the plan, and while re-reading it before each
 phase; never while deleting. A dry run reads index.json as the read commands do
-(indexread.py: it creates no lock file, and takes a shared flock only on one that exists). If index.json changed, or a new or
-re-written JSON blob (a manifest or config of an export in progress) appeared since the plan,
-we re-plan from a fresh read; the plan is idempotent, so re-planning after a partial run just
-finishes the job.
+(indexread.py: it creates no lock file, and takes a shared flock only on one that exists).
+If index.json changed, or a new or re-written JSON blob (a manifest or config of an export in
+progress) appeared since the plan, we re-plan from a fresh read; the plan is idempotent, so
+re-planning after a partial run just finishes the job.
 
 An export in progress re-uses old layers before any document names them (BuildKit checks a
 layer exists, then writes its other blobs, then the config): every blob BuildKit writes goes
