@@ -375,7 +375,7 @@ def _post_check(layout: Layout, before: bytes | None, progress: _Progress,
     try:
         with index_lock(layout.root_fd, lock_timeout, shared=True):
             data = layout.read_top(INDEX_JSON)
-    except (BusyError, CorruptError):
+    except (BusyError, CorruptError, RefusedError):  # e.g. the lock file became a FIFO
         return
     if data == before or data is None:
         return

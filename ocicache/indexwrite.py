@@ -158,7 +158,12 @@ def rewrite_index(layout: Layout, transform: Transform, timeout: float = 10.0) -
         if data is None:
             raise CorruptError("missing", file=INDEX_JSON,
                                hint="`ocicache repair DIR` can rebuild it from blobs/")
-        members, before, tail = split_index(data)
+        try:
+            members, before, tail = split_index(data)
+        except CorruptError as e:  # read under our exclusive lock: nobody is writing it
+            if e.hint is None:
+                e.hint = "`ocicache repair DIR` can rebuild it from blobs/"
+            raise
         after = transform(list(before))
         if [e.text for e in after] == [e.text for e in before]:
             return Rewrite(tuple(before), tuple(after), False)
