@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from ocicache import reports
 from ocicache.cache import BlobCache
-from ocicache.errors import NotFoundError, OcicacheError, RefusedError
+from ocicache.errors import NotFoundError, OcicacheError, RefusedError, TooLargeError
 from ocicache.exports import Export, build_exports
 from ocicache.inventory import Inventory, read_inventory
 from ocicache.layout import INDEX_JSON, LOCK_FILE, OCI_LAYOUT, Layout
@@ -46,7 +46,10 @@ class Snapshot:
 
 def read(directory: str | os.PathLike[str], use_cache: bool = True,
          listing: Listing | None = None) -> Snapshot:
-    """Read DIR once (no writes to DIR, no locks): every export and blob it holds.
+    """Read DIR once (no writes to DIR, no lock file created): every export and blob it holds.
+
+    index.json is read between BuildKit's in-place rewrites (indexread.py): under a shared
+    flock on index.json.lock when that file exists, else twice and compared.
 
     What is learned about blob digests is kept in $XDG_CACHE_HOME/ocicache (cache.py), never
     in DIR, so the next read opens only new blobs; OCICACHE_NO_CACHE=1 or `use_cache=False`
@@ -186,7 +189,8 @@ def pin(directory: str | os.PathLike[str], ref: str, name: str, *, force: bool =
         now: datetime | None = None) -> tuple[pins.PinResult, RefResult]:
     """Register the export REF in index.json under NAME (an ocicache pin).
 
-    Refuses what `ref` refuses, and a NAME BuildKit wrote unless `force`. The rewrite is atomic
+    Refuses what `ref` refuses; unless `force`, also a NAME BuildKit wrote or a NAME that pins
+    another export (moving it would take that export's protection away). The rewrite is atomic
     and under BuildKit's lock; every other entry keeps its exact bytes. It holds gc's lock
     (DIR/.ocicache/lock) throughout, so no gc moves the export between the read and the write.
     """
@@ -206,7 +210,11 @@ def _pin_locked(directory: str | os.PathLike[str], ref: str, name: str, force: b
     from ocicache import spec as spec_mod
     from ocicache.indexwrite import rewrite_index
 
-    snap = history(directory)
+    try:
+        snap = history(directory)
+    except TooLargeError as e:
+        raise RefusedError(f"{e.message}; not rewritten (every entry it holds would be lost)",
+                           file=e.file) from None
     export = resolve(snap.exports, ref)
     result = _ref_result(snap, export)
     if result.spec is None:

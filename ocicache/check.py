@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 from ocicache import documents as docs
 from ocicache.digest import parse_digest
-from ocicache.errors import OcicacheError, UsageError
+from ocicache.errors import OcicacheError, TooLargeError, UsageError
 from ocicache.exports import Export
 from ocicache.hashing import HashResult
-from ocicache.layout import INDEX_JSON, OCI_LAYOUT, QUARANTINE, Layout
+from ocicache.layout import INDEX_JSON, LOCK_FILE, OCI_LAYOUT, QUARANTINE, Layout
 from ocicache.reports import stack
 from ocicache.schema import Violation, validate
 
@@ -151,8 +151,14 @@ class _Collector:
     def index(self) -> None:
         inv = self.inv
         err = inv.index_error
+        for p in inv.problems:
+            if p.file == LOCK_FILE:
+                self.add(WARNING, "unusable-lock", LOCK_FILE, p.message)
         if err is not None:
-            if err.message == "missing":
+            if isinstance(err, TooLargeError):
+                self.add(ERROR, "oversize-index", err.file or INDEX_JSON,
+                         f"{err.message}: its exports and tags are unknown to ocicache")
+            elif err.message == "missing":
                 self.add(ERROR, "missing-index", INDEX_JSON,
                          "missing: no tag can be imported (`ocicache repair` rebuilds it)")
             elif err.where:  # a schema violation: the JSON parsed, the document is wrong
@@ -160,6 +166,10 @@ class _Collector:
             else:
                 self.add(ERROR, "torn-index", err.file or INDEX_JSON,
                          f"{err.message} (`ocicache repair` rebuilds it)")
+        if inv.blobs and inv.names_nothing_present():
+            self.add(WARNING, "index-names-nothing", INDEX_JSON,
+                     "names no blob on disk: gc refuses to act on it without --all (it would "
+                     "delete every blob); `ocicache repair` points `latest` at the newest export")
         if inv.index is not None:
             for entry in inv.index.entries:
                 d = entry.descriptor.digest
@@ -415,8 +425,8 @@ def schema_violations(layout: Layout, snap: Snapshot) -> dict[str, tuple[Violati
     todo.extend((_rel(d), d) for d, e in inv.bad_docs.items() if e.where)
     for file, digest in todo:
         try:
-            if digest is None:
-                doc = docs.loads_strict(layout.read_top(INDEX_JSON, docs.JSON_LIMIT) or b"", file)
+            if digest is None:  # the bytes the first read judged (read between writes)
+                doc = docs.loads_strict(inv.index_raw or b"", file)
             else:
                 doc = docs.loads_blob(layout.read_blob(parse_digest(digest), docs.JSON_LIMIT), file)
         except (OcicacheError, OSError):

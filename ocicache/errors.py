@@ -55,6 +55,17 @@ class CorruptError(OcicacheError):
     exit_code = EXIT_CORRUPT
 
 
+class TooLargeError(CorruptError):
+    """A file is larger than ocicache will read (a named limit, far past any real directory):
+    not torn, not invalid, just not read. Writers refuse rather than drop what they cannot read."""
+
+    def __init__(self, message: str, *, limit: int, limit_name: str, file: str | None = None,
+                 where: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, file=file, where=where, hint=hint)
+        self.limit = limit
+        self.limit_name = limit_name
+
+
 class NotFoundError(OcicacheError):
     """A REF resolves to no export, or to more than one."""
 

@@ -25,12 +25,14 @@ quarantine, and the next run puts back what is needed and finishes the job.
 Lock strategy: BuildKit takes a NON-blocking flock on index.json.lock (a concurrent export fails
 rather than waits), so we hold it only briefly and shared, as BuildKit's readers do (gc never
 writes index.json): while reading index.json for the plan, while re-reading it before each
-phase and after the settle time; never while moving. A dry run takes no lock at all. If
-index.json changed, or a new or re-written JSON blob (a manifest or config of an export in
-progress) appeared since the plan, we re-plan from a fresh read; the plan is idempotent.
-Every blob BuildKit writes goes through `ingest/<hex>/`, so a change of ingest/'s mtime since
-the plan means an export is writing: gc stops, waits until ingest/ has been quiet for SETTLE_S,
-and re-plans (the new manifest and config, younger than grace, then keep what they re-use).
+phase and after the settle time; never while moving. A dry run reads index.json as the read
+commands do (indexread.py: it creates no lock file, and takes a shared flock only on one that
+exists). If index.json changed, or a new or re-written JSON blob (a manifest or config of an
+export in progress) appeared since the plan, we re-plan from a fresh read; the plan is
+idempotent. Every blob BuildKit writes goes through `ingest/<hex>/`, so a change of ingest/'s
+mtime since the plan means an export is writing: gc stops, waits until ingest/ has been quiet
+for SETTLE_S, and re-plans (the new manifest and config, younger than grace, then keep what
+they re-use), INGEST_WAITS times at most.
 
 A blob is moved only after an lstat through the `blobs/<alg>` directory fd shows a regular
 file with a valid digest name, the size and mtime the plan saw (a re-written blob is left
@@ -353,17 +355,20 @@ def _read(layout: Layout, policy: Policy, now: int, lock_timeout: float,
           dry_run: bool = False) -> tuple[bytes | None, Inventory, list[Export]]:
     """index.json (read under the lock, briefly), then everything else.
 
-    A dry run takes no lock (like the read commands): BuildKit's writers fail at once on a held
-    lock, and a dry run must not be able to fail a build. It re-reads a torn index.json instead.
+    A dry run takes no lock it would have to create (like the read commands): BuildKit's
+    writers fail at once on a held lock, and a dry run must not be able to fail a build.
     """
     index: bytes | None = None
     try:
         if dry_run:
-            index = _read_index_unlocked(layout)
+            # As the read commands read it (indexread.py): between BuildKit's writes, creating
+            # no lock file; BusyError when a write stays in progress.
+            inv = read_inventory(layout, _blob_cache(layout))
+            index = inv.index_raw
         else:
             with index_lock(layout.root_fd, lock_timeout, shared=True):
                 index = layout.read_top(INDEX_JSON)
-        inv = read_inventory(layout, _blob_cache(layout), index_bytes=IndexBytes(index))
+            inv = read_inventory(layout, _blob_cache(layout), index_bytes=IndexBytes(index))
     except CorruptError:
         inv = read_inventory(layout)  # reads it again and records why it is unusable
     return index, inv, build_exports(inv)
@@ -373,20 +378,6 @@ def _blob_cache(layout: Layout) -> BlobCache:
     """What earlier runs learned about digests (a digest names its content for good), so a
     repeated gc opens only new blobs (cache.py; off with OCICACHE_NO_CACHE=1)."""
     return BlobCache.default(layout.root)
-
-
-def _read_index_unlocked(layout: Layout, tries: int = 5) -> bytes | None:
-    """index.json without the lock, read again while it is torn (BuildKit rewrites in place)."""
-    data = layout.read_top(INDEX_JSON)
-    for _ in range(tries - 1):
-        try:
-            if data is not None:
-                docs.loads_strict(data, INDEX_JSON)
-            return data
-        except CorruptError:
-            time.sleep(0.02)
-            data = layout.read_top(INDEX_JSON)
-    return data
 
 
 def _metadata_bytes(layout: Layout) -> int:
@@ -598,7 +589,7 @@ def _post_check(layout: Layout, before: bytes | None, progress: _Progress,
     try:
         with index_lock(layout.root_fd, lock_timeout, shared=True):
             data = layout.read_top(INDEX_JSON)
-    except (BusyError, CorruptError):
+    except (BusyError, CorruptError, RefusedError):  # e.g. the lock file became a FIFO
         return
     if data is None:
         return

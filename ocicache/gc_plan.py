@@ -9,6 +9,9 @@ Safety rules (the issue, and FORMAT.md):
   and re-uses existing layers without touching their mtime: so no blob younger than the grace
   period is deleted, and every manifest (and cache config) younger than grace is kept with
   everything it references, however old those blobs are;
+- an index.json that names nothing on disk (no entries, or only entries whose manifest is
+  gone) while gc would delete blobs is refused unless the policy says so (`gc --all`): on its
+  word every blob would go;
 - fail closed: when index.json or a kept export cannot be parsed, its references are unknown,
   so nothing is deleted (RefusedError); a JSON blob that failed to parse could be a manifest, so
   it is kept (with a warning) rather than guessed about.
@@ -24,7 +27,7 @@ from ocicache import reach
 from ocicache.errors import RefusedError
 from ocicache.exports import Export
 from ocicache.inventory import Inventory
-from ocicache.layout import INDEX_JSON
+from ocicache.layout import INDEX_JSON, LOCK_FILE
 from ocicache.refs import resolve
 from ocicache.reports import (
     KIND_CONFIG,
@@ -71,6 +74,9 @@ class Policy:
     keep_refs: tuple[str, ...] = ()
     max_size: int | None = None
     grace_ns: int = HOUR_NS
+    # `gc --all`: an index.json that names nothing on disk (no entries, or only entries whose
+    # manifest is gone) really means "keep nothing it does not name"; else gc refuses.
+    allow_empty_index: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +158,12 @@ def make_plan(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns:
     """The plan for one read of DIR; RefusedError when it cannot be sure what is needed."""
     if inv.index_error is not None:
         e = inv.index_error
+        hint = e.hint
+        if inv.index_raw is None and not inv.manifests and e.message == "missing":
+            hint = ("blobs/ holds no cache manifest, so `ocicache repair` has nothing to point "
+                    "index.json at; an export to DIR (--cache-to type=local,dest=DIR) writes one")
         raise RefusedError(f"{e.message}; nothing deleted (which exports are current is unknown)",
-                           file=e.file or INDEX_JSON, where=e.where, hint=e.hint)
+                           file=e.file or INDEX_JSON, where=e.where, hint=hint)
     _require_known_foreign(inv)
     warnings: list[str] = []
     rules = _rules(inv, exports, policy, now_ns)
@@ -198,9 +208,12 @@ def make_plan(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns:
     kinds = {d: _STEP_OF.get(k, k) for d, k in blob_kinds(inv).items()}
     deletions = [BlobDeletion(b.algorithm, b.name, kinds.get(d, KIND_UNKNOWN), b.size, b.mtime_ns)
                  for d, b in inv.blobs.items() if d in freed and now_ns - b.mtime_ns >= grace]
+    if deletions and not policy.allow_empty_index:
+        _require_index_protects_something(inv, deletions)
     removed = sum(d.size for d in deletions) + sum(i.bytes for i in ingest_stale)
     for stray in inv.strays:
         warnings.append(f"{stray.relpath}: {stray.reason}; left alone")
+    warnings.extend(str(p) for p in inv.problems if p.file == LOCK_FILE)
     kept = tuple(_decision(e, tuple(rules[e.digest]), None) for e in exports if e.digest in rules)
     dropped = tuple(_decision(e, (), DROP_MAX_SIZE if e.digest in dropped_by_size else DROP_NO_RULE)
                     for e in exports if e.digest not in rules)
@@ -322,6 +335,24 @@ def _require_known_foreign(inv: Inventory) -> None:
             file=blob.relpath if blob is not None else digest, where=inv.reached_from(digest),
             hint="`ocicache check DIR` says more; remove the index.json entry that reaches it "
                  "(`ocicache unpin DIR NAME --force`) to let gc run")
+
+
+def _require_index_protects_something(inv: Inventory, deletions: Sequence[BlobDeletion]) -> None:
+    """An index.json that names nothing on disk (no entries, or only entries whose manifest is
+    gone) would make gc delete every blob: refuse unless `--all` says that is meant."""
+    if not inv.names_nothing_present():
+        return
+    assert inv.index is not None
+    entries = inv.index.entries
+    what = ("has no entries" if not entries else
+            f"names nothing on disk ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
+            "no manifest present)")
+    n, size = len(deletions), sum(d.size for d in deletions)
+    raise RefusedError(
+        f"{what}: gc would delete every blob it holds ({n} blob{'' if n == 1 else 's'}, "
+        f"{size} bytes); nothing deleted", file=INDEX_JSON,
+        hint="`ocicache repair DIR` points `latest` at the newest export; `ocicache gc --all "
+             "DIR` deletes everything index.json does not name")
 
 
 def _protected_roots(inv: Inventory, policy: Policy, now_ns: int) -> list[str]:

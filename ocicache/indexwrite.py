@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ocicache import documents as docs
-from ocicache.errors import CorruptError, RefusedError
-from ocicache.layout import INDEX_JSON, Layout
+from ocicache.errors import CorruptError, RefusedError, TooLargeError
+from ocicache.layout import INDEX_JSON, INDEX_LIMIT, INDEX_LIMIT_NAME, Layout
 from ocicache.lock import index_lock
 
 TEMP_PREFIX = ".index.json.ocicache-"
@@ -150,20 +150,38 @@ def rewrite_index(layout: Layout, transform: Transform, timeout: float = 10.0) -
     root_fd = layout.root_fd
     with index_lock(root_fd, timeout):
         _remove_stale_temps(layout)
-        data = layout.read_top(INDEX_JSON)
+        try:
+            data = layout.read_top(INDEX_JSON)
+        except TooLargeError as e:
+            raise RefusedError(f"{e.message}; not rewritten (every entry it holds would be "
+                               "lost)", file=INDEX_JSON) from None
         if data is None:
             raise CorruptError("missing", file=INDEX_JSON,
                                hint="`ocicache repair DIR` can rebuild it from blobs/")
-        members, before, tail = split_index(data)
+        try:
+            members, before, tail = split_index(data)
+        except CorruptError as e:  # read under our exclusive lock: nobody is writing it
+            if e.hint is None:
+                e.hint = "`ocicache repair DIR` can rebuild it from blobs/"
+            raise
         after = transform(list(before))
         if [e.text for e in after] == [e.text for e in before]:
             return Rewrite(tuple(before), tuple(after), False)
         new = join_index(members, after, tail)
+        require_readable_size(new)
         # The result must itself be an index we (and BuildKit) can read.
         docs.parse_index(docs.loads_strict(new, INDEX_JSON))
         st = os.stat(INDEX_JSON, dir_fd=root_fd, follow_symlinks=False)
         replace_index(root_fd, new, stat.S_IMODE(st.st_mode))
     return Rewrite(tuple(before), tuple(after), True)
+
+
+def require_readable_size(data: bytes) -> None:
+    """Refuse to write an index.json larger than ocicache reads back (layout.INDEX_LIMIT)."""
+    if len(data) > INDEX_LIMIT:
+        raise RefusedError(f"the new index.json would be {len(data)} bytes, over ocicache's "
+                           f"{INDEX_LIMIT_NAME} ({INDEX_LIMIT} bytes); not written",
+                           file=INDEX_JSON)
 
 
 def replace_index(root_fd: int, data: bytes, mode: int = 0o644) -> None:

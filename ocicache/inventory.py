@@ -23,9 +23,11 @@ from ocicache import documents as docs
 from ocicache import mediatypes as mt
 from ocicache.cache import NOT_JSON, PARSED, BlobCache, Parsed
 from ocicache.digest import Digest, parse_digest
-from ocicache.errors import CorruptError, OcicacheError, UsageError
+from ocicache.errors import CorruptError, OcicacheError, TooLargeError, UsageError
+from ocicache.indexread import read_index
 from ocicache.layout import (
     INDEX_JSON,
+    LOCK_FILE,
     OCI_LAYOUT,
     QUARANTINE,
     BlobFile,
@@ -90,6 +92,7 @@ class Inventory:
     kinds: dict[str, str] = field(default_factory=dict)  # digest -> documents.KIND_* for JSON
     bad_docs: dict[str, OcicacheError] = field(default_factory=dict)  # JSON that failed to parse
     problems: list[Problem] = field(default_factory=list)
+    index_raw: bytes | None = None  # index.json's bytes as read (None: absent or unreadable)
     quarantine: QuarantineScan = field(default_factory=lambda: QuarantineScan((), ()))
 
     def held(self, digest: str) -> bool:
@@ -106,6 +109,13 @@ class Inventory:
             raise self.index_error
         assert self.index is not None
         return self.index
+
+    def names_nothing_present(self) -> bool:
+        """index.json parsed, but no entry names a blob on disk (no entries at all, or only
+        entries whose manifest is gone): it protects nothing, and a gc (or BuildKit's
+        reset=true) on its word would delete every blob."""
+        return self.index is not None and not any(
+            e.descriptor.digest in self.blobs for e in self.index.entries)
 
     def warn(self, file: str, where: str, message: str, severity: str = "warning") -> None:
         self.problems.append(Problem(severity, file, where, message))
@@ -145,12 +155,14 @@ def read_inventory(layout: Layout, cache: BlobCache | None = None,
     learned is saved to it. `index_bytes` lets a caller that read index.json under the lock use
     exactly those bytes.
     """
-    index, index_error = _read_index(layout, index_bytes)
+    index, index_error, index_raw, lock_warnings = _read_index(layout, index_bytes)
     oci_layout = _read_oci_layout(layout)
     scan = layout.scan_blobs()
     inv = Inventory(layout.root, index, index_error, oci_layout, scan.blobs, scan.strays,
-                    layout.scan_ingest())
+                    layout.scan_ingest(), index_raw=index_raw)
     inv.quarantine = layout.scan_quarantine()
+    for warning in lock_warnings:
+        inv.warn(LOCK_FILE, "", warning.removeprefix(f"{LOCK_FILE}: "))
     if index_error is not None:
         inv.warn(index_error.file or INDEX_JSON, index_error.where or "", index_error.message,
                  "error")
@@ -164,21 +176,43 @@ def read_inventory(layout: Layout, cache: BlobCache | None = None,
     return inv
 
 
-def _read_index(layout: Layout,
-                index_bytes: IndexBytes | None) -> tuple[Index | None, OcicacheError | None]:
+_REPAIR_HINT = "`ocicache repair DIR` can rebuild it from blobs/"
+
+
+def _read_index(layout: Layout, index_bytes: IndexBytes | None
+                ) -> tuple[Index | None, OcicacheError | None, bytes | None, tuple[str, ...]]:
+    """(index, why it is unusable, its bytes, warnings about the lock). Read between BuildKit's
+    writes (indexread.py): a write in progress raises BusyError, so a torn index here is
+    really torn and `repair` is the hint."""
+    warnings: tuple[str, ...] = ()
+    decoded: object | None = None
     try:
-        data = layout.read_top(INDEX_JSON) if index_bytes is None else index_bytes.data
+        if index_bytes is None:
+            got = read_index(layout)
+            data, warnings = got.data, got.warnings
+            if got.error is not None:
+                if got.error.hint is None:
+                    got.error.hint = _REPAIR_HINT
+                return None, got.error, data, warnings
+            decoded = got.doc
+        else:
+            data = index_bytes.data
+    except TooLargeError as e:
+        if e.hint is None:
+            e.hint = ("ocicache does not read an index.json that large; if it is garbage, "
+                      "move it aside, then `ocicache repair DIR` rebuilds one")
+        return None, e, None, warnings
     except CorruptError as e:
-        return None, e
+        return None, e, None, warnings
     if data is None:
-        return None, CorruptError("missing", file=INDEX_JSON,
-                                  hint="`ocicache repair DIR` can rebuild it from blobs/")
+        return None, CorruptError("missing", file=INDEX_JSON, hint=_REPAIR_HINT), None, warnings
     try:
-        return docs.parse_index(docs.loads_strict(data, INDEX_JSON)), None
+        doc = docs.loads_strict(data, INDEX_JSON) if decoded is None else decoded
+        return docs.parse_index(doc), None, data, warnings
     except CorruptError as e:
         if e.hint is None:
-            e.hint = "`ocicache repair DIR` can rebuild it from blobs/"
-        return None, e
+            e.hint = _REPAIR_HINT
+        return None, e, data, warnings
 
 
 def _read_oci_layout(layout: Layout) -> object | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ocicache.digest import ALGORITHMS, Digest
-from ocicache.errors import CorruptError, NotACacheDirError
+from ocicache.errors import CorruptError, NotACacheDirError, TooLargeError
 
 if TYPE_CHECKING:
     from ocicache.listing import Listing
@@ -33,9 +33,12 @@ INGEST = "ingest"
 OWN_DIR = ".ocicache"
 QUARANTINE = f"{OWN_DIR}/quarantine"
 
-# index.json holds one small descriptor per tag: 16 MiB is far beyond any real one and keeps a
-# hostile (e.g. sparse multi-GB) file from being read into memory.
-INDEX_LIMIT = 16 << 20
+# index.json holds one small descriptor (~250 bytes) per tag: 256 MiB (a million entries) is far
+# beyond any real one and still keeps a hostile (e.g. sparse multi-GB) file from being read into
+# memory. A file over it is reported as too large (TooLargeError, naming this limit), never as
+# torn: a writer refuses to replace what it could not read.
+INDEX_LIMIT = 256 << 20
+INDEX_LIMIT_NAME = "index.json limit"
 
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -263,9 +266,20 @@ class Layout:
             raise CorruptError("not a regular file", file=where)
         return fd
 
-    def _read(self, dir_fd: int, name: str, where: str, limit: int) -> bytes:
+    def _read(self, dir_fd: int, name: str, where: str, limit: int,
+              limit_name: str | None = None) -> bytes:
+        return self._read_stat(dir_fd, name, where, limit, limit_name)[0]
+
+    def _read_stat(self, dir_fd: int, name: str, where: str, limit: int,
+                   limit_name: str | None = None
+                   ) -> tuple[bytes, os.stat_result, os.stat_result]:
+        """The bytes of a file (at most `limit`), and its fstat just before and just after the
+        read (an in-place rewrite during the read moves its size, mtime or ctime)."""
         fd = self._open(dir_fd, name, where)
         try:
+            before = os.fstat(fd)
+            if before.st_size > limit:
+                raise _too_large(where, before.st_size, limit, limit_name)
             chunks: list[bytes] = []
             remaining = limit + 1
             while remaining > 0:
@@ -274,19 +288,30 @@ class Layout:
                     break
                 chunks.append(chunk)
                 remaining -= len(chunk)
+            after = os.fstat(fd)
         except OSError as e:
             raise CorruptError(f"cannot read: {e.strerror}", file=where) from None
         finally:
             os.close(fd)
         data = b"".join(chunks)
         if len(data) > limit:
-            raise CorruptError(f"larger than {limit} bytes; not read", file=where)
-        return data
+            raise _too_large(where, max(len(data), after.st_size), limit, limit_name)
+        return data, before, after
 
     def read_top(self, name: str, limit: int = INDEX_LIMIT) -> bytes | None:
         """Bytes of a top-level file (index.json, oci-layout), or None when it does not exist."""
         try:
-            return self._read(self._root_fd, name, name, limit)
+            return self._read(self._root_fd, name, name, limit,
+                              INDEX_LIMIT_NAME if limit == INDEX_LIMIT else None)
+        except FileNotFoundError:
+            return None
+
+    def read_top_stat(self, name: str, limit: int = INDEX_LIMIT
+                      ) -> tuple[bytes, os.stat_result, os.stat_result] | None:
+        """read_top, with the file's fstat before and after the read (see _read_stat)."""
+        try:
+            return self._read_stat(self._root_fd, name, name, limit,
+                                   INDEX_LIMIT_NAME if limit == INDEX_LIMIT else None)
         except FileNotFoundError:
             return None
 
@@ -554,6 +579,17 @@ def _walk(fd: int, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
                 yield from _walk(sub, rel + "/")
             finally:
                 os.close(sub)
+
+
+def _too_large(where: str, size: int, limit: int, limit_name: str | None) -> TooLargeError:
+    name = limit_name or "read limit"
+    return TooLargeError(
+        f"{size} bytes: larger than ocicache's {name} ({_mib(limit)}, {limit} bytes); not read",
+        file=where, limit=limit, limit_name=name)
+
+
+def _mib(n: int) -> str:
+    return f"{n >> 30} GiB" if n >= 1 << 30 and not n % (1 << 30) else f"{n / (1 << 20):g} MiB"
 
 
 def _small_text(layout: Layout, dir_fd: int, name: str, where: str) -> str | None:

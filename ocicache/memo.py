@@ -65,7 +65,7 @@ def _code() -> str:
         return "-"
     return h.hexdigest()
 _MAGIC = b"OCA1"
-_INDEX_LIMIT = 16 << 20
+_INDEX_LIMIT = 256 << 20  # as layout.INDEX_LIMIT (not imported: this module starts first)
 
 
 def begin(directory: str) -> Listing:
@@ -227,6 +227,8 @@ def _read_small(path: str) -> bytes | bool | None:
         return False
     try:
         with os.fdopen(fd, "rb") as f:
+            if os.fstat(f.fileno()).st_size > _INDEX_LIMIT:
+                return False  # never read a (sparse, hostile) file that large for a key
             data = f.read(_INDEX_LIMIT + 1)
     except OSError:
         return False

@@ -96,7 +96,10 @@ def verify_manifest(layout: Layout, e: Export) -> None:
 
 def pin_transform(e: Export, name: str, now: datetime, force: bool,
                   found: dict[str, object]) -> Transform:
-    """The index.json transform of `pin`: drop our entries with `name`, append the new one."""
+    """The index.json transform of `pin`: drop our entries with `name`, append the new one.
+
+    Refuses (unless `force`) to replace an entry BuildKit wrote, or to move a pin that names
+    another export: either would silently take that export's protection away."""
 
     def transform(entries: list[RawEntry]) -> list[RawEntry]:
         same = [x for x in entries if _entry_name(x) == name]
@@ -108,6 +111,12 @@ def pin_transform(e: Export, name: str, now: datetime, force: bool,
         if len(same) == 1 and _is_pin(same[0]) and same[0].doc.get("digest") == e.digest:
             found["replaced"] = ()
             return entries  # already pinned: nothing to write
+        moved = [x for x in same if _is_pin(x) and x.doc.get("digest") != e.digest]
+        if moved and not force:
+            raise RefusedError(
+                f"{name!r} already pins {moved[0].doc.get('digest')}; not moved to {e.digest} "
+                "(that export would lose the pin's protection from gc and reset=true)",
+                hint="--force moves the pin; or choose another NAME")
         found["replaced"] = tuple(str(x.doc.get("digest")) for x in same)
         kept = [x for x in entries if _entry_name(x) != name]
         return [*kept, pin_entry(e, name, now)]

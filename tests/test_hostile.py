@@ -296,10 +296,93 @@ def _index_missing(base: Base, outside: Path) -> str:
     return "index.json"
 
 
-@case("index-sparse-4g", TORN, {"torn-index"})
+@case("index-sparse-4g", TORN, {"oversize-index"})
 def _index_huge(base: Base, outside: Path) -> str:
+    """Over ocicache's index.json limit: reported as too large (the limit named), not torn."""
     os.truncate(base.root / "index.json", 4 << 30)  # sparse: costs no disk
+    return "256 MiB"
+
+
+@case("index-over-16mib-valid")
+def _index_big_valid(base: Base, outside: Path) -> None:
+    """A valid index.json past the old 16 MiB read limit: read like any other."""
+    size = blob(base.root, base.new).stat().st_size
+    big = {**entry(base.new, size), "annotations": {
+        "org.opencontainers.image.ref.name": "latest", "dev.example.note": "x" * (17 << 20)}}
+    index_with(base, [big])
+
+
+# index.json names nothing on disk while blobs/ holds exports: gc refuses (unless --all),
+# repair points `latest` at the newest export, check warns.
+@case("index-no-entries", codes={"index-names-nothing"})
+def _index_no_entries(base: Base, outside: Path) -> str:
+    index_with(base, [])
     return "index.json"
+
+
+@case("index-only-missing-foreign", BROKEN, {"index-names-nothing", "index-missing-manifest"})
+def _index_only_missing(base: Base, outside: Path) -> str:
+    gone = sha(b"a foreign image index nobody kept")
+    index_with(base, [{"mediaType": mt.OCI_INDEX, "digest": gone, "size": 33}])
+    return gone
+
+
+@case("bare-store", TORN, {"missing-index"})
+def _bare_store(base: Base, outside: Path) -> str:
+    """A content store with blobs/ and ingest/ but no index.json and no cache manifest (only
+    layers): repair has nothing to point an index at and must not write an empty one."""
+    for digest in (base.new, base.old):
+        doc = json.loads(blob(base.root, digest).read_bytes())
+        blob(base.root, doc["config"]["digest"]).unlink(missing_ok=True)
+        blob(base.root, digest).unlink()
+    (base.root / "index.json").unlink()
+    base.b.ingest("d" * 64, 10, 100)
+    return "index.json"
+
+
+# index.json.lock that is not a regular file: read commands read without it (and warn), the
+# writers refuse (exit 6, the file named), nothing hangs, nothing outside DIR is touched.
+def _bind_socket(path: Path) -> None:
+    import socket
+
+    cwd = os.getcwd()
+    os.chdir(path.parent)  # AF_UNIX paths are limited to ~108 bytes: bind a relative name
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path.name)
+        sock.close()  # the socket file stays
+    finally:
+        os.chdir(cwd)
+
+
+@case("lock-fifo", codes={"unusable-lock"})
+def _lock_fifo(base: Base, outside: Path) -> str:
+    os.mkfifo(base.root / "index.json.lock")
+    return "index.json.lock"
+
+
+@case("lock-directory", codes={"unusable-lock"})
+def _lock_dir(base: Base, outside: Path) -> str:
+    (base.root / "index.json.lock").mkdir()
+    return "index.json.lock"
+
+
+@case("lock-socket", codes={"unusable-lock"})
+def _lock_socket(base: Base, outside: Path) -> str:
+    _bind_socket(base.root / "index.json.lock")
+    return "index.json.lock"
+
+
+@case("lock-symlink-outside", codes={"unusable-lock"})
+def _lock_symlink(base: Base, outside: Path) -> str:
+    (base.root / "index.json.lock").symlink_to(secret_file(outside, "lock"))
+    return "index.json.lock"
+
+
+@case("lock-leftover")
+def _lock_leftover(base: Base, outside: Path) -> None:
+    """A regular lock file nobody holds (left by a killed BuildKit): read under it, kept."""
+    (base.root / "index.json.lock").write_bytes(b"")
 
 
 @case("index-deep", TORN, {"torn-index"})
@@ -799,25 +882,40 @@ def test_unreadable_blob(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert tree(base.root) == before
 
 
-TORN_CASES = [c for c in CASES if c.exits.get("history") == 4]
+# Every index.json repair has work on: torn, invalid, missing, or naming nothing on disk.
+REPAIR_CASES = [c for c in CASES if c.exits.get("history") == 4
+                or c.name in ("index-no-entries", "index-only-missing-foreign")]
+# Where repair must refuse (exit 6, nothing written), and what the refusal must say.
+REPAIR_REFUSES = {
+    "index-sparse-4g": "256 MiB",  # over the limit: its entries cannot be read, so not dropped
+    "bare-store": "no importable cache manifest",  # an empty index would let gc delete all
+}
 
 
-@pytest.mark.parametrize("c", TORN_CASES, ids=[c.name for c in TORN_CASES])
+@pytest.mark.parametrize("c", REPAIR_CASES, ids=[c.name for c in REPAIR_CASES])
 def test_hostile_repair(tmp_path: Path, c: Case) -> None:
     """repair on every broken index.json: dry run changes nothing; the real run leaves a
-    readable index (or refuses clearly), never touches anything outside DIR."""
+    readable index that names the newest export (or refuses clearly, writing nothing), never
+    touches anything outside DIR, and never writes an index naming nothing on disk."""
     base, outside, _ = _build(tmp_path, c)
     before, outside_before, atimes = tree(base.root), tree(outside), _atimes(outside)
+    refusal = REPAIR_REFUSES.get(c.name)
     r = run_inprocess("repair", "--dry-run", str(base.root))
     _assert_clean_run(r, f"{c.name}: repair --dry-run")
-    assert r.code == 0 and tree(base.root) == before
+    assert r.code == (6 if refusal else 0), r.err
+    assert tree(base.root) == before
     r = run_inprocess("repair", str(base.root))
     _assert_clean_run(r, f"{c.name}: repair")
     if c.name == "index-directory":
         assert r.code == 6 and "index.json" in r.err  # refuses to replace a directory
+    elif refusal is not None:
+        assert r.code == 6 and refusal in r.err and "nothing written" in r.err, r.err
+        assert tree(base.root) == before
     else:
         assert r.code == 0, r.err
         h = run_inprocess("history", str(base.root))
         assert h.code == 0, h.err
         assert base.new in run_inprocess("history", "--json", str(base.root)).out
+        doc = json.loads((base.root / "index.json").read_bytes())
+        assert any(blob(base.root, e["digest"]).is_file() for e in doc["manifests"])
     assert tree(outside) == outside_before and _atimes(outside) == atimes

@@ -6,6 +6,7 @@ gc never deletes a blob that an export index.json references still needs.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,15 @@ def _needed(root: Path) -> set[str]:
     return (needed | snap.inventory.foreign_closure) & on_disk
 
 
+# Cases where the writers must refuse (exit 6) and what the refusal names: a lock file that is
+# not a regular file (never waited on, never followed); an index.json naming nothing on disk
+# (gc would delete every blob on its word).
+LOCK_CASES = ("lock-fifo", "lock-directory", "lock-socket", "lock-symlink-outside")
+GC_REFUSES = {**{name: "index.json.lock" for name in LOCK_CASES},
+              "index-no-entries": "--all", "bare-store": "index.json"}
+PIN_REFUSES = {name: "index.json.lock" for name in LOCK_CASES}
+
+
 @pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])
 def test_gc_on_hostile_input(tmp_path: Path, c: Case) -> None:
     base, outside, _ = _build(tmp_path, c)
@@ -44,6 +54,8 @@ def test_gc_on_hostile_input(tmp_path: Path, c: Case) -> None:
     r = run_inprocess("gc", "--grace", "0", "--keep-last", "0", str(base.root))
     _assert_clean_run(r, f"{c.name}: gc")
     assert r.code in ALLOWED, r.err
+    if c.name in GC_REFUSES:
+        assert r.code == 6 and GC_REFUSES[c.name] in r.err, f"{c.name}: {r.code}\n{r.err}"
     if r.code != 0:
         # refused: nothing deleted
         assert {p for p, *_ in tree(base.root)} >= {p for p, *_ in before
@@ -70,6 +82,9 @@ def test_ref_and_pin_on_hostile_input(tmp_path: Path, c: Case) -> None:
     r = run_inprocess("pin", str(base.root), "~1", "keep-old")
     _assert_clean_run(r, f"{c.name}: pin")
     assert r.code in ALLOWED, r.err
+    if c.name in PIN_REFUSES:
+        assert r.code == 6 and PIN_REFUSES[c.name] in r.err, f"{c.name}: {r.code}\n{r.err}"
+        assert tree(base.root) == before
     if r.code == 0:
         r = run_inprocess("unpin", str(base.root), "keep-old")
         _assert_clean_run(r, f"{c.name}: unpin")
@@ -79,3 +94,56 @@ def test_ref_and_pin_on_hostile_input(tmp_path: Path, c: Case) -> None:
         assert SECRET not in index.read_text(errors="replace")
     assert tree(outside) == outside_before
     assert _atimes(outside) == atimes, f"{c.name}: pin read a file outside DIR"
+
+
+# The classes of issue 10 that only writers have.
+@pytest.mark.parametrize("c", [c for c in CASES if c.name in ("clean", "index-over-16mib-valid",
+                                                             "lock-leftover")],
+                         ids=lambda c: c.name)
+def test_pin_never_moves_a_pin_silently(tmp_path: Path, c: Case) -> None:
+    """A NAME that already pins one export is not moved to another (that export would lose its
+    protection) unless --force, which says what moved."""
+    base, _outside, _ = _build(tmp_path, c)
+
+    def files() -> dict[str, tuple[int, int, int]]:  # DIR's own mtime moves with the lock file
+        return {k: v for k, v in tree(base.root).items() if k != "."}
+
+    r = run_inprocess("pin", str(base.root), "~1", "keep")
+    assert r.code == 0, r.err
+    before = files()
+    r = run_inprocess("pin", str(base.root), "~0", "keep")
+    _assert_clean_run(r, f"{c.name}: pin again")
+    assert r.code == 6 and f"already pins {base.old}" in r.err and "--force" in r.err, r.err
+    assert files() == before
+    r = run_inprocess("pin", str(base.root), "~1", "keep")  # the same export: nothing to do
+    assert r.code == 0 and files() == before
+    r = run_inprocess("pin", str(base.root), "~0", "keep", "--force")
+    assert r.code == 0 and f"moved keep from {base.old} to {base.new}" in r.err, r.err
+    assert not (base.root / "index.json.lock").exists()  # removed after use, as BuildKit does
+    pins = [e for e in json.loads((base.root / "index.json").read_bytes())["manifests"]
+            if e["annotations"].get("org.opencontainers.image.ref.name") == "keep"]
+    assert [e["digest"] for e in pins] == [base.new]
+
+
+@pytest.mark.parametrize("name", ["index-no-entries", "index-only-missing-foreign"])
+def test_gc_all_on_an_index_naming_nothing(tmp_path: Path, name: str) -> None:
+    """gc refuses an index.json that names nothing on disk; --all says that is meant."""
+    c = next(x for x in CASES if x.name == name)
+    base, _outside, _ = _build(tmp_path, c)
+
+    def files() -> dict[str, tuple[int, int, int]]:  # DIR's own mtime moves with the lock file
+        return {k: v for k, v in tree(base.root).items() if k != "."}
+
+    before = files()
+    for args in (("--dry-run",), ()):
+        r = run_inprocess("gc", "--grace", "0", *args, str(base.root))
+        _assert_clean_run(r, f"{name}: gc {args}")
+        assert r.code == 6 and "nothing " in r.err and "deleted" in r.err, r.err
+        assert files() == before
+    if name == "index-only-missing-foreign":
+        return  # an entry naming a missing manifest: gc refuses whatever --all says
+    assert "--all" in r.err
+    r = run_inprocess("gc", "--grace", "0", "--all", str(base.root))
+    assert r.code == 0, r.err
+    left = [p.name for p in (base.root / "blobs" / "sha256").iterdir()]
+    assert left == []

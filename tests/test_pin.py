@@ -102,9 +102,16 @@ def test_pin_json_and_repin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     code, _, err = run(capsys, "pin", str(d), "~3", "release/1.0")
     assert code == 0 and "nothing changed" in err
     assert (d / "index.json").stat().st_mtime_ns == mtime
-    code, out, _ = run(capsys, "pin", str(d), "~2", "release/1.0", "--json")
+    # Another export: refused (the first would lose its protection) unless --force, which
+    # says what moved.
+    before = (d / "index.json").read_bytes()
+    code, out, err = run(capsys, "pin", str(d), "~2", "release/1.0", "--json")
+    assert code == 6 and out == "" and "already pins " + exports[3].digest in err
+    assert "--force" in err and (d / "index.json").read_bytes() == before
+    code, out, err = run(capsys, "pin", str(d), "~2", "release/1.0", "--json", "--force")
     doc = json.loads(out)
-    assert doc["replaced"] == [exports[3].digest]
+    assert code == 0 and doc["replaced"] == [exports[3].digest]
+    assert f"moved release/1.0 from {exports[3].digest} to {exports[2].digest}" in err
     entries = [json.loads(t) for t in _entries(d)]
     assert [e["digest"] for e in entries if e["annotations"].get(ANN_REF_NAME) ==
             "release/1.0"] == [exports[2].digest]

@@ -48,11 +48,13 @@ def register(app: typer.Typer) -> None:
 
         Keeps every entry that is still readable and whose manifest is on disk, and adds the
         newest complete cache manifest as `latest` unless a kept entry has that tag. Other tag
-        names cannot be recovered: blobs do not record them.
+        names cannot be recovered: blobs do not record them. Also fixes an index.json that
+        names nothing on disk; refuses to write one that would name nothing while blobs/ holds
+        blobs.
         """
         plan = api.repair(directory, dry_run=dry_run)
         if not plan.needed:
-            typer.echo("index.json is healthy; nothing to repair", err=True)
+            typer.echo(f"{plan.reason}; nothing to repair", err=True)
             return
         lines = [f"index.json: {plan.reason}"]
         lines += [f"keep    {e['digest']} "

@@ -36,6 +36,10 @@ def register(app: typer.Typer) -> None:
             "1h", "--grace", metavar="DURATION",
             help="Never delete a blob younger than this; keep every manifest younger than "
                  "this with all it references (0 allowed)."),
+        all_: bool = typer.Option(
+            False, "--all",
+            help="index.json names nothing on disk (no entries, or only missing manifests): "
+                 "delete everything it does not name anyway (else gc refuses)."),
         json: bool = JsonOpt,
         no_trunc: bool = NoTruncOpt,
     ) -> None:
@@ -47,6 +51,7 @@ def register(app: typer.Typer) -> None:
             keep_refs=tuple(keep),
             max_size=None if max_size is None else parse_size(max_size, "--max-size"),
             grace_ns=parse_duration_ns(grace, "--grace"),
+            allow_empty_index=all_,
         )
         result = api.gc(directory, policy, dry_run=dry_run)
         warn(list(result.warnings))

@@ -89,7 +89,8 @@ def register(app: typer.Typer) -> None:
         ref: str = RefArg,
         name: str = NameArg,
         force: bool = typer.Option(False, "--force",
-                                   help="Replace an entry of that name BuildKit wrote."),
+                                   help="Move NAME when it already pins another export, or "
+                                        "replace an entry of that name BuildKit wrote."),
         fmt: str = typer.Option("bare", "--format", "-f", help=f"One of: {_FORMATS}."),
         json: bool = JsonOpt,
     ) -> None:
@@ -98,6 +99,8 @@ def register(app: typer.Typer) -> None:
         if fmt not in spec_mod.FORMATS:
             raise UsageError(f"--format {fmt!r}: one of {_FORMATS}")
         result, spec = api.pin(directory, ref, name, force=force)
+        warn([f"moved {name} from {old} to {result.export.digest}"
+              for old in dict.fromkeys(result.replaced) if old != result.export.digest])
         warn(spec.warnings)
         root = spec.src
         if json or fmt == "json":
