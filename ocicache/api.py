@@ -192,7 +192,7 @@ def pin(directory: str | os.PathLike[str], ref: str, name: str, *, force: bool =
     Refuses what `ref` refuses; unless `force`, also a NAME BuildKit wrote or a NAME that pins
     another export (moving it would take that export's protection away). The rewrite is atomic
     and under BuildKit's lock; every other entry keeps its exact bytes. It holds gc's lock
-    (DIR/.ocicache/lock) throughout, so no gc moves the export between the read and the write.
+    (a flock on DIR) throughout, so no gc moves the export between the read and the write.
     """
     from ocicache import pins
     from ocicache.gc_apply import put_back_needed

@@ -8,7 +8,7 @@ one writes nothing and touches no mtime, then re-points index.json at the old ma
 export re-using an old layer finds it present long before its manifest exists. Neither can be
 seen coming, so the deletion itself is made undoable.
 
-One run, under DIR/.ocicache/lock (one gc, pin or repair at a time):
+One run, under an exclusive flock on DIR (quarantine.gc_lock: one gc, pin or repair at a time):
   0. put back from the quarantine whatever a plan made now keeps (index.json, pins, young
      manifests and what they reference) and is not in blobs/;
   1. move dropped manifests (a parent before the manifests it references), 2. their cache
@@ -233,7 +233,7 @@ def _run(layout: Layout, policy: Policy, now: int, lock_timeout: float, delay: f
     scan = layout.scan_quarantine()
     purged = purge(layout, scan.blobs, purge_now - policy.grace_ns + 1, keep)
     purge_strays(layout, purge_now - policy.grace_ns + 1)
-    remove_empty_quarantine(layout)
+    remove_empty_quarantine(layout)  # and DIR/.ocicache with it when nothing else is there
     held = layout.scan_quarantine().blobs
     report = QuarantineReport(
         moved=(len(progress.deleted), sum(b.size for b in progress.deleted)),

@@ -16,8 +16,8 @@ Every gc run, and `pin` and `repair`, first put back what index.json needs. `<ns
 wall-clock time the batch was made: its age is judged from the name, since a rename keeps the
 blob's own mtime.
 
-`DIR/.ocicache/lock` (flock, exclusive) is held by gc for its whole run and by pin and repair
-while they rewrite index.json: they never interleave (issue 10, item 3). BuildKit never sees it.
+An exclusive flock on DIR itself is held by gc for its whole run and by pin and repair while
+they rewrite index.json: they never interleave (issue 10, item 3). BuildKit never takes it.
 
 Everything is opened relative to directory fds with O_NOFOLLOW: a symlink at `.ocicache`, at a
 batch or below it is never followed; a name only becomes a path after digest.is_hex_name.
@@ -39,10 +39,7 @@ from ocicache.digest import ALGORITHMS, is_hex_name
 from ocicache.errors import BusyError, RefusedError
 from ocicache.layout import BLOBS, OWN_DIR, QUARANTINE, Layout, QuarantinedBlob, batch_ns
 
-GC_LOCK = "lock"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-_LOCK_FLAGS = (os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
-               | getattr(os, "O_CLOEXEC", 0))
 _CANNOT_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM)
 JSON_LIMIT = 16 << 20  # a quarantined document bigger than this is not walked (kept as is)
 
@@ -80,63 +77,30 @@ def own_dir_fd(layout: Layout, create: bool = True) -> int | None:
 
 @contextmanager
 def gc_lock(layout: Layout, timeout: float = 120.0) -> Iterator[None]:
-    """Hold DIR/.ocicache/lock: one gc, pin or repair at a time (BusyError after `timeout`).
-
-    Like BuildKit's index.json.lock, the file is removed while still held, and DIR/.ocicache
-    with it when nothing else is in there, so pin and repair leave no trace; a waiter that
-    locked the removed file notices (its inode is no longer at the path) and tries again."""
-    where = f"{OWN_DIR}/{GC_LOCK}"
-    deadline = time.monotonic() + timeout
-    while True:
-        own = own_dir_fd(layout)
-        assert own is not None
-        try:
-            fd = os.open(GC_LOCK, _LOCK_FLAGS, 0o644, dir_fd=own)
-        except FileNotFoundError:  # .ocicache removed between our mkdir and open
-            os.close(own)
-            continue
-        except OSError as e:
-            os.close(own)
-            if e.errno == errno.ELOOP:
-                raise RefusedError("is a symlink; refusing to use it", file=where) from None
-            if e.errno in _CANNOT_WRITE:
-                raise RefusedError(f"cannot open: {e.strerror}", file=where) from None
-            raise
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            os.close(own)
-            raise RefusedError("is not a regular file; refusing to use it", file=where)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            os.close(own)
-            if time.monotonic() >= deadline:
-                raise BusyError("another ocicache gc, pin or repair is running on this "
-                                "directory", file=where,
-                                hint="try again when it has finished") from None
-            time.sleep(0.05)
-            continue
-        try:
-            now = os.stat(GC_LOCK, dir_fd=own, follow_symlinks=False)
-            held = os.fstat(fd)
-            same = (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev)
-        except FileNotFoundError:
-            same = False
-        if not same:
-            os.close(fd)
-            os.close(own)
-            continue
-        break
+    """One gc, pin or repair at a time on DIR (BusyError after `timeout`): an exclusive flock
+    on DIR itself, so taking it creates nothing and changes no mtime. BuildKit never locks DIR
+    (its lock is index.json.lock). Where the filesystem has no flock on directories, gc, pin and
+    repair still never undo each other: gc re-reads index.json after its moves and puts back
+    what a pin names, and pin checks under BuildKit's lock that what it pins is present."""
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0),
+                 dir_fd=layout.root_fd)
     try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise BusyError("another ocicache gc, pin or repair is running on this "
+                                    "directory", file=str(layout.root),
+                                    hint="try again when it has finished") from None
+                time.sleep(0.05)
+            except OSError:
+                break  # no flock here (some network filesystems): see above
         yield
     finally:
-        with suppress(FileNotFoundError):
-            os.unlink(GC_LOCK, dir_fd=own)
         os.close(fd)
-        os.close(own)
-        with suppress(OSError):  # only when empty: a quarantine keeps it
-            os.rmdir(OWN_DIR, dir_fd=layout.root_fd)
 
 
 @dataclass
@@ -449,3 +413,5 @@ def remove_empty_quarantine(layout: Layout) -> None:
             os.rmdir("quarantine", dir_fd=own)
     finally:
         os.close(own)
+    with suppress(OSError):  # only when empty
+        os.rmdir(OWN_DIR, dir_fd=layout.root_fd)

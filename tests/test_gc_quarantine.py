@@ -265,7 +265,7 @@ def test_two_gc_at_once_never_crash(tmp_path: Path) -> None:
 
 
 def test_pin_during_gc_is_never_left_dangling(tmp_path: Path) -> None:
-    """Issue 10 item 3: pin and gc exclude each other (DIR/.ocicache/lock): a pin that reported
+    """Issue 10 item 3: pin and gc exclude each other (a flock on DIR): a pin that reported
     success names a manifest that is there, with its blobs, whatever the interleaving."""
     for trial, offset in enumerate((0.0, 0.15, 0.4)):
         root = tmp_path / f"p{trial}"
