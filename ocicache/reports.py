@@ -50,15 +50,18 @@ def stack(inv: Inventory, export: Export) -> list[StackLayer]:
             t = config.layer_created.get(i) or (d.created_ns if d else None)
             return t or 0
 
-        def visit(i: int, depth: int) -> None:
+        # Depth-first, iteratively (a chain can be thousands of layers deep): a stack of
+        # (layer, depth), children pushed in reverse so that they come out in order.
+        def ordered(ids: list[int]) -> list[int]:
+            return sorted(ids, key=lambda c: (created(c), c))
+
+        todo = [(root, 0) for root in reversed(ordered(children.get(-1, [])))]
+        while todo:
+            i, depth = todo.pop()
             layer = config.layers[i]
             out.append(_stack_layer(inv, i, layer.parent, depth, layer.blob, descriptors,
                                     config.layer_created.get(i)))
-            for child in sorted(children.get(i, []), key=lambda c: (created(c), c)):
-                visit(child, depth + 1)
-
-        for root in sorted(children.get(-1, []), key=lambda c: (created(c), c)):
-            visit(root, 0)
+            todo.extend((child, depth + 1) for child in reversed(ordered(children.get(i, []))))
     placed = {s.digest for s in out}
     for digest in sorted(descriptors):
         if digest not in placed:
