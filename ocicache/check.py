@@ -24,7 +24,7 @@ from ocicache.errors import OcicacheError, UsageError
 from ocicache.exports import Export
 from ocicache.hashing import HashResult
 from ocicache.layout import INDEX_JSON, OCI_LAYOUT, Layout
-from ocicache.reports import stack
+from ocicache.reports import StackLayer, stack
 from ocicache.schema import Violation, validate
 
 if TYPE_CHECKING:
@@ -132,6 +132,13 @@ class _Collector:
         self.referenced = set(self.inv.foreign_closure)
         for e in snap.exports:
             self.referenced.update(e.blobs)
+        self._stack: tuple[str, list[StackLayer]] | None = None  # of the export last asked
+
+    def stack(self, e: Export) -> list[StackLayer]:
+        """The stack of `e`, computed once for all its missing layers."""
+        if self._stack is None or self._stack[0] != e.digest:
+            self._stack = (e.digest, stack(self.inv, e))
+        return self._stack[1]
 
     def add(self, severity: str, code: str, file: str, message: str, *, digest: str | None = None,
             where: str = "", export: str | None = None, steps: tuple[Step, ...] = ()) -> None:
@@ -297,13 +304,24 @@ class _Collector:
         hit = {i for i, layer in enumerate(cc.layers) if layer.blob == missing}
         if not hit:
             return (Step(-1, missing, EFFECT_REBUILD),)
+        # Stack order puts a parent before its children, so one pass knows, for each layer,
+        # whether its chain holds a missing layer and whether its root is missing (no walk up
+        # each chain: a chain can be thousands of layers deep).
+        affected: dict[int, bool] = {}
+        root_missing: dict[int, bool] = {}
         out: list[Step] = []
-        for s in stack(self.inv, e):
-            if s.index < 0 or not hit.intersection(cc.chain(s.index)):
+        for s in self.stack(e):
+            i = s.index
+            if i < 0:
                 continue
-            chain = cc.chain(s.index)
-            root_missing = any(i in hit and cc.layers[i].parent == -1 for i in chain)
-            out.append(Step(s.index, s.digest, EFFECT_FAIL if root_missing else EFFECT_REBUILD))
+            parent = cc.layers[i].parent
+            if parent == -1:
+                affected[i] = root_missing[i] = i in hit
+            else:
+                affected[i] = i in hit or affected.get(parent, False)
+                root_missing[i] = root_missing.get(parent, False)
+            if affected[i]:
+                out.append(Step(i, s.digest, EFFECT_FAIL if root_missing[i] else EFFECT_REBUILD))
         return tuple(out)
 
     # -- leftovers the layout allows -----------------------------------------------------------

@@ -17,7 +17,7 @@ Safety rules (the issue, and FORMAT.md):
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ocicache.errors import RefusedError
@@ -339,21 +339,46 @@ def _deletion_order(inv: Inventory, deletions: list[BlobDeletion]) -> tuple[Blob
         for child in _children(inv, p):
             if child in doomed and child != p:
                 parents.setdefault(child, []).append(p)
-    depth: dict[str, int] = {}
-
-    def depth_of(digest: str, trail: frozenset[str]) -> int:
-        # The longest chain of doomed manifests referencing this one: parents go first.
-        if digest not in depth:
-            depth[digest] = 1 + max((depth_of(p, trail | {digest})
-                                     for p in parents.get(digest, ()) if p not in trail),
-                                    default=-1)
-        return depth[digest]
+    depth = _chain_depths(sorted(doomed), parents)
 
     def key(d: BlobDeletion) -> tuple[int, int, str]:
-        level = depth_of(d.digest, frozenset()) if d.kind == KIND_MANIFEST else 0
+        level = depth.get(d.digest, 0) if d.kind == KIND_MANIFEST else 0
         return (BLOB_KINDS.index(d.kind), level, d.digest)
 
     return tuple(sorted(deletions, key=key))
+
+
+def _chain_depths(nodes: list[str], parents: dict[str, list[str]]) -> dict[str, int]:
+    """For each node, the longest chain of parents above it (0: none), iteratively (a chain of
+    manifests can be thousands long). A parent already on the current chain (a loop, which
+    content addressing cannot make but a forged directory can) is not followed."""
+    depth: dict[str, int] = {}
+    for start in nodes:
+        if start in depth:
+            continue
+        on_path = {start}
+        # (node, its parents not yet looked at, the deepest parent seen so far)
+        path: list[tuple[str, Iterator[str], int]] = [(start, iter(parents.get(start, ())), -1)]
+        while path:
+            node, todo, deepest = path[-1]
+            for p in todo:
+                if p in on_path:
+                    continue
+                if p in depth:
+                    deepest = max(deepest, depth[p])
+                    continue
+                path[-1] = (node, todo, deepest)
+                on_path.add(p)
+                path.append((p, iter(parents.get(p, ())), -1))
+                break
+            else:
+                path.pop()
+                on_path.discard(node)
+                depth[node] = deepest + 1
+                if path:
+                    above, rest, best = path[-1]
+                    path[-1] = (above, rest, max(best, depth[node]))
+    return depth
 
 
 def _decision(e: Export, rules: tuple[str, ...], reason: str | None) -> ExportDecision:

@@ -425,23 +425,41 @@ class Layout:
         yield from _walk(self._root_fd, "")
 
 
-def _walk(fd: int, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
-    for entry in sorted(os.scandir(fd), key=lambda e: e.name):
-        rel = f"{prefix}{entry.name}"
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        yield rel, st
-        if stat.S_ISDIR(st.st_mode):
+def _walk(root_fd: int, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
+    """Depth-first, sorted, iteratively (a folder tree can be thousands deep): a stack of open
+    folders, each with the entries still to list."""
+    stack: list[tuple[int, str, Iterator[os.DirEntry[str]]]] = []
+    stack.append((root_fd, prefix, iter(sorted(os.scandir(root_fd), key=lambda e: e.name))))
+    try:
+        while stack:
+            fd, base, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                if fd != root_fd:
+                    os.close(fd)
+                continue
+            rel = f"{base}{entry.name}"
             try:
-                sub = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+                st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            try:
-                yield from _walk(sub, rel + "/")
-            finally:
-                os.close(sub)
+            yield rel, st
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    sub = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+                except OSError:
+                    continue
+                try:
+                    listed = sorted(os.scandir(sub), key=lambda e: e.name)
+                except OSError:
+                    os.close(sub)
+                    continue
+                stack.append((sub, rel + "/", iter(listed)))
+    finally:
+        for fd, _, _ in stack:
+            if fd != root_fd:
+                os.close(fd)
 
 
 def _small_text(layout: Layout, dir_fd: int, name: str, where: str) -> str | None:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ocicache.check import CheckResult
 
 SHORT = 19  # "sha256:" + 12 hex
+MAX_DOTS = 12  # `show` indents a layer by one dot per level up to this depth
 
 
 def dumps(doc: dict[str, Any]) -> str:
@@ -159,7 +160,8 @@ def show_text(r: ShowResult, now: datetime, no_trunc: bool = False) -> str:
         head.append(f"missing   {d}")
     rows = []
     for x in r.layers:
-        indent = "· " * x.depth
+        # A dot per level, then the level as a number (a chain can be thousands deep).
+        indent = "· " * x.depth if x.depth <= MAX_DOTS else f"(depth {x.depth}) "
         origin = ", ".join(x.origins) if x.origins else ""
         rows.append([f"{indent}{x.index}", _digest(x.digest, no_trunc),
                      (x.media_type or "?").rsplit("/", 1)[-1], size(x.size),
