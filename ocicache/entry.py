@@ -32,7 +32,6 @@ _FLAGS = {
 }
 _POSITIONALS = {"history": (1, 1), "show": (1, 2), "blobs": (1, 1), "du": (1, 1), "gc": (1, 1),
                 "check": (1, 1)}
-EXIT_INTERNAL = 70  # as cli.EXIT_INTERNAL
 EXIT_PROBLEMS = 1  # as errors.EXIT_PROBLEMS (check found integrity problems)
 
 
@@ -79,14 +78,15 @@ def parse(argv: list[str]) -> _Plain | None:
 
 
 def _echo(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+    from ocicache.output import out
+
+    out(text)
 
 
 def _warn(lines: list[str]) -> None:
-    for line in lines:
-        sys.stderr.write(f"ocicache: warning: {line}\n")
-    sys.stderr.flush()
+    from ocicache.output import warn
+
+    warn(lines)
 
 
 _NOW_MARK = "\0now\0"  # in a kept gc answer, where `now` goes (JSON text never holds a NUL)
@@ -189,10 +189,7 @@ def _run_command(p: _Plain, _echo: Callable[[str], None],
     json, no_trunc = "--json" in p.flags, "--no-trunc" in p.flags
     if p.command == "check":
         from ocicache.commands import check_run
-
-        def err(line: str) -> None:
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
+        from ocicache.output import err
 
         if not check_run.check(directory, json, "--quick" in p.flags, 0, no_trunc, _echo, err):
             sys.exit(EXIT_PROBLEMS)
@@ -234,26 +231,7 @@ def main() -> None:
 
         typer_main()
         return
-    from ocicache.errors import OcicacheError
+    from ocicache import output
 
-    try:
-        _run(plain)
-    except OcicacheError as e:
-        if plain.debug:
-            raise
-        sys.stdout.flush()
-        sys.stderr.write(f"ocicache: error: {e}\n")
-        if e.hint:
-            sys.stderr.write(f"hint: {e.hint}\n")
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        sys.stderr.write("ocicache: interrupted\n")
-        sys.exit(130)
-    except BrokenPipeError:
-        sys.exit(0)
-    except Exception as e:
-        if plain.debug:
-            raise
-        sys.stderr.write(f"ocicache: internal error: {type(e).__name__}: {e} "
-                         "(rerun with --debug)\n")
-        sys.exit(EXIT_INTERNAL)
+    output.guard_fds()
+    output.run(lambda: _run(plain), lambda: plain.debug)

@@ -8,6 +8,7 @@ from typing import Any
 from ocicache.gc_apply import GcResult
 from ocicache.gc_plan import BLOB_KINDS, KIND_INGEST, ExportDecision
 from ocicache.render import _digest, ago, size, table
+from ocicache.textsafe import safe
 from ocicache.timefmt import format_rfc3339
 
 SCHEMA = "ocicache/gc@1"
@@ -93,3 +94,17 @@ def gc_text(r: GcResult, now: datetime, no_trunc: bool = False) -> str:
     if r.dry_run:
         out.append("dry run: nothing was changed")
     return "\n".join(out)
+
+
+def deleted_lines(r: GcResult) -> list[str]:
+    """For stderr, when the report of a real gc could not be written (stdout closed or full):
+    what was deleted, one line each, so that it is not lost with the report."""
+    removed = r.removed()
+    blobs = sum(removed[k][0] for k in BLOB_KINDS)
+    lines = [f"ocicache: gc removed {_n(blobs, 'blob')} and "
+             f"{_n(removed[KIND_INGEST][0], 'ingest entry').replace('entrys', 'entries')} "
+             f"({size(r.freed_bytes)}) but could not write its report; removed:"]
+    lines += [f"removed {b.kind} blobs/{b.algorithm}/{b.name} ({b.size} bytes)"
+              for b in r.deleted]
+    lines += [safe(f"removed ingest/{i.name} ({i.bytes} bytes)") for i in r.ingest_deleted]
+    return lines

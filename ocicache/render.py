@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ocicache.api import ShowResult, Snapshot
 from ocicache.exports import Export
 from ocicache.reports import BlobRow, StackLayer, Usage
+from ocicache.textsafe import safe
 from ocicache.timefmt import format_rfc3339, to_datetime
 
 if TYPE_CHECKING:
@@ -43,9 +44,12 @@ def ago(ns: int | None, now: datetime) -> str:
 
 
 def table(rows: list[list[Any]], headers: list[str]) -> str:
+    """A plain table; every cell escaped (textsafe.safe): a name holding a newline or an
+    escape sequence stays in its cell, inert."""
     from tabulate import tabulate
 
-    return str(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+    cells = [[safe(c) for c in row] for row in rows]
+    return str(tabulate(cells, headers=headers, tablefmt="simple", disable_numparse=True))
 
 
 # -- history ---------------------------------------------------------------------------------
@@ -168,7 +172,7 @@ def show_text(r: ShowResult, now: datetime, no_trunc: bool = False) -> str:
                      ago(x.created_ns, now),
                      _digest(x.diff_id, no_trunc) if x.diff_id else "-",
                      ("" if x.present else "MISSING ") + origin])
-    return "\n".join(head) + "\n\n" + table(
+    return "\n".join(map(safe, head)) + "\n\n" + table(
         rows, ["LAYER", "DIGEST", "TYPE", "SIZE", "CREATED", "DIFF ID", "NOTE"])
 
 
@@ -195,7 +199,7 @@ def blobs_table(snap: Snapshot, rows: list[BlobRow], now: datetime, no_trunc: bo
                     ago(b.mtime_ns, now)])
     text = table(out, ["DIGEST", "SIZE", "KIND", "EXPORTS", "REACHED FROM", "MODIFIED"])
     for s in snap.inventory.strays:
-        text += f"\nstray: {s.relpath}: {s.reason}"
+        text += "\n" + safe(f"stray: {s.relpath}: {s.reason}")
     return text
 
 
@@ -262,10 +266,10 @@ def check_text(r: CheckResult, no_trunc: bool = False) -> str:
         message = f.message
         if not no_trunc and f.export:
             message = message.replace(f.export, _digest(f.export, False))
-        lines.append(f"{f.severity}: {f.code}: {subject}: {message}")
+        lines.append(safe(f"{f.severity}: {f.code}: {subject}: {message}"))
         for s in f.steps:
             at = f"layers[{s.layer}]" if s.layer >= 0 else "(not placed)"
-            lines.append(f"    {s.effect:<7} {at} {_digest(s.digest, no_trunc)}")
+            lines.append(safe(f"    {s.effect:<7} {at} {_digest(s.digest, no_trunc)}"))
     hashed = (f"{r.hashed_blobs} blobs ({size(r.hashed_bytes)}) hashed" if r.hashed
               else f"{r.blobs} blobs (not hashed: --quick)")
     verdict = "OK" if r.ok else "PROBLEMS FOUND"

@@ -26,7 +26,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def show(directory: Path = DirArg,
-             ref: str = typer.Argument("~0", help="Tag, digest, digest prefix (7+ hex) or ~N."),
+             ref: str = typer.Argument("~0", help="Tag, digest, digest prefix (7+ hex) or ~N.",
+                                       metavar="REF"),
              json: bool = JsonOpt, no_trunc: bool = NoTruncOpt) -> None:
         """One export: its layers in stack order, with sizes, times, diffIDs and origins."""
         run.show(directory, ref, json, no_trunc, echo, warn, clock)
