@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from ocicache import reports
 from ocicache.cache import BlobCache
-from ocicache.errors import NotFoundError, OcicacheError, RefusedError
+from ocicache.errors import NotFoundError, OcicacheError, RefusedError, missing_manifest_hint
 from ocicache.exports import Export, build_exports
 from ocicache.inventory import Inventory, read_inventory
 from ocicache.layout import INDEX_JSON, LOCK_FILE, OCI_LAYOUT, Layout
@@ -147,9 +147,13 @@ def ref(directory: str | os.PathLike[str], ref: str | None = None) -> tuple[Snap
         export = resolve(snap.exports, ref)
     result = _ref_result(snap, export)
     if result.spec is None:
+        hint = "`ocicache history DIR` lists the exports and their state"
+        if export.digest not in snap.inventory.blobs and (export.tags or export.pins):
+            # index.json names a manifest that is gone
+            hint = missing_manifest_hint(snap.root, (export.tags or export.pins)[0],
+                                         not export.tags)
         raise RefusedError(f"{export.digest}: BuildKit would not import this export: "
-                           f"{result.readiness.refusal}", file=str(snap.root),
-                           hint="`ocicache history DIR` lists the exports and their state")
+                           f"{result.readiness.refusal}", file=str(snap.root), hint=hint)
     return snap, result
 
 

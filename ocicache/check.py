@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from ocicache import documents as docs
 from ocicache.digest import parse_digest
-from ocicache.errors import OcicacheError, UsageError
+from ocicache.errors import OcicacheError, UsageError, missing_manifest_hint
 from ocicache.exports import Export
 from ocicache.hashing import HashResult
 from ocicache.layout import INDEX_JSON, OCI_LAYOUT, Layout
@@ -171,8 +171,10 @@ class _Collector:
                 d = entry.descriptor.digest
                 if d not in inv.blobs:
                     tag = entry.ref_name or "(no ref name)"
+                    hint = missing_manifest_hint(inv.root, entry.ref_name, entry.pinned)
                     self.add(ERROR, "index-missing-manifest", INDEX_JSON,
-                             f"tag {tag}: manifest {d} is missing; importing this tag fails",
+                             f"tag {tag}: manifest {d} is missing; importing this tag fails "
+                             f"({hint})",
                              digest=d, where=f"manifests[{entry.position}]",
                              export=d)
                 elif inv.blobs[d].size != entry.descriptor.size:

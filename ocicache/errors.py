@@ -86,3 +86,14 @@ class OutputError(OcicacheError):
         super().__init__(message, file="stdout")
         self.quiet = quiet
 
+
+def missing_manifest_hint(directory: object, name: str | None, pin: bool = False) -> str:
+    """What to do when index.json names a manifest that is missing (gc, check, ref, history
+    say it): export again, or remove the entry."""
+    import shlex
+
+    if name is None:
+        return "re-export that build (--cache-to) to replace the entry"
+    force = "" if pin else " --force"
+    return (f"re-export, or `ocicache unpin {shlex.quote(str(directory))} {shlex.quote(name)}"
+            f"{force}` to remove the entry")

@@ -20,7 +20,7 @@ import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from ocicache.errors import RefusedError
+from ocicache.errors import RefusedError, missing_manifest_hint
 from ocicache.exports import Export
 from ocicache.inventory import Inventory
 from ocicache.layout import INDEX_JSON
@@ -269,10 +269,11 @@ def _require_known_references(inv: Inventory, e: Export) -> None:
     """A kept export whose references cannot be known makes the whole plan unsafe."""
     where = f"export {e.digest}"
     if e.digest not in inv.blobs:
+        name, pin = (e.tags[0], False) if e.tags else (e.pins[0], True) if e.pins else (None, False)
         raise RefusedError(
             "index.json references this manifest but it is missing; which blobs it needs is "
             "unknown, so nothing is deleted", file=INDEX_JSON, where=e.digest,
-            hint="rebuild with --cache-to to re-point the tag, or remove the entry")
+            hint=missing_manifest_hint(inv.root, name, pin))
     if e.digest not in inv.manifests:
         err = inv.bad_docs.get(e.digest)
         raise RefusedError(

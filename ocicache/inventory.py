@@ -16,7 +16,7 @@ from ocicache import documents as docs
 from ocicache import mediatypes as mt
 from ocicache.cache import NOT_JSON, PARSED, BlobCache, Parsed
 from ocicache.digest import Digest, parse_digest
-from ocicache.errors import CorruptError, OcicacheError, UsageError
+from ocicache.errors import CorruptError, OcicacheError, UsageError, missing_manifest_hint
 from ocicache.layout import INDEX_JSON, OCI_LAYOUT, BlobFile, IngestEntry, Layout, Stray
 from ocicache.model import CacheConfig, CacheManifest, Descriptor, Index, OtherManifest
 
@@ -164,7 +164,11 @@ class _Reader:
     def _visit_index_entry(self, position: int, digest: str) -> None:
         where = f"manifests[{position}]"
         if digest not in self.inv.blobs:
-            self.inv.warn(INDEX_JSON, where, f"{digest}: manifest blob is missing", "error")
+            entry = self.inv.index.entries[position] if self.inv.index is not None else None
+            hint = missing_manifest_hint(self.inv.root, entry.ref_name if entry else None,
+                                         entry.pinned if entry else False)
+            self.inv.warn(INDEX_JSON, where, f"{digest}: manifest blob is missing ({hint})",
+                          "error")
             return
         self._parse_blob(self.inv.blobs[digest], top_level=True)
         if digest not in self.inv.manifests:
