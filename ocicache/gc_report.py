@@ -7,7 +7,7 @@ from typing import Any
 
 from ocicache.gc_apply import GcResult
 from ocicache.gc_plan import BLOB_KINDS, KIND_INGEST, ExportDecision
-from ocicache.render import _digest, ago, size, table
+from ocicache.render import _digest, ago, names_cell, size, table
 from ocicache.textsafe import safe
 from ocicache.timefmt import format_rfc3339
 
@@ -67,18 +67,17 @@ def _n(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _tag_cell(d: ExportDecision) -> str:
-    names = list(d.tags) + [f"{p} (pin)" for p in d.pins]
-    return ", ".join(names) if names else "-"
+def _tag_cell(d: ExportDecision, no_trunc: bool) -> str:
+    return names_cell(list(d.tags) + [f"{p} (pin)" for p in d.pins], no_trunc)
 
 
 def gc_text(r: GcResult, now: datetime, no_trunc: bool = False) -> str:
     plan = r.plan
     verb = "would remove" if r.dry_run else "removed"
-    rows = [[_digest(d.digest, no_trunc), _tag_cell(d), ago(d.created_ns, now), size(d.size),
-             "kept: " + ", ".join(d.rules)] for d in plan.kept]
-    rows += [[_digest(d.digest, no_trunc), _tag_cell(d), ago(d.created_ns, now), size(d.size),
-              "dropped" + (" (max-size)" if d.reason == "max-size" else "")]
+    rows = [[_digest(d.digest, no_trunc), _tag_cell(d, no_trunc), ago(d.created_ns, now),
+             size(d.size), "kept: " + ", ".join(d.rules)] for d in plan.kept]
+    rows += [[_digest(d.digest, no_trunc), _tag_cell(d, no_trunc), ago(d.created_ns, now),
+              size(d.size), "dropped" + (" (max-size)" if d.reason == "max-size" else "")]
              for d in plan.dropped]
     out = [table(rows, ["EXPORT", "TAGS", "EXPORTED", "SIZE", "GC"]) if rows
            else "no exports", ""]

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from ocicache.check import CheckResult
 
 SHORT = 19  # "sha256:" + 12 hex
+# A TAGS cell names this many tags and pins, then "+N more" (--no-trunc and --json: all).
+TAGS_SHOWN = 3
 MAX_DOTS = 12  # `show` indents a layer by one dot per level up to this depth
 
 
@@ -50,6 +52,15 @@ def table(rows: list[list[Any]], headers: list[str]) -> str:
 
     cells = [[safe(c) for c in row] for row in rows]
     return str(tabulate(cells, headers=headers, tablefmt="simple", disable_numparse=True))
+
+
+def names_cell(names: list[str], no_trunc: bool = False, shown: int = TAGS_SHOWN) -> str:
+    """Tags and pins for one cell: the first `shown`, then "+N more" (all with no_trunc)."""
+    if not names:
+        return "-"
+    if no_trunc or len(names) <= shown:
+        return ", ".join(names)
+    return ", ".join(names[:shown]) + f", +{len(names) - shown} more"
 
 
 # -- history ---------------------------------------------------------------------------------
@@ -98,11 +109,11 @@ def history_json(snap: Snapshot) -> dict[str, Any]:
     }
 
 
-def _tag_cell(e: Export) -> str:
+def _tag_cell(e: Export, no_trunc: bool = False, shown: int = TAGS_SHOWN) -> str:
     names = list(e.tags) + [f"{p} (pin)" for p in e.pins]
     if e.current and not e.tags:
         names.insert(0, "(unnamed entry)")
-    return ", ".join(names) if names else "-"
+    return names_cell(names, no_trunc, shown)
 
 
 def history_table(snap: Snapshot, now: datetime, no_trunc: bool = False) -> str:
@@ -112,7 +123,7 @@ def history_table(snap: Snapshot, now: datetime, no_trunc: bool = False) -> str:
         if e.created_from == "createdat":
             created += " *"
         state = "ok" if e.complete else "INCOMPLETE"
-        rows.append([f"~{i}", _digest(e.digest, no_trunc), _tag_cell(e), created,
+        rows.append([f"~{i}", _digest(e.digest, no_trunc), _tag_cell(e, no_trunc), created,
                      str(len(e.layers)), size(e.size), size(e.unique_size), e.shape or "?",
                      state])
     out = table(rows, ["REF", "DIGEST", "TAGS", "EXPORTED", "LAYERS", "SIZE", "UNIQUE", "SHAPE",
@@ -149,7 +160,7 @@ def show_text(r: ShowResult, now: datetime, no_trunc: bool = False) -> str:
     e = r.export
     head = [
         f"export    ~{r.position}  {e.digest}",
-        f"tags      {_tag_cell(e)}",
+        f"tags      {_tag_cell(e, no_trunc, 10)}",
         f"exported  {ago(e.created_ns, now)} ({_t(e.created_ns) or 'unknown'}, from {e.created_from})",
         f"shape     {e.shape} ({e.media_type})",
         f"size      {size(e.size)} total, {size(e.unique_size)} unique",
