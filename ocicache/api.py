@@ -38,6 +38,7 @@ class Snapshot:
     inventory: Inventory
     exports: list[Export]
     metadata_sizes: tuple[int, ...]  # index.json, oci-layout, index.json.lock (those present)
+    metadata_allocated: tuple[int, ...] = ()  # what the same take on disk (st_blocks x 512)
 
     @property
     def warnings(self) -> list[str]:
@@ -56,12 +57,13 @@ def read(directory: str | os.PathLike[str], use_cache: bool = True,
     with Layout(directory, listing) as layout:
         cache = BlobCache.default(layout.root) if use_cache else None
         inv = read_inventory(layout, cache)
-        sizes = []
+        sizes, allocated = [], []
         for name in (INDEX_JSON, OCI_LAYOUT, LOCK_FILE):
             st = layout.stat_top(name)
             if st is not None:
                 sizes.append(st.st_size)
-    return Snapshot(layout.root, inv, build_exports(inv), tuple(sizes))
+                allocated.append(st.st_blocks * 512)
+    return Snapshot(layout.root, inv, build_exports(inv), tuple(sizes), tuple(allocated))
 
 
 def history(directory: str | os.PathLike[str], listing: Listing | None = None) -> Snapshot:
@@ -99,7 +101,8 @@ def du(directory: str | os.PathLike[str],
        listing: Listing | None = None) -> tuple[Snapshot, list[reports.Usage]]:
     """Where the bytes are, by category."""
     snap = read(directory, listing=listing)
-    return snap, reports.disk_usage(snap.inventory, snap.exports, list(snap.metadata_sizes))
+    return snap, reports.disk_usage(snap.inventory, snap.exports, list(snap.metadata_sizes),
+                                    list(snap.metadata_allocated))
 
 
 # -- ref, pin, unpin (cache-from specs and pins) ----------------------------------------------

@@ -25,7 +25,7 @@ _FLAGS = {
     "history": frozenset({"--json", "--no-trunc"}),
     "show": frozenset({"--json", "--no-trunc"}),
     "blobs": frozenset({"--json", "--no-trunc", "--unreferenced"}),
-    "du": frozenset({"--json"}),
+    "du": frozenset({"--json", "--apparent-size"}),
     # gc with the default policy (any policy option goes to typer)
     "gc": frozenset({"--dry-run", "--json", "--no-trunc"}),
     "check": frozenset({"--json", "--quick", "--no-trunc"}),  # -j/--jobs N goes to typer
@@ -213,7 +213,7 @@ def _run_command(p: _Plain, _echo: Callable[[str], None],
         run.blobs(directory, json, no_trunc, "--unreferenced" in p.flags, _echo, _warn,
                   listing=listing)
     else:
-        run.du(directory, json, _echo, _warn, listing)
+        run.du(directory, json, _echo, _warn, listing, "--apparent-size" in p.flags)
     return None
 
 

@@ -89,6 +89,9 @@ class BlobDeletion:
     kind: str
     size: int
     mtime_ns: int
+    allocated: int = 0  # st_blocks x 512 (layout.BlobFile)
+    inode: str = ""  # "device:inode" when the file has other hard links
+    links: int = 1
 
     @property
     def digest(self) -> str:
@@ -102,6 +105,7 @@ class IngestDeletion:
     name: str
     bytes: int
     mtime_ns: int
+    allocated: int = 0  # disk blocks of its files that have no other hard link
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +143,23 @@ def summarize(blobs: Iterable[BlobDeletion],
         n, size = out[KIND_INGEST]
         out[KIND_INGEST] = (n + 1, size + i.bytes)
     return out
+
+
+def allocated_freed(blobs: Iterable[BlobDeletion], ingest: Iterable[IngestDeletion]) -> int:
+    """The disk space deleting these files gives back: their allocated blocks (a sparse file
+    frees only what it uses), except for a file with hard links that are not all deleted with
+    it (another link keeps its blocks: a `cp -al` copy of the cache, say)."""
+    freed = sum(i.allocated for i in ingest)
+    linked: dict[str, list[BlobDeletion]] = {}
+    for b in blobs:
+        if b.links > 1 and b.inode:
+            linked.setdefault(b.inode, []).append(b)
+        else:
+            freed += b.allocated
+    for names in linked.values():
+        if len(names) >= names[0].links:  # every link goes
+            freed += names[0].allocated
+    return freed
 
 
 def make_plan(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns: int,
@@ -182,7 +203,8 @@ def make_plan(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns:
                             "than --grace")
     keep = _closure(inv, [*rules, *protected])
     kinds = blob_kinds(inv)
-    deletions = [BlobDeletion(b.algorithm, b.name, kinds.get(d, KIND_UNKNOWN), b.size, b.mtime_ns)
+    deletions = [BlobDeletion(b.algorithm, b.name, kinds.get(d, KIND_UNKNOWN), b.size,
+                              b.mtime_ns, b.allocated, b.inode, b.links)
                  for d, b in inv.blobs.items()
                  if d not in keep and not _young(b.mtime_ns, now_ns, policy.grace_ns)]
     size_before = (metadata_bytes + sum(b.size for b in inv.blobs.values())
@@ -199,7 +221,8 @@ def make_plan(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns:
         kept=kept,
         dropped=dropped,
         blobs=_deletion_order(inv, deletions),
-        ingest=tuple(IngestDeletion(i.name, i.bytes, i.mtime_ns) for i in ingest_stale),
+        ingest=tuple(IngestDeletion(i.name, i.bytes, i.mtime_ns, i.allocated)
+                     for i in ingest_stale),
         size_before=size_before,
         kept_bytes=size_before - removed,
         strays=tuple(s.relpath for s in inv.strays),

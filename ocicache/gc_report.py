@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from ocicache.gc_apply import GcResult
-from ocicache.gc_plan import BLOB_KINDS, KIND_INGEST, ExportDecision
+from ocicache.gc_plan import BLOB_KINDS, KIND_INGEST, ExportDecision, allocated_freed
 from ocicache.render import _digest, ago, names_cell, size, table
 from ocicache.textsafe import safe
 from ocicache.timefmt import format_rfc3339
@@ -54,6 +54,7 @@ def gc_json(r: GcResult, directory: str) -> dict[str, Any]:
         "sizeBefore": plan.size_before,
         "keptBytes": r.kept_bytes,
         "freedBytes": r.freed_bytes,
+        "freedAllocatedBytes": freed_allocated(r),
         "replans": r.replans,
         "strays": list(plan.strays),
         "warnings": list(r.warnings),
@@ -61,6 +62,14 @@ def gc_json(r: GcResult, directory: str) -> dict[str, Any]:
     doc["removed"][KIND_INGEST] = {"entries": removed[KIND_INGEST][0],
                                    "bytes": removed[KIND_INGEST][1]}
     return doc
+
+
+def freed_allocated(r: GcResult) -> int:
+    """What the removal gives back on disk (gc_plan.allocated_freed): `freedBytes` counts the
+    files' sizes, this their blocks, and nothing for a file another hard link keeps."""
+    if r.dry_run:
+        return allocated_freed(r.plan.blobs, r.plan.ingest)
+    return allocated_freed(r.deleted, r.ingest_deleted)
 
 
 def _n(n: int, noun: str) -> str:
@@ -87,7 +96,11 @@ def gc_text(r: GcResult, now: datetime, no_trunc: bool = False) -> str:
                        size(removed[k][1])] for k in kinds],
                      ["WHAT", verb.upper(), "SIZE"]))
     out.append("")
-    out.append(f"{'would free' if r.dry_run else 'freed'} {size(r.freed_bytes)}; "
+    # The sizes freed; and, when they overstate it (sparse files, hard links kept elsewhere),
+    # what the disk gets back.
+    on_disk = freed_allocated(r)
+    shown = f" ({size(on_disk)} on disk)" if on_disk < r.freed_bytes else ""
+    out.append(f"{'would free' if r.dry_run else 'freed'} {size(r.freed_bytes)}{shown}; "
                f"{size(r.kept_bytes)} kept ({_n(len(plan.kept), 'export')} kept, "
                f"{len(plan.dropped)} dropped)")
     if r.dry_run:

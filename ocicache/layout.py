@@ -50,6 +50,11 @@ class BlobFile:
     size: int
     mtime_ns: int
     mode: int
+    # What the file takes on disk (st_blocks x 512: less than `size` when sparse), and, when
+    # it has other hard links (anywhere), its "device:inode", so that it is counted once.
+    allocated: int = 0
+    inode: str = ""
+    links: int = 1
 
     @property
     def digest(self) -> str:
@@ -66,19 +71,31 @@ class BlobFile:
 
 _new = object.__new__
 _set_fields = tuple(BlobFile.__dict__[f].__set__  # slot descriptors: C-level setters
-                    for f in ("algorithm", "name", "size", "mtime_ns", "mode"))
+                    for f in ("algorithm", "name", "size", "mtime_ns", "mode", "allocated",
+                              "inode", "links"))
 
 
-def _blob_file(algorithm: str, name: str, size: int, mtime_ns: int, mode: int) -> BlobFile:
-    """BlobFile(...) without the frozen-dataclass __init__ (object.__setattr__ per field)."""
+def _blob_file(algorithm: str, name: str, st: os.stat_result) -> BlobFile:
+    """BlobFile(...) from an lstat, without the frozen-dataclass __init__ (object.__setattr__
+    per field)."""
     b: BlobFile = _new(BlobFile)
-    set_alg, set_name, set_size, set_mtime, set_mode = _set_fields
+    set_alg, set_name, set_size, set_mtime, set_mode, set_alloc, set_inode, set_links = \
+        _set_fields
     set_alg(b, algorithm)
     set_name(b, name)
-    set_size(b, size)
-    set_mtime(b, mtime_ns)
-    set_mode(b, mode)
+    set_size(b, st.st_size)
+    set_mtime(b, st.st_mtime_ns)
+    set_mode(b, st.st_mode)
+    set_alloc(b, st.st_blocks * 512)
+    links = st.st_nlink
+    set_inode(b, f"{st.st_dev}:{st.st_ino}" if links > 1 else "")
+    set_links(b, links)
     return b
+
+
+def inode_key(st: os.stat_result) -> str:
+    """"device:inode" of a file with other hard links, else "" (as BlobFile.inode)."""
+    return f"{st.st_dev}:{st.st_ino}" if st.st_nlink > 1 else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +105,8 @@ class Stray:
     relpath: str
     reason: str
     size: int
+    allocated: int = 0  # as BlobFile's
+    inode: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +120,10 @@ class IngestEntry:
     total: int | None  # expected size from `total`, when readable
     mtime_ns: int  # mtime of `data`, else of the folder (the age gc judges by)
     ref: str | None  # the content of `ref` (e.g. "local-cache/sha256:..."), when readable
+    # What its regular files take on disk: those with no other hard link (what deleting the
+    # entry frees), and ("device:inode", bytes) of each one that has others.
+    allocated: int = 0
+    shared: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +335,8 @@ class Layout:
                     strays.append(Stray(f"{rel_alg}/{name}", "cannot stat", 0))
                     continue
                 if len(name) != hex_len or name.strip(_HEX_DIGITS):
-                    strays.append(Stray(f"{rel_alg}/{name}", "name is not a digest", st.st_size))
+                    strays.append(Stray(f"{rel_alg}/{name}", "name is not a digest", st.st_size,
+                                        st.st_blocks * 512, inode_key(st)))
                     continue
                 if not stat.S_ISREG(st.st_mode):
                     kind = _file_kind(st.st_mode)
@@ -321,9 +345,7 @@ class Layout:
                     continue
                 found[name] = st
             for name in sorted(found):
-                st = found[name]
-                blobs[f"{alg}:{name}"] = _blob_file(alg, name, st.st_size, st.st_mtime_ns,
-                                                    st.st_mode)
+                blobs[f"{alg}:{name}"] = _blob_file(alg, name, found[name])
         ordered = blobs  # built in order: algorithm folders sorted, names sorted within each
         return BlobScan(ordered, tuple(sorted(strays, key=lambda s: s.relpath)))
 
@@ -344,7 +366,9 @@ class Layout:
             return None
         blobs: dict[str, BlobFile] = {}
         strays: list[Stray] = []
-        new, (set_alg, set_name, set_size, set_mtime, set_mode) = _new, _set_fields
+        new = _new
+        set_alg, set_name, set_size, set_mtime, set_mode, set_alloc, set_inode, set_links = \
+            _set_fields
         for alg in sorted(tree.get(BLOBS, {})):
             rel_alg = f"{BLOBS}/{alg}"
             if alg not in ALGORITHMS:
@@ -359,9 +383,10 @@ class Layout:
             hex_len = _HEX_LEN[alg]
             entries = tree.pop(rel_alg, {})
             for name in sorted(entries):
-                mode, size, mtime_ns, _ = entries[name]
+                mode, size, mtime_ns, ident, blocks, links = entries[name]
                 if len(name) != hex_len or name.strip(_HEX_DIGITS):
-                    strays.append(Stray(f"{rel_alg}/{name}", "name is not a digest", size))
+                    strays.append(Stray(f"{rel_alg}/{name}", "name is not a digest", size,
+                                        blocks * 512, ident if links > 1 else ""))
                     continue
                 if not stat.S_ISREG(mode):
                     strays.append(Stray(f"{rel_alg}/{name}",
@@ -374,6 +399,9 @@ class Layout:
                 set_size(b, size)
                 set_mtime(b, mtime_ns)
                 set_mode(b, mode)
+                set_alloc(b, blocks * 512)
+                set_inode(b, ident if links > 1 else "")
+                set_links(b, links)
                 blobs[f"{alg}:{name}"] = b
             del entries
         return BlobScan(blobs, tuple(sorted(strays, key=lambda s: s.relpath)))
@@ -391,8 +419,10 @@ class Layout:
             except OSError:
                 continue
             if not stat.S_ISDIR(st.st_mode):
-                out.append(IngestEntry(entry.name, rel, st.st_size if stat.S_ISREG(st.st_mode)
-                                       else 0, None, None, st.st_mtime_ns, None))
+                regular = stat.S_ISREG(st.st_mode)
+                alone, shared = _allocation([st] if regular else [])
+                out.append(IngestEntry(entry.name, rel, st.st_size if regular else 0, None,
+                                       None, st.st_mtime_ns, None, alone, shared))
                 continue
             out.append(self._ingest_entry(entry.name, rel, st))
         return tuple(out)
@@ -413,12 +443,26 @@ class Layout:
             if stat.S_ISREG(fst.st_mode):
                 total_bytes += fst.st_size
                 files[f.name] = fst
+        alone, shared = _allocation(list(files.values()))
         if "data" in files:
             data_size = files["data"].st_size
             mtime = files["data"].st_mtime_ns
         total = _small_int(self, fd, "total", f"{rel}/total") if "total" in files else None
         ref = _small_text(self, fd, "ref", f"{rel}/ref") if "ref" in files else None
-        return IngestEntry(name, rel, total_bytes, data_size, total, mtime, ref)
+        return IngestEntry(name, rel, total_bytes, data_size, total, mtime, ref, alone, shared)
+
+
+def _allocation(files: list[os.stat_result]) -> tuple[int, tuple[tuple[str, int], ...]]:
+    """What regular files take on disk: (bytes of those with no other hard link, and
+    ("device:inode", bytes) of each of the others, once per inode)."""
+    alone = 0
+    shared: dict[str, int] = {}
+    for st in files:
+        if st.st_nlink > 1:
+            shared[f"{st.st_dev}:{st.st_ino}"] = st.st_blocks * 512
+        else:
+            alone += st.st_blocks * 512
+    return alone, tuple(sorted(shared.items()))
 
     def walk_files(self) -> Iterator[tuple[str, os.stat_result]]:
         """Every entry below DIR (relative path, lstat), not following symlinks; sorted."""

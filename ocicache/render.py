@@ -229,22 +229,30 @@ def du_json(snap: Snapshot, usage: list[Usage]) -> dict[str, Any]:
     return {
         "schema": "ocicache/du@1",
         "directory": str(snap.root),
-        "categories": [{"category": u.category, "files": u.files, "bytes": u.bytes}
-                       for u in usage],
-        "total": {"files": sum(u.files for u in usage), "bytes": sum(u.bytes for u in usage)},
+        # bytes: apparent sizes; allocatedBytes: disk blocks, each inode once (reports.Usage)
+        "categories": [{"category": u.category, "files": u.files, "bytes": u.bytes,
+                        "allocatedBytes": u.allocated} for u in usage],
+        "total": {"files": sum(u.files for u in usage), "bytes": sum(u.bytes for u in usage),
+                  "allocatedBytes": sum(u.allocated for u in usage)},
         "exports": {"total": len(snap.exports),
                     "current": sum(1 for e in snap.exports if e.referenced_by_index)},
         "warnings": snap.warnings,
     }
 
 
-def du_table(snap: Snapshot, usage: list[Usage]) -> str:
-    total = sum(u.bytes for u in usage) or 1
-    rows = [[_LABELS[u.category], str(u.files), size(u.bytes), f"{100 * u.bytes / total:.1f}%"]
-            for u in usage]
-    rows.append(["total", str(sum(u.files for u in usage)), size(sum(u.bytes for u in usage)),
-                 "100.0%"])
-    return table(rows, ["WHERE", "FILES", "SIZE", "SHARE"])
+def du_table(snap: Snapshot, usage: list[Usage], apparent: bool = False) -> str:
+    """SIZE (what the files hold) and ON DISK (the blocks they take, a hard-linked file once;
+    SHARE is of that), as `du` counts; `apparent`: SIZE alone (`du --apparent-size`)."""
+    def measure(u: Usage) -> int:
+        return u.bytes if apparent else u.allocated
+
+    total = sum(map(measure, usage)) or 1
+    rows = [[_LABELS[u.category], str(u.files), size(u.bytes)]
+            + ([] if apparent else [size(u.allocated)])
+            + [f"{100 * measure(u) / total:.1f}%"] for u in usage]
+    rows.append(["total", str(sum(u.files for u in usage)), size(sum(u.bytes for u in usage))]
+                + ([] if apparent else [size(sum(u.allocated for u in usage))]) + ["100.0%"])
+    return table(rows, ["WHERE", "FILES", "SIZE", *([] if apparent else ["ON DISK"]), "SHARE"])
 
 
 # -- check -------------------------------------------------------------------------------------
