@@ -3,9 +3,10 @@
 Importing typer (and the click, pydantic and rich it brings) takes ~0.2 s, more than reading
 a 50k-blob cache warm. A command line made only of `history|show|blobs|du|gc|check`, its
 directory (and REF for show) and that command's own flags (`--json`, `--no-trunc`,
-`--unreferenced`, `--dry-run`, `--quick`; gc only as a dry run with the default policy,
-check without `-j`; a leading `--debug`) is run here directly, with the same output, messages and exit
-codes as the typer app in cli.py. Anything else (help, --version, other commands, policy or
+`--unreferenced`, `--apparent-size`, `--dry-run`, `--quick`; gc only as a dry run with the
+default policy, check without `-j`; a leading `--debug`) is run here directly, with the same
+output, messages and exit codes as the typer app in cli.py (both end in output.run, the one
+error boundary). Anything else (help, --version, other commands, policy or
 unknown or malformed options, missing or extra arguments) goes to the typer app unchanged.
 
 `history --json`, `du` and `gc --dry-run --json` answers are kept between runs (memo.py).
