@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING
 
 from ocicache import reports
 from ocicache.cache import BlobCache
-from ocicache.errors import NotFoundError, OcicacheError, RefusedError, TooLargeError
+from ocicache.errors import (
+    NotFoundError,
+    OcicacheError,
+    RefusedError,
+    TooLargeError,
+    missing_manifest_hint,
+)
 from ocicache.exports import Export, build_exports
 from ocicache.inventory import Inventory, read_inventory
 from ocicache.layout import INDEX_JSON, LOCK_FILE, OCI_LAYOUT, Layout
@@ -38,6 +44,7 @@ class Snapshot:
     inventory: Inventory
     exports: list[Export]
     metadata_sizes: tuple[int, ...]  # index.json, oci-layout, index.json.lock (those present)
+    metadata_allocated: tuple[int, ...] = ()  # what the same take on disk (st_blocks x 512)
 
     @property
     def warnings(self) -> list[str]:
@@ -59,12 +66,13 @@ def read(directory: str | os.PathLike[str], use_cache: bool = True,
     with Layout(directory, listing) as layout:
         cache = BlobCache.default(layout.root) if use_cache else None
         inv = read_inventory(layout, cache)
-        sizes = []
+        sizes, allocated = [], []
         for name in (INDEX_JSON, OCI_LAYOUT, LOCK_FILE):
             st = layout.stat_top(name)
             if st is not None:
                 sizes.append(st.st_size)
-    return Snapshot(layout.root, inv, build_exports(inv), tuple(sizes))
+                allocated.append(st.st_blocks * 512)
+    return Snapshot(layout.root, inv, build_exports(inv), tuple(sizes), tuple(allocated))
 
 
 def history(directory: str | os.PathLike[str], listing: Listing | None = None) -> Snapshot:
@@ -102,7 +110,8 @@ def du(directory: str | os.PathLike[str],
        listing: Listing | None = None) -> tuple[Snapshot, list[reports.Usage]]:
     """Where the bytes are, by category."""
     snap = read(directory, listing=listing)
-    return snap, reports.disk_usage(snap.inventory, snap.exports, list(snap.metadata_sizes))
+    return snap, reports.disk_usage(snap.inventory, snap.exports, list(snap.metadata_sizes),
+                                    list(snap.metadata_allocated))
 
 
 # -- ref, pin, unpin (cache-from specs and pins) ----------------------------------------------
@@ -150,9 +159,13 @@ def ref(directory: str | os.PathLike[str], ref: str | None = None) -> tuple[Snap
         export = resolve(snap.exports, ref)
     result = _ref_result(snap, export)
     if result.spec is None:
+        hint = "`ocicache history DIR` lists the exports and their state"
+        if export.digest not in snap.inventory.blobs and (export.tags or export.pins):
+            # index.json names a manifest that is gone
+            hint = missing_manifest_hint(snap.root, (export.tags or export.pins)[0],
+                                         not export.tags)
         raise RefusedError(f"{export.digest}: BuildKit would not import this export: "
-                           f"{result.readiness.refusal}", file=str(snap.root),
-                           hint="`ocicache history DIR` lists the exports and their state")
+                           f"{result.readiness.refusal}", file=str(snap.root), hint=hint)
     return snap, result
 
 

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 
 from ocicache import documents as docs
 from ocicache.digest import parse_digest
-from ocicache.errors import OcicacheError, TooLargeError, UsageError
+from ocicache.errors import OcicacheError, TooLargeError, UsageError, missing_manifest_hint
 from ocicache.exports import Export
 from ocicache.hashing import HashResult
 from ocicache.layout import INDEX_JSON, LOCK_FILE, OCI_LAYOUT, QUARANTINE, Layout
-from ocicache.reports import stack
+from ocicache.reports import StackLayer, stack
 from ocicache.schema import Violation, validate
 
 if TYPE_CHECKING:
@@ -133,6 +133,13 @@ class _Collector:
         self.referenced = set(self.inv.foreign_closure)
         for e in snap.exports:
             self.referenced.update(e.blobs)
+        self._stack: tuple[str, list[StackLayer]] | None = None  # of the export last asked
+
+    def stack(self, e: Export) -> list[StackLayer]:
+        """The stack of `e`, computed once for all its missing layers."""
+        if self._stack is None or self._stack[0] != e.digest:
+            self._stack = (e.digest, stack(self.inv, e))
+        return self._stack[1]
 
     def add(self, severity: str, code: str, file: str, message: str, *, digest: str | None = None,
             where: str = "", export: str | None = None, steps: tuple[Step, ...] = ()) -> None:
@@ -175,9 +182,10 @@ class _Collector:
                 d = entry.descriptor.digest
                 if d not in inv.blobs:
                     tag = entry.ref_name or "(no ref name)"
+                    hint = missing_manifest_hint(inv.root, entry.ref_name, entry.pinned)
                     self.add(ERROR, "index-missing-manifest", INDEX_JSON,
-                             f"tag {tag}: manifest {d} is missing; importing this tag fails"
-                             f"{inv.missing_note(d)}",
+                             f"tag {tag}: manifest {d} is missing; importing this tag fails "
+                             f"({hint}){inv.missing_note(d)}",
                              digest=d, where=f"manifests[{entry.position}]",
                              export=d)
                 elif inv.blobs[d].size != entry.descriptor.size:
@@ -327,13 +335,24 @@ class _Collector:
         hit = {i for i, layer in enumerate(cc.layers) if layer.blob == missing}
         if not hit:
             return (Step(-1, missing, EFFECT_REBUILD),)
+        # Stack order puts a parent before its children, so one pass knows, for each layer,
+        # whether its chain holds a missing layer and whether its root is missing (no walk up
+        # each chain: a chain can be thousands of layers deep).
+        affected: dict[int, bool] = {}
+        root_missing: dict[int, bool] = {}
         out: list[Step] = []
-        for s in stack(self.inv, e):
-            if s.index < 0 or not hit.intersection(cc.chain(s.index)):
+        for s in self.stack(e):
+            i = s.index
+            if i < 0:
                 continue
-            chain = cc.chain(s.index)
-            root_missing = any(i in hit and cc.layers[i].parent == -1 for i in chain)
-            out.append(Step(s.index, s.digest, EFFECT_FAIL if root_missing else EFFECT_REBUILD))
+            parent = cc.layers[i].parent
+            if parent == -1:
+                affected[i] = root_missing[i] = i in hit
+            else:
+                affected[i] = i in hit or affected.get(parent, False)
+                root_missing[i] = root_missing.get(parent, False)
+            if affected[i]:
+                out.append(Step(i, s.digest, EFFECT_FAIL if root_missing[i] else EFFECT_REBUILD))
         return tuple(out)
 
     # -- foreign content (images, artifacts: anything index.json reaches besides exports) ------

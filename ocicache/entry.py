@@ -2,10 +2,11 @@
 
 Importing typer (and the click, pydantic and rich it brings) takes ~0.2 s, more than reading
 a 50k-blob cache warm. A command line made only of `history|show|blobs|du|gc|check`, its
-directory (and REF for show) and that command's own flags (`--json`, `--no-trunc`, `--all`,
-`--unreferenced`, `--dry-run`, `--quick`; gc only as a dry run with the default policy,
-check without `-j`; a leading `--debug`) is run here directly, with the same output, messages and exit
-codes as the typer app in cli.py. Anything else (help, --version, other commands, policy or
+directory (and REF for show) and that command's own flags (`--json`, `--no-trunc`,
+`--all`, `--unreferenced`, `--apparent-size`, `--dry-run`, `--quick`; gc only as a dry run with the
+default policy, check without `-j`; a leading `--debug`) is run here directly, with the same
+output, messages and exit codes as the typer app in cli.py (both end in output.run, the one
+error boundary). Anything else (help, --version, other commands, policy or
 unknown or malformed options, missing or extra arguments) goes to the typer app unchanged.
 
 `history --json`, `du` and `gc --dry-run --json` answers are kept between runs (memo.py).
@@ -25,14 +26,13 @@ _FLAGS = {
     "history": frozenset({"--json", "--no-trunc", "--all"}),
     "show": frozenset({"--json", "--no-trunc"}),
     "blobs": frozenset({"--json", "--no-trunc", "--unreferenced"}),
-    "du": frozenset({"--json"}),
+    "du": frozenset({"--json", "--apparent-size"}),
     # gc with the default policy (any policy option goes to typer)
     "gc": frozenset({"--dry-run", "--json", "--no-trunc"}),
     "check": frozenset({"--json", "--quick", "--no-trunc"}),  # -j/--jobs N goes to typer
 }
 _POSITIONALS = {"history": (1, 1), "show": (1, 2), "blobs": (1, 1), "du": (1, 1), "gc": (1, 1),
                 "check": (1, 1)}
-EXIT_INTERNAL = 70  # as cli.EXIT_INTERNAL
 EXIT_PROBLEMS = 1  # as errors.EXIT_PROBLEMS (check found integrity problems)
 
 
@@ -79,14 +79,15 @@ def parse(argv: list[str]) -> _Plain | None:
 
 
 def _echo(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+    from ocicache.output import out
+
+    out(text)
 
 
 def _warn(lines: list[str]) -> None:
-    for line in lines:
-        sys.stderr.write(f"ocicache: warning: {line}\n")
-    sys.stderr.flush()
+    from ocicache.output import warn
+
+    warn(lines)
 
 
 _NOW_MARK = "\0now\0"  # in a kept gc answer, where `now` goes (JSON text never holds a NUL)
@@ -189,10 +190,7 @@ def _run_command(p: _Plain, _echo: Callable[[str], None],
     json, no_trunc = "--json" in p.flags, "--no-trunc" in p.flags
     if p.command == "check":
         from ocicache.commands import check_run
-
-        def err(line: str) -> None:
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
+        from ocicache.output import err
 
         if not check_run.check(directory, json, "--quick" in p.flags, 0, no_trunc, _echo, err):
             sys.exit(EXIT_PROBLEMS)
@@ -217,7 +215,7 @@ def _run_command(p: _Plain, _echo: Callable[[str], None],
         run.blobs(directory, json, no_trunc, "--unreferenced" in p.flags, _echo, _warn,
                   listing=listing)
     else:
-        run.du(directory, json, _echo, _warn, listing)
+        run.du(directory, json, _echo, _warn, listing, "--apparent-size" in p.flags)
     return None
 
 
@@ -235,26 +233,7 @@ def main() -> None:
 
         typer_main()
         return
-    from ocicache.errors import OcicacheError
+    from ocicache import output
 
-    try:
-        _run(plain)
-    except OcicacheError as e:
-        if plain.debug:
-            raise
-        sys.stdout.flush()
-        sys.stderr.write(f"ocicache: error: {e}\n")
-        if e.hint:
-            sys.stderr.write(f"hint: {e.hint}\n")
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        sys.stderr.write("ocicache: interrupted\n")
-        sys.exit(130)
-    except BrokenPipeError:
-        sys.exit(0)
-    except Exception as e:
-        if plain.debug:
-            raise
-        sys.stderr.write(f"ocicache: internal error: {type(e).__name__}: {e} "
-                         "(rerun with --debug)\n")
-        sys.exit(EXIT_INTERNAL)
+    output.guard_fds()
+    output.run(lambda: _run(plain), lambda: plain.debug)

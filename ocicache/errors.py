@@ -14,6 +14,7 @@ EXIT_CORRUPT = 4  # a document needed for the answer is torn, malformed or inval
 EXIT_NOT_FOUND = 5  # REF names no export (or more than one)
 EXIT_REFUSED = 6  # a deleting/rewriting command refused to act (fail closed)
 EXIT_BUSY = 7  # BuildKit holds index.json.lock; try again
+EXIT_OUTPUT = 8  # the output could not be written (stdout closed, full, a broken pipe)
 
 
 class OcicacheError(Exception):
@@ -82,3 +83,28 @@ class BusyError(OcicacheError):
     """BuildKit (or another ocicache) holds the index.json lock."""
 
     exit_code = EXIT_BUSY
+
+
+class OutputError(OcicacheError):
+    """stdout could not be written: closed, full, or a reader that went away (a broken pipe).
+
+    `quiet`: say nothing on stderr (a broken pipe: the reader stopped on purpose, as with
+    `| head`; Unix tools then end without a word)."""
+
+    exit_code = EXIT_OUTPUT
+
+    def __init__(self, message: str, *, quiet: bool = False) -> None:
+        super().__init__(message, file="stdout")
+        self.quiet = quiet
+
+
+def missing_manifest_hint(directory: object, name: str | None, pin: bool = False) -> str:
+    """What to do when index.json names a manifest that is missing (gc, check, ref, history
+    say it): export again, or remove the entry."""
+    import shlex
+
+    if name is None:
+        return "re-export that build (--cache-to) to replace the entry"
+    force = "" if pin else " --force"
+    return (f"re-export, or `ocicache unpin {shlex.quote(str(directory))} {shlex.quote(name)}"
+            f"{force}` to remove the entry")

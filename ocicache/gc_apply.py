@@ -155,6 +155,7 @@ class QuarantineReport:
     purged: tuple[int, int]  # (blobs, bytes) deleted from the quarantine for good
     held: tuple[int, int]  # (blobs, bytes) still in the quarantine after this run
     purge_after_ns: int | None  # when the oldest held blob may be purged (None: none held)
+    purged_allocated: int = 0  # the disk space the purge gave back (allocated blocks)
 
     @property
     def purged_bytes(self) -> int:
@@ -231,15 +232,16 @@ def _run(layout: Layout, policy: Policy, now: int, lock_timeout: float, delay: f
     _post_check(layout, index, progress, lock_timeout)
     purge_now = max(now, time.time_ns())
     scan = layout.scan_quarantine()
-    purged = purge(layout, scan.blobs, purge_now - policy.grace_ns + 1, keep)
+    *purged, purged_allocated = purge(layout, scan.blobs, purge_now - policy.grace_ns + 1, keep)
     purge_strays(layout, purge_now - policy.grace_ns + 1)
     remove_empty_quarantine(layout)  # and DIR/.ocicache with it when nothing else is there
     held = layout.scan_quarantine().blobs
     report = QuarantineReport(
         moved=(len(progress.deleted), sum(b.size for b in progress.deleted)),
-        restored=tuple(progress.restored), purged=purged,
+        restored=tuple(progress.restored), purged=(purged[0], purged[1]),
         held=(len(held), sum(q.size for q in held)),
-        purge_after_ns=min(q.batch_ns for q in held) + policy.grace_ns if held else None)
+        purge_after_ns=min(q.batch_ns for q in held) + policy.grace_ns if held else None,
+        purged_allocated=purged_allocated)
     return GcResult(plan, False, tuple(progress.deleted), tuple(progress.ingest),
                     plan.size_before - progress.attempt_bytes, attempt,
                     (*plan.warnings, *progress.warnings), None, report)
@@ -339,7 +341,8 @@ def _dry_quarantine(layout: Layout, plan: Plan, now: int) -> QuarantineReport:
     # Only what is already held has a purge time; what a real run would move gets one then.
     first = min((q.batch_ns for q in young), default=None)
     return QuarantineReport(moved, (), purged, (held_n, held_b),
-                            None if first is None else first + plan.policy.grace_ns)
+                            None if first is None else first + plan.policy.grace_ns,
+                            sum(q.allocated for q in old))
 
 
 def _read_and_plan(layout: Layout, policy: Policy, now: int, lock_timeout: float,

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ocicache import reach
-from ocicache.errors import RefusedError
+from ocicache.errors import RefusedError, missing_manifest_hint
 from ocicache.exports import Export
 from ocicache.inventory import Inventory
 from ocicache.layout import INDEX_JSON, LOCK_FILE
@@ -101,6 +101,9 @@ class BlobDeletion:
     kind: str
     size: int
     mtime_ns: int
+    allocated: int = 0  # st_blocks x 512 (layout.BlobFile)
+    inode: str = ""  # "device:inode" when the file has other hard links
+    links: int = 1
 
     @property
     def digest(self) -> str:
@@ -114,6 +117,7 @@ class IngestDeletion:
     name: str
     bytes: int
     mtime_ns: int
+    allocated: int = 0  # disk blocks of its files that have no other hard link
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +155,23 @@ def summarize(blobs: Iterable[BlobDeletion],
         n, size = out[KIND_INGEST]
         out[KIND_INGEST] = (n + 1, size + i.bytes)
     return out
+
+
+def allocated_freed(blobs: Iterable[BlobDeletion], ingest: Iterable[IngestDeletion]) -> int:
+    """The disk space deleting these files gives back: their allocated blocks (a sparse file
+    frees only what it uses), except for a file with hard links that are not all deleted with
+    it (another link keeps its blocks: a `cp -al` copy of the cache, say)."""
+    freed = sum(i.allocated for i in ingest)
+    linked: dict[str, list[BlobDeletion]] = {}
+    for b in blobs:
+        if b.links > 1 and b.inode:
+            linked.setdefault(b.inode, []).append(b)
+        else:
+            freed += b.allocated
+    for names in linked.values():
+        if len(names) >= names[0].links:  # every link goes
+            freed += names[0].allocated
+    return freed
 
 
 def make_plan(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns: int,
@@ -206,7 +227,8 @@ def make_plan(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns:
                             "what is left is needed by index.json, --keep, or is younger "
                             "than --grace")
     kinds = {d: _STEP_OF.get(k, k) for d, k in blob_kinds(inv).items()}
-    deletions = [BlobDeletion(b.algorithm, b.name, kinds.get(d, KIND_UNKNOWN), b.size, b.mtime_ns)
+    deletions = [BlobDeletion(b.algorithm, b.name, kinds.get(d, KIND_UNKNOWN), b.size,
+                              b.mtime_ns, b.allocated, b.inode, b.links)
                  for d, b in inv.blobs.items() if d in freed and now_ns - b.mtime_ns >= grace]
     if deletions and not policy.allow_empty_index:
         _require_index_protects_something(inv, deletions)
@@ -223,7 +245,8 @@ def make_plan(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns:
         kept=kept,
         dropped=dropped,
         blobs=_deletion_order(inv, deletions),
-        ingest=tuple(IngestDeletion(i.name, i.bytes, i.mtime_ns) for i in ingest_stale),
+        ingest=tuple(IngestDeletion(i.name, i.bytes, i.mtime_ns, i.allocated)
+                     for i in ingest_stale),
         size_before=size_before,
         kept_bytes=size_before - removed,
         strays=tuple(s.relpath for s in inv.strays),
@@ -308,10 +331,11 @@ def _require_known_references(inv: Inventory, e: Export) -> None:
             "without --dry-run puts it back first", file=INDEX_JSON, where=e.digest,
             hint="run `ocicache gc DIR` (it restores what index.json needs before planning)")
     if e.digest not in inv.blobs:
+        name, pin = (e.tags[0], False) if e.tags else (e.pins[0], True) if e.pins else (None, False)
         raise RefusedError(
             "index.json references this manifest but it is missing; which blobs it needs is "
             "unknown, so nothing is deleted", file=INDEX_JSON, where=e.digest,
-            hint="rebuild with --cache-to to re-point the tag, or remove the entry")
+            hint=missing_manifest_hint(inv.root, name, pin))
     if e.digest not in inv.manifests:
         err = inv.bad_docs.get(e.digest)
         raise RefusedError(

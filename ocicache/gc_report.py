@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Any
 
 from ocicache.gc_apply import GcResult
-from ocicache.gc_plan import BLOB_KINDS, KIND_INGEST, ExportDecision
+from ocicache.gc_plan import BLOB_KINDS, KIND_INGEST, ExportDecision, allocated_freed
 from ocicache.layout import QUARANTINE
-from ocicache.render import _digest, ago, size, table
+from ocicache.render import _digest, ago, names_cell, size, table
+from ocicache.textsafe import safe
 from ocicache.timefmt import format_rfc3339
 
 SCHEMA = "ocicache/gc@1"
@@ -54,6 +55,7 @@ def gc_json(r: GcResult, directory: str) -> dict[str, Any]:
         "sizeBefore": plan.size_before,
         "keptBytes": r.kept_bytes,
         "freedBytes": r.freed_bytes,
+        "freedAllocatedBytes": freed_allocated(r),
         "replans": r.replans,
         "strays": list(plan.strays),
         "warnings": list(r.warnings),
@@ -93,22 +95,34 @@ def quarantine_lines(r: GcResult) -> list[str]:
     return out
 
 
+def freed_allocated(r: GcResult) -> int:
+    """What the removal gives back on disk (gc_plan.allocated_freed): `freedBytes` counts the
+    files' sizes, this their blocks, and nothing for a file another hard link keeps."""
+    q = r.quarantine
+    if r.dry_run:
+        moved = allocated_freed(r.plan.blobs, r.plan.ingest)
+        if q is None or r.plan.policy.grace_ns == 0:
+            return moved + (q.purged_allocated if q is not None else 0)
+        return allocated_freed((), r.plan.ingest) + q.purged_allocated
+    # What moved into the quarantine left blobs/ by a rename: only its purge gives space back.
+    return allocated_freed((), r.ingest_deleted) + (q.purged_allocated if q is not None else 0)
+
+
 def _n(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _tag_cell(d: ExportDecision) -> str:
-    names = list(d.tags) + [f"{p} (pin)" for p in d.pins]
-    return ", ".join(names) if names else "-"
+def _tag_cell(d: ExportDecision, no_trunc: bool) -> str:
+    return names_cell(list(d.tags) + [f"{p} (pin)" for p in d.pins], no_trunc)
 
 
 def gc_text(r: GcResult, now: datetime, no_trunc: bool = False) -> str:
     plan = r.plan
     verb = "would remove" if r.dry_run else "removed"
-    rows = [[_digest(d.digest, no_trunc), _tag_cell(d), ago(d.created_ns, now), size(d.size),
-             "kept: " + ", ".join(d.rules)] for d in plan.kept]
-    rows += [[_digest(d.digest, no_trunc), _tag_cell(d), ago(d.created_ns, now), size(d.size),
-              "dropped" + (" (max-size)" if d.reason == "max-size" else "")]
+    rows = [[_digest(d.digest, no_trunc), _tag_cell(d, no_trunc), ago(d.created_ns, now),
+             size(d.size), "kept: " + ", ".join(d.rules)] for d in plan.kept]
+    rows += [[_digest(d.digest, no_trunc), _tag_cell(d, no_trunc), ago(d.created_ns, now),
+              size(d.size), "dropped" + (" (max-size)" if d.reason == "max-size" else "")]
              for d in plan.dropped]
     out = [table(rows, ["EXPORT", "TAGS", "EXPORTED", "SIZE", "GC"]) if rows
            else "no exports", ""]
@@ -118,10 +132,28 @@ def gc_text(r: GcResult, now: datetime, no_trunc: bool = False) -> str:
                        size(removed[k][1])] for k in kinds],
                      ["WHAT", verb.upper(), "SIZE"]))
     out.append("")
-    out.append(f"{'would free' if r.dry_run else 'freed'} {size(r.freed_bytes)}; "
+    # The sizes freed; and, when they overstate it (sparse files, hard links kept elsewhere),
+    # what the disk gets back.
+    on_disk = freed_allocated(r)
+    shown = f" ({size(on_disk)} on disk)" if on_disk < r.freed_bytes else ""
+    out.append(f"{'would free' if r.dry_run else 'freed'} {size(r.freed_bytes)}{shown}; "
                f"{size(r.kept_bytes)} kept ({_n(len(plan.kept), 'export')} kept, "
                f"{len(plan.dropped)} dropped)")
     out.extend(quarantine_lines(r))
     if r.dry_run:
         out.append("dry run: nothing was changed")
     return "\n".join(out)
+
+
+def deleted_lines(r: GcResult) -> list[str]:
+    """For stderr, when the report of a real gc could not be written (stdout closed or full):
+    what was deleted, one line each, so that it is not lost with the report."""
+    removed = r.removed()
+    blobs = sum(removed[k][0] for k in BLOB_KINDS)
+    lines = [f"ocicache: gc removed {_n(blobs, 'blob')} and "
+             f"{_n(removed[KIND_INGEST][0], 'ingest entry').replace('entrys', 'entries')} "
+             f"({size(r.freed_bytes)}) but could not write its report; removed:"]
+    lines += [f"removed {b.kind} blobs/{b.algorithm}/{b.name} ({b.size} bytes)"
+              for b in r.deleted]
+    lines += [safe(f"removed ingest/{i.name} ({i.bytes} bytes)") for i in r.ingest_deleted]
+    return lines

@@ -23,7 +23,13 @@ from ocicache import documents as docs
 from ocicache import mediatypes as mt
 from ocicache.cache import NOT_JSON, PARSED, BlobCache, Parsed
 from ocicache.digest import Digest, parse_digest
-from ocicache.errors import CorruptError, OcicacheError, TooLargeError, UsageError
+from ocicache.errors import (
+    CorruptError,
+    OcicacheError,
+    TooLargeError,
+    UsageError,
+    missing_manifest_hint,
+)
 from ocicache.indexread import read_index
 from ocicache.layout import (
     INDEX_JSON,
@@ -265,8 +271,10 @@ class _Reader:
         digest = entry.descriptor.digest
         where = f"manifests[{entry.position}]"
         if digest not in self.inv.blobs:
-            self.inv.warn(INDEX_JSON, where, f"{digest}: manifest blob is missing"
-                          f"{self.inv.missing_note(digest)}", "error")
+            hint = missing_manifest_hint(self.inv.root, entry.ref_name, entry.pinned)
+            self.inv.warn(INDEX_JSON, where, f"{digest}: manifest blob is missing ({hint})"
+                          f"{self.inv.missing_note(digest)}",
+                          "error")
             return
         self._parse_blob(self.inv.blobs[digest], top_level=True)
         if digest not in self.inv.manifests:

@@ -57,6 +57,11 @@ class BlobFile:
     size: int
     mtime_ns: int
     mode: int
+    # What the file takes on disk (st_blocks x 512: less than `size` when sparse), and, when
+    # it has other hard links (anywhere), its "device:inode", so that it is counted once.
+    allocated: int = 0
+    inode: str = ""
+    links: int = 1
 
     @property
     def digest(self) -> str:
@@ -73,19 +78,31 @@ class BlobFile:
 
 _new = object.__new__
 _set_fields = tuple(BlobFile.__dict__[f].__set__  # slot descriptors: C-level setters
-                    for f in ("algorithm", "name", "size", "mtime_ns", "mode"))
+                    for f in ("algorithm", "name", "size", "mtime_ns", "mode", "allocated",
+                              "inode", "links"))
 
 
-def _blob_file(algorithm: str, name: str, size: int, mtime_ns: int, mode: int) -> BlobFile:
-    """BlobFile(...) without the frozen-dataclass __init__ (object.__setattr__ per field)."""
+def _blob_file(algorithm: str, name: str, st: os.stat_result) -> BlobFile:
+    """BlobFile(...) from an lstat, without the frozen-dataclass __init__ (object.__setattr__
+    per field)."""
     b: BlobFile = _new(BlobFile)
-    set_alg, set_name, set_size, set_mtime, set_mode = _set_fields
+    set_alg, set_name, set_size, set_mtime, set_mode, set_alloc, set_inode, set_links = \
+        _set_fields
     set_alg(b, algorithm)
     set_name(b, name)
-    set_size(b, size)
-    set_mtime(b, mtime_ns)
-    set_mode(b, mode)
+    set_size(b, st.st_size)
+    set_mtime(b, st.st_mtime_ns)
+    set_mode(b, st.st_mode)
+    set_alloc(b, st.st_blocks * 512)
+    links = st.st_nlink
+    set_inode(b, f"{st.st_dev}:{st.st_ino}" if links > 1 else "")
+    set_links(b, links)
     return b
+
+
+def inode_key(st: os.stat_result) -> str:
+    """"device:inode" of a file with other hard links, else "" (as BlobFile.inode)."""
+    return f"{st.st_dev}:{st.st_ino}" if st.st_nlink > 1 else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +112,8 @@ class Stray:
     relpath: str
     reason: str
     size: int
+    allocated: int = 0  # as BlobFile's
+    inode: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +127,10 @@ class IngestEntry:
     total: int | None  # expected size from `total`, when readable
     mtime_ns: int  # mtime of `data`, else of the folder (the age gc judges by)
     ref: str | None  # the content of `ref` (e.g. "local-cache/sha256:..."), when readable
+    # What its regular files take on disk: those with no other hard link (what deleting the
+    # entry frees), and ("device:inode", bytes) of each one that has others.
+    allocated: int = 0
+    shared: tuple[tuple[str, int], ...] = ()
 
 
 _BATCH = re.compile(r"q-([0-9]{1,20})-([0-9]{1,10})")
@@ -128,6 +151,7 @@ class QuarantinedBlob:
     algorithm: str
     name: str
     size: int
+    allocated: int = 0  # st_blocks * 512; 0 when another hard link keeps the blocks
 
     @property
     def digest(self) -> str:
@@ -405,7 +429,8 @@ class Layout:
                     strays.append(Stray(f"{rel_alg}/{name}", "cannot stat", 0))
                     continue
                 if len(name) != hex_len or name.strip(_HEX_DIGITS):
-                    strays.append(Stray(f"{rel_alg}/{name}", "name is not a digest", st.st_size))
+                    strays.append(Stray(f"{rel_alg}/{name}", "name is not a digest", st.st_size,
+                                        st.st_blocks * 512, inode_key(st)))
                     continue
                 if not stat.S_ISREG(st.st_mode):
                     kind = _file_kind(st.st_mode)
@@ -414,9 +439,7 @@ class Layout:
                     continue
                 found[name] = st
             for name in sorted(found):
-                st = found[name]
-                blobs[f"{alg}:{name}"] = _blob_file(alg, name, st.st_size, st.st_mtime_ns,
-                                                    st.st_mode)
+                blobs[f"{alg}:{name}"] = _blob_file(alg, name, found[name])
         ordered = blobs  # built in order: algorithm folders sorted, names sorted within each
         return BlobScan(ordered, tuple(sorted(strays, key=lambda s: s.relpath)))
 
@@ -437,7 +460,9 @@ class Layout:
             return None
         blobs: dict[str, BlobFile] = {}
         strays: list[Stray] = []
-        new, (set_alg, set_name, set_size, set_mtime, set_mode) = _new, _set_fields
+        new = _new
+        set_alg, set_name, set_size, set_mtime, set_mode, set_alloc, set_inode, set_links = \
+            _set_fields
         for alg in sorted(tree.get(BLOBS, {})):
             rel_alg = f"{BLOBS}/{alg}"
             if alg not in ALGORITHMS:
@@ -452,9 +477,10 @@ class Layout:
             hex_len = _HEX_LEN[alg]
             entries = tree.pop(rel_alg, {})
             for name in sorted(entries):
-                mode, size, mtime_ns, _ = entries[name]
+                mode, size, mtime_ns, ident, blocks, links = entries[name]
                 if len(name) != hex_len or name.strip(_HEX_DIGITS):
-                    strays.append(Stray(f"{rel_alg}/{name}", "name is not a digest", size))
+                    strays.append(Stray(f"{rel_alg}/{name}", "name is not a digest", size,
+                                        blocks * 512, ident if links > 1 else ""))
                     continue
                 if not stat.S_ISREG(mode):
                     strays.append(Stray(f"{rel_alg}/{name}",
@@ -467,6 +493,9 @@ class Layout:
                 set_size(b, size)
                 set_mtime(b, mtime_ns)
                 set_mode(b, mode)
+                set_alloc(b, blocks * 512)
+                set_inode(b, ident if links > 1 else "")
+                set_links(b, links)
                 blobs[f"{alg}:{name}"] = b
             del entries
         return BlobScan(blobs, tuple(sorted(strays, key=lambda s: s.relpath)))
@@ -484,8 +513,10 @@ class Layout:
             except OSError:
                 continue
             if not stat.S_ISDIR(st.st_mode):
-                out.append(IngestEntry(entry.name, rel, st.st_size if stat.S_ISREG(st.st_mode)
-                                       else 0, None, None, st.st_mtime_ns, None))
+                regular = stat.S_ISREG(st.st_mode)
+                alone, shared = _allocation([st] if regular else [])
+                out.append(IngestEntry(entry.name, rel, st.st_size if regular else 0, None,
+                                       None, st.st_mtime_ns, None, alone, shared))
                 continue
             out.append(self._ingest_entry(entry.name, rel, st))
         return tuple(out)
@@ -506,12 +537,14 @@ class Layout:
             if stat.S_ISREG(fst.st_mode):
                 total_bytes += fst.st_size
                 files[f.name] = fst
+        alone, shared = _allocation(list(files.values()))
         if "data" in files:
             data_size = files["data"].st_size
             mtime = files["data"].st_mtime_ns
         total = _small_int(self, fd, "total", f"{rel}/total") if "total" in files else None
         ref = _small_text(self, fd, "ref", f"{rel}/ref") if "ref" in files else None
-        return IngestEntry(name, rel, total_bytes, data_size, total, mtime, ref)
+        return IngestEntry(name, rel, total_bytes, data_size, total, mtime, ref, alone, shared)
+
 
     def quarantine_batches(self) -> list[str]:
         """Names of the batch folders in gc's quarantine (sorted)."""
@@ -554,7 +587,8 @@ class Layout:
                             or not stat.S_ISREG(st.st_mode)):
                         odd.append(f"{rel_alg}/{name}")
                         continue
-                    blobs.append(QuarantinedBlob(batch, made, alg, name, st.st_size))
+                    blocks = 0 if st.st_nlink > 1 else st.st_blocks * 512
+                    blobs.append(QuarantinedBlob(batch, made, alg, name, st.st_size, blocks))
         return QuarantineScan(tuple(blobs), tuple(odd))
 
     def walk_files(self) -> Iterator[tuple[str, os.stat_result]]:
@@ -562,23 +596,55 @@ class Layout:
         yield from _walk(self._root_fd, "")
 
 
-def _walk(fd: int, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
-    for entry in sorted(os.scandir(fd), key=lambda e: e.name):
-        rel = f"{prefix}{entry.name}"
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        yield rel, st
-        if stat.S_ISDIR(st.st_mode):
+
+def _allocation(files: list[os.stat_result]) -> tuple[int, tuple[tuple[str, int], ...]]:
+    """What regular files take on disk: (bytes of those with no other hard link, and
+    ("device:inode", bytes) of each of the others, once per inode)."""
+    alone = 0
+    shared: dict[str, int] = {}
+    for st in files:
+        if st.st_nlink > 1:
+            shared[f"{st.st_dev}:{st.st_ino}"] = st.st_blocks * 512
+        else:
+            alone += st.st_blocks * 512
+    return alone, tuple(sorted(shared.items()))
+
+
+def _walk(root_fd: int, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
+    """Depth-first, sorted, iteratively (a folder tree can be thousands deep): a stack of open
+    folders, each with the entries still to list."""
+    stack: list[tuple[int, str, Iterator[os.DirEntry[str]]]] = []
+    stack.append((root_fd, prefix, iter(sorted(os.scandir(root_fd), key=lambda e: e.name))))
+    try:
+        while stack:
+            fd, base, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                if fd != root_fd:
+                    os.close(fd)
+                continue
+            rel = f"{base}{entry.name}"
             try:
-                sub = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+                st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            try:
-                yield from _walk(sub, rel + "/")
-            finally:
-                os.close(sub)
+            yield rel, st
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    sub = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+                except OSError:
+                    continue
+                try:
+                    listed = sorted(os.scandir(sub), key=lambda e: e.name)
+                except OSError:
+                    os.close(sub)
+                    continue
+                stack.append((sub, rel + "/", iter(listed)))
+    finally:
+        for fd, _, _ in stack:
+            if fd != root_fd:
+                os.close(fd)
 
 
 def _too_large(where: str, size: int, limit: int, limit_name: str | None) -> TooLargeError:

@@ -21,12 +21,15 @@ import stat
 import subprocess
 
 FIND = ("/usr/bin/find", "/bin/find")
-# type, mode, uid, gid, size, mtime (s.ns), device:inode, path relative to DIR; NUL-terminated
-# (names may hold newlines and spaces: the path is the last field). Only folders carry their
-# device:inode (what Layout compares with the folders it holds open); files print "-" there
-# (a blob's inode says nothing its digest, size and mtime do not; ~15 % less to list and hash).
-DIR_FORMAT = "%y %m %U %G %s %T@ %D:%i %P\\0"
-FORMAT = "%y %m %U %G %s %T@ - %P\\0"
+# type, mode, uid, gid, size, mtime (s.ns), 512-byte blocks allocated, hard links,
+# device:inode, path relative to DIR; NUL-terminated (names may hold newlines and spaces: the
+# path is the last field). Only folders carry their device:inode (what Layout compares with the
+# folders it holds open), and files with other hard links (`du` counts such a file once); other
+# files print "-" there (a blob's inode says nothing its digest, size and mtime do not; ~15 %
+# less to list and hash).
+DIR_FORMAT = "%y %m %U %G %s %T@ %b %n %D:%i %P\\0"
+LINKED_FORMAT = DIR_FORMAT
+FORMAT = "%y %m %U %G %s %T@ %b %n - %P\\0"
 
 # Nothing deeper is read by any command that uses a listing: blobs/<algorithm>/<blob> and
 # ingest/<ref>/<file> are the deepest entries (a folder in blobs/sha256 is a stray, not entered).
@@ -35,8 +38,9 @@ MAX_DEPTH = 3
 _TYPES = {"f": stat.S_IFREG, "d": stat.S_IFDIR, "l": stat.S_IFLNK, "p": stat.S_IFIFO,
           "s": stat.S_IFSOCK, "c": stat.S_IFCHR, "b": stat.S_IFBLK}
 
-# One entry: (st_mode with its type bits, size, mtime_ns, "dev:ino" of a folder, else "-").
-Entry = tuple[int, int, int, str]
+# One entry: (st_mode with its type bits, size, mtime_ns, "dev:ino" of a folder or of a file
+# with other hard links, else "-", st_blocks, st_nlink).
+Entry = tuple[int, int, int, str, int, int]
 
 
 class Listing:
@@ -75,7 +79,8 @@ class Listing:
             for record in text.split("\0"):
                 if not record:
                     continue
-                kind, mode, _uid, _gid, size, mtime, ident, path = record.split(" ", 7)
+                kind, mode, _uid, _gid, size, mtime, blocks, links, ident, path = \
+                    record.split(" ", 9)
                 parent, _, name = path.rpartition("/")
                 if parent != current:  # find lists most of a folder's entries together
                     current = parent
@@ -84,7 +89,8 @@ class Listing:
                 if len(frac) < 9 or not (seconds.isascii() and seconds.isdigit()):
                     return None  # before 1970 (find's rounding is not st_mtime_ns's): scandir
                 folder[name] = (types[kind] | int(mode, 8), int(size),
-                                int(seconds) * 1_000_000_000 + int(frac[:9]), ident)
+                                int(seconds) * 1_000_000_000 + int(frac[:9]), ident,
+                                int(blocks), int(links))
         except (ValueError, KeyError):
             return None
         return out
@@ -103,6 +109,7 @@ def _start_find(root: str) -> subprocess.Popen[bytes] | None:
     try:
         return subprocess.Popen([find, "-P", root + "/", "-maxdepth", str(MAX_DEPTH),
                                  "(", "-type", "d", "-printf", DIR_FORMAT, ")",
+                                 "-o", "(", "-links", "+1", "-printf", LINKED_FORMAT, ")",
                                  "-o", "-printf", FORMAT],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL,

@@ -4,7 +4,8 @@ A run of `history --json` or `du` over a directory nobody changed prints what th
 printed. The answer is a function of what is in DIR, and what is in DIR is named by:
 
 - the listing of DIR to depth 3, the deepest these commands read (every entry's relative path,
-  type, mode, owner, size and mtime in ns; a folder's device and inode), as GNU
+  type, mode, owner, size, mtime in ns, blocks allocated and hard links; the device and inode
+  of a folder and of a file with other hard links), as GNU
   `find -P DIR/ -printf` prints it (listing.py): a blob's digest names its content, so the
   listing names the blobs' contents (`check` is what verifies that; it never uses this);
 - the bytes of index.json and oci-layout (rewritten in place within one mtime tick, they could

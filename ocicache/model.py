@@ -100,11 +100,13 @@ class CacheConfig:
 
     def chain(self, i: int) -> list[int]:
         """Layer i and its ancestors, root first; stops at a loop or a bad index."""
-        seen: list[int] = []
+        chain: list[int] = []
+        seen: set[int] = set()
         while 0 <= i < len(self.layers) and i not in seen:
-            seen.append(i)
+            chain.append(i)
+            seen.add(i)
             i = self.layers[i].parent
-        return list(reversed(seen))
+        return list(reversed(chain))
 
 
 @dataclass(frozen=True, slots=True)

@@ -336,10 +336,11 @@ def restore_plan(layout: Layout, missing: set[str],
 
 
 def purge(layout: Layout, held: Iterable[QuarantinedBlob], older_than_ns: int,
-          keep: set[str]) -> tuple[int, int]:
+          keep: set[str]) -> tuple[int, int, int]:
     """Unlink every quarantined blob of a batch made before `older_than_ns` (but those in
-    `keep`), then the emptied folders. (count, bytes) unlinked; anything gone is simply gone."""
-    count = size = 0
+    `keep`), then the emptied folders. (count, bytes, allocated bytes given back) unlinked;
+    anything gone is simply gone."""
+    count = size = allocated = 0
     by_batch: dict[str, list[QuarantinedBlob]] = {}
     for q in held:
         if q.batch_ns < older_than_ns:
@@ -352,9 +353,13 @@ def purge(layout: Layout, held: Iterable[QuarantinedBlob], older_than_ns: int,
             if fd is None:
                 continue
             try:
+                st = os.stat(q.name, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode):
+                    continue  # replaced by something else since the scan: not ours
                 os.unlink(q.name, dir_fd=fd)
                 count += 1
                 size += q.size
+                allocated += 0 if st.st_nlink > 1 else st.st_blocks * 512
             except FileNotFoundError:
                 pass
             except OSError as e:
@@ -364,7 +369,7 @@ def purge(layout: Layout, held: Iterable[QuarantinedBlob], older_than_ns: int,
             finally:
                 os.close(fd)
         _remove_empty_batch(layout, batch)
-    return count, size
+    return count, size, allocated
 
 
 def purge_strays(layout: Layout, older_than_ns: int) -> None:

@@ -10,12 +10,16 @@ from ocicache.api import ShowResult, Snapshot
 from ocicache.exports import Export
 from ocicache.layout import QUARANTINE, QuarantineScan
 from ocicache.reports import BlobRow, ForeignEntry, StackLayer, Usage, foreign_entries
+from ocicache.textsafe import safe
 from ocicache.timefmt import format_rfc3339, to_datetime
 
 if TYPE_CHECKING:
     from ocicache.check import CheckResult
 
 SHORT = 19  # "sha256:" + 12 hex
+# A TAGS cell names this many tags and pins, then "+N more" (--no-trunc and --json: all).
+TAGS_SHOWN = 3
+MAX_DOTS = 12  # `show` indents a layer by one dot per level up to this depth
 
 
 def dumps(doc: dict[str, Any]) -> str:
@@ -43,9 +47,21 @@ def ago(ns: int | None, now: datetime) -> str:
 
 
 def table(rows: list[list[Any]], headers: list[str]) -> str:
+    """A plain table; every cell escaped (textsafe.safe): a name holding a newline or an
+    escape sequence stays in its cell, inert."""
     from tabulate import tabulate
 
-    return str(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+    cells = [[safe(c) for c in row] for row in rows]
+    return str(tabulate(cells, headers=headers, tablefmt="simple", disable_numparse=True))
+
+
+def names_cell(names: list[str], no_trunc: bool = False, shown: int = TAGS_SHOWN) -> str:
+    """Tags and pins for one cell: the first `shown`, then "+N more" (all with no_trunc)."""
+    if not names:
+        return "-"
+    if no_trunc or len(names) <= shown:
+        return ", ".join(names)
+    return ", ".join(names[:shown]) + f", +{len(names) - shown} more"
 
 
 # -- history ---------------------------------------------------------------------------------
@@ -112,11 +128,11 @@ def quarantine_line(q: QuarantineScan) -> str | None:
             "than --grace")
 
 
-def _tag_cell(e: Export) -> str:
+def _tag_cell(e: Export, no_trunc: bool = False, shown: int = TAGS_SHOWN) -> str:
     names = list(e.tags) + [f"{p} (pin)" for p in e.pins]
     if e.current and not e.tags:
         names.insert(0, "(unnamed entry)")
-    return ", ".join(names) if names else "-"
+    return names_cell(names, no_trunc, shown)
 
 
 def history_table(snap: Snapshot, now: datetime, no_trunc: bool = False,
@@ -163,7 +179,7 @@ def _exports_table(snap: Snapshot, now: datetime, no_trunc: bool) -> str:
         if e.created_from == "createdat":
             created += " *"
         state = "ok" if e.complete else "INCOMPLETE"
-        rows.append([f"~{i}", _digest(e.digest, no_trunc), _tag_cell(e), created,
+        rows.append([f"~{i}", _digest(e.digest, no_trunc), _tag_cell(e, no_trunc), created,
                      str(len(e.layers)), _size_cell(e), size(e.unique_size), e.shape or "?",
                      state])
     out = table(rows, ["REF", "DIGEST", "TAGS", "EXPORTED", "LAYERS", "SIZE", "UNIQUE", "SHAPE",
@@ -203,7 +219,7 @@ def show_text(r: ShowResult, now: datetime, no_trunc: bool = False) -> str:
     e = r.export
     head = [
         f"export    ~{r.position}  {e.digest}",
-        f"tags      {_tag_cell(e)}",
+        f"tags      {_tag_cell(e, no_trunc, 10)}",
         f"exported  {ago(e.created_ns, now)} ({_t(e.created_ns) or 'unknown'}, from {e.created_from}"
         + (f", mtime rejected: {e.mtime_rejected})" if e.mtime_rejected else ")"),
         f"shape     {e.shape} ({e.media_type})",
@@ -220,14 +236,15 @@ def show_text(r: ShowResult, now: datetime, no_trunc: bool = False) -> str:
         head.append(f"missing   {d}")
     rows = []
     for x in r.layers:
-        indent = "· " * x.depth
+        # A dot per level, then the level as a number (a chain can be thousands deep).
+        indent = "· " * x.depth if x.depth <= MAX_DOTS else f"(depth {x.depth}) "
         origin = ", ".join(x.origins) if x.origins else ""
         rows.append([f"{indent}{x.index}", _digest(x.digest, no_trunc),
                      (x.media_type or "?").rsplit("/", 1)[-1], size(x.size),
                      ago(x.created_ns, now),
                      _digest(x.diff_id, no_trunc) if x.diff_id else "-",
                      ("" if x.present else "MISSING ") + origin])
-    return "\n".join(head) + "\n\n" + table(
+    return "\n".join(map(safe, head)) + "\n\n" + table(
         rows, ["LAYER", "DIGEST", "TYPE", "SIZE", "CREATED", "DIFF ID", "NOTE"])
 
 
@@ -254,7 +271,7 @@ def blobs_table(snap: Snapshot, rows: list[BlobRow], now: datetime, no_trunc: bo
                     ago(b.mtime_ns, now)])
     text = table(out, ["DIGEST", "SIZE", "KIND", "EXPORTS", "REACHED FROM", "MODIFIED"])
     for s in snap.inventory.strays:
-        text += f"\nstray: {s.relpath}: {s.reason}"
+        text += "\n" + safe(f"stray: {s.relpath}: {s.reason}")
     return text
 
 
@@ -274,22 +291,30 @@ def du_json(snap: Snapshot, usage: list[Usage]) -> dict[str, Any]:
     return {
         "schema": "ocicache/du@1",
         "directory": str(snap.root),
-        "categories": [{"category": u.category, "files": u.files, "bytes": u.bytes}
-                       for u in usage],
-        "total": {"files": sum(u.files for u in usage), "bytes": sum(u.bytes for u in usage)},
+        # bytes: apparent sizes; allocatedBytes: disk blocks, each inode once (reports.Usage)
+        "categories": [{"category": u.category, "files": u.files, "bytes": u.bytes,
+                        "allocatedBytes": u.allocated} for u in usage],
+        "total": {"files": sum(u.files for u in usage), "bytes": sum(u.bytes for u in usage),
+                  "allocatedBytes": sum(u.allocated for u in usage)},
         "exports": {"total": len(snap.exports),
                     "current": sum(1 for e in snap.exports if e.referenced_by_index)},
         "warnings": snap.warnings,
     }
 
 
-def du_table(snap: Snapshot, usage: list[Usage]) -> str:
-    total = sum(u.bytes for u in usage) or 1
-    rows = [[_LABELS[u.category], str(u.files), size(u.bytes), f"{100 * u.bytes / total:.1f}%"]
-            for u in usage]
-    rows.append(["total", str(sum(u.files for u in usage)), size(sum(u.bytes for u in usage)),
-                 "100.0%"])
-    return table(rows, ["WHERE", "FILES", "SIZE", "SHARE"])
+def du_table(snap: Snapshot, usage: list[Usage], apparent: bool = False) -> str:
+    """SIZE (what the files hold) and ON DISK (the blocks they take, a hard-linked file once;
+    SHARE is of that), as `du` counts; `apparent`: SIZE alone (`du --apparent-size`)."""
+    def measure(u: Usage) -> int:
+        return u.bytes if apparent else u.allocated
+
+    total = sum(map(measure, usage)) or 1
+    rows = [[_LABELS[u.category], str(u.files), size(u.bytes)]
+            + ([] if apparent else [size(u.allocated)])
+            + [f"{100 * measure(u) / total:.1f}%"] for u in usage]
+    rows.append(["total", str(sum(u.files for u in usage)), size(sum(u.bytes for u in usage))]
+                + ([] if apparent else [size(sum(u.allocated for u in usage))]) + ["100.0%"])
+    return table(rows, ["WHERE", "FILES", "SIZE", *([] if apparent else ["ON DISK"]), "SHARE"])
 
 
 # -- check -------------------------------------------------------------------------------------
@@ -322,10 +347,10 @@ def check_text(r: CheckResult, no_trunc: bool = False) -> str:
         message = f.message
         if not no_trunc and f.export:
             message = message.replace(f.export, _digest(f.export, False))
-        lines.append(f"{f.severity}: {f.code}: {subject}: {message}")
+        lines.append(safe(f"{f.severity}: {f.code}: {subject}: {message}"))
         for s in f.steps:
             at = f"layers[{s.layer}]" if s.layer >= 0 else "(not placed)"
-            lines.append(f"    {s.effect:<7} {at} {_digest(s.digest, no_trunc)}")
+            lines.append(safe(f"    {s.effect:<7} {at} {_digest(s.digest, no_trunc)}"))
     hashed = (f"{r.hashed_blobs} blobs ({size(r.hashed_bytes)}) hashed" if r.hashed
               else f"{r.blobs} blobs (not hashed: --quick)")
     verdict = "OK" if r.ok else "PROBLEMS FOUND"

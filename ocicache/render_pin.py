@@ -9,6 +9,7 @@ from ocicache import spec as spec_mod
 from ocicache.api import RefResult, Snapshot
 from ocicache.exports import Export
 from ocicache.pins import PinResult, UnpinResult
+from ocicache.textsafe import safe
 from ocicache.timefmt import format_rfc3339
 
 LINE_FORMATS = tuple(f for f in spec_mod.FORMATS if f != "json")
@@ -82,7 +83,7 @@ def explain_text(x: cachefrom.Explanation, fmt: str = "bare") -> str:
         lines.append(f"corrected {spec_mod.render(x.corrected, fmt)}")
     else:
         lines.append(f"spec      {spec_mod.render(x.corrected, fmt)}  (unchanged)")
-    return "\n".join(lines)
+    return "\n".join(map(safe, lines))
 
 
 def pin_json(snap_root: str, p: PinResult, r: RefResult) -> dict[str, Any]:

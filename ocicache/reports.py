@@ -58,15 +58,18 @@ def stack(inv: Inventory, export: Export) -> list[StackLayer]:
             t = config.layer_created.get(i) or (d.created_ns if d else None)
             return t or 0
 
-        def visit(i: int, depth: int) -> None:
+        # Depth-first, iteratively (a chain can be thousands of layers deep): a stack of
+        # (layer, depth), children pushed in reverse so that they come out in order.
+        def ordered(ids: list[int]) -> list[int]:
+            return sorted(ids, key=lambda c: (created(c), c))
+
+        todo = [(root, 0) for root in reversed(ordered(children.get(-1, [])))]
+        while todo:
+            i, depth = todo.pop()
             layer = config.layers[i]
             out.append(_stack_layer(inv, i, layer.parent, depth, layer.blob, descriptors,
                                     config.layer_created.get(i)))
-            for child in sorted(children.get(i, []), key=lambda c: (created(c), c)):
-                visit(child, depth + 1)
-
-        for root in sorted(children.get(-1, []), key=lambda c: (created(c), c)):
-            visit(root, 0)
+            todo.extend((child, depth + 1) for child in reversed(ordered(children.get(i, []))))
     placed = {s.digest for s in out}
     for digest in sorted(descriptors):
         if digest not in placed:
@@ -153,39 +156,61 @@ def blob_rows(inv: Inventory, exports: list[Export]) -> list[BlobRow]:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Bytes and file counts of one category of `du`."""
+    """Bytes and file counts of one category of `du`: `bytes` is what the files hold (their
+    apparent size), `allocated` what they take on disk (st_blocks x 512: a sparse file its real
+    blocks, a file with several hard links once, in the first category that meets it)."""
 
     category: str
     files: int
     bytes: int
+    allocated: int = 0
 
 
 CATEGORIES = ("index", "older-exports", "unreferenced", "ingest", "quarantine", "stray",
               "metadata")
 
 
-def disk_usage(inv: Inventory, exports: list[Export], metadata: list[int]) -> list[Usage]:
+def disk_usage(inv: Inventory, exports: list[Export], metadata: list[int],
+               metadata_allocated: list[int] | None = None) -> list[Usage]:
     """Where the bytes are: reachable from index.json, only from older exports, from nothing,
     interrupted writes in ingest/, stray entries in blobs/, and the layout's own files."""
     indexed = reachable_from_index(inv, exports)
     referenced = {d for e in exports for d in e.blobs}
-    acc = {c: [0, 0] for c in CATEGORIES}
+    acc = {c: [0, 0, 0] for c in CATEGORIES}
+    seen: set[str] = set()  # "device:inode" of files with several links, counted once
+
+    def once(inode: str, allocated: int) -> int:
+        if not inode:
+            return allocated
+        if inode in seen:
+            return 0
+        seen.add(inode)
+        return allocated
+
     for b in inv.blobs.values():
         cat = ("index" if b.digest in indexed else
                "older-exports" if b.digest in referenced else "unreferenced")
-        acc[cat][0] += 1
-        acc[cat][1] += b.size
+        a = acc[cat]
+        a[0] += 1
+        a[1] += b.size
+        a[2] += once(b.inode, b.allocated)
     for entry in inv.ingest:
-        acc["ingest"][0] += 1
-        acc["ingest"][1] += entry.bytes
-    for q in inv.quarantine.blobs:
-        acc["quarantine"][0] += 1
-        acc["quarantine"][1] += q.size
+        a = acc["ingest"]
+        a[0] += 1
+        a[1] += entry.bytes
+        a[2] += entry.allocated + sum(once(inode, n) for inode, n in entry.shared)
     for stray in inv.strays:
-        acc["stray"][0] += 1
-        acc["stray"][1] += stray.size
-    acc["metadata"] = [len(metadata), sum(metadata)]
-    return [Usage(c, n, size) for c, (n, size) in acc.items()]
+        a = acc["stray"]
+        a[0] += 1
+        a[1] += stray.size
+        a[2] += once(stray.inode, stray.allocated)
+    for q in inv.quarantine.blobs:
+        a = acc["quarantine"]
+        a[0] += 1
+        a[1] += q.size
+        a[2] += q.allocated
+    acc["metadata"] = [len(metadata), sum(metadata), sum(metadata_allocated or [])]
+    return [Usage(c, n, size, allocated) for c, (n, size, allocated) in acc.items()]
 
 
 @dataclass(frozen=True, slots=True)

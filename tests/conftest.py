@@ -23,11 +23,30 @@ def groundtruth(case: str) -> dict[str, Any]:
     return json.loads((FIXTURES / f"{case}.groundtruth.json").read_text())
 
 
+def normalise_modes(root: Path) -> Path:
+    """Modes as a clone made with umask 022 has them, whatever umask made this checkout (with
+    umask 002 every blob is 0664, which `check` notes as an interrupted export's mode)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o022:
+                os.chmod(p, stat.S_IMODE(st.st_mode) & ~0o022)
+    return root
+
+
+def copy_tree(src: Path, dest: Path, symlinks: bool = False) -> Path:
+    """A copy of part of the checkout (a fixture) that does not depend on how the repository
+    was cloned: modes as with umask 022 (see normalise_modes); mtimes as in the checkout."""
+    shutil.copytree(src, dest, symlinks=symlinks)
+    return normalise_modes(dest)
+
+
 def copy_fixture(case: str, dest: Path, restore_mtimes: bool) -> Path:
     """A writable copy of a real fixture; with restore_mtimes, blob mtimes and 0444 modes as
     BuildKit left them (git keeps neither)."""
     target = dest / case
-    shutil.copytree(FIXTURES / case, target)
+    copy_tree(FIXTURES / case, target)
     if restore_mtimes:
         for blob in groundtruth(case)["final"]["blobs_on_disk"]:
             path = target / "blobs" / "sha256" / blob["digest"].split(":", 1)[1]

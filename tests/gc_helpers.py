@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
+
+from conftest import copy_tree
 
 from ocicache import api
 from ocicache.render import export_json
@@ -25,7 +26,7 @@ STABLE = ("digest", "shape", "mediaType", "tags", "pins", "current", "created", 
 def copy_fixture(name: str, dest: Path) -> tuple[Path, int]:
     """A copy of a real fixture with BuildKit's mtimes restored; (dir, newest mtime)."""
     target = dest / name
-    shutil.copytree(FIXTURES / name, target)
+    copy_tree(FIXTURES / name, target)
     truth = json.loads((FIXTURES / f"{name}.groundtruth.json").read_text())
     newest = 0
     for blob in truth["final"]["blobs_on_disk"]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import pytest
+from conftest import copy_tree
 
 from ocicache import cli
 
@@ -31,7 +31,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 def copy_case(case: str, dest: Path) -> Path:
     """A writable copy of a fixture (never modify fixtures/ in place)."""
-    shutil.copytree(FIXTURES / case, dest)
+    copy_tree(FIXTURES / case, dest)
     return dest
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from clirun import run_inprocess, run_subprocess, tree
+from conftest import copy_tree
 
 from ocicache import api
 from ocicache.commands.check import ProgressBar
@@ -26,7 +27,7 @@ CASES = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
 
 def _copy(tmp_path: Path, name: str) -> Path:
     dest = tmp_path / name
-    shutil.copytree(FIXTURES / name, dest, symlinks=True)
+    copy_tree(FIXTURES / name, dest, symlinks=True)
     return dest
 
 

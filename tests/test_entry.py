@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import copy_tree
 
 from ocicache.entry import parse
 
@@ -75,12 +76,10 @@ def _no_now(result: tuple[int, str, str]) -> tuple[int, str, str]:
     ["gc", "/nonexistent/dir", "--dry-run"],
 ])
 def test_gc_fast_path_matches_typer(args: list[str], tmp_path: Path) -> None:
-    import shutil
-
     got = []
     for fast in (True, False):
         d = tmp_path / f"cache-{fast}"
-        shutil.copytree(FIXTURE, d)
+        copy_tree(FIXTURE, d)
         argv = [str(d) if a == "{}" else a for a in args]
         code, out, err = _run(argv, fast, tmp_path)
         got.append(_no_now((code, out.replace(str(d), "DIR"), err.replace(str(d), "DIR"))))
@@ -88,10 +87,8 @@ def test_gc_fast_path_matches_typer(args: list[str], tmp_path: Path) -> None:
 
 
 def test_gc_refusal_matches_typer(tmp_path: Path) -> None:
-    import shutil
-
     d = tmp_path / "cache"
-    shutil.copytree(FIXTURE, d)
+    copy_tree(FIXTURE, d)
     (d / "index.json").write_text("{torn")
     fast = _run(["gc", str(d), "--dry-run", "--json"], True, tmp_path)
     assert fast[0] != 0 and fast == _run(["gc", str(d), "--dry-run", "--json"], False, tmp_path)
@@ -103,10 +100,8 @@ def test_gc_refusal_matches_typer(tmp_path: Path) -> None:
 ])
 @pytest.mark.parametrize("damage", [False, True])
 def test_check_fast_path_matches_typer(args: list[str], damage: bool, tmp_path: Path) -> None:
-    import shutil
-
     d = tmp_path / "cache"
-    shutil.copytree(FIXTURE, d)
+    copy_tree(FIXTURE, d)
     if damage:  # a blob whose content no longer matches its name: exit 1
         blob = sorted((d / "blobs" / "sha256").iterdir())[-1]
         os.chmod(blob, 0o644)

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 from collections.abc import Callable
@@ -760,6 +761,71 @@ def _odd_times(base: Base, outside: Path) -> None:
     b.export(descs, tag="odd")
 
 
+# deep user data: every walk is iterative (issue 10, item 9)
+DEEP = 3000  # three times Python's default recursion limit
+
+
+@case("config-chain-deep")
+def _chain_deep(base: Base, outside: Path) -> None:
+    """A cache config whose layers form one chain DEEP long (each the parent of the next)."""
+    layers = [base.b.blob(b"\x1f\x8b" + hashlib.sha256(str(i).encode()).digest())
+              for i in range(DEEP)]
+    config = {"layers": [{"blob": d, "parent": i - 1} for i, d in enumerate(layers)],
+              "records": [{"digest": sha(str(i).encode()), "layers": [{"layer": i}]}
+                          for i in range(DEEP)]}
+    manifest_with(base, config, layers, tag="deep")
+
+
+@case("index-chain-deep")
+def _index_chain_deep(base: Base, outside: Path) -> None:
+    """index.json names an OCI index nesting another, DEEP times, down to an image manifest."""
+    b = base.b
+    cfg = compact({"architecture": "amd64"})
+    m = compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+                 "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                            "digest": b.blob(cfg), "size": len(cfg)}, "layers": []})
+    digest, size, media_type = b.blob(m), len(m), mt.OCI_MANIFEST
+    for _ in range(DEEP):
+        index = compact({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
+            {"mediaType": media_type, "digest": digest, "size": size}]})
+        digest, size, media_type = b.blob(index), len(index), mt.OCI_INDEX
+    b.point("image", digest, size, mt.OCI_INDEX)
+
+
+# names that would drive the terminal or forge lines (item 16)
+EVIL = "x\nerror: forged\x1b[2J\x1b]0;pwned\x07\r\x9b31m\x7f\u202e\u2028y"
+UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+@case("names-control-chars", codes={"bad-name", "stale-ingest"})
+def _control_names(base: Base, outside: Path) -> str:
+    """A tag, a blob file name and an ingest entry name holding controls (and undecodable
+    bytes): printed escaped everywhere (_assert_clean_run), exact in JSON."""
+    base.b.point(EVIL, base.old, blob(base.root, base.old).stat().st_size)
+    put_raw(base.root, f"n{EVIL}", b"x")
+    put_raw(base.root, os.fsdecode(b"\xff\x1b[2J\x9b"), b"x")
+    (base.root / "ingest" / f"i{EVIL}").mkdir(parents=True)
+    return "bad-name"
+
+
+@case("tags-10000")
+def _many_tags(base: Base, outside: Path) -> None:
+    """10,000 index.json entries tag one export: its TAGS cell stays short (+N more)."""
+    size = blob(base.root, base.new).stat().st_size
+    index_with(base, [entry(base.new, size, f"t{i:05d}") for i in range(10_000)])
+
+
+@case("sparse-and-hard-links", codes={"stale-ingest", "bad-name"})
+def _sparse(base: Base, outside: Path) -> str:
+    """A sparse 4 GiB ingest write; a blob hard-linked under another name (du counts it once)."""
+    d = base.root / "ingest" / ("e" * 64)
+    d.mkdir(parents=True)
+    with open(d / "data", "wb") as f:
+        f.truncate(4 << 30)
+    os.link(blob(base.root, base.layers[0]), base.root / "blobs" / "sha256" / "linked")
+    return "ingest/" + "e" * 64
+
+
 # -- the tests ---------------------------------------------------------------------------------
 def _build(tmp_path: Path, c: Case) -> tuple[Base, Path, str | None]:
     root, outside = tmp_path / "cache", tmp_path / "outside"
@@ -782,6 +848,10 @@ def _assert_clean_run(r: Run, what: str) -> None:
     assert r.code in DOCUMENTED, f"{what}: exit {r.code}\n{r.err}"
     assert "Traceback" not in r.err and "internal error" not in r.err, f"{what}:\n{r.err}"
     assert SECRET not in r.out and SECRET not in r.err, f"{what}: read a file outside DIR"
+    # Every output inert: no control character but the newline, no forged line.
+    bad = UNSAFE.search(r.out + r.err)
+    assert bad is None, f"{what}: raw {bad.group()!r} in the output"
+    assert not any(x.startswith("error: forged") for x in (r.out + r.err).splitlines()), what
 
 
 @pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])
@@ -919,3 +989,61 @@ def test_hostile_repair(tmp_path: Path, c: Case) -> None:
         doc = json.loads((base.root / "index.json").read_bytes())
         assert any(blob(base.root, e["digest"]).is_file() for e in doc["manifests"])
     assert tree(outside) == outside_before and _atimes(outside) == atimes
+
+
+# -- hostile beyond the directory: the output stream, option values, command lines ------------
+@pytest.mark.parametrize("name", ["clean", "names-control-chars", "config-chain-deep"])
+@pytest.mark.parametrize("how", ["closed", "full", "broken-pipe"])
+def test_hostile_unwritable_stdout(tmp_path: Path, name: str, how: str) -> None:
+    """Data that cannot be written is exit 8 (a broken pipe quietly), through a real process."""
+    from test_output_errors import run_to
+
+    if how == "full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    c = next(x for x in CASES if x.name == name)
+    base, _outside, _ = _build(tmp_path, c)
+    before = tree(base.root)
+    for argv in (("history", "DIR"), ("check", "--quick", "DIR"), ("show", "DIR"),
+                 ("gc", "DIR", "--dry-run", "--keep-last", "1")):
+        r = run_to(how, *(str(base.root) if a == "DIR" else a for a in argv))
+        _assert_clean_run(r, f"{name}: {how}: {argv[0]}")
+        assert r.code == 8, (argv, r.err)
+        errors = [x for x in r.err.splitlines() if not x.startswith("ocicache: warning: ")]
+        assert errors == ([] if how == "broken-pipe" else errors[:1]), r.err
+        if how != "broken-pipe":
+            assert errors[0].startswith("ocicache: error: stdout: cannot write the output")
+    assert tree(base.root) == before
+
+
+HOSTILE_VALUES = ["9" * 400, "9" * 5000, "1e400", "nan", "inf", "-1", "\u0661", "", "0x1f"]
+
+
+@pytest.mark.parametrize("option", ["--grace", "--keep-within", "--max-size", "--keep-last"])
+def test_hostile_option_values(tmp_path: Path, option: str) -> None:
+    """Every value is taken exactly or is a usage error (exit 2), through both starts."""
+    c = next(x for x in CASES if x.name == "clean")
+    base, _outside, _ = _build(tmp_path, c)
+    before = tree(base.root)
+    for value in HOSTILE_VALUES + [v + "h" for v in HOSTILE_VALUES]:
+        for start in (run_inprocess, run_entry):
+            r = start("gc", str(base.root), "--dry-run", option, value)
+            _assert_clean_run(r, f"{option} {value[:20]!r}")
+            assert r.code in (0, 2), (option, value[:20], r.err)
+            if r.code == 2:
+                assert r.err.startswith("ocicache: error: ") and "Usage:" not in r.err
+    assert tree(base.root) == before
+
+
+@pytest.mark.parametrize("argv", [("history", "DIR", "--bogus"), ("gc", "DIR", "--keep-last"),
+                                  ("check", "DIR", "-j", "x"), ("show",), ("nosuch", "DIR"),
+                                  ("ref", "DIR", "--format", "\x1b[2J")])
+def test_hostile_command_lines(tmp_path: Path, argv: tuple[str, ...]) -> None:
+    """A bad command line is one `ocicache: error:` line (and a hint), exit 2, both starts."""
+    c = next(x for x in CASES if x.name == "clean")
+    base, _outside, _ = _build(tmp_path, c)
+    args = [str(base.root) if a == "DIR" else a for a in argv]
+    for start in (run_inprocess, run_entry):
+        r = start(*args)
+        _assert_clean_run(r, " ".join(argv))
+        assert r.code == 2 and r.out == "" and r.err.startswith("ocicache: error: "), r.err
+        assert "Usage:" not in r.err and "Error:" not in r.err

@@ -1,8 +1,9 @@
 """Every command in README.md works: the set-up command in a fresh venv, every example as shown.
 
 Console blocks are run line by line (`$ ocicache ...` through `python -m ocicache`, other lines
-through bash) from the repository root, with /tmp/ocicache-* paths moved into the test's tmp dir
-and the repository's own path written as it is in the README. Lines that state a relative time
+through bash) in a scratch folder holding a copy of fixtures/ (so that where and how the
+repository was cloned cannot matter: modes as with umask 022, see conftest.copy_tree), with
+/tmp/ocicache-* paths moved into a folder of the test's own. Lines that state a relative time
 ("2 hours ago") are compared by shape; every other line must match exactly.
 """
 
@@ -16,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import ROOT, copy_tree
 
 README = (ROOT / "README.md").read_text()
 SETUP = re.findall(r"```sh\n(.*?)\n```", README, re.S)
@@ -55,21 +56,26 @@ def test_readme_has_the_two_setup_commands() -> None:
 
 def test_every_console_example_runs_as_shown(tmp_path: Path) -> None:
     assert BLOCKS
-    env = {**os.environ, "OCICACHE_NO_CACHE": "1", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    work = tmp_path / "work"  # the examples' working directory: fixtures/ as a clean clone has it
+    copy_tree(ROOT / "fixtures", work / "fixtures")
+    scratch = tmp_path / "scratch"  # where the examples' /tmp/ocicache-* go
+    scratch.mkdir()
+    python_path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "OCICACHE_NO_CACHE": "1", "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+           "PYTHONPATH": python_path}
     ran = 0
     for block in BLOCKS:
         for command, shown in _steps(block):
-            real = command.replace("/tmp/ocicache-", f"{tmp_path}/ocicache-")
+            real = command.replace("/tmp/ocicache-", f"{scratch}/ocicache-")
             if command.startswith("ocicache "):
                 argv = [sys.executable, "-m", "ocicache", *shlex.split(real)[1:]]
-                r = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env,
+                r = subprocess.run(argv, capture_output=True, text=True, cwd=work, env=env,
                                    timeout=120)
             else:
                 r = subprocess.run(["bash", "-c", real], capture_output=True, text=True,
-                                   cwd=ROOT, env=env, timeout=120)
+                                   cwd=work, env=env, timeout=120)
             assert r.returncode in (0, 1), (command, r.stderr)
-            out = (r.stdout + r.stderr).replace(f"{tmp_path}/ocicache-", "/tmp/ocicache-")
-            out = out.replace(str(ROOT), "/path/to/ocicache")
+            out = (r.stdout + r.stderr).replace(f"{scratch}/ocicache-", "/tmp/ocicache-")
             got = sorted(map(_normalise, out.rstrip().splitlines()))
             want = sorted(map(_normalise, shown))
             assert got == want, f"README example differs: $ {command}"

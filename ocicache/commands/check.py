@@ -12,20 +12,22 @@ from ocicache.commands.check_run import ProgressBar
 from ocicache.commands.options import DirArg, JsonOpt, NoTruncOpt
 from ocicache.errors import EXIT_PROBLEMS
 from ocicache.model import ANN_REF_NAME
+from ocicache.textsafe import safe
+from ocicache.units import MAX_JOBS
 
 __all__ = ["ProgressBar", "register"]
 
 
 
 def register(app: typer.Typer) -> None:
-    from ocicache.cli import echo
+    from ocicache.cli import echo, err
 
     @app.command()
     def check(directory: Path = DirArg,
               json: bool = JsonOpt,
               quick: bool = typer.Option(False, "--quick",
                                          help="Skip re-hashing blobs (sizes and documents only)."),
-              jobs: int = typer.Option(0, "--jobs", "-j", min=0,
+              jobs: int = typer.Option(0, "--jobs", "-j", min=0, max=MAX_JOBS,
                                        help="Hashing threads (default: one per core)."),
               no_trunc: bool = NoTruncOpt,
               ) -> None:
@@ -33,8 +35,7 @@ def register(app: typer.Typer) -> None:
 
         Exit 0 when every export is intact (leftovers are notes), 1 on integrity problems.
         """
-        ok = check_run.check(directory, json, quick, jobs, no_trunc, echo,
-                             lambda line: typer.echo(line, err=True))
+        ok = check_run.check(directory, json, quick, jobs, no_trunc, echo, err)
         if not ok:
             raise typer.Exit(EXIT_PROBLEMS)
 
@@ -54,7 +55,7 @@ def register(app: typer.Typer) -> None:
         """
         plan = api.repair(directory, dry_run=dry_run)
         if not plan.needed:
-            typer.echo(f"{plan.reason}; nothing to repair", err=True)
+            err(f"{plan.reason}; nothing to repair")
             return
         lines = [f"index.json: {plan.reason}"]
         lines += [f"keep    {e['digest']} "
@@ -73,10 +74,11 @@ def register(app: typer.Typer) -> None:
         elif not plan.kept:
             lines.append("no importable cache manifest in blobs/: the index will be empty")
         lines.append("other tags cannot be recovered from blobs/; re-export to restore them")
+        lines = [safe(line) for line in lines]
         if dry_run:
             for line in lines:
-                typer.echo(line, err=True)
-            typer.echo("dry run: index.json not changed; it would become:", err=True)
+                err(line)
+            err("dry run: index.json not changed; it would become:")
             echo(plan.data.decode())
         else:
             for line in lines:

@@ -20,7 +20,7 @@ class ProgressBar:
     """Draws hashing progress on stderr: a redrawn bar on a TTY, an occasional line otherwise."""
 
     def __init__(self, tty: bool | None = None, width: int = 24) -> None:
-        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.tty = _stderr_is_tty() if tty is None else tty
         self.width = width
         self.drawn = False
         self.last_log = 0.0
@@ -32,8 +32,7 @@ class ProgressBar:
             if p.elapsed - self.last_log < _LOG_EVERY:
                 return
             self.last_log = p.elapsed
-        sys.stderr.write(("\r" if self.tty else "") + self.line(p) + ("" if self.tty else "\n"))
-        sys.stderr.flush()
+        _draw(("\r" if self.tty else "") + self.line(p) + ("" if self.tty else "\n"))
         self.drawn = True
 
     def line(self, p: Progress) -> str:
@@ -48,8 +47,23 @@ class ProgressBar:
 
     def finish(self) -> None:
         if self.drawn and self.tty:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
+            _draw("\r\x1b[K")
+
+
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (OSError, ValueError):
+        return False
+
+
+def _draw(text: str) -> None:
+    """Progress on stderr, best effort (a closed or full stderr only loses the bar)."""
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
 
 
 def check(directory: Path, json: bool, quick: bool, jobs: int, no_trunc: bool,

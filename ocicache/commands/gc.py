@@ -6,22 +6,23 @@ from pathlib import Path
 
 import typer
 
-from ocicache import api, render
+from ocicache import api
+from ocicache.commands import gc_run
 from ocicache.commands.options import DirArg, JsonOpt, NoTruncOpt
+from ocicache.errors import UsageError
 from ocicache.gc_plan import Policy
-from ocicache.units import parse_duration_ns, parse_size
+from ocicache.units import MAX_COUNT, parse_duration_ns, parse_size
 
 
 def register(app: typer.Typer) -> None:
     from ocicache.cli import echo, now, warn
-    from ocicache.gc_report import gc_json, gc_text
 
     @app.command()
     def gc(
         directory: Path = DirArg,
         dry_run: bool = typer.Option(False, "--dry-run",
                                      help="Print the plan; change nothing."),
-        keep_last: int = typer.Option(0, "--keep-last", min=0, metavar="N",
+        keep_last: int = typer.Option(0, "--keep-last", min=0, max=MAX_COUNT, metavar="N",
                                       help="Also keep the N newest older exports."),
         keep_within: str | None = typer.Option(
             None, "--keep-within", metavar="DURATION",
@@ -42,8 +43,14 @@ def register(app: typer.Typer) -> None:
                  "delete everything it does not name anyway (else gc refuses)."),
         json: bool = JsonOpt,
         no_trunc: bool = NoTruncOpt,
+        quiet: bool = typer.Option(
+            False, "--quiet", "-q",
+            help="Print nothing but errors: no report, no warnings (the exit code says how it "
+                 "went)."),
     ) -> None:
         """Delete what no kept export needs: older exports, unreferenced blobs, stale ingest/."""
+        if quiet and json:
+            raise UsageError("--quiet and --json: choose one")
         policy = Policy(
             keep_last=keep_last,
             keep_within_ns=None if keep_within is None
@@ -54,6 +61,4 @@ def register(app: typer.Typer) -> None:
             allow_empty_index=all_,
         )
         result = api.gc(directory, policy, dry_run=dry_run)
-        warn(list(result.warnings))
-        echo(render.dumps(gc_json(result, str(directory.absolute()))) if json
-             else gc_text(result, now(), no_trunc))
+        gc_run.report(result, directory, json, no_trunc, echo, warn, quiet, now())

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ocicache import api, render
+from ocicache.errors import OutputError
 from ocicache.gc_apply import GcResult
 from ocicache.gc_plan import Policy
-from ocicache.gc_report import gc_json, gc_text
+from ocicache.gc_report import deleted_lines, gc_json, gc_text
 from ocicache.units import parse_duration_ns
 
 if TYPE_CHECKING:
@@ -28,7 +29,25 @@ def gc(directory: Path, dry_run: bool, json: bool, no_trunc: bool,
     policy = Policy(keep_last=0, keep_within_ns=None, keep_refs=(), max_size=None,
                     grace_ns=parse_duration_ns(DEFAULT_GRACE, "--grace"))
     result = api.gc(directory, policy, dry_run=dry_run, listing=listing)
-    warn(list(result.warnings))
-    echo(render.dumps(gc_json(result, str(directory.absolute()))) if json
-         else gc_text(result, datetime.now(UTC), no_trunc))
+    report(result, directory, json, no_trunc, echo, warn)
     return result
+
+
+def report(result: GcResult, directory: Path, json: bool, no_trunc: bool,
+           echo: Callable[[str], None], warn: Callable[[list[str]], None],
+           quiet: bool = False, now: datetime | None = None) -> None:
+    """gc's warnings and report (none with `quiet`). When the report of a real gc cannot be
+    written (OutputError: stdout closed or full), what was deleted goes to stderr first."""
+    if quiet:
+        return
+    warn(list(result.warnings))
+    try:
+        echo(render.dumps(gc_json(result, str(directory.absolute()))) if json
+             else gc_text(result, now or datetime.now(UTC), no_trunc))
+    except OutputError:
+        if not result.dry_run:
+            from ocicache.output import err
+
+            for line in deleted_lines(result):
+                err(line)
+        raise

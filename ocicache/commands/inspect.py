@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def show(directory: Path = DirArg,
-             ref: str = typer.Argument("~0", help="Tag, digest, digest prefix (7+ hex) or ~N."),
+             ref: str = typer.Argument("~0", help="Tag, digest, digest prefix (7+ hex) or ~N.",
+                                       metavar="REF"),
              json: bool = JsonOpt, no_trunc: bool = NoTruncOpt) -> None:
         """One export: its layers in stack order, with sizes, times, diffIDs and origins."""
         run.show(directory, ref, json, no_trunc, echo, warn, clock)
@@ -42,6 +43,14 @@ def register(app: typer.Typer) -> None:
         run.blobs(directory, json, no_trunc, unreferenced, echo, warn, clock)
 
     @app.command()
-    def du(directory: Path = DirArg, json: bool = JsonOpt) -> None:
-        """Where the bytes are: index.json's exports, older exports, nothing, ingest/."""
-        run.du(directory, json, echo, warn)
+    def du(directory: Path = DirArg, json: bool = JsonOpt,
+           apparent_size: bool = typer.Option(
+               False, "--apparent-size",
+               help="Sizes only (what the files hold), not the blocks they take on disk.")
+           ) -> None:
+        """Where the bytes are: index.json's exports, older exports, nothing, ingest/.
+
+        SIZE is what the files hold; ON DISK the blocks they take (a sparse file its real
+        blocks, a hard-linked file once), as `du` counts.
+        """
+        run.du(directory, json, echo, warn, apparent=apparent_size)

@@ -54,7 +54,8 @@ def blobs(directory: Path, json: bool, no_trunc: bool, unreferenced: bool, echo:
 
 
 def du(directory: Path, json: bool, echo: Echo, warn: Warn,
-       listing: Listing | None = None) -> None:
+       listing: Listing | None = None, apparent: bool = False) -> None:
     snap, usage = api.du(directory, listing)
     warn(snap.warnings)
-    echo(render.dumps(render.du_json(snap, usage)) if json else render.du_table(snap, usage))
+    echo(render.dumps(render.du_json(snap, usage)) if json
+         else render.du_table(snap, usage, apparent))

@@ -11,18 +11,19 @@ from ocicache import api, render, render_pin
 from ocicache import spec as spec_mod
 from ocicache.commands.options import DIR_HELP, DirArg, JsonOpt
 from ocicache.errors import EXIT_WONT_IMPORT, UsageError
+from ocicache.textsafe import safe
 
 _FORMATS = ", ".join(spec_mod.FORMATS)
 OptDirArg = typer.Argument(None, help=DIR_HELP + " Not needed with --explain.",
-                           show_default=False)
+                           show_default=False, metavar="DIR")
 OptRefArg = typer.Argument(None, help="Tag, pin, digest, digest prefix (7+ hex) or ~N; default: "
                            "the newest export of tag `latest`, else the newest.",
-                           show_default=False)
+                           show_default=False, metavar="REF")
 RefArg = typer.Argument(..., help="The export: tag, digest, digest prefix (7+ hex) or ~N.",
-                        show_default=False)
+                        show_default=False, metavar="REF")
 NameArg = typer.Argument(..., help="The ref name to register (OCI ref-name grammar).",
-                         show_default=False)
-PinNameArg = typer.Argument(..., help="The pin to remove.", show_default=False)
+                         show_default=False, metavar="NAME")
+PinNameArg = typer.Argument(..., help="The pin to remove.", show_default=False, metavar="NAME")
 
 
 def register(app: typer.Typer) -> None:
@@ -72,7 +73,7 @@ def register(app: typer.Typer) -> None:
                           f"{r.readiness.refusal}"])
                     continue
                 warn([f"~{r.position} {r.export.digest[:19]}: {w}" for w in r.warnings])
-                echo(spec_mod.render(r.spec, fmt))
+                echo(safe(spec_mod.render(r.spec, fmt)))
             return
         snap, result = api.ref(directory, ref)
         warn(snap.warnings)
@@ -81,7 +82,7 @@ def register(app: typer.Typer) -> None:
         if fmt == "json":
             echo(render.dumps(render_pin.ref_json(snap, result)))
         else:
-            echo(spec_mod.render(result.spec, fmt))
+            echo(safe(spec_mod.render(result.spec, fmt)))
 
     @app.command()
     def pin(
@@ -109,7 +110,7 @@ def register(app: typer.Typer) -> None:
         assert spec.spec is not None
         if not result.changed:
             warn([f"{name} already pins {result.export.digest[:19]}; nothing changed"])
-        echo(spec_mod.render(spec.spec, fmt))
+        echo(safe(spec_mod.render(spec.spec, fmt)))
 
     @app.command()
     def unpin(
@@ -126,4 +127,4 @@ def register(app: typer.Typer) -> None:
             echo(render.dumps(render_pin.unpin_json(root, result)))
             return
         for digest, was_pin in result.removed:
-            echo(f"unpinned {name} {digest}" if was_pin else f"removed tag {name} {digest}")
+            echo(safe(f"unpinned {name} {digest}" if was_pin else f"removed tag {name} {digest}"))
