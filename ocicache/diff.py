@@ -137,24 +137,27 @@ def _blob_path(digest: str) -> str:
 
 def require_config(e: Export, role: str) -> CacheConfig:
     """The usable cache config of `e`, or CorruptError naming the file at fault."""
+    hint = "`ocicache check DIR` says what is wrong; without a cache config the steps are unknown"
     if e.shape is None:
         why = e.problems[0] if e.problems else "unreadable"
-        raise CorruptError(f"{role} {e.digest}: {why}", file=_blob_path(e.digest),
-                           hint="`ocicache check DIR` says what is wrong with it")
+        raise CorruptError(f"{role} ({e.digest}) cannot be used: {why}",
+                           file=_blob_path(e.digest), hint=hint)
     if e.config is None:
-        raise CorruptError(f"{role} {e.digest}: the manifest names no cache config",
-                           file=_blob_path(e.digest))
+        raise CorruptError(f"{role} ({e.digest}): the manifest names no cache config",
+                           file=_blob_path(e.digest), hint=hint)
     config = e.cache_config
     if config is None:
-        why = ("missing" if e.config.digest in e.missing else
-               next((p for p in e.problems if p.startswith("cache config")),
-                    "cache config unreadable"))
-        raise CorruptError(f"cache config of {role} {e.digest}: {why}",
-                           file=_blob_path(e.config.digest),
-                           hint="without its cache config an export's steps are unknown")
+        if e.config.digest in e.missing:
+            why = "is missing"
+        else:
+            found = next((p for p in e.problems if p.startswith("cache config unreadable: ")),
+                         "cache config unreadable: unknown")
+            why = "cannot be used: " + found[len("cache config unreadable: "):]
+        raise CorruptError(f"the cache config of {role} ({e.digest}) {why}",
+                           file=_blob_path(e.config.digest), hint=hint)
     if config.problems:
-        raise CorruptError(f"cache config of {role} {e.digest}: {config.problems[0]}",
-                           file=_blob_path(config.digest))
+        raise CorruptError(f"the cache config of {role} ({e.digest}) is invalid: "
+                           f"{config.problems[0]}", file=_blob_path(config.digest), hint=hint)
     return config
 
 
@@ -413,7 +416,9 @@ def diff_exports(exports: Sequence[Export], a_ref: str | None, b_ref: str | None
         if j is None:
             j, a_from = bi + 1, A_PREVIOUS_IN_HISTORY
         if j >= len(exports):
-            raise NotFoundError(f"{b.digest}: the oldest export: nothing before it to compare with",
+            what = ("the only export in this directory" if len(exports) == 1 else
+                    "the oldest export")
+            raise NotFoundError(f"{b.digest} is {what}: nothing before it to compare it with",
                                 hint="give A and B: `ocicache diff DIR A B`")
         a = exports[j]
     places = Places()
@@ -426,7 +431,7 @@ def diff_exports(exports: Sequence[Export], a_ref: str | None, b_ref: str | None
     return Diff(
         a=a, b=b, a_position=exports.index(a), b_position=bi, a_from=a_from,
         comparison=comparison,
-        also_in=_also_in(exports, (a.digest, b.digest), comparison, places, size_of),
+        also_in=_also_in(exports[bi + 1:], bi + 1, a.digest, comparison, places, size_of),
         exports=tuple(e.digest for e in exports),
         shared_bytes=sum(s for d, s in sb.items() if d in sa),
         only_a_bytes=sum(s for d, s in sa.items() if d not in sb),
@@ -434,14 +439,17 @@ def diff_exports(exports: Sequence[Export], a_ref: str | None, b_ref: str | None
     )
 
 
-def _also_in(exports: Sequence[Export], skip: tuple[str, ...], c: Comparison, places: Places,
+def _also_in(older: Sequence[Export], first: int, skip: str, c: Comparison, places: Places,
              size_of: SizeOf | None) -> tuple[int, ...]:
-    """Per B step A does not share: the newest other export holding that same step at the
-    same place (BuildKit may have re-used it from there, or from its own cache), else -1."""
+    """Per B step A does not share: the newest export older than B (A aside, `first` being
+    the ~N of older[0]) that holds that same step at the same place, else -1. BuildKit may
+    have re-used the step from there (or from its own cache: that leaves no trace here)."""
     wanted = {s.key for s, st in zip(c.b.steps, c.status, strict=True) if st != SHARED}
     found: dict[int, int] = {}
-    for n, e in enumerate(exports):
-        if not wanted or e.digest in skip or e.cache_config is None or e.cache_config.problems:
+    for n, e in enumerate(older, start=first):
+        if not wanted:
+            break
+        if e.digest == skip or e.cache_config is None or e.cache_config.problems:
             continue
         tree = tree_of(e.cache_config, {d.digest: d for d in e.layers}, places, size_of)
         for s in tree.steps:

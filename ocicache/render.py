@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ocicache.api import ShowResult, Snapshot
+from ocicache.diff import new_layers
 from ocicache.exports import Export
 from ocicache.reports import BlobRow, StackLayer, Usage
 from ocicache.timefmt import format_rfc3339, to_datetime
@@ -87,7 +88,9 @@ def history_json(snap: Snapshot) -> dict[str, Any]:
     return {
         "schema": "ocicache/history@1",
         "directory": str(snap.root),
-        "exports": [export_json(e, i) for i, e in enumerate(snap.exports)],
+        "exports": [export_json(e, i) | {"newLayers": n}
+                    for i, (e, n) in enumerate(zip(snap.exports, new_layers(snap.exports),
+                                                   strict=True))],
         "foreign": foreign,
         "warnings": snap.warnings,
     }
