@@ -62,24 +62,34 @@ def previous_on_tag(exports: Sequence[Export], i: int) -> int | None:
     when it carries one of X's tags, or when the directory has one tag in all (then every
     export was written to it). With several tags, an untagged export's tag is unknown.
     """
-    mine = set(exports[i].tags)
-    for j in range(i + 1, len(exports)):
-        if mine & set(exports[j].tags):
-            return j
+    return previous_exports(exports)[i]
+
+
+def previous_exports(exports: Sequence[Export]) -> list[int | None]:
+    """previous_on_tag for every export at once (one pass, oldest first)."""
     names = {t for e in exports for t in e.tags}
     if any(e.current and not e.tags for e in exports):
         names.add("")  # an index.json entry without a ref name (very old clients)
-    if len(names) <= 1 and (not mine or mine == names) and i + 1 < len(exports):
-        return i + 1
-    return None
+    one_tag = len(names) <= 1
+    newest_with: dict[str, int] = {}  # tag -> the newest export seen so far carrying it
+    out: list[int | None] = [None] * len(exports)
+    for i in range(len(exports) - 1, -1, -1):
+        tags = exports[i].tags
+        older = [newest_with[t] for t in tags if t in newest_with]
+        if older:
+            out[i] = min(older)  # the newest of them (newest first: the smallest ~N)
+        elif one_tag and i + 1 < len(exports) and (not tags or set(tags) == names):
+            out[i] = i + 1
+        for t in tags:
+            newest_with[t] = i
+    return out
 
 
 def new_layers(exports: Sequence[Export]) -> list[int | None]:
     """Per export (newest first): how many of its distinct layers the export before it on the
     same tag did not have; None when there is none, or when either manifest is unreadable."""
     out: list[int | None] = []
-    for i, e in enumerate(exports):
-        j = previous_on_tag(exports, i)
+    for e, j in zip(exports, previous_exports(exports), strict=True):
         if j is None or e.shape is None or exports[j].shape is None:
             out.append(None)
             continue

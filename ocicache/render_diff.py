@@ -143,15 +143,18 @@ def divergence_text(r: Diff, d: Divergence, no_trunc: bool = False) -> str:
     return f"{where}: only in A: A had {_about(c.a, d.a, no_trunc)}{after}; B has no step there"
 
 
-def _head(r: Diff, now: datetime, no_trunc: bool) -> list[str]:
-    how = {A_PREVIOUS_ON_TAG: " (the export before B on its tag)",
-           A_PREVIOUS_IN_HISTORY: " (the export before B in history)"}.get(r.a_from, "")
-    sides = (("A", r.a, f"~{r.a_position}", how), ("B", r.b, f"~{r.b_position}", ""))
-    ref_w = max(len(ref) for _, _, ref, _ in sides)
-    tag_w = max(len(_tag_cell(e)) for _, e, _, _ in sides)
-    return [f"{name}  {ref.ljust(ref_w)}  {_digest(e.digest, no_trunc)}  "
-            f"{_tag_cell(e).ljust(tag_w)}  exported {ago(e.created_ns, now)}{note}"
-            for name, e, ref, note in sides]
+def _head(r: Diff, now: datetime, no_trunc: bool) -> str:
+    """Which two exports, as a small table (its cells escaped like every table's)."""
+    how = {A_PREVIOUS_ON_TAG: "the export before B on its tag",
+           A_PREVIOUS_IN_HISTORY: "the export before B in history"}.get(r.a_from, "")
+    rows = [[name, f"~{pos}", _digest(e.digest, no_trunc), _tag_cell(e), ago(e.created_ns, now),
+             note]
+            for name, e, pos, note in (("A", r.a, r.a_position, how),
+                                       ("B", r.b, r.b_position, ""))]
+    if not how:
+        rows = [row[:-1] for row in rows]
+    return table(rows, ["", "EXPORT", "DIGEST", "TAGS", "EXPORTED", "CHOSEN AS"] if how
+                 else ["", "EXPORT", "DIGEST", "TAGS", "EXPORTED"])
 
 
 def _stamp(ns: int | None) -> str:
@@ -169,7 +172,7 @@ def _cells(tree: Tree, i: int, no_trunc: bool) -> list[str]:
 
 def diff_text(r: Diff, now: datetime, no_trunc: bool = False) -> str:
     c = r.comparison
-    out = _head(r, now, no_trunc)
+    out = [_head(r, now, no_trunc)]
     rows = []
     also = any(n >= 0 for n in r.also_in)
     for row in c.rows:

@@ -215,11 +215,18 @@ def test_text_output(tmp_path: Path) -> None:
     d = copy_fixture(CHANGED_STEP, tmp_path, restore_mtimes=True)
     out = run_inprocess("diff", str(d), "~2", "~1").out
     lines = out.splitlines()
-    assert lines[0].startswith("A  ~2  sha256:046f49eea08d  -  ")
-    assert lines[1].startswith("B  ~1  sha256:e3ef7df91f6c  -  ")
+    assert lines[0].split() == ["EXPORT", "DIGEST", "TAGS", "EXPORTED"]
+    assert lines[2].split()[:4] == ["A", "~2", "sha256:046f49eea08d", "-"]
+    assert lines[3].split()[:4] == ["B", "~1", "sha256:e3ef7df91f6c", "-"]
+    assert lines[5].split()[:2] == ["POS", "A"]
     statuses = [re.search(r"  (shared|changed|rebuilt|new)  ", line).group(1)  # type: ignore[union-attr]
-                for line in lines[5:11]]
+                for line in lines[7:13]]
     assert statuses == ["shared", "shared", "changed", "rebuilt", "rebuilt", "rebuilt"]
+    assert [line.split()[0] for line in lines[7:13]] == ["1", "2", "3", "4", "5", "6"]
+    assert lines[10].split()[1:5] == ["sha256:811dbae3aeeb", "9.4", "kB", "2026-12-01"]
+    chosen = run_inprocess("diff", str(d)).out.splitlines()
+    assert chosen[0].split()[-2:] == ["CHOSEN", "AS"]
+    assert chosen[2].endswith("the export before B on its tag")
     assert ("first divergence: position 3 (on sha256:f51f2a509fb0): changed: B has "
             "sha256:89a475df8833 (4.3 kB, built 2026-12-01T08:02:52.437270Z) where A had "
             "sha256:0e5404a1750b (4.4 kB, built 2026-12-01T08:02:49.273641Z); the 3 steps built "
@@ -484,6 +491,15 @@ def test_previous_on_tag(tmp_path: Path) -> None:
     assert [previous_on_tag(exports, i) for i in range(3)] == [None, None, None]
     doc = _diff_json(m.root)
     assert doc["aChosen"] == "previous-in-history" and doc["a"] == exports[1].digest
+    # index.json naming two exports `a` (edited by hand): the older one is before the newer.
+    m.entries.insert(0, {"mediaType": mt.OCI_MANIFEST, "digest": exports[2].digest,
+                         "size": (m.root / "blobs" / "sha256" / exports[2].digest[7:]).stat().st_size,
+                         "annotations": {"org.opencontainers.image.ref.name": "a"}})
+    m.write_index()
+    exports = api.history(m.root).exports
+    assert [e.tags for e in exports] == [("a",), ("b",), ("a",)]
+    assert [previous_on_tag(exports, i) for i in range(3)] == [2, None, None]
+    assert _diff_json(m.root)["aChosen"] == "previous-on-tag"
 
 
 # -- properties of the comparison ----------------------------------------------------------------
