@@ -27,6 +27,7 @@ from ocicache.refs import resolve
 
 if TYPE_CHECKING:
     from ocicache import cachefrom, pins
+    from ocicache import diff as diffmod
     from ocicache.check import CheckResult
     from ocicache.gc_apply import GcResult
     from ocicache.gc_plan import Policy as GcPolicy
@@ -263,6 +264,20 @@ def unpin(directory: str | os.PathLike[str], name: str, *, force: bool = False
     removed = found.get("removed", ())
     assert isinstance(removed, tuple)
     return pins.UnpinResult(name, removed)
+
+
+def diff(directory: str | os.PathLike[str], a: str | None = None, b: str | None = None,
+         listing: Listing | None = None) -> tuple[Snapshot, diffmod.Diff]:
+    """Two exports side by side (see ocicache.diff): B defaults to the newest, A to the export
+    before B on its tag, else the one before it in history."""
+    from ocicache import diff as diffmod
+
+    snap = history(directory, listing)
+    blobs = snap.inventory.blobs
+    return snap, diffmod.diff_exports(snap.exports, a, b,
+                                      lambda d: blobs[d].size if d in blobs else None)
+
+
 def gc(directory: str | os.PathLike[str], policy: GcPolicy, *, dry_run: bool = False,
        now_ns: int | None = None, listing: Listing | None = None) -> GcResult:
     """Delete what no kept export needs (see gc_plan, gc_apply); with dry_run, only plan

@@ -63,12 +63,13 @@ def err(text: str) -> None:
 
 def _register() -> None:
     # One module per command family; each adds its commands to `app`.
-    from ocicache.commands import check, gc, inspect, pin
+    from ocicache.commands import check, diff, gc, inspect, pin
 
     inspect.register(app)
     gc.register(app)
     pin.register(app)
     check.register(app)
+    diff.register(app)
 
 
 _register()

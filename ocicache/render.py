@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ocicache.api import ShowResult, Snapshot
+from ocicache.diff import new_layers
 from ocicache.exports import Export
 from ocicache.layout import QUARANTINE, QuarantineScan
 from ocicache.reports import BlobRow, ForeignEntry, StackLayer, Usage, foreign_entries
@@ -105,7 +106,9 @@ def history_json(snap: Snapshot) -> dict[str, Any]:
     return {
         "schema": "ocicache/history@1",
         "directory": str(snap.root),
-        "exports": [export_json(e, i) for i, e in enumerate(snap.exports)],
+        "exports": [export_json(e, i) | {"newLayers": n}
+                    for i, (e, n) in enumerate(zip(snap.exports, new_layers(snap.exports),
+                                                   strict=True))],
         "foreign": [foreign_json(f) for f in foreign_entries(snap.inventory)],
         "quarantine": quarantine_json(snap.inventory.quarantine),
         "warnings": snap.warnings,
