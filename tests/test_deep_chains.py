@@ -15,7 +15,7 @@ from clirun import Run, run_entry, run_inprocess
 
 from ocicache import api
 from ocicache import mediatypes as mt
-from ocicache.gc_plan import _chain_depths
+from ocicache.gc_plan import _depths
 from ocicache.synth import Builder, compact
 
 DEPTH = 5000
@@ -159,10 +159,10 @@ def test_chain_depths_iterative_and_loop_safe() -> None:
     n = sys.getrecursionlimit() * 5
     nodes = [f"m{i:06d}" for i in range(n)]
     parents = {nodes[i]: [nodes[i - 1]] for i in range(1, n)}  # m0 references m1 ...
-    depth = _chain_depths(nodes, parents)
+    depth = _depths(parents, nodes)
     assert [depth[x] for x in nodes[:3]] == [0, 1, 2] and depth[nodes[-1]] == n - 1
     loop = {"a": ["c"], "b": ["a"], "c": ["b"], "d": ["a", "c"]}
-    got = _chain_depths(["a", "b", "c", "d"], loop)
+    got = _depths(loop, ["a", "b", "c", "d"])
     assert set(got) == {"a", "b", "c", "d"} and all(v >= 0 for v in got.values())
     diamond = {"b": ["a"], "c": ["a"], "d": ["b", "c"], "e": ["d", "a"]}
-    assert _chain_depths(list("abcde"), diamond) == {"a": 0, "b": 1, "c": 1, "d": 2, "e": 3}
+    assert _depths(diamond, list("abcde")) == {"a": 0, "b": 1, "c": 1, "d": 2, "e": 3}
