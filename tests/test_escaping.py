@@ -93,8 +93,8 @@ def test_every_human_output_is_inert(evil: Path, start: Callable[..., Run]) -> N
 
 def test_tags_stay_in_their_cell(evil: Path) -> None:
     r = run_inprocess("history", str(evil))
-    rows = r.out.splitlines()
-    assert len(rows) == 2 + 2 + 1  # header, rule, two exports, the createdAt footnote
+    rows = [x for x in r.out.splitlines() if not x.startswith("* ")]  # a footnote may follow
+    assert len(rows) == 2 + 2  # header, rule, two exports: no name broke a line
     assert safe(EVIL) in r.out
     show = run_inprocess("show", str(evil), EVIL).out  # the tag as REF finds the export
     assert f"tags      {safe(EVIL)}" in show
