@@ -22,6 +22,7 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
+import pytest
 from buildkit_helpers import STEPS, cached_steps, context, daemon, needs_buildkit
 from gc_helpers import assert_consistent
 
@@ -41,6 +42,7 @@ def _age(root: Path, seconds: int) -> None:
 
 def _gc_loop(root: Path, stop: threading.Event, codes: list[int], errors: list[str]) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("OCICACHE_GC_SETTLE", None)  # gc's default settings
     while not stop.is_set():
         p = subprocess.run([sys.executable, "-m", "ocicache", "gc", str(root)],
                            capture_output=True, text=True, env=env, timeout=300)
@@ -50,7 +52,9 @@ def _gc_loop(root: Path, stop: threading.Event, codes: list[int], errors: list[s
 
 
 @needs_buildkit
-def test_gc_during_real_exports_keeps_every_export_importable(tmp_path: Path) -> None:
+def test_gc_during_real_exports_keeps_every_export_importable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OCICACHE_GC_SETTLE", raising=False)  # default settings in-process too
     cache = tmp_path / "cache"
     with daemon(tmp_path / "bk") as bk:
         ctx = {v: context(tmp_path, v) for v in ("one", "two")}
