@@ -433,7 +433,7 @@ class Layout:
                                         st.st_blocks * 512, inode_key(st)))
                     continue
                 if not stat.S_ISREG(st.st_mode):
-                    kind = _file_kind(st.st_mode)
+                    kind = file_kind(st.st_mode)
                     strays.append(Stray(f"{rel_alg}/{name}",
                                         f"{kind}, not a regular file; not followed", 0))
                     continue
@@ -484,7 +484,7 @@ class Layout:
                     continue
                 if not stat.S_ISREG(mode):
                     strays.append(Stray(f"{rel_alg}/{name}",
-                                        f"{_file_kind(mode)}, not a regular file; not followed",
+                                        f"{file_kind(mode)}, not a regular file; not followed",
                                         0))
                     continue
                 b: BlobFile = new(BlobFile)  # as _blob_file, inlined: the loop runs 50k times
@@ -673,7 +673,8 @@ def _small_int(layout: Layout, dir_fd: int, name: str, where: str) -> int | None
         return None
 
 
-def _file_kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """'a symlink', 'a FIFO', ... for an lstat mode that is not a regular file."""
     if stat.S_ISLNK(mode):
         return "a symlink"
     if stat.S_ISDIR(mode):
@@ -682,4 +683,6 @@ def _file_kind(mode: int) -> str:
         return "a FIFO"
     if stat.S_ISSOCK(mode):
         return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
     return "a special file"

@@ -28,7 +28,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 from ocicache.errors import BusyError, RefusedError
-from ocicache.layout import LOCK_FILE
+from ocicache.layout import LOCK_FILE, file_kind
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
@@ -40,23 +40,8 @@ _HINT = "remove it (BuildKit creates a regular file there when it needs one)"
 _held: dict[tuple[int, int], int] = {}
 
 
-def kind_of(mode: int) -> str:
-    """'a FIFO', 'a directory', ... for an lstat mode that is not a regular file."""
-    if stat.S_ISLNK(mode):
-        return "a symlink"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
-
-
 def _open_error(e: OSError) -> str:
-    """Why the lock file could not be opened, in the words of `kind_of` where it can say."""
+    """Why the lock file could not be opened, in the words of `layout.file_kind` where it can say."""
     if e.errno == errno.ELOOP:
         return "a symlink"
     if e.errno == errno.EISDIR:
@@ -102,7 +87,7 @@ def _open_for_writer(root_fd: int) -> int:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise RefusedError(f"is {kind_of(st.st_mode)}, not a regular file: refusing to lock "
+        raise RefusedError(f"is {file_kind(st.st_mode)}, not a regular file: refusing to lock "
                            "through it", file=LOCK_FILE, hint=_HINT)
     return fd
 
@@ -142,7 +127,7 @@ def index_lock(root_fd: int, timeout: float = 10.0, shared: bool = False) -> Ite
         except FileNotFoundError:
             st = None
         if st is not None and not stat.S_ISREG(st.st_mode):
-            raise RefusedError(f"is {kind_of(st.st_mode)}, not a regular file: refusing to "
+            raise RefusedError(f"is {file_kind(st.st_mode)}, not a regular file: refusing to "
                                "lock through it", file=LOCK_FILE, hint=_HINT)
         if time.monotonic() >= deadline:
             raise busy()
@@ -205,7 +190,7 @@ def probe_shared(root_fd: int) -> Probe:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        return Probe(UNUSABLE, reason=kind_of(st.st_mode))
+        return Probe(UNUSABLE, reason=file_kind(st.st_mode))
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
