@@ -9,14 +9,19 @@ digest, its size, its createdAt and its place in the tree. Which instruction or 
 changed cannot be told; where the chains part can.
 
 Definitions (README, "diff"):
-- A step's *place* is the chain of layer digests from its root to its parent: two steps are
-  at the same place when their parents are the same layers all the way down. Its *position*
+- A step is a layer built at a time: its content (the layer's uncompressed digest, diffID,
+  when the manifest gives it, else the blob digest: the same step re-exported with another
+  compression is one step) and its createdAt (BuildKit keeps it across re-exports and imports;
+  a step that ran again gets a new one even when it wrote a byte-identical layer, such as the
+  empty layer of a `RUN` that changes no file, and so is not the same step).
+- A step's *place* is the chain of steps from its root to its parent: two steps are at the
+  same place when their parents are the same steps all the way down. Its *position*
   is its depth in that chain, 1 for a root (for one chain: "step N of the stack"; base-image
   layers count). Siblings (steps with one parent) are ordered as `show` lists them: by
   createdAt, then by config index; `ordinal` is a step's 1-based rank among them.
-- `shared`: B has the same layer at the same place as A (every step below it is shared too).
+- `shared`: B has the same step at the same place as A (every step below it is shared too).
 - `changed`: the step where B diverges: its parent is shared (or it is a root) and B has a
-  different layer where A had one under that same parent. When several steps under one
+  different step where A had one under that same parent. When several steps under one
   parent changed at once, B's and A's are paired in sibling order (the evidence cannot say
   which replaced which).
 - `rebuilt`: a step above a changed or rebuilt step: its parent changed, so it ran again.
@@ -24,6 +29,9 @@ Definitions (README, "diff"):
   there, or anything above a new step).
 - A divergence is one branch point: a shared parent (or the roots) under which B and A differ;
   it names A's and B's layers there (either may be missing: B added a step, or dropped one).
+- Built before A: a step of B that A does not share, built (createdAt) before A's newest step.
+  B's build did not run it: BuildKit re-used it, from its own cache or an older export (a
+  toggle back to an older build, or a stage that a `mode=min` A built but did not export).
 """
 
 from __future__ import annotations
@@ -100,14 +108,15 @@ def new_layers(exports: Sequence[Export]) -> list[int | None]:
 
 # -- an export's tree of steps -----------------------------------------------------------------
 class Places:
-    """Numbers places: (the parent's number, layer digest) -> a small int. The trees compared
-    share one Places, so equal numbers mean the same layer on the same chain of parents."""
+    """Numbers places: (the parent's number, content, createdAt) -> a small int. The trees
+    compared share one Places, so equal numbers mean the same step on the same chain of
+    parents."""
 
     def __init__(self) -> None:
-        self._ids: dict[tuple[int, str], int] = {}
+        self._ids: dict[tuple[int, str, int | None], int] = {}
 
-    def key(self, parent: int, layer: str) -> int:
-        k = (parent, layer)
+    def key(self, parent: int, content: str, created: int | None = None) -> int:
+        k = (parent, content, created)
         v = self._ids.get(k)
         if v is None:
             v = self._ids[k] = len(self._ids)
@@ -118,7 +127,7 @@ class Places:
 class Step:
     """One step of an export: a layer at its place in the cache config's tree."""
 
-    key: int  # Places number: same key in two trees = same layer on the same chain of parents
+    key: int  # Places number: same key in two trees = same step on the same chain of parents
     index: int  # the cache config's layers[] index (the first, when the config repeats a step)
     layer: str
     parent: int  # the parent's number in Tree.steps, -1 for a root
@@ -172,15 +181,24 @@ def require_config(e: Export, role: str) -> CacheConfig:
 
 
 def tree_of(config: CacheConfig, descriptors: Mapping[str, Descriptor], places: Places,
-            size_of: SizeOf | None = None) -> Tree:
+            size_of: SizeOf | None = None, diff_ids: Mapping[str, str] | None = None) -> Tree:
     """The steps of a (problem-free) cache config in stack order.
 
-    A layer the config lists twice at the same place is one step (its children are merged).
+    A step the config lists twice at the same place is one step (its children are merged).
     Sizes come from the manifest's descriptors, else `size_of` (the blob on disk); times from
-    the records' createdAt, else the descriptor's buildkit/createdat.
+    the records' createdAt, else the descriptor's buildkit/createdat. A step's content is its
+    layer's diffID: from `diff_ids` (blob -> diffID, from every export compared, so all trees
+    name one blob alike), else the descriptor's, else the blob digest.
     """
     layers = config.layers
     n = len(layers)
+
+    def content(blob: str) -> str:
+        v = diff_ids.get(blob) if diff_ids is not None else None
+        if v is None:
+            d = descriptors.get(blob)
+            v = d.diff_id if d else None
+        return v or blob
 
     def created(i: int) -> int | None:
         t = config.layer_created.get(i)
@@ -205,7 +223,8 @@ def tree_of(config: CacheConfig, descriptors: Mapping[str, Descriptor], places: 
         if seen[i]:
             continue  # a loop; the reader reports those and require_config refuses them
         seen[i] = True
-        key = places.key(group_key[parent_group] if parent_group >= 0 else -1, layers[i].blob)
+        key = places.key(group_key[parent_group] if parent_group >= 0 else -1,
+                         content(layers[i].blob), created(i))
         g = group.get(key)
         if g is None:
             g = group[key] = len(group_key)
@@ -381,6 +400,7 @@ class Diff:
     a_from: str  # A_GIVEN, A_PREVIOUS_ON_TAG or A_PREVIOUS_IN_HISTORY
     comparison: Comparison
     also_in: tuple[int, ...]  # per B step: the newest other export (~N) with this step, or -1
+    built_before_a: tuple[bool, ...]  # per B step: not shared, and built before A's newest step
     exports: tuple[str, ...]  # every export's digest, newest first (what ~N names)
     shared_bytes: int  # distinct layer blobs in both
     only_a_bytes: int
@@ -432,16 +452,18 @@ def diff_exports(exports: Sequence[Export], a_ref: str | None, b_ref: str | None
                                 hint="give A and B: `ocicache diff DIR A B`")
         a = exports[j]
     places = Places()
-    trees = []
-    for e, role in ((a, "A"), (b, "B")):
-        config = require_config(e, role)
-        trees.append(tree_of(config, {d.digest: d for d in e.layers}, places, size_of))
+    configs = [require_config(e, role) for e, role in ((a, "A"), (b, "B"))]
+    diff_ids = _diff_ids((a, b))
+    trees = [tree_of(config, {d.digest: d for d in e.layers}, places, size_of, diff_ids)
+             for e, config in zip((a, b), configs, strict=True)]
     comparison = compare(trees[0], trees[1])
     sa, sb = layer_sizes(a, size_of), layer_sizes(b, size_of)
     return Diff(
         a=a, b=b, a_position=exports.index(a), b_position=bi, a_from=a_from,
         comparison=comparison,
-        also_in=_also_in(exports[bi + 1:], bi + 1, a.digest, comparison, places, size_of),
+        also_in=_also_in(exports[bi + 1:], bi + 1, a.digest, comparison, places, size_of,
+                         diff_ids),
+        built_before_a=built_before(comparison),
         exports=tuple(e.digest for e in exports),
         shared_bytes=sum(s for d, s in sb.items() if d in sa),
         only_a_bytes=sum(s for d, s in sa.items() if d not in sb),
@@ -449,19 +471,48 @@ def diff_exports(exports: Sequence[Export], a_ref: str | None, b_ref: str | None
     )
 
 
+def _diff_ids(exports: Sequence[Export]) -> dict[str, str]:
+    """blob -> diffID from the layer descriptors of `exports` (one blob, one diffID)."""
+    out: dict[str, str] = {}
+    for e in exports:
+        for d in e.layers:
+            if d.diff_id and d.digest not in out:
+                out[d.digest] = d.diff_id
+    return out
+
+
+def built_before(c: Comparison) -> tuple[bool, ...]:
+    """Per B step: A does not share it and it was built (createdAt) before A's newest step.
+
+    B's build ran after A's, and BuildKit gives a step the time it was first built and keeps
+    it, so B's build did not run such a step: BuildKit re-used it (from its own cache, or an
+    older export; not from A, which does not hold it there). Unknown times prove nothing.
+    """
+    times = [s.created_ns for s in c.a.steps if s.created_ns]
+    if not times:
+        return (False,) * len(c.b.steps)
+    newest_a = max(times)
+    return tuple(st != SHARED and s.created_ns is not None and 0 < s.created_ns < newest_a
+                 for s, st in zip(c.b.steps, c.status, strict=True))
+
+
 def _also_in(older: Sequence[Export], first: int, skip: str, c: Comparison, places: Places,
-             size_of: SizeOf | None) -> tuple[int, ...]:
+             size_of: SizeOf | None, diff_ids: dict[str, str] | None = None) -> tuple[int, ...]:
     """Per B step A does not share: the newest export older than B (A aside, `first` being
     the ~N of older[0]) that holds that same step at the same place, else -1. BuildKit may
     have re-used the step from there (or from its own cache: that leaves no trace here)."""
     wanted = {s.key for s, st in zip(c.b.steps, c.status, strict=True) if st != SHARED}
     found: dict[int, int] = {}
+    ids = dict(diff_ids or {})  # A's and B's names for a blob stay (their keys are made)
     for n, e in enumerate(older, start=first):
         if not wanted:
             break
         if e.digest == skip or e.cache_config is None or e.cache_config.problems:
             continue
-        tree = tree_of(e.cache_config, {d.digest: d for d in e.layers}, places, size_of)
+        for d in e.layers:
+            if d.diff_id:
+                ids.setdefault(d.digest, d.diff_id)
+        tree = tree_of(e.cache_config, {d.digest: d for d in e.layers}, places, size_of, ids)
         for s in tree.steps:
             if s.key in wanted:
                 found[s.key] = n

@@ -22,6 +22,7 @@ from ocicache.diff import (
 from ocicache.render import _digest, _t, _tag_cell, ago, size, table
 
 KIND_ONLY_A = "onlyA"  # a divergence where A had a step and B has none
+BUILT_BEFORE_A = "built before A"  # ALSO IN: no export holds it, but it predates A's build
 _MAX_INDENT = 8
 
 
@@ -78,6 +79,7 @@ def diff_json(directory: str, r: Diff, warnings: list[str]) -> dict[str, Any]:
         doc["status"] = c.status[i]
         doc["counterpart"] = _step_ref(c.a, c.counterpart[i])
         doc["alsoIn"] = _export_ref(r, r.also_in[i])
+        doc["builtBeforeA"] = r.built_before_a[i]
         steps.append(doc)
     divergences = [_divergence_json(r, d) for d in c.divergences]
     return {
@@ -131,11 +133,13 @@ def divergence_text(r: Diff, d: Divergence, no_trunc: bool = False) -> str:
              else "position 1 (a root)")
     kind = _kind(r, d)
     if kind == CHANGED:
+        again = (" (the same layer, built again)"
+                 if c.a.steps[d.a].layer == c.b.steps[d.b].layer else "")
         after = ("; nothing is built on it" if not d.below_b else
                  "; the step built on it was rebuilt (its parent changed)" if d.below_b == 1 else
                  f"; the {d.below_b} steps built on it were rebuilt (their parent changed)")
         return (f"{where}: changed: B has {_about(c.b, d.b, no_trunc)} where A had "
-                f"{_about(c.a, d.a, no_trunc)}{after}")
+                f"{_about(c.a, d.a, no_trunc)}{again}{after}")
     if kind == NEW:
         after = f"; {_plural(d.below_b, 'more new step')} on it" if d.below_b else ""
         return f"{where}: new: B has {_about(c.b, d.b, no_trunc)} where A had no step{after}"
@@ -174,7 +178,7 @@ def diff_text(r: Diff, now: datetime, no_trunc: bool = False) -> str:
     c = r.comparison
     out = [_head(r, now, no_trunc)]
     rows = []
-    also = any(n >= 0 for n in r.also_in)
+    also = any(n >= 0 for n in r.also_in) or any(r.built_before_a)
     for row in c.rows:
         depth = (c.b.steps[row.b] if row.b >= 0 else c.a.steps[row.a]).depth
         indent = "· " * min(row.level, _MAX_INDENT) + ("… " if row.level > _MAX_INDENT else "")
@@ -183,7 +187,8 @@ def diff_text(r: Diff, now: datetime, no_trunc: bool = False) -> str:
                  *_cells(c.b, row.b, no_trunc)]
         if also:
             n = r.also_in[row.b] if row.b >= 0 else -1
-            cells.append(f"~{n}" if n >= 0 else "")
+            before = row.b >= 0 and r.built_before_a[row.b]
+            cells.append(f"~{n}" if n >= 0 else BUILT_BEFORE_A if before else "")
         rows.append(cells)
     out.append("")
     if rows:
@@ -211,6 +216,12 @@ def diff_text(r: Diff, now: datetime, no_trunc: bool = False) -> str:
                f"{c.count(REBUILT)} rebuilt, {c.count(NEW)} new (of {len(c.b.steps)}); "
                f"A has {_plural(len(c.a.steps), 'step')}, {len(c.a.steps) - c.count(SHARED)} "
                "not in B")
+    n_before = sum(r.built_before_a)
+    if n_before:
+        out.append(f"built before A: {_plural(n_before, 'step')} of B that A does not share "
+                   f"{'was' if n_before == 1 else 'were'} built before A's newest step (createdAt): "
+                   "B's build did not run them, BuildKit re-used them (from its own cache or an "
+                   "older export)")
     out.append(f"layers: {size(r.shared_bytes)} shared, {size(r.only_a_bytes)} only in A, "
                f"{size(r.only_b_bytes)} only in B")
     out.append(f"evidence: each step's {', '.join(EVIDENCE[:-1])} and {EVIDENCE[-1]}; {LIMIT}")

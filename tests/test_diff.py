@@ -31,7 +31,7 @@ from ocicache.diff import (
 )
 from ocicache.documents import cache_config
 from ocicache.errors import CorruptError, NotFoundError
-from ocicache.model import CacheConfig, new_config_layer
+from ocicache.model import ANN_CREATED, ANN_UNCOMPRESSED, CacheConfig, new_config_layer
 from ocicache.schema import validate
 from ocicache.synth import Builder, compact
 
@@ -434,6 +434,93 @@ def test_a_layer_repeated_at_one_place_is_one_step(tmp_path: Path) -> None:
     doc = _diff_json(b.root)
     assert _statuses(doc) == [(1, SHARED), (2, SHARED), (3, NEW)]
 
+
+
+# -- a step is a layer built at a time (found against real BuildKit, test_diff_buildkit.py) -----
+def _rebuilt_as(b: Builder, layer: dict[str, Any], seed: str | None = None) -> dict[str, Any]:
+    """`layer` built again later: the same blob (seed None) or, re-compressed, another blob
+    with the same diffID; createdAt is now."""
+    again = b.layer(seed) if seed else {**layer, "annotations": dict(layer["annotations"])}
+    again["annotations"][ANN_UNCOMPRESSED] = layer["annotations"][ANN_UNCOMPRESSED]
+    again["annotations"][ANN_CREATED] = b.layer("clock")["annotations"][ANN_CREATED]
+    return again
+
+
+def test_the_same_layer_built_again_is_changed(tmp_path: Path) -> None:
+    """`RUN true` then `RUN true && true`: the second ran (BuildKit: DONE) and wrote the very
+    same empty layer at the same place, with a new createdAt; the step on it ran again too."""
+    b = Builder(tmp_path / "d")
+    r, x, empty, y = (b.layer(n) for n in ("r", "x", "empty", "y"))
+    a = b.export([r, x, empty, y])
+    empty2, y2 = _rebuilt_as(b, empty), b.layer("y2")
+    new = b.export([r, x, empty2, y2])
+    doc = _diff_json(b.root, a, new)
+    assert _statuses(doc) == [(1, SHARED), (2, SHARED), (3, CHANGED), (4, REBUILT)]
+    [div] = doc["divergences"]
+    assert div["a"] == div["b"] == empty["digest"] and div["kind"] == CHANGED
+    assert div["aStep"]["createdAt"] != div["bStep"]["createdAt"]
+    assert "(the same layer, built again)" in run_inprocess("diff", str(b.root), a, new).out
+    # The step that did not run again keeps its createdAt: shared, as before.
+    assert _statuses(_diff_json(b.root, new, b.export([r, x, empty2, y2, b.layer("z")])))[:4] == [
+        (1, SHARED), (2, SHARED), (3, SHARED), (4, SHARED)]
+
+
+def test_a_recompressed_export_shares_every_step(tmp_path: Path) -> None:
+    """compression=zstd,force-compression=true re-exports every CACHED step as a new blob
+    with the same diffID and createdAt: the same steps."""
+    b = Builder(tmp_path / "d")
+    gz = [b.layer(f"s{i}", 100 + i) for i in range(4)]
+    a = b.export(gz)
+    zst = []
+    for i, x in enumerate(gz):
+        z = b.layer(f"zstd{i}", 90 + i, media_type="application/vnd.oci.image.layer.v1.tar+zstd")
+        z["annotations"] = dict(x["annotations"])
+        zst.append(z)
+    new = b.export(zst)
+    doc = _diff_json(b.root, a, new)
+    assert {s["status"] for s in doc["steps"]} == {SHARED} and doc["divergences"] == []
+    assert [s["counterpart"]["layer"] for s in doc["steps"]] == [x["digest"] for x in gz]
+    assert doc["sharedBytes"] == 0 and doc["onlyBBytes"] == sum(90 + i for i in range(4))
+    # Re-compressed *and* built again is still a change.
+    again = b.export([*zst[:2], _rebuilt_as(b, gz[2], "zstd2-again"), b.layer("after")])
+    assert _statuses(_diff_json(b.root, new, again)) == [(1, SHARED), (2, SHARED), (3, CHANGED),
+                                                         (4, REBUILT)]
+
+
+def test_steps_built_before_a(tmp_path: Path) -> None:
+    """A toggle back (main, feature, main again: BuildKit re-points the tag at main's old
+    manifest, every step CACHED) and a stage a mode=min A built but did not export: B's steps
+    that A lacks were built before A's newest step, so B's build did not run them."""
+    b = Builder(tmp_path / "d")
+    r, m1, m2 = b.layer("r"), b.layer("main1"), b.layer("main2")
+    main = b.export([r, m1, m2])
+    f1, f2 = b.layer("feature1"), b.layer("feature2")
+    b.export([r, f1, f2])
+    size = (b.root / "blobs" / "sha256" / main[7:]).stat().st_size
+    b.point("latest", main, size)  # the third build: byte-identical to the first
+    doc = _diff_json(b.root)
+    assert doc["b"] == main and doc["aChosen"] == "previous-on-tag"
+    assert _statuses(doc) == [(1, SHARED), (2, CHANGED), (3, REBUILT)]
+    assert [s["builtBeforeA"] for s in doc["steps"]] == [False, True, True]
+    assert [s["alsoIn"] for s in doc["steps"]] == [None, None, None]  # B itself is the old one
+    text = run_inprocess("diff", str(b.root)).out
+    assert text.splitlines()[5].split()[-2:] == ["ALSO", "IN"]
+    assert "built before A: 2 steps of B that A does not share were built before A's newest step" in text
+    assert sum(line.endswith("built before A") for line in text.splitlines()) == 2
+    # mode=min A (the builder stage ran but only the final chain was exported), then mode=max.
+    m = Builder(tmp_path / "m")
+    base, s1, s2 = m.layer("base"), m.layer("stage1"), m.layer("stage2")
+    fin1, fin2 = m.layer("final1"), m.layer("final2")
+    a = m.export([base, fin1, fin2])
+    new = m.export([base, fin1, fin2, s1, s2], parents=[-1, 0, 1, 0, 3])
+    doc = _diff_json(m.root, a, new)
+    status = {s["layer"]: (s["status"], s["builtBeforeA"]) for s in doc["steps"]}
+    assert status[s1["digest"]] == status[s2["digest"]] == (NEW, True)
+    assert {status[x["digest"]] for x in (base, fin1, fin2)} == {(SHARED, False)}
+    # Steps built after A are not: a step added by B's own build.
+    later = m.export([base, fin1, fin2, s1, s2, m.layer("added")], parents=[-1, 0, 1, 0, 3, 4])
+    assert [s["builtBeforeA"] for s in _diff_json(m.root, new, later)["steps"]
+            if s["status"] != SHARED] == [False]
 
 # -- deep chains: iterative walks only ---------------------------------------------------------
 def _chain_config(digests: list[str]) -> CacheConfig:
