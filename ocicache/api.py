@@ -95,7 +95,7 @@ def show(directory: str | os.PathLike[str], ref: str,
          listing: Listing | None = None) -> ShowResult:
     """One export, REF as a tag, digest, digest prefix or ~N; its layers in stack order."""
     snap = history(directory, listing)
-    export = resolve(snap.exports, ref)
+    export = resolve(snap.exports, ref, snap.inventory.foreign_entries())
     return ShowResult(snap, export, snap.exports.index(export),
                       reports.stack(snap.inventory, export))
 
@@ -157,7 +157,7 @@ def ref(directory: str | os.PathLike[str], ref: str | None = None) -> tuple[Snap
         if export is None:
             raise NotFoundError("no exports in this directory", file=str(snap.root))
     else:
-        export = resolve(snap.exports, ref)
+        export = resolve(snap.exports, ref, snap.inventory.foreign_entries())
     result = _ref_result(snap, export)
     if result.spec is None:
         hint = "`ocicache history DIR` lists the exports and their state"
@@ -229,7 +229,7 @@ def _pin_locked(directory: str | os.PathLike[str], ref: str, name: str, force: b
     except TooLargeError as e:
         raise RefusedError(f"{e.message}; not rewritten (every entry it holds would be lost)",
                            file=e.file) from None
-    export = resolve(snap.exports, ref)
+    export = resolve(snap.exports, ref, snap.inventory.foreign_entries())
     result = _ref_result(snap, export)
     if result.spec is None:
         raise RefusedError(f"{export.digest}: BuildKit would not import this export: "
@@ -239,7 +239,8 @@ def _pin_locked(directory: str | os.PathLike[str], ref: str, name: str, force: b
     with Layout(snap.root) as layout:
 
         def guarded(entries: list[RawEntry]) -> list[RawEntry]:
-            out = pins.pin_transform(export, name, when, force, found)(entries)
+            out = pins.pin_transform(export, name, when, force, found,
+                                     snap.inventory.is_foreign)(entries)
             if out is not entries:
                 pins.verify_manifest(layout, export)
             return out
@@ -260,7 +261,8 @@ def unpin(directory: str | os.PathLike[str], name: str, *, force: bool = False
 
     found: dict[str, object] = {}
     with Layout(directory) as layout:
-        rewrite_index(layout, pins.unpin_transform(name, force, found))
+        rewrite_index(layout, pins.unpin_transform(
+            name, force, found, lambda digest: pins.names_foreign(layout, digest)))
     removed = found.get("removed", ())
     assert isinstance(removed, tuple)
     return pins.UnpinResult(name, removed)
@@ -275,7 +277,8 @@ def diff(directory: str | os.PathLike[str], a: str | None = None, b: str | None 
     snap = history(directory, listing)
     blobs = snap.inventory.blobs
     return snap, diffmod.diff_exports(snap.exports, a, b,
-                                      lambda d: blobs[d].size if d in blobs else None)
+                                      lambda d: blobs[d].size if d in blobs else None,
+                                      snap.inventory.foreign_entries())
 
 
 def gc(directory: str | os.PathLike[str], policy: GcPolicy, *, dry_run: bool = False,

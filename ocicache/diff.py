@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from ocicache.errors import CorruptError, NotFoundError
 from ocicache.exports import Export
-from ocicache.model import CacheConfig, Descriptor
+from ocicache.model import CacheConfig, Descriptor, IndexEntry
 from ocicache.refs import resolve
 
 SHARED = "shared"
@@ -427,7 +427,7 @@ def layer_sizes(e: Export, size_of: SizeOf | None = None) -> dict[str, int]:
 
 
 def diff_exports(exports: Sequence[Export], a_ref: str | None, b_ref: str | None,
-                 size_of: SizeOf | None = None) -> Diff:
+                 size_of: SizeOf | None = None, foreign: Sequence[IndexEntry] = ()) -> Diff:
     """Resolve A and B (REFs as in `show`) and compare them.
 
     B defaults to the newest export; A to the export before B on the same tag, else the one
@@ -436,10 +436,10 @@ def diff_exports(exports: Sequence[Export], a_ref: str | None, b_ref: str | None
     """
     if not exports:
         raise NotFoundError("no exports in this directory")
-    b = resolve(exports, b_ref) if b_ref is not None else exports[0]
+    b = resolve(exports, b_ref, foreign) if b_ref is not None else exports[0]
     bi = exports.index(b)
     if a_ref is not None:
-        a, a_from = resolve(exports, a_ref), A_GIVEN
+        a, a_from = resolve(exports, a_ref, foreign), A_GIVEN
     else:
         j = previous_on_tag(exports, bi)
         a_from = A_PREVIOUS_ON_TAG

@@ -315,7 +315,8 @@ def _rules(inv: Inventory, exports: Sequence[Export], policy: Policy,
             if e.created_ns is not None and now_ns - e.created_ns <= policy.keep_within_ns:
                 add(e.digest, RULE_KEEP_WITHIN)
     for ref in policy.keep_refs:
-        add(resolve(exports, ref).digest, RULE_KEEP)  # NotFoundError: keep nothing by guess
+        # NotFoundError: keep nothing by guess
+        add(resolve(exports, ref, inv.foreign_entries()).digest, RULE_KEEP)
     for e in exports:
         if e.mtime_ns is not None and _young(e.mtime_ns, now_ns, policy.grace_ns):
             add(e.digest, RULE_GRACE)

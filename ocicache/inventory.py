@@ -141,6 +141,13 @@ class Inventory:
                 return f"{INDEX_JSON} {ref.where}" + (f" (tag {tag})" if tag else "")
         return ""
 
+    def foreign_entries(self) -> list[IndexEntry]:
+        """The index.json entries that name foreign content on disk (images, artifacts)."""
+        if self.index is None:
+            return []
+        return [e for e in self.index.entries
+                if e.descriptor.digest in self.blobs and self.is_foreign(e.descriptor.digest)]
+
     def is_foreign(self, digest: str) -> bool:
         """True for a manifest that is not a cache manifest (parsed, or that failed its schema)."""
         return digest in self.foreign or self.kinds.get(digest) == docs.KIND_MANIFEST

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from ocicache import documents as docs
 from ocicache.digest import parse_digest
 from ocicache.errors import CorruptError, NotFoundError, RefusedError, UsageError
 from ocicache.exports import Export
@@ -94,19 +96,39 @@ def verify_manifest(layout: Layout, e: Export) -> None:
                            file=layout.blob_relpath(d))
 
 
+def names_foreign(layout: Layout, digest: str) -> bool:
+    """True when the blob an index.json entry names is a manifest or index that is not a cache
+    manifest (an image, an artifact). One bounded read; False when it cannot be told."""
+    try:
+        d = parse_digest(digest)
+        data = layout.read_blob(d, docs.JSON_LIMIT)
+        return docs.classify(docs.loads_blob(data, layout.blob_relpath(d))) == docs.KIND_MANIFEST
+    except (OSError, CorruptError, UsageError):
+        return False
+
+
 def pin_transform(e: Export, name: str, now: datetime, force: bool,
-                  found: dict[str, object]) -> Transform:
+                  found: dict[str, object],
+                  is_foreign: Callable[[str], bool] = lambda digest: False) -> Transform:
     """The index.json transform of `pin`: drop our entries with `name`, append the new one.
 
     Refuses (unless `force`) to replace an entry BuildKit wrote, or to move a pin that names
-    another export: either would silently take that export's protection away."""
+    another export: either would silently take that export's protection away. `is_foreign`
+    tells an entry naming an image or artifact (foreign content) from a cache export's tag."""
 
     def transform(entries: list[RawEntry]) -> list[RawEntry]:
         same = [x for x in entries if _entry_name(x) == name]
         theirs = [x for x in same if not _is_pin(x)]
         if theirs and not force:
+            digest = str(theirs[0].doc.get("digest"))
+            if is_foreign(digest):
+                raise RefusedError(
+                    f"{name!r} names an image or artifact in index.json ({digest}), not a "
+                    "cache export",
+                    hint="choose another NAME; --force replaces that entry, and gc then "
+                         "deletes what only that image reaches")
             raise RefusedError(
-                f"{name!r} is a tag BuildKit wrote (it names {theirs[0].doc.get('digest')})",
+                f"{name!r} is a tag BuildKit wrote (it names {digest})",
                 hint="choose another NAME, or --force to replace that entry")
         if len(same) == 1 and _is_pin(same[0]) and same[0].doc.get("digest") == e.digest:
             found["replaced"] = ()
@@ -124,8 +146,10 @@ def pin_transform(e: Export, name: str, now: datetime, force: bool,
     return transform
 
 
-def unpin_transform(name: str, force: bool, found: dict[str, object]) -> Transform:
-    """The index.json transform of `unpin`: remove our entries named `name`."""
+def unpin_transform(name: str, force: bool, found: dict[str, object],
+                    is_foreign: Callable[[str], bool] = lambda digest: False) -> Transform:
+    """The index.json transform of `unpin`: remove our entries named `name`. `is_foreign`
+    tells an entry naming an image or artifact from a cache export's tag (for the refusal)."""
 
     def transform(entries: list[RawEntry]) -> list[RawEntry]:
         same = [x for x in entries if _entry_name(x) == name]
@@ -135,6 +159,13 @@ def unpin_transform(name: str, force: bool, found: dict[str, object]) -> Transfo
                                 f"(names: {', '.join(names) or 'none'})")
         ours = [x for x in same if _is_pin(x)]
         if not ours and not force:
+            digest = str(same[0].doc.get("digest"))
+            if is_foreign(digest):
+                raise RefusedError(
+                    f"{name!r} names an image or artifact in index.json ({digest}), not an "
+                    "ocicache pin",
+                    hint="--force removes it anyway (the image then has nothing pointing at "
+                         "it: gc deletes what only it reaches)")
             raise RefusedError(
                 f"{name!r} is a tag BuildKit wrote, not an ocicache pin",
                 hint="--force removes it anyway (its export then has nothing pointing at it)")

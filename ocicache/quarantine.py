@@ -338,8 +338,12 @@ def restore_plan(layout: Layout, missing: set[str],
 def purge(layout: Layout, held: Iterable[QuarantinedBlob], older_than_ns: int,
           keep: set[str]) -> tuple[int, int, int]:
     """Unlink every quarantined blob of a batch made before `older_than_ns` (but those in
-    `keep`), then the emptied folders. (count, bytes, allocated bytes given back) unlinked;
-    anything gone is simply gone."""
+    `keep` that are not back in blobs/), then the emptied folders. (count, bytes, allocated
+    bytes given back) unlinked; anything gone is simply gone.
+
+    A kept digest whose blob is in blobs/ again (an export wrote it anew after gc moved it:
+    BuildKit found it absent) has its quarantined copy purged like any other: holding it
+    would keep it, and .ocicache/, for ever."""
     count = size = allocated = 0
     by_batch: dict[str, list[QuarantinedBlob]] = {}
     for q in held:
@@ -347,7 +351,7 @@ def purge(layout: Layout, held: Iterable[QuarantinedBlob], older_than_ns: int,
             by_batch.setdefault(q.batch, []).append(q)
     for batch, blobs in sorted(by_batch.items()):
         for q in blobs:
-            if q.digest in keep:
+            if q.digest in keep and not _back_in_blobs(layout, q):
                 continue
             fd = _batch_alg_fd(layout, q)
             if fd is None:
@@ -370,6 +374,12 @@ def purge(layout: Layout, held: Iterable[QuarantinedBlob], older_than_ns: int,
                 os.close(fd)
         _remove_empty_batch(layout, batch)
     return count, size, allocated
+
+
+def _back_in_blobs(layout: Layout, q: QuarantinedBlob) -> bool:
+    """True when blobs/ holds this digest again: a regular file of the quarantined size."""
+    st = layout.stat_blob(q.digest)
+    return st is not None and stat.S_ISREG(st.st_mode) and st.st_size == q.size
 
 
 def purge_strays(layout: Layout, older_than_ns: int) -> None:

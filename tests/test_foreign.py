@@ -529,3 +529,41 @@ def test_facts_kept_by_the_previous_cache_format_are_not_used(tmp_path: Path) ->
     assert dv2["digest"] in snap.inventory.foreign and not snap.inventory.bad_docs
     write(stamp)
     assert dv2["digest"] in api.history(root).inventory.bad_docs
+
+
+# -- a REF, pin NAME or unpin NAME that names foreign content says so ---------------------------
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
+def test_a_ref_naming_an_image_says_it_is_foreign(tmp_path: Path, runner: str) -> None:
+    """Found with real BuildKit images in the layout: `show DIR img` said "no export with this
+    tag or digest (tags: latest)", as if the tag did not exist."""
+    root, s = _rich(tmp_path)
+    run = RUNNERS[runner]
+    image = s.tags["docker-list"]["digest"]
+    for args in (("show", str(root), "docker-list"), ("show", str(root), image),
+                 ("show", str(root), image[:19]), ("ref", str(root), "app-image"),
+                 ("diff", str(root), "nested", "latest"),
+                 ("gc", "--dry-run", "--keep", "artifact", str(root))):
+        r = run(*args)
+        assert r.code == 5, (args, r.code, r.err)
+        assert "names foreign content, not a cache export" in r.err, (args, r.err)
+        assert "history --all" in r.err, r.err
+    r = run("show", str(root), "no-such-tag")
+    assert r.code == 5 and "no export with this tag or digest" in r.err, r.err
+
+
+def test_pin_and_unpin_say_when_a_name_is_an_image(tmp_path: Path) -> None:
+    root, s = _rich(tmp_path)
+    before = (root / "index.json").read_bytes()
+    r = run_inprocess("pin", str(root), "~1", "app-image")
+    assert r.code == 6 and "names an image or artifact" in r.err, r.err
+    assert "gc then deletes what only that image reaches" in r.err, r.err
+    r = run_inprocess("unpin", str(root), "docker-v2")
+    assert r.code == 6 and "names an image or artifact" in r.err, r.err
+    assert s.tags["docker-v2"]["digest"] in r.err, r.err
+    assert (root / "index.json").read_bytes() == before
+    # A cache export's tag keeps its own message.
+    r = run_inprocess("unpin", str(root), "latest")
+    assert r.code == 6 and "is a tag BuildKit wrote" in r.err, r.err
+    r = run_inprocess("pin", str(root), "~1", "latest")
+    assert r.code == 6 and "is a tag BuildKit wrote" in r.err, r.err
+    assert (root / "index.json").read_bytes() == before

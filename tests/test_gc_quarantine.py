@@ -219,6 +219,45 @@ def test_purged_once_older_than_grace_and_at_once_with_grace_0(
     assert r.freed_bytes == sum(b.size for b in r.deleted)
 
 
+
+@pytest.mark.parametrize("grace", ["0", "1h"])
+def test_a_blob_written_anew_after_gc_moved_it_is_not_held_for_ever(
+        cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch, grace: str) -> None:
+    """An export (or an image BuildKit writes into DIR) that checks for a blob after gc moved
+    it finds it absent and writes it again: the quarantined copy is then a duplicate of a
+    needed blob. It was kept with the needed ones, by every later gc too (.ocicache/ never
+    went away); now it is purged like the rest once older than the grace."""
+    root, digests = cache
+    oldest = digests[-1]
+    names = [oldest, *_layers_of(root, oldest)]
+    saved = {d: (root / "blobs" / "sha256" / d[7:]).read_bytes() for d in names}
+
+    def rewrite() -> None:  # BuildKit re-exports the oldest export whole, then re-points
+        for d, data in saved.items():
+            path = root / "blobs" / "sha256" / d[7:]
+            if not path.exists():
+                path.write_bytes(data)
+        _repoint(root, oldest)
+
+    _hook_wait(monkeypatch, rewrite)
+    grace_ns = 0 if grace == "0" else HOUR_NS
+    r = api.gc(root, Policy(grace_ns=grace_ns))
+    assert r.quarantine is not None
+    rewritten = {d[7:] for d in saved} & {b.name for b in r.deleted}
+    assert rewritten, "gc did not move the oldest export's blobs"
+    assert api.history(root).exports[0].digest == oldest
+    assert_consistent(root)
+    if grace == "0":
+        assert not (rewritten & _held(root)) and not (root / ".ocicache").exists(), _held(root)
+        return
+    assert rewritten <= _held(root)  # within the grace: held, like every moved blob
+    later = api.gc(root, Policy(grace_ns=grace_ns), now_ns=time.time_ns() + 2 * HOUR_NS)
+    assert later.quarantine is not None and later.quarantine.purged[0] >= len(rewritten)
+    assert _held(root) == set() and not (root / ".ocicache").exists()
+    assert_consistent(root)
+    for d, data in saved.items():  # the copies in blobs/ are the ones kept
+        assert (root / "blobs" / "sha256" / d[7:]).read_bytes() == data
+
 def test_quarantine_in_the_json_documents(cache: tuple[Path, list[str]],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from clirun import run_inprocess
