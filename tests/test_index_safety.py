@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from clirun import REPO, run_entry, run_inprocess, run_subprocess, tree
+from special_files import make_special
 
 from ocicache import mediatypes as mt
 from ocicache.model import ANN_REF_NAME
@@ -243,26 +244,9 @@ def test_writers_refuse_to_write_an_index_they_could_not_read_back(
 
 # -- item 7: a lock file that is not a regular file ------------------------------------------
 def _make_lock(root: Path, kind: str, outside: Path) -> None:
-    lock = root / "index.json.lock"
-    if kind == "fifo":
-        os.mkfifo(lock)
-    elif kind == "directory":
-        lock.mkdir()
-    elif kind == "socket":
-        import socket
-
-        cwd = os.getcwd()
-        os.chdir(root)
-        try:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.bind(lock.name)
-            s.close()
-        finally:
-            os.chdir(cwd)
-    else:
-        target = outside / "lock-target"
-        target.write_bytes(b"")
-        lock.symlink_to(target)
+    target = outside / "lock-target"
+    target.write_bytes(b"")
+    make_special(root / "index.json.lock", kind, target)
 
 
 KINDS = ["fifo", "directory", "socket", "symlink"]

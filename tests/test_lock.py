@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from special_files import make_special
 
 from ocicache.errors import BusyError, RefusedError
 from ocicache.lock import ABSENT, BUSY, HELD, MINE, UNUSABLE, index_lock, probe_shared
@@ -55,25 +56,10 @@ def test_a_symlinked_lock_file_is_refused(tmp_path: Path, root_fd: int) -> None:
 def test_a_lock_path_that_is_not_a_file_is_refused_at_once(tmp_path: Path, root_fd: int,
                                                             kind: str) -> None:
     """O_NONBLOCK|O_NOFOLLOW, then fstat: a FIFO never blocks the open, nothing is waited on."""
-    import socket
     import time
 
     lock = tmp_path / "index.json.lock"
-    if kind == "fifo":
-        os.mkfifo(lock)
-    elif kind == "directory":
-        lock.mkdir()
-    elif kind == "socket":
-        cwd = os.getcwd()
-        os.chdir(tmp_path)
-        try:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.bind(lock.name)
-            s.close()
-        finally:
-            os.chdir(cwd)
-    else:
-        lock.symlink_to(tmp_path / "nowhere")
+    make_special(lock, kind, tmp_path / "nowhere")
     started = time.monotonic()
     for shared in (False, True):
         with pytest.raises(RefusedError, match="not a regular file") as e, \
