@@ -22,13 +22,12 @@ The directory is fsynced after each phase, so the order also holds after a crash
 instant, every manifest left in blobs/ references only blobs that are still there or in the
 quarantine, and the next run puts back what is needed and finishes the job.
 
-Lock strategy: BuildKit takes a NON-blocking flock on index.json.lock (a concurrent export fails
-rather than waits), so we hold it only briefly and shared, as BuildKit's readers do (gc never
-writes index.json): while reading index.json for the plan, while re-reading it before each
-phase and after the settle time; never while moving. A dry run reads index.json as the read
-commands do (indexread.py: it creates no lock file, and takes a shared flock only on one that
-exists). If index.json changed, or a new or re-written JSON blob (a manifest or config of an
-export in progress) appeared since the plan, we re-plan from a fresh read; the plan is
+Lock strategy: BuildKit's exporter takes a NON-blocking flock on index.json.lock and fails the
+build at once when anyone holds it, even shared. So gc never takes it: it reads index.json as
+the read commands do (indexread.py: between BuildKit's in-place writes, two reads compared,
+creating no lock file), for the plan, before each phase and after the settle time. gc never
+writes index.json. If index.json changed, or a new or re-written JSON blob (a manifest or config
+of an export in progress) appeared since the plan, we re-plan from a fresh read; the plan is
 idempotent. Every blob BuildKit writes goes through `ingest/<hex>/`, so a change of ingest/'s
 mtime since the plan means an export is writing: gc stops, waits until ingest/ has been quiet
 for SETTLE_S, and re-plans (the new manifest and config, younger than grace, then keep what
@@ -65,7 +64,8 @@ from ocicache.gc_plan import (
     stable_until,
     summarize,
 )
-from ocicache.inventory import IndexBytes, Inventory, read_inventory
+from ocicache.indexread import read_index
+from ocicache.inventory import Inventory, read_inventory
 from ocicache.layout import (
     INDEX_JSON,
     INGEST,
@@ -75,7 +75,7 @@ from ocicache.layout import (
     Layout,
     QuarantineScan,
 )
-from ocicache.lock import index_lock
+from ocicache.lock import UNUSABLE, probe_shared
 from ocicache.quarantine import (
     Batch,
     gc_lock,
@@ -195,6 +195,7 @@ def gc(directory: str | os.PathLike[str], policy: Policy, *, now_ns: int | None 
                             stable_until(inv, exports, policy, now),
                             _dry_quarantine(layout, plan, now))
         _require_writable_fs(layout)
+        _require_usable_lock(layout)
         with gc_lock(layout):
             progress = _Progress(new_batch(layout),
                                  kill_after=int(os.environ.get(KILL_ENV, "-1") or -1))
@@ -363,15 +364,13 @@ def _read(layout: Layout, policy: Policy, now: int, lock_timeout: float,
     """
     index: bytes | None = None
     try:
-        if dry_run:
-            # As the read commands read it (indexread.py): between BuildKit's writes, creating
-            # no lock file; BusyError when a write stays in progress.
-            inv = read_inventory(layout, _blob_cache(layout))
-            index = inv.index_raw
-        else:
-            with index_lock(layout.root_fd, lock_timeout, shared=True):
-                index = layout.read_top(INDEX_JSON)
-            inv = read_inventory(layout, _blob_cache(layout), index_bytes=IndexBytes(index))
+        # As the read commands read it (indexread.py): between BuildKit's writes, creating no
+        # lock file and holding none BuildKit could be about to take (its exporter's TryLock
+        # fails the build at once on any holder, shared or not); BusyError when a write stays
+        # in progress. A real gc reads it the same way: what it plans from a read that is stale
+        # by the time it moves blobs, the re-reads and the quarantine put right.
+        inv = read_inventory(layout, _blob_cache(layout))
+        index = inv.index_raw
     except CorruptError:
         inv = read_inventory(layout)  # reads it again and records why it is unusable
     return index, inv, build_exports(inv)
@@ -390,6 +389,18 @@ def _metadata_bytes(layout: Layout) -> int:
         if st is not None and stat.S_ISREG(st.st_mode):
             total += st.st_size
     return total
+
+
+def _require_usable_lock(layout: Layout) -> None:
+    """Something other than a regular file at index.json.lock (a FIFO, a directory, ...): BuildKit
+    cannot lock this directory, so its writes of index.json are not what gc assumes; refuse."""
+    probe = probe_shared(layout.root_fd)
+    if probe.fd is not None:
+        os.close(probe.fd)
+    if probe.state == UNUSABLE:
+        raise RefusedError(f"is {probe.reason}, not a regular file: BuildKit cannot lock this "
+                           "directory; nothing deleted", file=LOCK_FILE,
+                           hint="remove it, then run gc again")
 
 
 def _require_writable_fs(layout: Layout) -> None:
@@ -413,11 +424,10 @@ def _require_writable_dirs(layout: Layout, plan: Plan) -> None:
 def _changed(layout: Layout, index: bytes | None, known: dict[str, int],
              lock_timeout: float) -> bool:
     """True when index.json differs from the plan's, or a new JSON blob appeared."""
-    with index_lock(layout.root_fd, lock_timeout, shared=True):
-        try:
-            now_index = layout.read_top(INDEX_JSON)
-        except CorruptError:
-            return True
+    try:
+        now_index = read_index(layout).data
+    except (BusyError, CorruptError):
+        return True
     if now_index != index:
         return True
     for digest, blob in layout.scan_blobs().blobs.items():
@@ -590,8 +600,7 @@ def _post_check(layout: Layout, before: bytes | None, progress: _Progress,
     """Say so when index.json (re-read after the final put-back) still names a manifest this
     run moved and could not put back."""
     try:
-        with index_lock(layout.root_fd, lock_timeout, shared=True):
-            data = layout.read_top(INDEX_JSON)
+        data = read_index(layout).data
     except (BusyError, CorruptError, RefusedError):  # e.g. the lock file became a FIFO
         return
     if data is None:
