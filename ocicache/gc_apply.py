@@ -179,7 +179,7 @@ class _Progress:
 
 
 def gc(directory: str | os.PathLike[str], policy: Policy, *, now_ns: int | None = None,
-       dry_run: bool = False, lock_timeout: float = 10.0,
+       dry_run: bool = False,
        listing: Listing | None = None) -> GcResult:
     """Plan and (unless dry_run) apply gc on DIR. RefusedError: nothing unsafe was done.
 
@@ -189,7 +189,7 @@ def gc(directory: str | os.PathLike[str], policy: Policy, *, now_ns: int | None 
     delay = float(os.environ.get(DELAY_ENV, "0") or 0)
     with Layout(directory, listing if dry_run else None) as layout:
         if dry_run:
-            _, inv, exports, plan = _read_and_plan(layout, policy, now, lock_timeout,
+            _, inv, exports, plan = _read_and_plan(layout, policy, now,
                                                    dry_run=True)
             return GcResult(plan, True, (), (), plan.kept_bytes, 0, plan.warnings,
                             stable_until(inv, exports, policy, now),
@@ -200,12 +200,12 @@ def gc(directory: str | os.PathLike[str], policy: Policy, *, now_ns: int | None 
             progress = _Progress(new_batch(layout),
                                  kill_after=int(os.environ.get(KILL_ENV, "-1") or -1))
             try:
-                return _run(layout, policy, now, lock_timeout, delay, progress)
+                return _run(layout, policy, now, delay, progress)
             finally:
                 progress.batch.close()
 
 
-def _run(layout: Layout, policy: Policy, now: int, lock_timeout: float, delay: float,
+def _run(layout: Layout, policy: Policy, now: int, delay: float,
          progress: _Progress) -> GcResult:
     for attempt in range(MAX_REPLANS + 1):
         if attempt:
@@ -214,12 +214,12 @@ def _run(layout: Layout, policy: Policy, now: int, lock_timeout: float, delay: f
         # export still in progress re-uses is then put back from the quarantine when its
         # manifest appears (it is younger than grace), by this run's final pass or the next.
         stamp = _ingest_stamp(layout)
-        index, inv, plan = _restore_then_plan(layout, policy, now, lock_timeout, progress)
+        index, inv, plan = _restore_then_plan(layout, policy, now, progress)
         if attempt == 0 and (plan.blobs or plan.ingest):
             _require_writable_dirs(layout, plan)
         progress.attempt_bytes = 0
         watch = attempt < INGEST_WAITS
-        if _execute(layout, inv, plan, index, stamp if watch else _ANY, progress, lock_timeout,
+        if _execute(layout, inv, plan, index, stamp if watch else _ANY, progress,
                     delay):
             break
     else:
@@ -229,8 +229,8 @@ def _run(layout: Layout, policy: Policy, now: int, lock_timeout: float, delay: f
     if progress.deleted:
         _wait(_settle_seconds(policy))
     # The final re-read: whatever index.json or a new export needs now is put back.
-    index, keep = _restore_needed(layout, policy, now, lock_timeout, progress)
-    _post_check(layout, index, progress, lock_timeout)
+    index, keep = _restore_needed(layout, policy, now, progress)
+    _post_check(layout, index, progress)
     purge_now = max(now, time.time_ns())
     scan = layout.scan_quarantine()
     *purged, purged_allocated = purge(layout, scan.blobs, purge_now - policy.grace_ns + 1, keep)
@@ -248,14 +248,14 @@ def _run(layout: Layout, policy: Policy, now: int, lock_timeout: float, delay: f
                     (*plan.warnings, *progress.warnings), None, report)
 
 
-def put_back_needed(layout: Layout, lock_timeout: float = 10.0) -> tuple[str, ...]:
+def put_back_needed(layout: Layout) -> tuple[str, ...]:
     """Restore from gc's quarantine whatever index.json (and any young export) needs now: what
     pin and repair do under gc's lock before they write. The digests put back."""
     if not layout.scan_quarantine().blobs:
         return ()
     progress = _Progress(new_batch(layout))
     try:
-        _restore_needed(layout, Policy(), time.time_ns(), lock_timeout, progress)
+        _restore_needed(layout, Policy(), time.time_ns(), progress)
     finally:
         progress.batch.close()
     return tuple(progress.restored)
@@ -278,26 +278,26 @@ def _wait(seconds: float) -> None:
         time.sleep(seconds)
 
 
-def _restore_then_plan(layout: Layout, policy: Policy, now: int, lock_timeout: float,
+def _restore_then_plan(layout: Layout, policy: Policy, now: int,
                        progress: _Progress) -> tuple[bytes | None, Inventory, Plan]:
     """Put back what a plan made now needs (until nothing more comes back), then plan."""
     for _ in range(4):
-        index, inv, exports = _read(layout, policy, now, lock_timeout)
-        if not _put_back(layout, inv, exports, policy, now, progress):
+        index, inv, exports = _read(layout, policy, now)
+        if not _put_back(layout, inv, _needed(inv, exports, policy, now), progress):
             break
     plan = make_plan(inv, exports, policy, now, _metadata_bytes(layout))
     return index, inv, plan
 
 
-def _restore_needed(layout: Layout, policy: Policy, now: int, lock_timeout: float,
+def _restore_needed(layout: Layout, policy: Policy, now: int,
                     progress: _Progress) -> tuple[bytes | None, set[str]]:
     """The final pass: put back what is needed now; return index.json and the needed set."""
     keep: set[str] = set()
     index: bytes | None = None
     for _ in range(4):
-        index, inv, exports = _read(layout, policy, now, lock_timeout)
+        index, inv, exports = _read(layout, policy, now)
         keep = _needed(inv, exports, policy, now)
-        if not _put_back(layout, inv, exports, policy, now, progress):
+        if not _put_back(layout, inv, keep, progress):
             break
     return index, keep
 
@@ -310,14 +310,13 @@ def _needed(inv: Inventory, exports: list[Export], policy: Policy, now: int) -> 
         return needed(inv, exports, Policy(grace_ns=policy.grace_ns), now)
 
 
-def _put_back(layout: Layout, inv: Inventory, exports: list[Export], policy: Policy, now: int,
-              progress: _Progress) -> bool:
-    """Restore from the quarantine every needed digest that is not in blobs/; True if any."""
+def _put_back(layout: Layout, inv: Inventory, needed_now: set[str], progress: _Progress) -> bool:
+    """Restore from the quarantine every digest of `needed_now` not in blobs/; True if any."""
     scan = layout.scan_quarantine()
     if not scan.blobs:
         return False
     present = set(inv.blobs)
-    missing = _needed(inv, exports, policy, now) - present
+    missing = needed_now - present
     if not missing:
         return False
     held = scan.by_digest()
@@ -346,16 +345,16 @@ def _dry_quarantine(layout: Layout, plan: Plan, now: int) -> QuarantineReport:
                             sum(q.allocated for q in old))
 
 
-def _read_and_plan(layout: Layout, policy: Policy, now: int, lock_timeout: float,
+def _read_and_plan(layout: Layout, policy: Policy, now: int,
                    dry_run: bool = False
                    ) -> tuple[bytes | None, Inventory, list[Export], Plan]:
     """index.json (read under the lock, briefly), then everything else, then the plan."""
-    index, inv, exports = _read(layout, policy, now, lock_timeout, dry_run)
+    index, inv, exports = _read(layout, policy, now, dry_run)
     plan = make_plan(inv, exports, policy, now, _metadata_bytes(layout))
     return index, inv, exports, plan
 
 
-def _read(layout: Layout, policy: Policy, now: int, lock_timeout: float,
+def _read(layout: Layout, policy: Policy, now: int,
           dry_run: bool = False) -> tuple[bytes | None, Inventory, list[Export]]:
     """index.json (read under the lock, briefly), then everything else.
 
@@ -421,8 +420,7 @@ def _require_writable_dirs(layout: Layout, plan: Plan) -> None:
                                hint="run gc as the user that runs the builds")
 
 
-def _changed(layout: Layout, index: bytes | None, known: dict[str, int],
-             lock_timeout: float) -> bool:
+def _changed(layout: Layout, index: bytes | None, known: dict[str, int]) -> bool:
     """True when index.json differs from the plan's, or a new JSON blob appeared."""
     try:
         now_index = read_index(layout).data
@@ -462,7 +460,7 @@ def _settle(layout: Layout, limit_s: float = 10.0) -> None:
 
 
 def _execute(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
-             stamp: object, progress: _Progress, lock_timeout: float,
+             stamp: object, progress: _Progress,
              delay: float) -> bool:
     """Run the plan phase by phase; False when the directory changed and a re-plan is due."""
     known = {d: b.mtime_ns for d, b in inv.blobs.items()}
@@ -470,7 +468,7 @@ def _execute(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
         batch = [b for b in plan.blobs if b.kind in kinds]
         if not batch:
             continue
-        if _changed(layout, index, known, lock_timeout):
+        if _changed(layout, index, known):
             return False
         fds: set[int] = set()
         try:
@@ -595,8 +593,7 @@ def _delete_ingest_entry(ingest_fd: int, entry: IngestDeletion, plan: Plan,
     return True
 
 
-def _post_check(layout: Layout, before: bytes | None, progress: _Progress,
-                lock_timeout: float) -> None:
+def _post_check(layout: Layout, before: bytes | None, progress: _Progress) -> None:
     """Say so when index.json (re-read after the final put-back) still names a manifest this
     run moved and could not put back."""
     try:

@@ -35,13 +35,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
+from ocicache import documents as docs
 from ocicache.digest import ALGORITHMS, is_hex_name
 from ocicache.errors import BusyError, RefusedError
 from ocicache.layout import BLOBS, OWN_DIR, QUARANTINE, Layout, QuarantinedBlob, batch_ns
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _CANNOT_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM)
-JSON_LIMIT = 16 << 20  # a quarantined document bigger than this is not walked (kept as is)
 
 
 def _open_dir(name: str, parent_fd: int, create: bool, where: str) -> int:
@@ -280,7 +280,7 @@ def references(data: bytes) -> set[str]:
     return out
 
 
-def read_quarantined(layout: Layout, q: QuarantinedBlob, limit: int = JSON_LIMIT) -> bytes | None:
+def read_quarantined(layout: Layout, q: QuarantinedBlob, limit: int = docs.JSON_LIMIT) -> bytes | None:
     """The bytes of a small quarantined blob (None: too big, unreadable, or gone)."""
     if q.size > limit:
         return None
@@ -298,12 +298,14 @@ def read_quarantined(layout: Layout, q: QuarantinedBlob, limit: int = JSON_LIMIT
         if not stat.S_ISREG(os.fstat(f).st_mode):
             return None
         chunks = []
+        total = 0
         while True:
             chunk = os.read(f, 1 << 20)
             if not chunk:
                 break
             chunks.append(chunk)
-            if sum(map(len, chunks)) > limit:
+            total += len(chunk)
+            if total > limit:
                 return None
         return b"".join(chunks)
     finally:
@@ -327,7 +329,7 @@ def restore_plan(layout: Layout, missing: set[str],
         seen.add(digest)
         stack.append((digest, True))
         q = held[digest]
-        data = read_quarantined(layout, q) if q.size <= JSON_LIMIT else None
+        data = read_quarantined(layout, q) if q.size <= docs.JSON_LIMIT else None
         if data is not None and data[:1] in (b"{", b" ", b"\n", b"\t", b"\r"):
             for child in sorted(references(data)):
                 if child not in seen and child not in present and child in held:
