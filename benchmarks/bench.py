@@ -191,8 +191,8 @@ class Bench:
 def _reads_of_first_run(d: Path) -> tuple[list[str], list[str]]:
     """(blobs sniffed, blobs read whole) by ocicache's reader on DIR with no blob cache."""
     sys.path.insert(0, str(REPO))
-    from ocicache.inventory import read_inventory
-    from ocicache.layout import Layout
+    from ocicache.core.inventory import read_inventory
+    from ocicache.store.layout import Layout
 
     heads: list[str] = []
     whole: list[str] = []

@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ocicache import documents as docs
-from ocicache import fastdecode, timefmt
+from ocicache.base import timefmt
+from ocicache.format import documents as docs
+from ocicache.format import fastdecode
 
 Blob = tuple[str, bytes]
 

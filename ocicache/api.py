@@ -8,33 +8,33 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ocicache import reports
-from ocicache.cache import BlobCache
-from ocicache.errors import (
+from ocicache.base.errors import (
     NotFoundError,
     OcicacheError,
     RefusedError,
     TooLargeError,
     missing_manifest_hint,
 )
-from ocicache.exports import Export, build_exports
-from ocicache.inventory import Inventory, read_inventory
-from ocicache.layout import INDEX_JSON, LOCK_FILE, OCI_LAYOUT, Layout
-from ocicache.refs import resolve
+from ocicache.core import reports
+from ocicache.core.exports import Export, build_exports
+from ocicache.core.inventory import Inventory, read_inventory
+from ocicache.core.refs import resolve
+from ocicache.store.cache import BlobCache
+from ocicache.store.layout import INDEX_JSON, LOCK_FILE, OCI_LAYOUT, Layout
 
 # ref/pin/check/explain modules are imported where they are used: the read commands (most
 # runs) then start ~50 ms sooner.
 
 if TYPE_CHECKING:
-    from ocicache import cachefrom, pins
-    from ocicache import diff as diffmod
-    from ocicache.check import CheckResult
-    from ocicache.gc_apply import GcResult
-    from ocicache.gc_plan import Policy as GcPolicy
-    from ocicache.hashing import ProgressCallback
-    from ocicache.indexwrite import RawEntry
-    from ocicache.listing import Listing
-    from ocicache.repair import RepairPlan
+    from ocicache.core import cachefrom, pins
+    from ocicache.core import diff as diffmod
+    from ocicache.core.check import CheckResult
+    from ocicache.core.gc_plan import Policy as GcPolicy
+    from ocicache.core.repair import RepairPlan
+    from ocicache.ops.gc_apply import GcResult
+    from ocicache.store.hashing import ProgressCallback
+    from ocicache.store.indexwrite import RawEntry
+    from ocicache.store.listing import Listing
 
 
 @dataclass(frozen=True)
@@ -132,8 +132,8 @@ class RefResult:
 
 
 def _ref_result(snap: Snapshot, export: Export) -> RefResult:
-    from ocicache import cachefrom
-    from ocicache import spec as spec_mod
+    from ocicache.core import cachefrom
+    from ocicache.core import spec as spec_mod
 
     r = cachefrom.readiness(snap.inventory, export)
     src = str(snap.root)
@@ -149,7 +149,7 @@ def ref(directory: str | os.PathLike[str], ref: str | None = None) -> tuple[Snap
     """
     # With digest= BuildKit never reads index.json: a torn one must not stop us (its
     # problem is in snap.warnings); only tags become unknown.
-    from ocicache import cachefrom
+    from ocicache.core import cachefrom
 
     snap = read(directory)
     if ref is None:
@@ -177,7 +177,7 @@ def ref_all(directory: str | os.PathLike[str]) -> tuple[Snapshot, list[RefResult
 
 
 def _dir_view(path: str) -> cachefrom.DirView | str:
-    from ocicache import cachefrom
+    from ocicache.core import cachefrom
 
     try:
         snap = read(path)
@@ -193,7 +193,7 @@ def explain(spec: str, directory: str | os.PathLike[str] | None = None
     `directory` is used as src when the spec names none. Raises UsageError when buildx cannot
     parse the value at all.
     """
-    from ocicache import cachefrom
+    from ocicache.core import cachefrom
 
     fallback = os.path.abspath(directory) if directory is not None else None
     return cachefrom.explain(spec, _dir_view, fallback)
@@ -208,9 +208,9 @@ def pin(directory: str | os.PathLike[str], ref: str, name: str, *, force: bool =
     and under BuildKit's lock; every other entry keeps its exact bytes. It holds gc's lock
     (a flock on DIR) throughout, so no gc moves the export between the read and the write.
     """
-    from ocicache import pins
-    from ocicache.gc_apply import put_back_needed
-    from ocicache.quarantine import gc_lock
+    from ocicache.core import pins
+    from ocicache.ops.gc_apply import put_back_needed
+    from ocicache.store.quarantine import gc_lock
 
     pins.validate_name(name)
     with Layout(directory) as lock_layout, gc_lock(lock_layout):
@@ -220,9 +220,9 @@ def pin(directory: str | os.PathLike[str], ref: str, name: str, *, force: bool =
 
 def _pin_locked(directory: str | os.PathLike[str], ref: str, name: str, force: bool,
                 now: datetime | None) -> tuple[pins.PinResult, RefResult]:
-    from ocicache import pins
-    from ocicache import spec as spec_mod
-    from ocicache.indexwrite import rewrite_index
+    from ocicache.core import pins
+    from ocicache.core import spec as spec_mod
+    from ocicache.store.indexwrite import rewrite_index
 
     try:
         snap = history(directory)
@@ -256,8 +256,8 @@ def _pin_locked(directory: str | os.PathLike[str], ref: str, name: str, force: b
 def unpin(directory: str | os.PathLike[str], name: str, *, force: bool = False
           ) -> pins.UnpinResult:
     """Remove the pin NAME from index.json (a BuildKit-written tag only with `force`)."""
-    from ocicache import pins
-    from ocicache.indexwrite import rewrite_index
+    from ocicache.core import pins
+    from ocicache.store.indexwrite import rewrite_index
 
     found: dict[str, object] = {}
     with Layout(directory) as layout:
@@ -270,9 +270,9 @@ def unpin(directory: str | os.PathLike[str], name: str, *, force: bool = False
 
 def diff(directory: str | os.PathLike[str], a: str | None = None, b: str | None = None,
          listing: Listing | None = None) -> tuple[Snapshot, diffmod.Diff]:
-    """Two exports side by side (see ocicache.diff): B defaults to the newest, A to the export
+    """Two exports side by side (see ocicache.core.diff): B defaults to the newest, A to the export
     before B on its tag, else the one before it in history."""
-    from ocicache import diff as diffmod
+    from ocicache.core import diff as diffmod
 
     snap = history(directory, listing)
     blobs = snap.inventory.blobs
@@ -285,16 +285,16 @@ def gc(directory: str | os.PathLike[str], policy: GcPolicy, *, dry_run: bool = F
        now_ns: int | None = None, listing: Listing | None = None) -> GcResult:
     """Delete what no kept export needs (see gc_plan, gc_apply); with dry_run, only plan
     (and then `listing`, a find listing of DIR begun earlier, saves stat-ing every blob)."""
-    from ocicache.gc_apply import gc as run_gc
+    from ocicache.ops.gc_apply import gc as run_gc
 
     return run_gc(directory, policy, now_ns=now_ns, dry_run=dry_run,
                   listing=listing if dry_run else None)
 def check(directory: str | os.PathLike[str], quick: bool = False, workers: int | None = None,
           progress: ProgressCallback | None = None) -> CheckResult:
     """Every problem in DIR; unless `quick`, every blob is re-hashed (in parallel) too."""
-    from ocicache.check import check as run_check
-    from ocicache.check import schema_violations
-    from ocicache.hashing import verify_blobs
+    from ocicache.core.check import check as run_check
+    from ocicache.core.check import schema_violations
+    from ocicache.store.hashing import verify_blobs
 
     with Layout(directory) as layout:
         inv = read_inventory(layout)
@@ -307,11 +307,11 @@ def check(directory: str | os.PathLike[str], quick: bool = False, workers: int |
 
 
 def repair(directory: str | os.PathLike[str], dry_run: bool = False) -> RepairPlan:
-    """Rebuild a torn, invalid or missing index.json (see ocicache.repair); `dry_run` writes
+    """Rebuild a torn, invalid or missing index.json (see ocicache.core.repair); `dry_run` writes
     nothing. A healthy index.json is left alone (`plan.needed` is False)."""
-    from ocicache.gc_apply import put_back_needed
-    from ocicache.quarantine import gc_lock
-    from ocicache.repair import repair as run_repair
+    from ocicache.core.repair import repair as run_repair
+    from ocicache.ops.gc_apply import put_back_needed
+    from ocicache.store.quarantine import gc_lock
 
     plan = run_repair(directory, True)
     if dry_run:

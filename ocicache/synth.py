@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ocicache import mediatypes as mt
-from ocicache.model import ANN_CREATED, ANN_REF_NAME, ANN_UNCOMPRESSED
-from ocicache.timefmt import format_rfc3339
+from ocicache.base.timefmt import format_rfc3339
+from ocicache.format import mediatypes as mt
+from ocicache.format.model import ANN_CREATED, ANN_REF_NAME, ANN_UNCOMPRESSED
 
 GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 DOCKER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"

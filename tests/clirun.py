@@ -45,7 +45,7 @@ def _alarm(seconds: int) -> Iterator[None]:
 
 def run_inprocess(*args: str, timeout: int = 30) -> Run:
     """`ocicache ARGS` through cli.main (the real error boundary), stdout/stderr captured."""
-    from ocicache import cli
+    from ocicache.cli import app as cli
 
     out, err = io.StringIO(), io.StringIO()
     saved = sys.argv
@@ -65,7 +65,8 @@ def run_inprocess(*args: str, timeout: int = 30) -> Run:
 def run_entry(*args: str, timeout: int = 30) -> Run:
     """`ocicache ARGS` through entry.main, the console script's start: plain command lines run
     there without typer (with the background listing and kept answers), the rest via cli.main."""
-    from ocicache import cli, entry
+    from ocicache.cli import app as cli
+    from ocicache.cli import entry
 
     out, err = io.StringIO(), io.StringIO()
     saved = sys.argv

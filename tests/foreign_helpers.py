@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ocicache import mediatypes as mt
+from ocicache.format import mediatypes as mt
 from ocicache.synth import BASE_NS, compact
 
 OCI_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"

@@ -11,7 +11,7 @@ from typing import Any
 from conftest import copy_tree
 
 from ocicache import api
-from ocicache.render import export_json
+from ocicache.cli.render import export_json
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "buildkit-v0.32.2"
 FIXTURE_NAMES = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
@@ -69,7 +69,7 @@ def assert_consistent(root: Path) -> None:
 
 def cli(capsys: Any, *args: str) -> tuple[int, str, str]:
     """Run `ocicache ARGS` through the real entry point; (exit code, stdout, stderr)."""
-    from ocicache import cli as cli_module
+    from ocicache.cli import app as cli_module
 
     old = sys.argv
     sys.argv = ["ocicache", *args]
@@ -89,7 +89,7 @@ def drop_from_index(root: Path, digest: str) -> bytes:
     """Remove `digest`'s index.json entries, so that gc may drop that export (what UNIQUE
     supposes); returns the old bytes. index.json is never left empty: a small foreign image
     that shares nothing takes the entries' place."""
-    from ocicache import mediatypes as mt
+    from ocicache.format import mediatypes as mt
     from ocicache.synth import compact
 
     path = root / "index.json"

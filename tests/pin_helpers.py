@@ -11,7 +11,7 @@ from unittest import mock
 import pytest
 from conftest import copy_tree
 
-from ocicache import cli
+from ocicache.cli import app as cli
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "buildkit-v0.32.2"
 CASES = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())

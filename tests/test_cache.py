@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ocicache import api, render
-from ocicache.cache import FILE_NAME
-from ocicache.layout import Layout
+from ocicache import api
+from ocicache.cli import render
+from ocicache.store.cache import FILE_NAME
+from ocicache.store.layout import Layout
 from ocicache.synth import Builder, compact, history_dir
 
 

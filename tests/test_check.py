@@ -15,11 +15,11 @@ from clirun import run_inprocess, run_subprocess, tree
 from conftest import copy_tree
 
 from ocicache import api
-from ocicache.commands.check import ProgressBar
-from ocicache.errors import EXIT_PROBLEMS, EXIT_REFUSED
-from ocicache.hashing import Progress, verify_blobs
-from ocicache.layout import Layout
-from ocicache.schema import validate
+from ocicache.base.errors import EXIT_PROBLEMS, EXIT_REFUSED
+from ocicache.cli.check import ProgressBar
+from ocicache.format.schema import validate
+from ocicache.store.hashing import Progress, verify_blobs
+from ocicache.store.layout import Layout
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "buildkit-v0.32.2"
 CASES = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
@@ -267,8 +267,8 @@ def test_repair_with_no_complete_export_keeps_the_newest_importable(tmp_path: Pa
 def test_duplicate_keys_in_blobs_and_index() -> None:
     """Blobs are read as BuildKit (Go) reads them: a repeated key keeps its last value, and
     `duplicate_keys` says where; index.json stays strict."""
-    from ocicache import documents as docs
-    from ocicache.errors import CorruptError
+    from ocicache.base.errors import CorruptError
+    from ocicache.format import documents as docs
 
     data = b'{"a":1,"b":{"x":[{"k":1,"k":2,"j":0,"j":1}]},"a":3}'
     assert docs.loads_blob(data, "f") == {"a": 3, "b": {"x": [{"k": 2, "j": 1}]}}

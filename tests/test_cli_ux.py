@@ -15,10 +15,10 @@ import pytest
 from clirun import REPO, Run, run_entry, run_inprocess
 from conftest import FIXTURES, copy_tree
 
-from ocicache.layout import Layout
-from ocicache.listing import FIND, Listing
-from ocicache.model import ANN_REF_NAME
-from ocicache.schema import validate
+from ocicache.format.model import ANN_REF_NAME
+from ocicache.format.schema import validate
+from ocicache.store.layout import Layout
+from ocicache.store.listing import FIND, Listing
 from ocicache.synth import Builder
 
 STARTS: list[Callable[..., Run]] = [run_inprocess, run_entry]

@@ -14,8 +14,8 @@ import pytest
 from clirun import Run, run_entry, run_inprocess
 
 from ocicache import api
-from ocicache import mediatypes as mt
-from ocicache.gc_plan import _depths
+from ocicache.core.gc_plan import _depths
+from ocicache.format import mediatypes as mt
 from ocicache.synth import Builder, compact
 
 DEPTH = 5000

@@ -17,9 +17,10 @@ from conftest import FIXTURES, copy_fixture, groundtruth, tree_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ocicache import api, render, render_diff
-from ocicache import mediatypes as mt
-from ocicache.diff import (
+from ocicache import api
+from ocicache.base.errors import CorruptError, NotFoundError
+from ocicache.cli import render, render_diff
+from ocicache.core.diff import (
     CHANGED,
     NEW,
     REBUILT,
@@ -29,10 +30,10 @@ from ocicache.diff import (
     previous_on_tag,
     tree_of,
 )
-from ocicache.documents import cache_config
-from ocicache.errors import CorruptError, NotFoundError
-from ocicache.model import ANN_CREATED, ANN_UNCOMPRESSED, CacheConfig, new_config_layer
-from ocicache.schema import validate
+from ocicache.format import mediatypes as mt
+from ocicache.format.documents import cache_config
+from ocicache.format.model import ANN_CREATED, ANN_UNCOMPRESSED, CacheConfig, new_config_layer
+from ocicache.format.schema import validate
 from ocicache.synth import Builder, compact
 
 NOW = datetime(2026, 12, 2, 9, 0, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import copy_tree
 
-from ocicache.entry import parse
+from ocicache.cli.entry import parse
 
 REPO = Path(__file__).parent.parent
 FIXTURE = REPO / "fixtures" / "buildkit-v0.32.2" / "f-tags"
@@ -41,8 +41,8 @@ def test_everything_else_goes_to_typer(argv: list[str]) -> None:
 
 
 def _run(args: list[str], fast: bool, tmp_path: Path) -> tuple[int, str, str]:
-    code = ("from ocicache.entry import main; main()" if fast
-            else "from ocicache.cli import main; main()")
+    code = ("from ocicache.cli.entry import main; main()" if fast
+            else "from ocicache.cli.app import main; main()")
     env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           env=env)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from clirun import Run, run_entry, run_inprocess
 
+from ocicache.cli.textsafe import safe, safe_text
 from ocicache.synth import Builder
-from ocicache.textsafe import safe, safe_text
 
 FORGED = "error: forged"
 # A newline that forges a line, a screen clear, an OSC title, a CR, C1 CSI, DEL, bidi, NUL.

@@ -23,8 +23,8 @@ from conftest import copy_fixture, groundtruth
 from test_fixtures import expected_exports
 
 from ocicache import api
-from ocicache.gc_plan import HOUR_NS, Policy
-from ocicache.model import ANN_REF_NAME
+from ocicache.core.gc_plan import HOUR_NS, Policy
+from ocicache.format.model import ANN_REF_NAME
 from ocicache.synth import Builder
 
 S = 1_000_000_000

@@ -23,11 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ocicache import api
-from ocicache import documents as docs
-from ocicache import mediatypes as mt
-from ocicache.errors import CorruptError
-from ocicache.fastdecode import decode_blob
-from ocicache.model import CacheManifest
+from ocicache.base.errors import CorruptError
+from ocicache.format import documents as docs
+from ocicache.format import mediatypes as mt
+from ocicache.format.fastdecode import decode_blob
+from ocicache.format.model import CacheManifest
 from ocicache.synth import Builder, compact, history_dir
 
 REPO = Path(__file__).parent.parent
@@ -318,7 +318,7 @@ def test_unusual_forms_go_to_the_slow_path() -> None:
 
 def test_digests_remembered_only_when_valid() -> None:
     """The memo of valid digests never lets an invalid one through afterwards."""
-    from ocicache import fastdecode
+    from ocicache.format import fastdecode
 
     bad = "sha256:" + "A" * 64
     good = "sha256:" + hashlib.sha256(b"memo").hexdigest()
@@ -331,7 +331,7 @@ def test_digests_remembered_only_when_valid() -> None:
 def test_without_msgspec_the_slow_path_answers(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """msgspec is a dependency, but a reader without it gives the same answers."""
-    import ocicache.inventory as inventory
+    import ocicache.core.inventory as inventory
 
     b = Builder(tmp_path / "d")
     layers = [b.layer(f"l{i}") for i in range(3)]
@@ -340,10 +340,10 @@ def test_without_msgspec_the_slow_path_answers(tmp_path: Path,
     monkeypatch.setenv("OCICACHE_NO_CACHE", "1")
     with_fast = api.read(tmp_path / "d", use_cache=False)
     monkeypatch.setitem(sys.modules, "msgspec", None)  # import msgspec -> ImportError
-    monkeypatch.delitem(sys.modules, "ocicache.fastdecode")
+    monkeypatch.delitem(sys.modules, "ocicache.format.fastdecode")
     assert inventory._fast_path() is None
     without = api.read(tmp_path / "d", use_cache=False)
-    assert "ocicache.fastdecode" not in sys.modules
+    assert "ocicache.format.fastdecode" not in sys.modules
     assert typed(without.inventory.manifests) == typed(with_fast.inventory.manifests)
     assert typed(without.inventory.configs) == typed(with_fast.inventory.configs)
     assert [e.digest for e in without.exports] == [e.digest for e in with_fast.exports]

@@ -12,8 +12,8 @@ from docpaths import json_paths
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ocicache.fastvalid import certainly_valid
-from ocicache.schema import validate
+from ocicache.format.fastvalid import certainly_valid
+from ocicache.format.schema import validate
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "buildkit-v0.32.2"
 DIGEST = "sha256:" + "ab" * 32

@@ -10,7 +10,7 @@ import pytest
 from conftest import copy_fixture, groundtruth, run_cli, tree_state
 
 from ocicache import api
-from ocicache.schema import validate
+from ocicache.format.schema import validate
 
 
 def expected_exports(case: str) -> list[str]:

@@ -19,11 +19,11 @@ from foreign_helpers import Store, add_everything, sha, tar_gz
 from gc_helpers import FIXTURES, blob_names, copy_fixture
 
 from ocicache import api
-from ocicache import documents as docs
-from ocicache import mediatypes as mt
-from ocicache.errors import CorruptError
-from ocicache.gc_plan import Policy
-from ocicache.schema import validate
+from ocicache.base.errors import CorruptError
+from ocicache.core.gc_plan import Policy
+from ocicache.format import documents as docs
+from ocicache.format import mediatypes as mt
+from ocicache.format.schema import validate
 from ocicache.synth import Builder, compact
 
 RUNNERS = {"typer": run_inprocess, "entry": run_entry}
@@ -507,7 +507,7 @@ def test_facts_kept_by_the_previous_cache_format_are_not_used(tmp_path: Path) ->
     import marshal
     import zlib
 
-    from ocicache import cache as cache_mod
+    from ocicache.store import cache as cache_mod
 
     root, _ = copy_fixture("a-history-min", tmp_path / "d")
     s = Store(root)

@@ -37,11 +37,12 @@ import pytest
 from buildkit_helpers import STEPS, Daemon, cached_steps, context, daemon, needs_buildkit
 from clirun import run_entry, run_inprocess
 
-from ocicache import api, gc_apply
-from ocicache import mediatypes as mt
-from ocicache.gc_plan import Policy
-from ocicache.lock import index_lock
-from ocicache.schema import validate
+from ocicache import api
+from ocicache.core.gc_plan import Policy
+from ocicache.format import mediatypes as mt
+from ocicache.format.schema import validate
+from ocicache.ops import gc_apply
+from ocicache.store.lock import index_lock
 
 pytestmark = needs_buildkit
 REF_NAME = "org.opencontainers.image.ref.name"

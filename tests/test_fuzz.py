@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ocicache import api
-from ocicache import documents as docs
-from ocicache.digest import parse_digest
-from ocicache.errors import CorruptError, NotFoundError, UsageError
-from ocicache.refs import resolve
-from ocicache.repair import salvage_entries
+from ocicache.base.errors import CorruptError, NotFoundError, UsageError
+from ocicache.core.refs import resolve
+from ocicache.core.repair import salvage_entries
+from ocicache.format import documents as docs
+from ocicache.format.digest import parse_digest
 from ocicache.synth import history_dir
 
 FAST = settings(max_examples=60, deadline=None,
@@ -145,8 +145,8 @@ def test_whole_directory(index: Any, blobs: list[Any]) -> None:
     import hashlib
     import tempfile
 
-    from ocicache.check import check
-    from ocicache.errors import OcicacheError
+    from ocicache.base.errors import OcicacheError
+    from ocicache.core.check import check
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -198,8 +198,8 @@ def test_mutated_export(which: str, pick: int, value: Any) -> None:
     right): history, show and check report it, never crash."""
     import tempfile
 
-    from ocicache.check import check
-    from ocicache.errors import OcicacheError
+    from ocicache.base.errors import OcicacheError
+    from ocicache.core.check import check
     from ocicache.synth import Builder, compact
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,11 +19,11 @@ from gc_helpers import (
 )
 
 from ocicache import api
-from ocicache.errors import NotFoundError, RefusedError, UsageError
-from ocicache.gc_plan import HOUR_NS, Policy
-from ocicache.schema import validate
+from ocicache.base.errors import NotFoundError, RefusedError, UsageError
+from ocicache.base.units import parse_duration_ns, parse_size
+from ocicache.core.gc_plan import HOUR_NS, Policy
+from ocicache.format.schema import validate
 from ocicache.synth import BASE_NS, Builder, history_dir
-from ocicache.units import parse_duration_ns, parse_size
 
 S = 1_000_000_000
 FAR = BASE_NS + 1000 * 24 * HOUR_NS  # "now" long after every synthetic write
@@ -267,7 +267,7 @@ def test_read_only_filesystem_refuses(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_concurrent_index_change_replans(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """index.json changes between plan and delete: gc re-plans and keeps the new tag's export."""
-    from ocicache import gc_apply
+    from ocicache.ops import gc_apply
 
     root, b = _history(tmp_path, n=4)
     ex = api.history(root).exports
@@ -294,7 +294,7 @@ def test_held_lock_is_never_contended(tmp_path: Path) -> None:
     holder), reads index.json as it is, says so, and goes on; the dry run too."""
     import fcntl
 
-    from ocicache import gc_apply
+    from ocicache.ops import gc_apply
 
     root, _ = _history(tmp_path)
     fd = os.open(root / "index.json.lock", os.O_RDWR | os.O_CREAT)
@@ -387,7 +387,7 @@ def test_default_grace_keeps_everything_just_written(tmp_path: Path) -> None:
 
 def test_foreign_index_deleted_before_the_manifests_it_references(tmp_path: Path) -> None:
     """Manifests go first, and among them a parent index before the manifest it names."""
-    from ocicache import mediatypes as mt
+    from ocicache.format import mediatypes as mt
     from ocicache.synth import compact
 
     root, b = _history(tmp_path, n=2)

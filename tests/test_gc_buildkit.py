@@ -27,7 +27,7 @@ from buildkit_helpers import STEPS, cached_steps, context, daemon, needs_buildki
 from gc_helpers import assert_consistent
 
 from ocicache import api
-from ocicache.gc_plan import Policy
+from ocicache.core.gc_plan import Policy
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ocicache import api
-from ocicache.errors import RefusedError
-from ocicache.gc_plan import HOUR_NS, Policy
+from ocicache.base.errors import RefusedError
+from ocicache.core.gc_plan import HOUR_NS, Policy
 from ocicache.synth import Builder
 
 
@@ -149,7 +149,7 @@ def layouts(draw: st.DrawFn) -> Layout:
 
 def write_layout(root: Path, lay: Layout) -> int:
     """Write the layout; returns `now_ns` (after every write)."""
-    from ocicache import mediatypes as mt
+    from ocicache.format import mediatypes as mt
     from ocicache.synth import compact
 
     b = Builder(root)

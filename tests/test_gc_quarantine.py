@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 from gc_helpers import assert_consistent, blob_names
 
-from ocicache import api, gc_apply
-from ocicache.gc_plan import HOUR_NS, Policy
-from ocicache.lock import index_lock
-from ocicache.model import ANN_REF_NAME
+from ocicache import api
+from ocicache.core.gc_plan import HOUR_NS, Policy
+from ocicache.format.model import ANN_REF_NAME
+from ocicache.ops import gc_apply
+from ocicache.store.lock import index_lock
 from ocicache.synth import Builder, compact, history_dir
 
 ROOT = Path(__file__).parent.parent

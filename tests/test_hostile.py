@@ -24,7 +24,7 @@ import pytest
 from clirun import DOCUMENTED, Run, run_entry, run_inprocess, run_subprocess, tree
 from foreign_helpers import Store, tar_gz
 
-from ocicache import mediatypes as mt
+from ocicache.format import mediatypes as mt
 from ocicache.synth import Builder, compact
 
 SECRET = "S3CRET-OUTSIDE-DIR"  # in files outside DIR: must never show up in any output
@@ -925,7 +925,7 @@ def test_hostile_subprocess(tmp_path: Path, name: str) -> None:
 
 def test_unreadable_blob(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A blob the user may not read (EACCES; simulated: root ignores chmod 000)."""
-    import ocicache.layout as layout_mod
+    import ocicache.store.layout as layout_mod
 
     c = next(x for x in CASES if x.name == "clean")
     base, _outside, _ = _build(tmp_path, c)

@@ -14,7 +14,7 @@ from clirun import run_inprocess, tree
 from test_hostile import CASES, SECRET, Case, _assert_clean_run, _atimes, _build
 
 from ocicache import api
-from ocicache.errors import OcicacheError
+from ocicache.base.errors import OcicacheError
 
 # Exit codes a writing command may give on broken input: success, refusal (fail closed), a
 # missing REF, a corrupt document, or a usage error (a REF the broken layout cannot name).

@@ -25,8 +25,8 @@ import pytest
 from clirun import REPO, run_entry, run_inprocess, run_subprocess, tree
 from special_files import make_special
 
-from ocicache import mediatypes as mt
-from ocicache.model import ANN_REF_NAME
+from ocicache.format import mediatypes as mt
+from ocicache.format.model import ANN_REF_NAME
 from ocicache.synth import Builder, compact
 
 DAY_NS = 86400 * 10**9
@@ -231,7 +231,7 @@ def test_index_over_the_limit_is_refused_by_name(tmp_path: Path) -> None:
 
 def test_writers_refuse_to_write_an_index_they_could_not_read_back(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ocicache.indexwrite as indexwrite
+    import ocicache.store.indexwrite as indexwrite
 
     root = tmp_path / "c"
     _cache(root)
@@ -303,7 +303,7 @@ READ_LINES = [("history",), ("history", "--json"), ("show",), ("blobs",), ("du",
 
 def test_torn_while_a_writer_holds_the_lock_is_busy_not_damage(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ocicache.indexread as indexread
+    import ocicache.store.indexread as indexread
 
     monkeypatch.setattr(indexread, "WAIT_S", 0.3)
     root = tmp_path / "c"
@@ -329,7 +329,7 @@ def test_torn_while_a_writer_holds_the_lock_is_busy_not_damage(
 
 def test_a_read_waits_for_the_write_to_finish(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    import ocicache.indexread as indexread
+    import ocicache.store.indexread as indexread
 
     monkeypatch.setattr(indexread, "WAIT_S", 30.0)  # a loaded machine may start `finish` late
     root = tmp_path / "c"

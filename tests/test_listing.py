@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from test_hostile import CASES, Case, _build
 
-from ocicache.layout import BlobScan, Layout
-from ocicache.listing import FIND, Listing
+from ocicache.store.layout import BlobScan, Layout
+from ocicache.store.listing import FIND, Listing
 
 REPO = Path(__file__).parent.parent
 FIXTURES = sorted(p for p in (REPO / "fixtures" / "buildkit-v0.32.2").iterdir() if p.is_dir())
@@ -92,7 +92,7 @@ def test_changed_after_listing_keeps_the_listing_view(tmp_path: Path) -> None:
 
 
 def test_no_find_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ocicache.listing as listing_mod
+    import ocicache.store.listing as listing_mod
 
     monkeypatch.setattr(listing_mod, "FIND", ("/nonexistent/find",))
     d = tmp_path / "c"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from special_files import make_special
 
-from ocicache.errors import BusyError, RefusedError
-from ocicache.lock import ABSENT, BUSY, HELD, MINE, UNUSABLE, index_lock, probe_shared
+from ocicache.base.errors import BusyError, RefusedError
+from ocicache.store.lock import ABSENT, BUSY, HELD, MINE, UNUSABLE, index_lock, probe_shared
 from ocicache.synth import Builder
 
 

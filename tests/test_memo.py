@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ocicache.memo import Memo
+from ocicache.store.memo import Memo
 
 REPO = Path(__file__).parent.parent
 FIXTURE = REPO / "fixtures" / "buildkit-v0.32.2" / "f-tags"
@@ -199,7 +199,7 @@ def test_gc_any_change_gives_a_fresh_answer(tmp_path: Path,
 
 def test_stable_until_is_when_grace_runs_out(tmp_path: Path) -> None:
     from ocicache import api
-    from ocicache.gc_plan import Policy, make_plan, stable_until
+    from ocicache.core.gc_plan import Policy, make_plan, stable_until
 
     d = _copy(tmp_path)
     now = time.time_ns()
@@ -249,8 +249,8 @@ def test_a_change_while_reading_is_not_kept(tmp_path: Path,
 
 
 def test_listing_begun_early_is_the_same_key(tmp_path: Path) -> None:
-    from ocicache.listing import Listing
-    from ocicache.memo import begin
+    from ocicache.store.listing import Listing
+    from ocicache.store.memo import begin
 
     d = _copy(tmp_path)
     a = Memo.open(str(d), "du", begin(str(d)))
@@ -265,7 +265,7 @@ def test_an_answer_other_code_kept_is_not_used(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The key holds the SHA-256 of ocicache's sources: an answer is what that code printed
     (a change to how answers are computed misses, whatever the version number says)."""
-    from ocicache import memo as memo_module
+    from ocicache.store import memo as memo_module
 
     d = _copy(tmp_path)
     _plant(d, ("history", "--json"))

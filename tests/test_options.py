@@ -7,8 +7,8 @@ import pytest
 from clirun import run_entry, run_inprocess
 from conftest import FIXTURES, copy_tree
 
-from ocicache.errors import UsageError
-from ocicache.units import MAX_BYTES, MAX_NS, NS_PER_S, parse_duration_ns, parse_size
+from ocicache.base.errors import UsageError
+from ocicache.base.units import MAX_BYTES, MAX_NS, NS_PER_S, parse_duration_ns, parse_size
 
 HUGE = "9" * 400
 HUGER = "9" * 5000  # past int()'s own 4300-digit limit

@@ -15,7 +15,7 @@ import pytest
 from clirun import REPO, Run
 from conftest import FIXTURES, copy_tree
 
-from ocicache.errors import EXIT_OUTPUT
+from ocicache.base.errors import EXIT_OUTPUT
 
 HOW = ["closed", "full", "broken-pipe"]
 

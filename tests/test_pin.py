@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 from pin_helpers import CASES, copy_case, run
 
-from ocicache import api, indexwrite
-from ocicache.errors import RefusedError, UsageError
-from ocicache.indexwrite import split_index
-from ocicache.model import ANN_PINNED, ANN_REF_NAME
-from ocicache.pins import validate_name
-from ocicache.schema import validate
+from ocicache import api
+from ocicache.base.errors import RefusedError, UsageError
+from ocicache.core.pins import validate_name
+from ocicache.format.model import ANN_PINNED, ANN_REF_NAME
+from ocicache.format.schema import validate
+from ocicache.store import indexwrite
+from ocicache.store.indexwrite import split_index
 
 NOW = datetime(2026, 11, 27, 21, 0, 0, tzinfo=UTC)
 WITH_INDEX = [c for c in CASES if c != "k-interrupted-export"] + ["k-interrupted-export"]
@@ -197,7 +198,7 @@ def test_reset_simulation_matches_buildkit(tmp_path: Path) -> None:
 
 
 def test_pin_survives_gc(tmp_path: Path) -> None:
-    from ocicache.gc_plan import Policy
+    from ocicache.core.gc_plan import Policy
 
     d = copy_case("a-history-min", tmp_path / "a")
     exports = api.history(d).exports
@@ -228,7 +229,7 @@ def test_failure_mid_rewrite_leaves_old_index(tmp_path: Path, monkeypatch: pytes
     if fail_at == "transform":
         def bad_name(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("injected failure")
-        monkeypatch.setattr("ocicache.pins.pin_entry", bad_name)
+        monkeypatch.setattr("ocicache.core.pins.pin_entry", bad_name)
     else:
         monkeypatch.setattr(indexwrite.os, fail_at, boom)
     # an OS failure is refused cleanly (exit 6), naming index.json; the transform's own error
@@ -296,8 +297,8 @@ def test_sigkill_during_rewrites_never_tears_index(tmp_path: Path) -> None:
 def test_busy_lock_refuses(tmp_path: Path) -> None:
     import fcntl
 
-    from ocicache.errors import BusyError
-    from ocicache.layout import Layout
+    from ocicache.base.errors import BusyError
+    from ocicache.store.layout import Layout
 
     d = copy_case("f-tags", tmp_path / "f")
     before = (d / "index.json").read_bytes()

@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 
 from ocicache import api
-from ocicache.errors import CorruptError, NotACacheDirError, NotFoundError
+from ocicache.base.errors import CorruptError, NotACacheDirError, NotFoundError
 from ocicache.synth import Builder, compact
 
 

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from pin_helpers import CASES, copy_case, groundtruth, run
 
 from ocicache import api
-from ocicache import spec as spec_mod
-from ocicache.documents import IMPORT_LIMIT
-from ocicache.schema import validate
+from ocicache.core import spec as spec_mod
+from ocicache.format.documents import IMPORT_LIMIT
+from ocicache.format.schema import validate
 from ocicache.synth import Builder
 
 D = "sha256:" + "ab" * 32
@@ -233,7 +233,7 @@ def test_explain_corrects_the_docs_example(capsys: pytest.CaptureFixture[str]) -
 
 
 def _explain(spec: str, directory: Path | None = None) -> dict[str, Any]:
-    from ocicache.render_pin import explain_json
+    from ocicache.cli.render_pin import explain_json
 
     doc = explain_json(api.explain(spec, directory))
     assert validate(doc, "explain") == []

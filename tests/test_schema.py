@@ -1,4 +1,4 @@
-"""ocicache.schema: the shipped input schemas against real BuildKit output and bad input."""
+"""ocicache.format.schema: the shipped input schemas against real BuildKit output and bad input."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ocicache.schema import Violation, load_schema, schema_names, validate
+from ocicache.format.schema import Violation, load_schema, schema_names, validate
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 INPUT_SCHEMAS = {
@@ -370,6 +370,6 @@ def test_import_does_not_load_jsonschema() -> None:
     import subprocess
     import sys
 
-    code = "import sys, ocicache.schema; assert 'jsonschema' not in sys.modules, 'eager import'"
+    code = "import sys, ocicache.format.schema; assert 'jsonschema' not in sys.modules, 'eager import'"
     root = Path(__file__).parent.parent
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)

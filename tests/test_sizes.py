@@ -12,9 +12,9 @@ from conftest import copy_fixture, run_cli
 from gc_helpers import drop_from_index
 
 from ocicache import api
-from ocicache import mediatypes as mt
-from ocicache.gc_plan import HOUR_NS, Policy
-from ocicache.schema import validate
+from ocicache.core.gc_plan import HOUR_NS, Policy
+from ocicache.format import mediatypes as mt
+from ocicache.format.schema import validate
 from ocicache.synth import Builder, compact
 
 

@@ -1,1 +1,0 @@
-"""CLI command modules: each parses options, calls one api function and renders the result."""

@@ -1,0 +1,688 @@
+"""The only reader of a cache directory: bounded reads through directory fds, never following a symlink.
+
+Every path below DIR is opened relative to a directory file descriptor with O_NOFOLLOW, so a
+symlink (for `blobs`, `blobs/sha256` or a blob) can never lead a read outside DIR, and a blob
+name only becomes a path after `digest.is_hex_name` accepted it. Files are opened with
+O_NONBLOCK (a FIFO cannot hang us) and checked to be regular files before any read; O_NOATIME
+is used where the kernel allows it, so reading changes nothing, not even access times.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ocicache.base.errors import CorruptError, NotACacheDirError, TooLargeError
+from ocicache.format.digest import ALGORITHMS, Digest
+
+if TYPE_CHECKING:
+    from ocicache.store.listing import Listing
+
+INDEX_JSON = "index.json"
+OCI_LAYOUT = "oci-layout"
+LOCK_FILE = "index.json.lock"
+BLOBS = "blobs"
+INGEST = "ingest"
+# gc's own folder inside DIR (quarantine.py): the only thing ocicache ever adds to a directory.
+OWN_DIR = ".ocicache"
+QUARANTINE = f"{OWN_DIR}/quarantine"
+
+# index.json holds one small descriptor (~250 bytes) per tag: 256 MiB (a million entries) is far
+# beyond any real one and still keeps a hostile (e.g. sparse multi-GB) file from being read into
+# memory. A file over it is reported as too large (TooLargeError, naming this limit), never as
+# torn: a writer refuses to replace what it could not read.
+INDEX_LIMIT = 256 << 20
+INDEX_LIMIT_NAME = "index.json limit"
+
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_NOATIME = getattr(os, "O_NOATIME", 0)
+# Registered algorithms' encoded parts are lower-case hex of a fixed length (digest.py).
+_HEX_DIGITS = "0123456789abcdef"
+_HEX_LEN = {"sha256": 64, "sha512": 128}
+
+
+@dataclass(frozen=True, slots=True)
+class BlobFile:
+    """One entry of `blobs/<algorithm>/` as lstat saw it."""
+
+    algorithm: str
+    name: str
+    size: int
+    mtime_ns: int
+    mode: int
+    # What the file takes on disk (st_blocks x 512: less than `size` when sparse), and, when
+    # it has other hard links (anywhere), its "device:inode", so that it is counted once.
+    allocated: int = 0
+    inode: str = ""
+    links: int = 1
+
+    @property
+    def digest(self) -> str:
+        return f"{self.algorithm}:{self.name}"
+
+    @property
+    def relpath(self) -> str:
+        return f"{BLOBS}/{self.algorithm}/{self.name}"
+
+    @property
+    def regular(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
+
+_new = object.__new__
+_set_fields = tuple(BlobFile.__dict__[f].__set__  # slot descriptors: C-level setters
+                    for f in ("algorithm", "name", "size", "mtime_ns", "mode", "allocated",
+                              "inode", "links"))
+
+
+def _blob_file(algorithm: str, name: str, st: os.stat_result) -> BlobFile:
+    """BlobFile(...) from an lstat, without the frozen-dataclass __init__ (object.__setattr__
+    per field)."""
+    b: BlobFile = _new(BlobFile)
+    set_alg, set_name, set_size, set_mtime, set_mode, set_alloc, set_inode, set_links = \
+        _set_fields
+    set_alg(b, algorithm)
+    set_name(b, name)
+    set_size(b, st.st_size)
+    set_mtime(b, st.st_mtime_ns)
+    set_mode(b, st.st_mode)
+    set_alloc(b, st.st_blocks * 512)
+    links = st.st_nlink
+    set_inode(b, f"{st.st_dev}:{st.st_ino}" if links > 1 else "")
+    set_links(b, links)
+    return b
+
+
+def inode_key(st: os.stat_result) -> str:
+    """"device:inode" of a file with other hard links, else "" (as BlobFile.inode)."""
+    return f"{st.st_dev}:{st.st_ino}" if st.st_nlink > 1 else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Stray:
+    """Something in `blobs/` that is not a blob: a bad name, a symlink, a directory, ..."""
+
+    relpath: str
+    reason: str
+    size: int
+    allocated: int = 0  # as BlobFile's
+    inode: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IngestEntry:
+    """An `ingest/<hex>/` folder left by an interrupted write (BuildKit never cleans these)."""
+
+    name: str
+    relpath: str
+    bytes: int  # all regular files inside
+    data_size: int | None  # size of `data`, None when there is no data file
+    total: int | None  # expected size from `total`, when readable
+    mtime_ns: int  # mtime of `data`, else of the folder (the age gc judges by)
+    ref: str | None  # the content of `ref` (e.g. "local-cache/sha256:..."), when readable
+    # What its regular files take on disk: those with no other hard link (what deleting the
+    # entry frees), and ("device:inode", bytes) of each one that has others.
+    allocated: int = 0
+    shared: tuple[tuple[str, int], ...] = ()
+
+
+_BATCH = re.compile(r"q-([0-9]{1,20})-([0-9]{1,10})")
+
+
+def batch_ns(name: str) -> int | None:
+    """When a quarantine batch folder `q-<ns>-<pid>` was made (None: not one of gc's)."""
+    m = _BATCH.fullmatch(name)
+    return int(m.group(1)) if m else None
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedBlob:
+    """A blob gc moved out of blobs/: `.ocicache/quarantine/<batch>/<algorithm>/<name>`."""
+
+    batch: str
+    batch_ns: int  # when gc moved it (from the batch name)
+    algorithm: str
+    name: str
+    size: int
+    allocated: int = 0  # st_blocks * 512; 0 when another hard link keeps the blocks
+
+    @property
+    def digest(self) -> str:
+        return f"{self.algorithm}:{self.name}"
+
+    @property
+    def relpath(self) -> str:
+        return f"{QUARANTINE}/{self.batch}/{self.algorithm}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineScan:
+    """Everything in gc's quarantine, and entries there that are not ours (never touched)."""
+
+    blobs: tuple[QuarantinedBlob, ...]
+    odd: tuple[str, ...]
+
+    @property
+    def bytes(self) -> int:
+        return sum(q.size for q in self.blobs)
+
+    def by_digest(self) -> dict[str, QuarantinedBlob]:
+        """One quarantined copy per digest (the newest batch's)."""
+        out: dict[str, QuarantinedBlob] = {}
+        for q in sorted(self.blobs, key=lambda q: q.batch_ns):
+            out[q.digest] = q
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class BlobScan:
+    """Every blob file (by digest, sorted) and every stray entry under blobs/."""
+
+    blobs: dict[str, BlobFile]
+    strays: tuple[Stray, ...]
+
+
+class Layout:
+    """A cache directory opened for reading. Use as a context manager (it holds directory fds)."""
+
+    def __init__(self, root: str | os.PathLike[str], listing: Listing | None = None) -> None:
+        """`listing`, a find listing of the same directory begun earlier, lets the first
+        `scan_blobs` take the blobs' lstat from it (listing.py)."""
+        self.root = Path(os.path.abspath(root))
+        self._listing = listing
+        try:
+            # DIR itself may be a symlink the user chose to name; nothing below it may be.
+            self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotACacheDirError("no such directory", file=str(self.root)) from None
+        except NotADirectoryError:
+            raise NotACacheDirError("not a directory", file=str(self.root)) from None
+        except OSError as e:
+            raise NotACacheDirError(f"cannot open: {e.strerror}", file=str(self.root)) from None
+        self._dir_fds: dict[str, int | None] = {}
+        names = set(self._listdir(self._root_fd))
+        if INDEX_JSON not in names and BLOBS not in names:
+            self.close()
+            raise NotACacheDirError(
+                "not a cache directory (no index.json and no blobs/)",
+                file=str(self.root),
+                hint="point at the DIR given to --cache-to type=local,dest=DIR",
+            )
+        self.top_names = frozenset(names)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        for fd in self._dir_fds.values():
+            if fd is not None:
+                os.close(fd)
+        self._dir_fds.clear()
+        if self._root_fd >= 0:
+            os.close(self._root_fd)
+            self._root_fd = -1
+
+    def __enter__(self) -> Layout:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def root_fd(self) -> int:
+        return self._root_fd
+
+    # -- directories ---------------------------------------------------------------------------
+    def _subdir_fd(self, relpath: str) -> int | None:
+        """fd of a directory below DIR, opened component by component with O_NOFOLLOW."""
+        if relpath in self._dir_fds:
+            return self._dir_fds[relpath]
+        parent, _, name = relpath.rpartition("/")
+        parent_fd = self._subdir_fd(parent) if parent else self._root_fd
+        fd: int | None = None
+        if parent_fd is not None:
+            try:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            except OSError:
+                fd = None  # absent, a symlink (ELOOP), or not a directory
+        self._dir_fds[relpath] = fd
+        return fd
+
+    def forget_dir(self, relpath: str) -> None:
+        """Drop a cached directory fd (a writer just made that directory)."""
+        fd = self._dir_fds.pop(relpath, None)
+        if fd is not None:
+            os.close(fd)
+
+    def blob_dir_fd(self, algorithm: str) -> int | None:
+        """fd of `blobs/<algorithm>` (None when absent or not a real directory)."""
+        if algorithm not in ALGORITHMS:
+            return None
+        return self._subdir_fd(f"{BLOBS}/{algorithm}")
+
+    @staticmethod
+    def _listdir(fd: int) -> list[str]:
+        return sorted(e.name for e in os.scandir(fd))
+
+    # -- reads -----------------------------------------------------------------------------------
+    def _open(self, dir_fd: int, name: str, where: str) -> int:
+        try:
+            fd = os.open(name, _READ_FLAGS | _NOATIME, dir_fd=dir_fd)
+        except PermissionError:
+            if not _NOATIME:
+                raise CorruptError("permission denied", file=where) from None
+            try:  # O_NOATIME is only allowed to the file's owner
+                fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+            except PermissionError:
+                raise CorruptError("permission denied", file=where) from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise CorruptError("is a symlink; not followed", file=where) from None
+            raise
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise CorruptError("not a regular file", file=where)
+        return fd
+
+    def _read(self, dir_fd: int, name: str, where: str, limit: int,
+              limit_name: str | None = None) -> bytes:
+        return self._read_stat(dir_fd, name, where, limit, limit_name)[0]
+
+    def _read_stat(self, dir_fd: int, name: str, where: str, limit: int,
+                   limit_name: str | None = None
+                   ) -> tuple[bytes, os.stat_result, os.stat_result]:
+        """The bytes of a file (at most `limit`), and its fstat just before and just after the
+        read (an in-place rewrite during the read moves its size, mtime or ctime)."""
+        fd = self._open(dir_fd, name, where)
+        try:
+            before = os.fstat(fd)
+            if before.st_size > limit:
+                raise _too_large(where, before.st_size, limit, limit_name)
+            chunks: list[bytes] = []
+            remaining = limit + 1
+            while remaining > 0:
+                chunk = os.read(fd, min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            after = os.fstat(fd)
+        except OSError as e:
+            raise CorruptError(f"cannot read: {e.strerror}", file=where) from None
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
+        if len(data) > limit:
+            raise _too_large(where, max(len(data), after.st_size), limit, limit_name)
+        return data, before, after
+
+    def read_top(self, name: str, limit: int = INDEX_LIMIT) -> bytes | None:
+        """Bytes of a top-level file (index.json, oci-layout), or None when it does not exist."""
+        try:
+            return self._read(self._root_fd, name, name, limit,
+                              INDEX_LIMIT_NAME if limit == INDEX_LIMIT else None)
+        except FileNotFoundError:
+            return None
+
+    def read_top_stat(self, name: str, limit: int = INDEX_LIMIT
+                      ) -> tuple[bytes, os.stat_result, os.stat_result] | None:
+        """read_top, with the file's fstat before and after the read (see _read_stat)."""
+        try:
+            return self._read_stat(self._root_fd, name, name, limit,
+                                   INDEX_LIMIT_NAME if limit == INDEX_LIMIT else None)
+        except FileNotFoundError:
+            return None
+
+    def stat_top(self, name: str) -> os.stat_result | None:
+        """lstat of a top-level entry, or None."""
+        try:
+            return os.stat(name, dir_fd=self._root_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def read_blob(self, digest: Digest, limit: int) -> bytes:
+        """The bytes of a blob (at most `limit`); FileNotFoundError when it is missing."""
+        fd = self.blob_dir_fd(digest.algorithm)
+        if fd is None:
+            raise FileNotFoundError(self.blob_relpath(digest))
+        return self._read(fd, digest.encoded, self.blob_relpath(digest), limit)
+
+    def read_blob_head(self, blob: BlobFile, n: int) -> bytes:
+        """The first `n` bytes of a blob file (to tell JSON from layer bytes)."""
+        fd = self.blob_dir_fd(blob.algorithm)
+        if fd is None:
+            raise FileNotFoundError(blob.relpath)
+        f = self._open(fd, blob.name, blob.relpath)
+        try:
+            return os.read(f, n)
+        finally:
+            os.close(f)
+
+    def open_blob_fd(self, blob: BlobFile) -> int:
+        """A read-only fd on a blob file (caller closes it); used for hashing."""
+        fd = self.blob_dir_fd(blob.algorithm)
+        if fd is None:
+            raise FileNotFoundError(blob.relpath)
+        return self._open(fd, blob.name, blob.relpath)
+
+    def stat_blob(self, digest: str) -> os.stat_result | None:
+        """lstat of blobs/<alg>/<encoded> for a valid digest string, or None when absent."""
+        alg, _, name = digest.partition(":")
+        fd = self.blob_dir_fd(alg)
+        if fd is None or len(name) != _HEX_LEN.get(alg, -1) or name.strip(_HEX_DIGITS):
+            return None
+        try:
+            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    @staticmethod
+    def blob_relpath(digest: Digest) -> str:
+        return f"{BLOBS}/{digest.algorithm}/{digest.encoded}"
+
+    # -- scans ----------------------------------------------------------------------------------
+    def scan_blobs(self) -> BlobScan:
+        """One lstat pass over blobs/: every blob by digest, and everything else as a stray.
+
+        The first scan of a Layout given a listing takes the lstat results from it when it is
+        certainly of these very folders; later scans (gc re-scans before deleting) stat anew."""
+        listing, self._listing = self._listing, None
+        if listing is not None:
+            scan = self._scan_listing(listing)
+            if scan is not None:
+                return scan
+        blobs: dict[str, BlobFile] = {}
+        strays: list[Stray] = []
+        blobs_fd = self._subdir_fd(BLOBS)
+        if blobs_fd is None:
+            st = self.stat_top(BLOBS)
+            if st is not None:
+                strays.append(Stray(BLOBS, "not a directory (or a symlink); not followed", 0))
+            return BlobScan(blobs, tuple(strays))
+        for alg_entry in sorted(os.scandir(blobs_fd), key=lambda e: e.name):
+            rel_alg = f"{BLOBS}/{alg_entry.name}"
+            if alg_entry.name not in ALGORITHMS:
+                strays.append(Stray(rel_alg, "unknown digest algorithm folder", 0))
+                continue
+            alg_fd = self.blob_dir_fd(alg_entry.name)
+            if alg_fd is None:
+                strays.append(Stray(rel_alg, "not a directory (or a symlink); not followed", 0))
+                continue
+            # The hot loop of every command (one entry per blob, 50k+ in big caches): each entry
+            # is lstat-ed once, the name is checked with a C-level strip instead of a regex,
+            # names are sorted as plain strings, and BlobFile values are made without the
+            # frozen dataclass __init__ (3x slower). Same values, same order as before.
+            alg = alg_entry.name
+            hex_len = _HEX_LEN[alg]
+            found: dict[str, os.stat_result] = {}
+            for entry in os.scandir(alg_fd):
+                name = entry.name
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    strays.append(Stray(f"{rel_alg}/{name}", "cannot stat", 0))
+                    continue
+                if len(name) != hex_len or name.strip(_HEX_DIGITS):
+                    strays.append(Stray(f"{rel_alg}/{name}", "name is not a digest", st.st_size,
+                                        st.st_blocks * 512, inode_key(st)))
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    kind = file_kind(st.st_mode)
+                    strays.append(Stray(f"{rel_alg}/{name}",
+                                        f"{kind}, not a regular file; not followed", 0))
+                    continue
+                found[name] = st
+            for name in sorted(found):
+                blobs[f"{alg}:{name}"] = _blob_file(alg, name, found[name])
+        ordered = blobs  # built in order: algorithm folders sorted, names sorted within each
+        return BlobScan(ordered, tuple(sorted(strays, key=lambda s: s.relpath)))
+
+    def _scan_listing(self, listing: Listing) -> BlobScan | None:
+        """scan_blobs from a find listing: the same values, in the same order, as the scandir
+        pass; None (scan with scandir) unless DIR, blobs/ and each blobs/<algorithm>/ are the
+        folders this Layout holds open (same device and inode)."""
+        from ocicache.store.listing import identity
+
+        tree = listing.take_tree()
+        blobs_fd = self._subdir_fd(BLOBS)
+        if tree is None or blobs_fd is None:
+            return None
+        top = tree.get("", {})
+        root_entry, blobs_entry = top.get(""), top.get(BLOBS)
+        if (root_entry is None or root_entry[3] != identity(os.fstat(self._root_fd))
+                or blobs_entry is None or blobs_entry[3] != identity(os.fstat(blobs_fd))):
+            return None
+        blobs: dict[str, BlobFile] = {}
+        strays: list[Stray] = []
+        new = _new
+        set_alg, set_name, set_size, set_mtime, set_mode, set_alloc, set_inode, set_links = \
+            _set_fields
+        for alg in sorted(tree.get(BLOBS, {})):
+            rel_alg = f"{BLOBS}/{alg}"
+            if alg not in ALGORITHMS:
+                strays.append(Stray(rel_alg, "unknown digest algorithm folder", 0))
+                continue
+            alg_fd = self.blob_dir_fd(alg)
+            if alg_fd is None:
+                strays.append(Stray(rel_alg, "not a directory (or a symlink); not followed", 0))
+                continue
+            if tree[BLOBS][alg][3] != identity(os.fstat(alg_fd)):
+                return None
+            hex_len = _HEX_LEN[alg]
+            entries = tree.pop(rel_alg, {})
+            for name in sorted(entries):
+                mode, size, mtime_ns, ident, blocks, links = entries[name]
+                if len(name) != hex_len or name.strip(_HEX_DIGITS):
+                    strays.append(Stray(f"{rel_alg}/{name}", "name is not a digest", size,
+                                        blocks * 512, ident if links > 1 else ""))
+                    continue
+                if not stat.S_ISREG(mode):
+                    strays.append(Stray(f"{rel_alg}/{name}",
+                                        f"{file_kind(mode)}, not a regular file; not followed",
+                                        0))
+                    continue
+                b: BlobFile = new(BlobFile)  # as _blob_file, inlined: the loop runs 50k times
+                set_alg(b, alg)
+                set_name(b, name)
+                set_size(b, size)
+                set_mtime(b, mtime_ns)
+                set_mode(b, mode)
+                set_alloc(b, blocks * 512)
+                set_inode(b, ident if links > 1 else "")
+                set_links(b, links)
+                blobs[f"{alg}:{name}"] = b
+            del entries
+        return BlobScan(blobs, tuple(sorted(strays, key=lambda s: s.relpath)))
+
+    def scan_ingest(self) -> tuple[IngestEntry, ...]:
+        """Every `ingest/<name>/` folder (interrupted writes), sorted by name."""
+        ingest_fd = self._subdir_fd(INGEST)
+        if ingest_fd is None:
+            return ()
+        out: list[IngestEntry] = []
+        for entry in sorted(os.scandir(ingest_fd), key=lambda e: e.name):
+            rel = f"{INGEST}/{entry.name}"
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                regular = stat.S_ISREG(st.st_mode)
+                alone, shared = _allocation([st] if regular else [])
+                out.append(IngestEntry(entry.name, rel, st.st_size if regular else 0, None,
+                                       None, st.st_mtime_ns, None, alone, shared))
+                continue
+            out.append(self._ingest_entry(entry.name, rel, st))
+        return tuple(out)
+
+    def _ingest_entry(self, name: str, rel: str, dir_st: os.stat_result) -> IngestEntry:
+        fd = self._subdir_fd(rel)
+        if fd is None:
+            return IngestEntry(name, rel, 0, None, None, dir_st.st_mtime_ns, None)
+        total_bytes = 0
+        data_size: int | None = None
+        mtime = dir_st.st_mtime_ns
+        files: dict[str, os.stat_result] = {}
+        for f in os.scandir(fd):
+            try:
+                fst = f.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(fst.st_mode):
+                total_bytes += fst.st_size
+                files[f.name] = fst
+        alone, shared = _allocation(list(files.values()))
+        if "data" in files:
+            data_size = files["data"].st_size
+            mtime = files["data"].st_mtime_ns
+        total = _small_int(self, fd, "total", f"{rel}/total") if "total" in files else None
+        ref = _small_text(self, fd, "ref", f"{rel}/ref") if "ref" in files else None
+        return IngestEntry(name, rel, total_bytes, data_size, total, mtime, ref, alone, shared)
+
+
+    def quarantine_batches(self) -> list[str]:
+        """Names of the batch folders in gc's quarantine (sorted)."""
+        fd = self._subdir_fd(QUARANTINE)
+        return [] if fd is None else self._listdir(fd)
+
+    def scan_quarantine(self) -> QuarantineScan:
+        """Every blob gc moved into `.ocicache/quarantine/` (quarantine.py), and odd entries.
+
+        Read afresh each call (gc moves blobs in and out while it runs)."""
+        for rel in [r for r in self._dir_fds if r == OWN_DIR or r.startswith(OWN_DIR + "/")]:
+            self.forget_dir(rel)
+        fd = self._subdir_fd(QUARANTINE)
+        if fd is None:
+            st = self.stat_top(OWN_DIR)
+            return QuarantineScan((), () if st is None or stat.S_ISDIR(st.st_mode)
+                                  else (OWN_DIR,))
+        blobs: list[QuarantinedBlob] = []
+        odd: list[str] = []
+        for batch in self._listdir(fd):
+            made = batch_ns(batch)
+            batch_fd = self._subdir_fd(f"{QUARANTINE}/{batch}") if made is not None else None
+            if made is None or batch_fd is None:
+                odd.append(f"{QUARANTINE}/{batch}")
+                continue
+            for alg in self._listdir(batch_fd):
+                rel_alg = f"{QUARANTINE}/{batch}/{alg}"
+                alg_fd = self._subdir_fd(rel_alg) if alg in ALGORITHMS else None
+                if alg_fd is None:
+                    odd.append(rel_alg)
+                    continue
+                hex_len = _HEX_LEN[alg]
+                for entry in sorted(os.scandir(alg_fd), key=lambda e: e.name):
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    name = entry.name
+                    if (len(name) != hex_len or name.strip(_HEX_DIGITS)
+                            or not stat.S_ISREG(st.st_mode)):
+                        odd.append(f"{rel_alg}/{name}")
+                        continue
+                    blocks = 0 if st.st_nlink > 1 else st.st_blocks * 512
+                    blobs.append(QuarantinedBlob(batch, made, alg, name, st.st_size, blocks))
+        return QuarantineScan(tuple(blobs), tuple(odd))
+
+    def walk_files(self) -> Iterator[tuple[str, os.stat_result]]:
+        """Every entry below DIR (relative path, lstat), not following symlinks; sorted."""
+        yield from _walk(self._root_fd, "")
+
+
+
+def _allocation(files: list[os.stat_result]) -> tuple[int, tuple[tuple[str, int], ...]]:
+    """What regular files take on disk: (bytes of those with no other hard link, and
+    ("device:inode", bytes) of each of the others, once per inode)."""
+    alone = 0
+    shared: dict[str, int] = {}
+    for st in files:
+        if st.st_nlink > 1:
+            shared[f"{st.st_dev}:{st.st_ino}"] = st.st_blocks * 512
+        else:
+            alone += st.st_blocks * 512
+    return alone, tuple(sorted(shared.items()))
+
+
+def _walk(root_fd: int, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
+    """Depth-first, sorted, iteratively (a folder tree can be thousands deep): a stack of open
+    folders, each with the entries still to list."""
+    stack: list[tuple[int, str, Iterator[os.DirEntry[str]]]] = []
+    stack.append((root_fd, prefix, iter(sorted(os.scandir(root_fd), key=lambda e: e.name))))
+    try:
+        while stack:
+            fd, base, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                if fd != root_fd:
+                    os.close(fd)
+                continue
+            rel = f"{base}{entry.name}"
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            yield rel, st
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    sub = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+                except OSError:
+                    continue
+                try:
+                    listed = sorted(os.scandir(sub), key=lambda e: e.name)
+                except OSError:
+                    os.close(sub)
+                    continue
+                stack.append((sub, rel + "/", iter(listed)))
+    finally:
+        for fd, _, _ in stack:
+            if fd != root_fd:
+                os.close(fd)
+
+
+def _too_large(where: str, size: int, limit: int, limit_name: str | None) -> TooLargeError:
+    name = limit_name or "read limit"
+    return TooLargeError(
+        f"{size} bytes: larger than ocicache's {name} ({_mib(limit)}, {limit} bytes); not read",
+        file=where, limit=limit, limit_name=name)
+
+
+def _mib(n: int) -> str:
+    return f"{n >> 30} GiB" if n >= 1 << 30 and not n % (1 << 30) else f"{n / (1 << 20):g} MiB"
+
+
+def _small_text(layout: Layout, dir_fd: int, name: str, where: str) -> str | None:
+    try:
+        return layout._read(dir_fd, name, where, 4096).decode("utf-8", "replace").strip()
+    except (OSError, CorruptError):
+        return None
+
+
+def _small_int(layout: Layout, dir_fd: int, name: str, where: str) -> int | None:
+    text = _small_text(layout, dir_fd, name, where)
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def file_kind(mode: int) -> str:
+    """'a symlink', 'a FIFO', ... for an lstat mode that is not a regular file."""
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
