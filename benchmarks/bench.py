@@ -191,7 +191,7 @@ class Bench:
 def _reads_of_first_run(d: Path) -> tuple[list[str], list[str]]:
     """(blobs sniffed, blobs read whole) by ocicache's reader on DIR with no blob cache."""
     sys.path.insert(0, str(REPO))
-    from ocicache.core.inventory import read_inventory
+    from ocicache.ops.read import read_inventory
     from ocicache.store.layout import Layout
 
     heads: list[str] = []

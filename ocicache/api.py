@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ocicache.base.errors import (
@@ -17,10 +15,12 @@ from ocicache.base.errors import (
 )
 from ocicache.core import reports
 from ocicache.core.exports import Export, build_exports
-from ocicache.core.inventory import Inventory, read_inventory
 from ocicache.core.refs import resolve
+from ocicache.core.snapshot import RefResult, ShowResult, Snapshot
+from ocicache.format.names import INDEX_JSON, LOCK_FILE, OCI_LAYOUT
+from ocicache.ops.read import read_inventory
 from ocicache.store.cache import BlobCache
-from ocicache.store.layout import INDEX_JSON, LOCK_FILE, OCI_LAYOUT, Layout
+from ocicache.store.layout import Layout
 
 # ref/pin/check/explain modules are imported where they are used: the read commands (most
 # runs) then start ~50 ms sooner.
@@ -31,25 +31,10 @@ if TYPE_CHECKING:
     from ocicache.core.check import CheckResult
     from ocicache.core.gc_plan import Policy as GcPolicy
     from ocicache.core.repair import RepairPlan
+    from ocicache.format.indexdoc import RawEntry
     from ocicache.ops.gc_apply import GcResult
     from ocicache.store.hashing import ProgressCallback
-    from ocicache.store.indexwrite import RawEntry
     from ocicache.store.listing import Listing
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One read of a cache directory: the inventory and its exports, newest first."""
-
-    root: Path
-    inventory: Inventory
-    exports: list[Export]
-    metadata_sizes: tuple[int, ...]  # index.json, oci-layout, index.json.lock (those present)
-    metadata_allocated: tuple[int, ...] = ()  # what the same take on disk (st_blocks x 512)
-
-    @property
-    def warnings(self) -> list[str]:
-        return [str(p) for p in self.inventory.problems]
 
 
 def read(directory: str | os.PathLike[str], use_cache: bool = True,
@@ -83,14 +68,6 @@ def history(directory: str | os.PathLike[str], listing: Listing | None = None) -
     return snap
 
 
-@dataclass(frozen=True)
-class ShowResult:
-    snapshot: Snapshot
-    export: Export
-    position: int  # N in ~N
-    layers: list[reports.StackLayer]
-
-
 def show(directory: str | os.PathLike[str], ref: str,
          listing: Listing | None = None) -> ShowResult:
     """One export, REF as a tag, digest, digest prefix or ~N; its layers in stack order."""
@@ -116,21 +93,6 @@ def du(directory: str | os.PathLike[str],
 
 
 # -- ref, pin, unpin (cache-from specs and pins) ----------------------------------------------
-@dataclass(frozen=True)
-class RefResult:
-    """The import spec of one export, or why BuildKit would refuse it."""
-
-    export: Export
-    position: int  # N in ~N
-    src: str
-    spec: str | None  # None when refused
-    readiness: cachefrom.Readiness
-
-    @property
-    def warnings(self) -> list[str]:
-        return list(self.readiness.warnings)
-
-
 def _ref_result(snap: Snapshot, export: Export) -> RefResult:
     from ocicache.core import cachefrom
     from ocicache.core import spec as spec_mod
@@ -309,8 +271,8 @@ def check(directory: str | os.PathLike[str], quick: bool = False, workers: int |
 def repair(directory: str | os.PathLike[str], dry_run: bool = False) -> RepairPlan:
     """Rebuild a torn, invalid or missing index.json (see ocicache.core.repair); `dry_run` writes
     nothing. A healthy index.json is left alone (`plan.needed` is False)."""
-    from ocicache.core.repair import repair as run_repair
     from ocicache.ops.gc_apply import put_back_needed
+    from ocicache.ops.repair import repair as run_repair
     from ocicache.store.quarantine import gc_lock
 
     plan = run_repair(directory, True)

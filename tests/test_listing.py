@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from test_hostile import CASES, Case, _build
 
-from ocicache.store.layout import BlobScan, Layout
+from ocicache.store.base import BlobScan
+from ocicache.store.layout import Layout
 from ocicache.store.listing import FIND, Listing
 
 REPO = Path(__file__).parent.parent

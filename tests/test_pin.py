@@ -20,10 +20,10 @@ from pin_helpers import CASES, copy_case, run
 from ocicache import api
 from ocicache.base.errors import RefusedError, UsageError
 from ocicache.core.pins import validate_name
+from ocicache.format.indexdoc import split_index
 from ocicache.format.model import ANN_PINNED, ANN_REF_NAME
 from ocicache.format.schema import validate
 from ocicache.store import indexwrite
-from ocicache.store.indexwrite import split_index
 
 NOW = datetime(2026, 11, 27, 21, 0, 0, tzinfo=UTC)
 WITH_INDEX = [c for c in CASES if c != "k-interrupted-export"] + ["k-interrupted-export"]

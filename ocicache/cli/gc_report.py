@@ -9,8 +9,8 @@ from ocicache.base.timefmt import format_rfc3339
 from ocicache.cli.render import _digest, ago, names_cell, size, table
 from ocicache.cli.textsafe import safe
 from ocicache.core.gc_plan import BLOB_KINDS, KIND_INGEST, ExportDecision, allocated_freed
+from ocicache.format.names import QUARANTINE
 from ocicache.ops.gc_apply import GcResult
-from ocicache.store.layout import QUARANTINE
 
 SCHEMA = "ocicache/gc@1"
 

@@ -6,13 +6,14 @@ import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ocicache.api import ShowResult, Snapshot
 from ocicache.base.timefmt import format_rfc3339, to_datetime
 from ocicache.cli.textsafe import safe
 from ocicache.core.diff import new_layers
 from ocicache.core.exports import Export
 from ocicache.core.reports import BlobRow, ForeignEntry, StackLayer, Usage, foreign_entries
-from ocicache.store.layout import QUARANTINE, QuarantineScan
+from ocicache.core.snapshot import ShowResult, Snapshot
+from ocicache.format.names import QUARANTINE
+from ocicache.store.base import QuarantineScan
 
 if TYPE_CHECKING:
     from ocicache.core.check import CheckResult

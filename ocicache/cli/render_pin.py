@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ocicache.api import RefResult, Snapshot
 from ocicache.base.timefmt import format_rfc3339
 from ocicache.cli.textsafe import safe
 from ocicache.core import cachefrom
 from ocicache.core import spec as spec_mod
 from ocicache.core.exports import Export
 from ocicache.core.pins import PinResult, UnpinResult
+from ocicache.core.snapshot import RefResult, Snapshot
 
 LINE_FORMATS = tuple(f for f in spec_mod.FORMATS if f != "json")
 

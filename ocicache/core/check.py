@@ -23,12 +23,12 @@ from ocicache.core.exports import Export
 from ocicache.core.reports import StackLayer, stack
 from ocicache.format import documents as docs
 from ocicache.format.digest import parse_digest
+from ocicache.format.names import INDEX_JSON, LOCK_FILE, OCI_LAYOUT, QUARANTINE
 from ocicache.format.schema import Violation, validate
-from ocicache.store.hashing import HashResult
-from ocicache.store.layout import INDEX_JSON, LOCK_FILE, OCI_LAYOUT, QUARANTINE, Layout
+from ocicache.store.base import HashResult, Store, blob_relpath
 
 if TYPE_CHECKING:
-    from ocicache.api import Snapshot
+    from ocicache.core.snapshot import Snapshot
 
 ERROR = "error"
 WARNING = "warning"
@@ -89,7 +89,7 @@ class CheckResult:
 
 def _rel(digest: str) -> str:
     try:
-        return Layout.blob_relpath(parse_digest(digest))
+        return blob_relpath(parse_digest(digest))
     except UsageError:
         return digest
 
@@ -431,7 +431,7 @@ class DuplicateKey(Violation):
 _IMPORTED = frozenset({docs.KIND_CACHE_MANIFEST, docs.KIND_CACHE_CONFIG})
 
 
-def schema_violations(layout: Layout, snap: Snapshot) -> dict[str, tuple[Violation, ...]]:
+def schema_violations(store: Store, snap: Snapshot) -> dict[str, tuple[Violation, ...]]:
     """What a second, complete read of the documents finds, keyed by file: every schema
     violation of index.json and of the JSON blobs in `snap.inventory.bad_docs` (readers stop at
     the first), and every duplicate key (a DuplicateKey) of the cache manifests and configs
@@ -447,7 +447,7 @@ def schema_violations(layout: Layout, snap: Snapshot) -> dict[str, tuple[Violati
             if digest is None:  # the bytes the first read judged (read between writes)
                 doc = docs.loads_strict(inv.index_raw or b"", file)
             else:
-                doc = docs.loads_blob(layout.read_blob(parse_digest(digest), docs.JSON_LIMIT), file)
+                doc = docs.loads_blob(store.read_blob(parse_digest(digest), docs.JSON_LIMIT), file)
         except (OcicacheError, OSError):
             continue  # changed since the first read: the first violation stands
         name = "image-index" if digest is None else docs.schema_for(doc)
@@ -457,7 +457,7 @@ def schema_violations(layout: Layout, snap: Snapshot) -> dict[str, tuple[Violati
         if kind in _IMPORTED:
             file = _rel(digest)
             try:
-                data = layout.read_blob(parse_digest(digest), docs.JSON_LIMIT)
+                data = store.read_blob(parse_digest(digest), docs.JSON_LIMIT)
             except (OcicacheError, OSError):
                 continue  # the first read's findings stand
             found = docs.duplicate_keys(data)

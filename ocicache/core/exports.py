@@ -34,7 +34,7 @@ from ocicache.base.timefmt import parse_rfc3339_ns
 from ocicache.core import reach
 from ocicache.core.inventory import Inventory
 from ocicache.format.model import ANN_CREATED, CacheConfig, CacheManifest, Descriptor
-from ocicache.store.layout import BlobFile
+from ocicache.store.base import BlobFile
 
 EVIDENCE_MTIME = "mtime"
 EVIDENCE_CREATEDAT = "createdat"

@@ -37,7 +37,7 @@ from ocicache.core.reports import (
     KIND_UNKNOWN,
     blob_kinds,
 )
-from ocicache.store.layout import INDEX_JSON, LOCK_FILE
+from ocicache.format.names import INDEX_JSON, LOCK_FILE
 
 HOUR_NS = 3600 * 1_000_000_000
 

@@ -18,9 +18,9 @@ from ocicache.base.errors import CorruptError, NotFoundError, RefusedError, Usag
 from ocicache.core.exports import Export
 from ocicache.format import documents as docs
 from ocicache.format.digest import parse_digest
+from ocicache.format.indexdoc import RawEntry, Transform
 from ocicache.format.model import ANN_PINNED, ANN_REF_NAME
-from ocicache.store.indexwrite import RawEntry, Transform
-from ocicache.store.layout import Layout
+from ocicache.store.base import Store, blob_relpath
 
 # image-spec annotations.md, org.opencontainers.image.ref.name:
 #   ref       ::= component ("/" component)*
@@ -80,29 +80,29 @@ def pin_entry(e: Export, name: str, now: datetime) -> RawEntry:
     })
 
 
-def verify_manifest(layout: Layout, e: Export) -> None:
+def verify_manifest(store: Store, e: Export) -> None:
     """Re-read the manifest blob (under the lock) and check its digest: never pin what is gone."""
     d = parse_digest(e.digest)
     try:
-        data = layout.read_blob(d, max(e.manifest_size, 1))
+        data = store.read_blob(d, max(e.manifest_size, 1))
     except FileNotFoundError:
         raise RefusedError("the manifest blob disappeared (a concurrent gc or reset?)",
-                           file=layout.blob_relpath(d)) from None
+                           file=blob_relpath(d)) from None
     except CorruptError as err:
         raise RefusedError(f"cannot re-read the manifest: {err.message}",
-                           file=layout.blob_relpath(d)) from None
+                           file=blob_relpath(d)) from None
     if d.algorithm == "sha256" and hashlib.sha256(data).hexdigest() != d.encoded:
         raise RefusedError("the manifest blob does not match its digest",
-                           file=layout.blob_relpath(d))
+                           file=blob_relpath(d))
 
 
-def names_foreign(layout: Layout, digest: str) -> bool:
+def names_foreign(store: Store, digest: str) -> bool:
     """True when the blob an index.json entry names is a manifest or index that is not a cache
     manifest (an image, an artifact). One bounded read; False when it cannot be told."""
     try:
         d = parse_digest(digest)
-        data = layout.read_blob(d, docs.JSON_LIMIT)
-        return docs.classify(docs.loads_blob(data, layout.blob_relpath(d))) == docs.KIND_MANIFEST
+        data = store.read_blob(d, docs.JSON_LIMIT)
+        return docs.classify(docs.loads_blob(data, blob_relpath(d))) == docs.KIND_MANIFEST
     except (OSError, CorruptError, UsageError):
         return False
 

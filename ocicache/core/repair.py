@@ -17,22 +17,20 @@ holds blobs. No count limit: every entry that parses is salvaged.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from ocicache.base.errors import CorruptError, RefusedError, TooLargeError
 from ocicache.core.exports import build_exports
-from ocicache.core.inventory import Inventory, read_inventory
+from ocicache.core.inventory import Inventory
 from ocicache.format import documents as docs
 from ocicache.format import mediatypes as mt
 from ocicache.format.digest import is_valid_digest
 from ocicache.format.fastvalid import certainly_valid
 from ocicache.format.model import ANN_REF_NAME
+from ocicache.format.names import INDEX_JSON
 from ocicache.format.schema import validate
-from ocicache.store.indexwrite import replace_index, require_readable_size
-from ocicache.store.layout import INDEX_JSON, Layout
-from ocicache.store.lock import index_lock
+from ocicache.store.base import Store
 
 DEFAULT_TAG = "latest"
 
@@ -55,8 +53,8 @@ class RepairPlan:
         return json.dumps(self.document, separators=(",", ":")).encode()
 
 
-def plan(layout: Layout, inv: Inventory) -> RepairPlan:
-    """Decide what a repair of `layout` would write (pure: it works on the inventory's read).
+def plan(store: Store, inv: Inventory) -> RepairPlan:
+    """Decide what a repair of `store` would write (pure: it works on the inventory's read).
 
     Refuses (RefusedError) rather than write an index.json that drops entries it could not
     read (one over ocicache's size limit) or that names nothing while blobs/ holds blobs."""
@@ -158,21 +156,3 @@ def _leading_objects(text: str) -> list[object]:
             break
         out.append(value)
     return out
-
-
-def repair(directory: str | os.PathLike[str], dry_run: bool = False) -> RepairPlan:
-    """Plan a repair of DIR and, unless `dry_run`, write the new index.json atomically."""
-    with Layout(directory) as layout:
-        first = plan(layout, read_inventory(layout))
-        if dry_run or not first.needed:
-            return first
-        with index_lock(layout.root_fd):
-            # BuildKit may have written index.json since we looked: plan again under the lock.
-            final = plan(layout, read_inventory(layout))
-            if final.needed:
-                data = final.data
-                require_readable_size(data)
-                replace_index(layout.root_fd, data)
-        return final
-
-

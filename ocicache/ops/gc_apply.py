@@ -61,21 +61,16 @@ from ocicache.core.gc_plan import (
     stable_until,
     summarize,
 )
-from ocicache.core.inventory import Inventory, read_inventory
+from ocicache.core.inventory import Inventory
 from ocicache.core.reports import KIND_CONFIG, KIND_LAYER, KIND_MANIFEST, KIND_UNKNOWN
 from ocicache.format import documents as docs
 from ocicache.format.digest import ALGORITHMS, is_hex_name, parse_digest
+from ocicache.format.names import INDEX_JSON, INGEST, LOCK_FILE, OCI_LAYOUT, QUARANTINE
+from ocicache.ops.read import read_inventory
+from ocicache.store.base import QuarantineScan
 from ocicache.store.cache import BlobCache
 from ocicache.store.indexread import read_index
-from ocicache.store.layout import (
-    INDEX_JSON,
-    INGEST,
-    LOCK_FILE,
-    OCI_LAYOUT,
-    QUARANTINE,
-    Layout,
-    QuarantineScan,
-)
+from ocicache.store.layout import Layout
 from ocicache.store.lock import UNUSABLE, probe_shared
 from ocicache.store.quarantine import (
     Batch,

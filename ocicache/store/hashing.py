@@ -19,25 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ocicache.base.errors import CorruptError
-from ocicache.store.layout import BlobFile, Layout
+from ocicache.store.base import BlobFile, HashResult
+from ocicache.store.layout import Layout
 
 CHUNK = 1 << 20  # 1 MiB reads
 # Below this size per-file costs (open, fstat, close, Python) outweigh hashing (measured).
 SMALL = 32 << 10
 
-
-@dataclass(frozen=True, slots=True)
-class HashResult:
-    """What re-hashing one blob found: its real digest and length, or why it could not be read."""
-
-    digest: str  # the blob's name (algorithm:hex)
-    actual: str | None  # algorithm:hex of the content; None when unreadable
-    bytes_read: int
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.actual == self.digest
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 
 from ocicache.base.errors import BusyError, CorruptError
 from ocicache.format import documents as docs
-from ocicache.store.layout import INDEX_JSON, LOCK_FILE, Layout
+from ocicache.format.names import INDEX_JSON, LOCK_FILE
+from ocicache.store.base import IndexRead
+from ocicache.store.layout import Layout
 from ocicache.store.lock import ABSENT, BUSY, HELD, MINE, UNUSABLE, Probe, probe_shared
 
 WAIT_S = 2.0  # how long a read waits for a write in progress (BuildKit's take milliseconds)
@@ -42,16 +43,6 @@ _FIRST_DELAY_S = 0.001
 _MAX_DELAY_S = 0.005  # short polls: a writer's lock-free gap between rewrites can be short
 
 _Read = tuple[bytes, os.stat_result, os.stat_result] | None
-
-
-@dataclass(frozen=True)
-class IndexRead:
-    """One consistent read of index.json."""
-
-    data: bytes | None  # None: there is no index.json
-    doc: object | None  # the decoded document (documents.loads_strict), when it decoded
-    error: CorruptError | None  # why it did not decode: torn or malformed, nobody writing
-    warnings: tuple[str, ...]  # about the lock file, or a read that could not be confirmed
 
 
 def read_index(layout: Layout, wait_s: float | None = None) -> IndexRead:

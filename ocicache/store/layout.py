@@ -11,34 +11,37 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ocicache.base.errors import CorruptError, NotACacheDirError, TooLargeError
 from ocicache.format.digest import ALGORITHMS, Digest
+from ocicache.format.names import (
+    BLOBS,
+    INDEX_JSON,
+    INDEX_LIMIT,
+    INDEX_LIMIT_NAME,
+    INGEST,
+    OWN_DIR,
+    QUARANTINE,
+)
+from ocicache.store.base import (
+    BlobFile,
+    BlobScan,
+    IndexRead,
+    IngestEntry,
+    QuarantinedBlob,
+    QuarantineScan,
+    Stray,
+    batch_ns,
+    blob_relpath,
+)
 
 if TYPE_CHECKING:
     from ocicache.store.listing import Listing
 
-INDEX_JSON = "index.json"
-OCI_LAYOUT = "oci-layout"
-LOCK_FILE = "index.json.lock"
-BLOBS = "blobs"
-INGEST = "ingest"
-# gc's own folder inside DIR (quarantine.py): the only thing ocicache ever adds to a directory.
-OWN_DIR = ".ocicache"
-QUARANTINE = f"{OWN_DIR}/quarantine"
-
-# index.json holds one small descriptor (~250 bytes) per tag: 256 MiB (a million entries) is far
-# beyond any real one and still keeps a hostile (e.g. sparse multi-GB) file from being read into
-# memory. A file over it is reported as too large (TooLargeError, naming this limit), never as
-# torn: a writer refuses to replace what it could not read.
-INDEX_LIMIT = 256 << 20
-INDEX_LIMIT_NAME = "index.json limit"
 
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -46,34 +49,6 @@ _NOATIME = getattr(os, "O_NOATIME", 0)
 # Registered algorithms' encoded parts are lower-case hex of a fixed length (digest.py).
 _HEX_DIGITS = "0123456789abcdef"
 _HEX_LEN = {"sha256": 64, "sha512": 128}
-
-
-@dataclass(frozen=True, slots=True)
-class BlobFile:
-    """One entry of `blobs/<algorithm>/` as lstat saw it."""
-
-    algorithm: str
-    name: str
-    size: int
-    mtime_ns: int
-    mode: int
-    # What the file takes on disk (st_blocks x 512: less than `size` when sparse), and, when
-    # it has other hard links (anywhere), its "device:inode", so that it is counted once.
-    allocated: int = 0
-    inode: str = ""
-    links: int = 1
-
-    @property
-    def digest(self) -> str:
-        return f"{self.algorithm}:{self.name}"
-
-    @property
-    def relpath(self) -> str:
-        return f"{BLOBS}/{self.algorithm}/{self.name}"
-
-    @property
-    def regular(self) -> bool:
-        return stat.S_ISREG(self.mode)
 
 
 _new = object.__new__
@@ -104,89 +79,6 @@ def inode_key(st: os.stat_result) -> str:
     """"device:inode" of a file with other hard links, else "" (as BlobFile.inode)."""
     return f"{st.st_dev}:{st.st_ino}" if st.st_nlink > 1 else ""
 
-
-@dataclass(frozen=True, slots=True)
-class Stray:
-    """Something in `blobs/` that is not a blob: a bad name, a symlink, a directory, ..."""
-
-    relpath: str
-    reason: str
-    size: int
-    allocated: int = 0  # as BlobFile's
-    inode: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class IngestEntry:
-    """An `ingest/<hex>/` folder left by an interrupted write (BuildKit never cleans these)."""
-
-    name: str
-    relpath: str
-    bytes: int  # all regular files inside
-    data_size: int | None  # size of `data`, None when there is no data file
-    total: int | None  # expected size from `total`, when readable
-    mtime_ns: int  # mtime of `data`, else of the folder (the age gc judges by)
-    ref: str | None  # the content of `ref` (e.g. "local-cache/sha256:..."), when readable
-    # What its regular files take on disk: those with no other hard link (what deleting the
-    # entry frees), and ("device:inode", bytes) of each one that has others.
-    allocated: int = 0
-    shared: tuple[tuple[str, int], ...] = ()
-
-
-_BATCH = re.compile(r"q-([0-9]{1,20})-([0-9]{1,10})")
-
-
-def batch_ns(name: str) -> int | None:
-    """When a quarantine batch folder `q-<ns>-<pid>` was made (None: not one of gc's)."""
-    m = _BATCH.fullmatch(name)
-    return int(m.group(1)) if m else None
-
-
-@dataclass(frozen=True, slots=True)
-class QuarantinedBlob:
-    """A blob gc moved out of blobs/: `.ocicache/quarantine/<batch>/<algorithm>/<name>`."""
-
-    batch: str
-    batch_ns: int  # when gc moved it (from the batch name)
-    algorithm: str
-    name: str
-    size: int
-    allocated: int = 0  # st_blocks * 512; 0 when another hard link keeps the blocks
-
-    @property
-    def digest(self) -> str:
-        return f"{self.algorithm}:{self.name}"
-
-    @property
-    def relpath(self) -> str:
-        return f"{QUARANTINE}/{self.batch}/{self.algorithm}/{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class QuarantineScan:
-    """Everything in gc's quarantine, and entries there that are not ours (never touched)."""
-
-    blobs: tuple[QuarantinedBlob, ...]
-    odd: tuple[str, ...]
-
-    @property
-    def bytes(self) -> int:
-        return sum(q.size for q in self.blobs)
-
-    def by_digest(self) -> dict[str, QuarantinedBlob]:
-        """One quarantined copy per digest (the newest batch's)."""
-        out: dict[str, QuarantinedBlob] = {}
-        for q in sorted(self.blobs, key=lambda q: q.batch_ns):
-            out[q.digest] = q
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class BlobScan:
-    """Every blob file (by digest, sorted) and every stray entry under blobs/."""
-
-    blobs: dict[str, BlobFile]
-    strays: tuple[Stray, ...]
 
 
 class Layout:
@@ -339,6 +231,12 @@ class Layout:
         except FileNotFoundError:
             return None
 
+    def read_index(self) -> IndexRead:
+        """index.json read between BuildKit's writes (indexread.py)."""
+        from ocicache.store.indexread import read_index
+
+        return read_index(self)
+
     def stat_top(self, name: str) -> os.stat_result | None:
         """lstat of a top-level entry, or None."""
         try:
@@ -382,9 +280,7 @@ class Layout:
         except FileNotFoundError:
             return None
 
-    @staticmethod
-    def blob_relpath(digest: Digest) -> str:
-        return f"{BLOBS}/{digest.algorithm}/{digest.encoded}"
+    blob_relpath = staticmethod(blob_relpath)
 
     # -- scans ----------------------------------------------------------------------------------
     def scan_blobs(self) -> BlobScan:

@@ -28,7 +28,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 from ocicache.base.errors import BusyError, RefusedError
-from ocicache.store.layout import LOCK_FILE, file_kind
+from ocicache.format.names import LOCK_FILE
+from ocicache.store.layout import file_kind
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC

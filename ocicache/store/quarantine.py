@@ -38,7 +38,9 @@ from dataclasses import dataclass
 from ocicache.base.errors import BusyError, RefusedError
 from ocicache.format import documents as docs
 from ocicache.format.digest import ALGORITHMS, is_hex_name
-from ocicache.store.layout import BLOBS, OWN_DIR, QUARANTINE, Layout, QuarantinedBlob, batch_ns
+from ocicache.format.names import BLOBS, OWN_DIR, QUARANTINE
+from ocicache.store.base import QuarantinedBlob, batch_ns
+from ocicache.store.layout import Layout
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _CANNOT_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM)

@@ -1,0 +1,49 @@
+"""The values a read of a store yields, shared by the façade (api.py) and the renderers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ocicache.core import reports
+from ocicache.core.cachefrom import Readiness
+from ocicache.core.exports import Export
+from ocicache.core.inventory import Inventory
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One read of a cache directory: the inventory and its exports, newest first."""
+
+    root: Path
+    inventory: Inventory
+    exports: list[Export]
+    metadata_sizes: tuple[int, ...]  # index.json, oci-layout, index.json.lock (those present)
+    metadata_allocated: tuple[int, ...] = ()  # what the same take on disk (st_blocks x 512)
+
+    @property
+    def warnings(self) -> list[str]:
+        return [str(p) for p in self.inventory.problems]
+
+
+@dataclass(frozen=True)
+class ShowResult:
+    snapshot: Snapshot
+    export: Export
+    position: int  # N in ~N
+    layers: list[reports.StackLayer]
+
+
+@dataclass(frozen=True)
+class RefResult:
+    """The import spec of one export, or why BuildKit would refuse it."""
+
+    export: Export
+    position: int  # N in ~N
+    src: str
+    spec: str | None  # None when refused
+    readiness: Readiness
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.readiness.warnings)

@@ -1,0 +1,17 @@
+"""The names of an OCI image layout's files, and of ocicache's own folder inside one."""
+
+INDEX_JSON = "index.json"
+OCI_LAYOUT = "oci-layout"
+LOCK_FILE = "index.json.lock"
+BLOBS = "blobs"
+INGEST = "ingest"
+# gc's own folder inside DIR (quarantine.py): the only thing ocicache ever adds to a directory.
+OWN_DIR = ".ocicache"
+QUARANTINE = f"{OWN_DIR}/quarantine"
+
+# index.json holds one small descriptor (~250 bytes) per tag: 256 MiB (a million entries) is far
+# beyond any real one and still keeps a hostile (e.g. sparse multi-GB) file from being read into
+# memory. A file over it is reported as too large (TooLargeError, naming this limit), never as
+# torn: a writer refuses to replace what it could not read.
+INDEX_LIMIT = 256 << 20
+INDEX_LIMIT_NAME = "index.json limit"
