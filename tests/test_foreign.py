@@ -502,7 +502,7 @@ def test_classify_only_the_three_shapes_are_cache_manifests() -> None:
 def test_facts_kept_by_the_previous_cache_format_are_not_used(tmp_path: Path) -> None:
     """Format 2 read a Docker v2 manifest as a broken OCI one (an error, no value); a run with
     that fact would list the tag as an INCOMPLETE export and refuse to gc. The facts are
-    stamped with their format: this one must be ignored (and, stamped as current, it would
+    stamped with the code that made them: this one must be ignored (and, stamped as current, it would
     be used: the stamp is what protects)."""
     import marshal
     import zlib
@@ -524,7 +524,7 @@ def test_facts_kept_by_the_previous_cache_format_are_not_used(tmp_path: Path) ->
         body = marshal.dumps((with_stamp, entries))
         path.write_bytes(b"OCB1" + zlib.crc32(body).to_bytes(4, "big") + body)
 
-    write(stamp.replace(f"/{cache_mod.CACHE_FORMAT}/", "/2/"))
+    write(stamp.replace(cache_mod.stamp().rsplit("/", 1)[1], "0" * 64))
     snap = api.history(root)
     assert dv2["digest"] in snap.inventory.foreign and not snap.inventory.bad_docs
     write(stamp)

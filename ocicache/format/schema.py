@@ -66,7 +66,8 @@ def schema_names() -> list[str]:
 # --- loading -------------------------------------------------------------------------------
 
 
-def _schema_dir() -> Traversable:
+def schema_dir() -> Traversable:
+    """Where the shipped schemas are (inside the installed package, or schemas/ in a checkout)."""
     try:
         return resources.files("ocicache.schemas")
     except ModuleNotFoundError:
@@ -78,7 +79,7 @@ def _schema_dir() -> Traversable:
 def _names() -> tuple[str, ...]:
     found = (
         entry.name[: -len(_SUFFIX)]
-        for entry in _schema_dir().iterdir()
+        for entry in schema_dir().iterdir()
         if entry.name.endswith(_SUFFIX) and entry.is_file()
     )
     return tuple(sorted(found))
@@ -89,7 +90,7 @@ def _schema_text(name: str) -> str:
     if name not in _names():
         known = ", ".join(_names())
         raise KeyError(f"unknown schema {name!r} (known: {known})")
-    return _schema_dir().joinpath(name + _SUFFIX).read_text(encoding="utf-8")
+    return schema_dir().joinpath(name + _SUFFIX).read_text(encoding="utf-8")
 
 
 @functools.cache

@@ -7,8 +7,9 @@ why) never changes. A second run over the same directory then opens only blobs i
 Never a wrong answer, never an error:
 - an entry is used only when the blob file's size (from the one lstat pass) is the size that
   was read when the entry was made; `check` never uses this cache to verify a digest;
-- the file is one marshal document stamped with CACHE_FORMAT, the ocicache version and the
-  Python version (a new interpretation never reuses an old one); anything unreadable,
+- the file is one marshal document stamped with the ocicache version, the Python version and
+  a hash of the schemas and the parsing code (`stamp`: a new interpretation never reuses an
+  old one); anything unreadable,
   mismatched or malformed is ignored as if absent, and a malformed entry counts as a miss;
 - writes go to a temporary file renamed over the old one (atomic); two processes writing at
   once lose at most the other's new entries (last writer wins; every entry is correct);
@@ -18,6 +19,8 @@ Never a wrong answer, never an error:
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import marshal
 import os
 import sys
@@ -38,16 +41,37 @@ from ocicache.format.model import (
     new_config_layer,
     new_descriptor,
 )
+from ocicache.format.schema import schema_dir
 
-# Bump when what is stored, or how a blob is interpreted (schemas, parsing), changes.
-# 2: a repeated key in a blob keeps its last value (was: an error).
-# 3: foreign manifests of any media type (Docker v2, artifacts, referrers) are read with the
-#    foreign-manifest schema and keep where each descriptor sits (was: OCI image schema only);
-#    a cache manifest is one of the three shapes with a cache config (its mediaType checked).
-CACHE_FORMAT = 3
 _PY = f"py{sys.version_info[0]}.{sys.version_info[1]}"  # marshal's format is per version
-_STAMP = f"ocicache-blobs/{CACHE_FORMAT}/{__version__}/{_PY}"
-FILE_NAME = f"blobs-v{CACHE_FORMAT}.marshal"
+FILE_NAME = "blobs.marshal"
+# What decides how a blob is interpreted and stored: the schemas and the code that reads blobs
+# (relative to the package). A change to any of them misses every kept entry.
+STAMPED_CODE = ("format", "ops/read.py", "store/cache.py")
+
+
+@functools.cache
+def stamp() -> str:
+    """The stamp a kept file must carry to be used: ocicache's version, Python's, and a SHA-256
+    of the schemas and the parsing code (no hand-bumped format number). ~1 ms."""
+    h = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    files: list[Path] = []
+    for rel in STAMPED_CODE:
+        path = package / rel
+        files.extend(sorted(path.glob("*.py")) if path.is_dir() else [path])
+    schemas = schema_dir()
+    try:
+        for path in files:
+            h.update(b"%s\0%s\0" % (path.name.encode(), path.read_bytes()))
+        for entry in sorted(schemas.iterdir(), key=lambda e: e.name):
+            if entry.name.endswith(".json"):
+                h.update(b"%s\0%s\0" % (entry.name.encode(), entry.read_bytes()))
+    except OSError:
+        return f"ocicache-blobs/{__version__}/{_PY}/-"  # cannot list: the version alone
+    return f"ocicache-blobs/{__version__}/{_PY}/{h.hexdigest()}"
+
+
 _MAGIC = b"OCB1"  # then the CRC-32 of the rest, then marshal((stamp, entries))
 # Past this many entries, a save keeps only the digests used or learned by this run.
 MAX_ENTRIES = 2_000_000
@@ -156,7 +180,7 @@ class BlobCache:
             keep = self._used | set(self._new) | {_TIMES}
             entries = {d: e for d, e in entries.items() if d in keep}
         path.parent.mkdir(parents=True, exist_ok=True)
-        body = marshal.dumps((_STAMP, entries))
+        body = marshal.dumps((stamp(), entries))
         fd, tmp = tempfile.mkstemp(prefix=".blobs-", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -276,8 +300,8 @@ def _load(path: Path) -> tuple[dict[str, Any], tuple[int, int] | None]:
         body = memoryview(data)[8:]  # no copy
         if data[:4] != _MAGIC or zlib.crc32(body).to_bytes(4, "big") != data[4:8]:
             return {}, None
-        stamp, entries = marshal.loads(body)
-        if stamp != _STAMP or type(entries) is not dict:
+        kept, entries = marshal.loads(body)
+        if kept != stamp() or type(entries) is not dict:
             return {}, None
         return entries, (st.st_mtime_ns, st.st_size)
     except Exception:  # absent, unreadable, truncated, foreign: as if there were none
