@@ -676,7 +676,8 @@ def _exchange(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
     try:
         old = os.fstat(old_fd)
         at = os.stat(algorithm, dir_fd=parent, follow_symlinks=False)
-        if ((at.st_dev, at.st_ino) != (old.st_dev, old.st_ino) or xattrs(old_fd)
+        attrs = xattrs(old_fd)
+        if ((at.st_dev, at.st_ino) != (old.st_dev, old.st_ino) or attrs is None
                 or not os.access(".", os.W_OK, dir_fd=parent)):
             return None
         # What is in the folder now: the plan's read, unless it changed since that began.
@@ -697,7 +698,7 @@ def _exchange(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
             return False
         if len(dropped) <= EXCHANGE_RATIO * len(kept):
             return None
-        new_fd = progress.batch.folder_like(algorithm, old)
+        new_fd = progress.batch.folder_like(algorithm, old, attrs)
         if new_fd is None:
             return None
         batch = progress.batch.name
