@@ -28,6 +28,7 @@ from gc_helpers import assert_consistent
 
 from ocicache import api
 from ocicache.core.gc_plan import Policy
+from ocicache.ops import gc_apply
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,9 +53,16 @@ def _gc_loop(root: Path, stop: threading.Event, codes: list[int], errors: list[s
 
 
 @needs_buildkit
+@pytest.mark.parametrize("strategy", ["default", "exchange"])
 def test_gc_during_real_exports_keeps_every_export_importable(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strategy: str) -> None:
+    """`default`: gc's own choice (here, dropping about half: blob by blob); `exchange`: gc
+    swaps blobs/sha256 whole whenever it drops anything, BuildKit writing beside it."""
     monkeypatch.delenv("OCICACHE_GC_SETTLE", raising=False)  # default settings in-process too
+    if strategy == "exchange":
+        monkeypatch.setenv(gc_apply.EXCHANGE_ENV, "always")  # the gc loop's processes too
+    else:
+        monkeypatch.delenv(gc_apply.EXCHANGE_ENV, raising=False)
     cache = tmp_path / "cache"
     with daemon(tmp_path / "bk") as bk:
         ctx = {v: context(tmp_path, v) for v in ("one", "two")}
