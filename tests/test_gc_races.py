@@ -32,7 +32,7 @@ STRATEGIES = ("exchange", "rename")
 def _gc_process(root: Path, *args: str, delay: float, kill_after: int = -1,
                 strategy: str = "exchange") -> subprocess.Popen[bytes]:
     env = {**os.environ, DELAY_ENV: str(delay), KILL_ENV: str(kill_after),
-           "PYTHONPATH": str(ROOT), EXCHANGE_ENV: "0" if strategy == "rename" else "1"}
+           "PYTHONPATH": str(ROOT), EXCHANGE_ENV: "0" if strategy == "rename" else "always"}
     return subprocess.Popen([sys.executable, "-m", "ocicache", "gc", str(root), *args],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
