@@ -70,6 +70,27 @@ def test_exchange_is_used_and_keeps_exactly_what_the_plan_keeps(tmp_path: Path) 
     assert_consistent(root)
 
 
+def test_a_folder_appearing_just_before_the_exchange_is_put_back_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a blob (a folder under a digest name, after gc's last look): it goes back into
+    blobs/sha256 as it was, contents and all, and is left alone there."""
+    root, _ = _cache(tmp_path)
+    real = quarantine.exchange
+    odd = root / "blobs" / "sha256" / ("ab" * 32)
+
+    def mkdir_then_exchange(*args: Any) -> bool:
+        if not odd.exists():
+            odd.mkdir()
+            (odd / "inside").write_bytes(b"x")
+        return real(*args)
+
+    monkeypatch.setattr(quarantine, "exchange", mkdir_then_exchange)
+    api.gc(root, Policy(grace_ns=0))
+    assert (odd / "inside").read_bytes() == b"x"
+    assert not (root / ".ocicache").exists()
+    assert_consistent(root)
+
+
 def test_a_blob_landing_just_before_the_exchange_is_put_back(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """BuildKit renames a new layer into blobs/sha256 after gc's last look: it lands in the

@@ -561,7 +561,8 @@ def settle_exchange(layout: Layout, batch: str, algorithm: str,
         if back:
             os.fsync(dst)  # durable in blobs/ before the quarantine's names go
             for name in back:
-                with suppress(FileNotFoundError):
+                # (gone: renamed back; a folder whose name blobs/ already has stays, odd)
+                with suppress(FileNotFoundError, IsADirectoryError):
                     os.unlink(name, dir_fd=src)
             os.fsync(src)
         return held, back
