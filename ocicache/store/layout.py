@@ -51,28 +51,8 @@ _HEX_DIGITS = "0123456789abcdef"
 _HEX_LEN = {"sha256": 64, "sha512": 128}
 
 
-_new = object.__new__
-_set_fields = tuple(BlobFile.__dict__[f].__set__  # slot descriptors: C-level setters
-                    for f in ("algorithm", "name", "size", "mtime_ns", "mode", "allocated",
-                              "inode", "links"))
-
-
-def _blob_file(algorithm: str, name: str, st: os.stat_result) -> BlobFile:
-    """BlobFile(...) from an lstat, without the frozen-dataclass __init__ (object.__setattr__
-    per field)."""
-    b: BlobFile = _new(BlobFile)
-    set_alg, set_name, set_size, set_mtime, set_mode, set_alloc, set_inode, set_links = \
-        _set_fields
-    set_alg(b, algorithm)
-    set_name(b, name)
-    set_size(b, st.st_size)
-    set_mtime(b, st.st_mtime_ns)
-    set_mode(b, st.st_mode)
-    set_alloc(b, st.st_blocks * 512)
-    links = st.st_nlink
-    set_inode(b, f"{st.st_dev}:{st.st_ino}" if links > 1 else "")
-    set_links(b, links)
-    return b
+def _digest_of(b: BlobFile) -> str:
+    return b.digest
 
 
 def inode_key(st: os.stat_result) -> str:
@@ -311,12 +291,11 @@ class Layout:
                 strays.append(Stray(rel_alg, "not a directory (or a symlink); not followed", 0))
                 continue
             # The hot loop of every command (one entry per blob, 50k+ in big caches): each entry
-            # is lstat-ed once, the name is checked with a C-level strip instead of a regex,
-            # names are sorted as plain strings, and BlobFile values are made without the
-            # frozen dataclass __init__ (3x slower). Same values, same order as before.
+            # is lstat-ed once and made a BlobFile at once (no stat_result is kept), the name is
+            # checked with a C-level strip instead of a regex, and the names are sorted after.
             alg = alg_entry.name
             hex_len = _HEX_LEN[alg]
-            found: dict[str, os.stat_result] = {}
+            found: list[BlobFile] = []
             for entry in os.scandir(alg_fd):
                 name = entry.name
                 try:
@@ -328,14 +307,19 @@ class Layout:
                     strays.append(Stray(f"{rel_alg}/{name}", "name is not a digest", st.st_size,
                                         st.st_blocks * 512, inode_key(st)))
                     continue
-                if not stat.S_ISREG(st.st_mode):
-                    kind = file_kind(st.st_mode)
+                mode = st.st_mode
+                if not stat.S_ISREG(mode):
                     strays.append(Stray(f"{rel_alg}/{name}",
-                                        f"{kind}, not a regular file; not followed", 0))
+                                        f"{file_kind(mode)}, not a regular file; not followed", 0))
                     continue
-                found[name] = st
-            for name in sorted(found):
-                blobs[f"{alg}:{name}"] = _blob_file(alg, name, found[name])
+                links = st.st_nlink
+                found.append(BlobFile(f"{alg}:{name}", st.st_size, st.st_mtime_ns, mode,
+                                      st.st_blocks * 512,
+                                      f"{st.st_dev}:{st.st_ino}" if links > 1 else "", links))
+            found.sort(key=_digest_of)
+            for b in found:
+                blobs[b.digest] = b
+            del found
         ordered = blobs  # built in order: algorithm folders sorted, names sorted within each
         return BlobScan(ordered, tuple(sorted(strays, key=lambda s: s.relpath)))
 
@@ -356,9 +340,6 @@ class Layout:
             return None
         blobs: dict[str, BlobFile] = {}
         strays: list[Stray] = []
-        new = _new
-        set_alg, set_name, set_size, set_mtime, set_mode, set_alloc, set_inode, set_links = \
-            _set_fields
         for alg in sorted(tree.get(BLOBS, {})):
             rel_alg = f"{BLOBS}/{alg}"
             if alg not in ALGORITHMS:
@@ -383,16 +364,9 @@ class Layout:
                                         f"{file_kind(mode)}, not a regular file; not followed",
                                         0))
                     continue
-                b: BlobFile = new(BlobFile)  # as _blob_file, inlined: the loop runs 50k times
-                set_alg(b, alg)
-                set_name(b, name)
-                set_size(b, size)
-                set_mtime(b, mtime_ns)
-                set_mode(b, mode)
-                set_alloc(b, blocks * 512)
-                set_inode(b, ident if links > 1 else "")
-                set_links(b, links)
-                blobs[f"{alg}:{name}"] = b
+                blobs[f"{alg}:{name}"] = BlobFile(f"{alg}:{name}", size, mtime_ns, mode,
+                                                  blocks * 512, ident if links > 1 else "",
+                                                  links)
             del entries
         return BlobScan(blobs, tuple(sorted(strays, key=lambda s: s.relpath)))
 
