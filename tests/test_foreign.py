@@ -508,7 +508,7 @@ def test_facts_kept_by_the_previous_cache_format_are_not_used(tmp_path: Path) ->
     s = Store(root)
     dv2 = s.docker_image("x")
     s.tag(dv2, "dv2")
-    api.history(root)  # learn the facts
+    api.history(root, use_cache=True)  # learn the facts
     path = Path(os.environ["XDG_CACHE_HOME"]) / "ocicache" / cache_mod.FILE_NAME
     stamp, entries = marshal.loads(path.read_bytes()[8:])
     size = entries[dv2["digest"]][0]
@@ -520,10 +520,10 @@ def test_facts_kept_by_the_previous_cache_format_are_not_used(tmp_path: Path) ->
         path.write_bytes(b"OCB1" + zlib.crc32(body).to_bytes(4, "big") + body)
 
     write(stamp.replace(f"/{cache_mod.CACHE_FORMAT}/", "/2/"))
-    snap = api.history(root)
+    snap = api.history(root, use_cache=True)
     assert dv2["digest"] in snap.inventory.foreign and not snap.inventory.bad_docs
     write(stamp)
-    assert dv2["digest"] in api.history(root).inventory.bad_docs
+    assert dv2["digest"] in api.history(root, use_cache=True).inventory.bad_docs
 
 
 # -- a REF, pin NAME or unpin NAME that names foreign content says so ---------------------------

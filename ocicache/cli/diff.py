@@ -23,7 +23,7 @@ def diff(directory: Path = DirArg, a: str | None = AArg, b: str | None = BArg,
         from ocicache import api
         from ocicache.cli import render, render_diff
 
-        snap, result = api.diff(directory, a, b, listing)
+        snap, result = api.diff(directory, a, b, listing, use_cache=True)
     output.warn(snap.warnings)
     output.out(render.dumps(render_diff.diff_json(str(snap.root), result, snap.warnings)) if json
                else render_diff.diff_text(result, now(), no_trunc))

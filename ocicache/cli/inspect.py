@@ -1,7 +1,8 @@
 """`history`, `show`, `blobs`, `du`: the read-only inspection commands.
 
 Each begins GNU find's listing of DIR (listing.py) as soon as typer has parsed it, then loads
-the modules that read DIR while find stats it on the other core.
+the modules that read DIR while find stats it on the other core. The CLI keeps what it learns
+about blob digests between runs (`use_cache=True`; OCICACHE_NO_CACHE=1 turns it off).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def history(directory: Path = DirArg, json: bool = JsonOpt, no_trunc: bool = NoT
         from ocicache import api
         from ocicache.cli import render
 
-        snap = api.history(directory, listing)
+        snap = api.history(directory, listing, use_cache=True)
     output.warn(snap.warnings)
     output.out(render.dumps(render.history_json(snap)) if json
                else render.history_table(snap, now(), no_trunc, show_all))
@@ -39,7 +40,7 @@ def show(directory: Path = DirArg,
         from ocicache import api
         from ocicache.cli import render
 
-        result = api.show(directory, ref, listing)
+        result = api.show(directory, ref, listing, use_cache=True)
     output.warn(result.snapshot.warnings)
     output.out(render.dumps(render.show_json(result)) if json
                else render.show_text(result, now(), no_trunc))
@@ -53,7 +54,7 @@ def blobs(directory: Path = DirArg, json: bool = JsonOpt, no_trunc: bool = NoTru
         from ocicache import api
         from ocicache.cli import render
 
-        snap, rows = api.blobs(directory, listing)
+        snap, rows = api.blobs(directory, listing, use_cache=True)
     if unreferenced:
         rows = [r for r in rows if not r.exports and not r.from_index]
     output.warn(snap.warnings)
@@ -75,7 +76,7 @@ def du(directory: Path = DirArg, json: bool = JsonOpt,
         from ocicache import api
         from ocicache.cli import render
 
-        snap, usage = api.du(directory, listing)
+        snap, usage = api.du(directory, listing, use_cache=True)
     output.warn(snap.warnings)
     output.out(render.dumps(render.du_json(snap, usage)) if json
                else render.du_table(snap, usage, apparent_size))

@@ -48,7 +48,7 @@ def ref(
         if ref is not None or all_:
             raise UsageError("--explain takes a SPEC and at most DIR (used when SPEC has "
                              "no src)")
-        x = api.explain(explain, directory)
+        x = api.explain(explain, directory, use_cache=True)
         if fmt == "json":
             output.out(render.dumps(render_pin.explain_json(x)))
         else:
@@ -61,7 +61,7 @@ def ref(
     if all_:
         if ref is not None:
             raise UsageError("--all takes no REF")
-        snap, results = api.ref_all(directory)
+        snap, results = api.ref_all(directory, use_cache=True)
         output.warn(snap.warnings)
         if fmt == "json":
             output.out(render.dumps(render_pin.refs_json(snap, results)))
@@ -74,7 +74,7 @@ def ref(
             output.warn([f"~{r.position} {r.export.digest[:19]}: {w}" for w in r.warnings])
             output.out(safe(spec_mod.render(r.spec, fmt)))
         return
-    snap, result = api.ref(directory, ref)
+    snap, result = api.ref(directory, ref, use_cache=True)
     output.warn(snap.warnings)
     output.warn(result.warnings)
     assert result.spec is not None
@@ -101,7 +101,7 @@ def pin(
 
     if fmt not in spec_mod.FORMATS:
         raise UsageError(f"--format {fmt!r}: one of {_FORMATS}")
-    result, spec = api.pin(directory, ref, name, force=force)
+    result, spec = api.pin(directory, ref, name, force=force, use_cache=True)
     output.warn([f"moved {name} from {old} to {result.export.digest}"
                  for old in dict.fromkeys(result.replaced) if old != result.export.digest])
     output.warn(spec.warnings)
