@@ -22,15 +22,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 FIND = ("/usr/bin/find", "/bin/find")
-# type, mode, uid, gid, size, mtime (s.ns), 512-byte blocks allocated, hard links,
-# device:inode, path relative to DIR; NUL-terminated (names may hold newlines and spaces: the
+# type, mode, size, mtime (s.ns), 512-byte blocks allocated, hard links, device:inode, path
+# relative to DIR; NUL-terminated (names may hold newlines and spaces: the
 # path is the last field). Only folders carry their device:inode (what Layout compares with the
 # folders it holds open), and files with other hard links (`du` counts such a file once); other
 # files print "-" there (a blob's inode says nothing its digest, size and mtime do not; ~15 %
 # less to list and hash).
-DIR_FORMAT = "%y %m %U %G %s %T@ %b %n %D:%i %P\\0"
+DIR_FORMAT = "%y %m %s %T@ %b %n %D:%i %P\\0"
 LINKED_FORMAT = DIR_FORMAT
-FORMAT = "%y %m %U %G %s %T@ %b %n - %P\\0"
+FORMAT = "%y %m %s %T@ %b %n - %P\\0"
 
 # Nothing deeper is read by any command that uses a listing: blobs/<algorithm>/<blob> and
 # ingest/<ref>/<file> are the deepest entries (a folder in blobs/sha256 is a stray, not entered).
@@ -63,7 +63,7 @@ class Listing:
     def take_tree(self) -> dict[str, dict[str, Entry]] | None:
         """Every entry by its folder's path and its name (DIR itself is `tree[""][""]`);
         None when the listing is missing or any record does not parse. Once: the listing
-        lets go of its bytes (~130 bytes an entry); the caller keeps what it needs of it."""
+        lets go of its bytes (~120 bytes an entry); the caller keeps what it needs of it."""
         data = self.result()
         self._bytes = None
         if data is None:
@@ -79,8 +79,7 @@ class Listing:
             for record in text.split("\0"):
                 if not record:
                     continue
-                kind, mode, _uid, _gid, size, mtime, blocks, links, ident, path = \
-                    record.split(" ", 9)
+                kind, mode, size, mtime, blocks, links, ident, path = record.split(" ", 7)
                 parent, _, name = path.rpartition("/")
                 if parent != current:  # find lists most of a folder's entries together
                     current = parent
