@@ -1,4 +1,9 @@
-"""The library façade: one function per command. Returns values, raises OcicacheError, never prints."""
+"""The library façade: one function per command. Returns values, raises OcicacheError, never prints.
+
+A read writes nothing anywhere unless asked: `use_cache=True` keeps what it learns about blob
+digests in $XDG_CACHE_HOME/ocicache (see `read`); the CLI asks for it. (`gc` is the exception:
+gc_apply always keeps them there, unless OCICACHE_NO_CACHE=1.)
+"""
 
 from __future__ import annotations
 
@@ -37,17 +42,19 @@ if TYPE_CHECKING:
     from ocicache.store.listing import Listing
 
 
-def read(directory: str | os.PathLike[str], use_cache: bool = True,
+def read(directory: str | os.PathLike[str], use_cache: bool = False,
          listing: Listing | None = None) -> Snapshot:
     """Read DIR once (no writes to DIR, no lock file created): every export and blob it holds.
 
     index.json is read between BuildKit's in-place rewrites (indexread.py): under a shared
     flock on index.json.lock when that file exists, else twice and compared.
 
-    What is learned about blob digests is kept in $XDG_CACHE_HOME/ocicache (cache.py), never
-    in DIR, so the next read opens only new blobs; OCICACHE_NO_CACHE=1 or `use_cache=False`
-    (for a command that must see every document as it is on disk now, like `check`) turns
-    that off. `listing`, a find listing of DIR begun earlier, saves stat-ing every blob.
+    Nothing is written anywhere unless `use_cache`: then what is learned about blob digests is
+    kept in $XDG_CACHE_HOME/ocicache (default ~/.cache/ocicache; cache.py), never in DIR, so
+    the next such read opens only new blobs (OCICACHE_NO_CACHE=1 still turns it off). The CLI
+    reads with it; a command that must see every document as it is on disk now (`check`) never
+    does. `listing`, a find listing of DIR begun earlier (listing.py), saves stat-ing every blob.
+    The other reading functions below take the same two parameters.
     """
     with Layout(directory, listing) as layout:
         cache = BlobCache.default(layout.root) if use_cache else None
@@ -61,33 +68,34 @@ def read(directory: str | os.PathLike[str], use_cache: bool = True,
     return Snapshot(layout.root, inv, build_exports(inv), tuple(sizes), tuple(allocated))
 
 
-def history(directory: str | os.PathLike[str], listing: Listing | None = None) -> Snapshot:
+def history(directory: str | os.PathLike[str], listing: Listing | None = None, *,
+            use_cache: bool = False) -> Snapshot:
     """Every export, newest first. Raises CorruptError when index.json is torn or invalid."""
-    snap = read(directory, listing=listing)
+    snap = read(directory, use_cache, listing)
     snap.inventory.require_index()
     return snap
 
 
 def show(directory: str | os.PathLike[str], ref: str,
-         listing: Listing | None = None) -> ShowResult:
+         listing: Listing | None = None, *, use_cache: bool = False) -> ShowResult:
     """One export, REF as a tag, digest, digest prefix or ~N; its layers in stack order."""
-    snap = history(directory, listing)
+    snap = history(directory, listing, use_cache=use_cache)
     export = resolve(snap.exports, ref, snap.inventory.foreign_entries())
     return ShowResult(snap, export, snap.exports.index(export),
                       reports.stack(snap.inventory, export))
 
 
-def blobs(directory: str | os.PathLike[str],
-          listing: Listing | None = None) -> tuple[Snapshot, list[reports.BlobRow]]:
+def blobs(directory: str | os.PathLike[str], listing: Listing | None = None, *,
+          use_cache: bool = False) -> tuple[Snapshot, list[reports.BlobRow]]:
     """Every blob on disk with its kind and how many exports reference it."""
-    snap = read(directory, listing=listing)
+    snap = read(directory, use_cache, listing)
     return snap, reports.blob_rows(snap.inventory, snap.exports)
 
 
-def du(directory: str | os.PathLike[str],
-       listing: Listing | None = None) -> tuple[Snapshot, list[reports.Usage]]:
+def du(directory: str | os.PathLike[str], listing: Listing | None = None, *,
+       use_cache: bool = False) -> tuple[Snapshot, list[reports.Usage]]:
     """Where the bytes are, by category."""
-    snap = read(directory, listing=listing)
+    snap = read(directory, use_cache, listing)
     return snap, reports.disk_usage(snap.inventory, snap.exports, list(snap.metadata_sizes),
                                     list(snap.metadata_allocated))
 
@@ -103,7 +111,8 @@ def _ref_result(snap: Snapshot, export: Export) -> RefResult:
     return RefResult(export, snap.exports.index(export), src, spec, r)
 
 
-def ref(directory: str | os.PathLike[str], ref: str | None = None) -> tuple[Snapshot, RefResult]:
+def ref(directory: str | os.PathLike[str], ref: str | None = None, *,
+        use_cache: bool = False) -> tuple[Snapshot, RefResult]:
     """The `--cache-from` spec of one export (default: newest of tag `latest`, else newest).
 
     Raises RefusedError when BuildKit would refuse to import it (manifest or cache config
@@ -113,7 +122,7 @@ def ref(directory: str | os.PathLike[str], ref: str | None = None) -> tuple[Snap
     # problem is in snap.warnings); only tags become unknown.
     from ocicache.core import cachefrom
 
-    snap = read(directory)
+    snap = read(directory, use_cache)
     if ref is None:
         export = cachefrom.default_export(snap.exports)
         if export is None:
@@ -132,24 +141,25 @@ def ref(directory: str | os.PathLike[str], ref: str | None = None) -> tuple[Snap
     return snap, result
 
 
-def ref_all(directory: str | os.PathLike[str]) -> tuple[Snapshot, list[RefResult]]:
+def ref_all(directory: str | os.PathLike[str], *,
+            use_cache: bool = False) -> tuple[Snapshot, list[RefResult]]:
     """The spec of every export, newest first (refused ones carry spec None and the reason)."""
-    snap = read(directory)
+    snap = read(directory, use_cache)
     return snap, [_ref_result(snap, e) for e in snap.exports]
 
 
-def _dir_view(path: str) -> cachefrom.DirView | str:
+def _dir_view(path: str, use_cache: bool) -> cachefrom.DirView | str:
     from ocicache.core import cachefrom
 
     try:
-        snap = read(path)
+        snap = read(path, use_cache)
     except OcicacheError as e:
         return e.message
     return cachefrom.DirView(snap.inventory, snap.exports)
 
 
-def explain(spec: str, directory: str | os.PathLike[str] | None = None
-            ) -> cachefrom.Explanation:
+def explain(spec: str, directory: str | os.PathLike[str] | None = None, *,
+            use_cache: bool = False) -> cachefrom.Explanation:
     """What BuildKit does with a `--cache-from` value, reading the directory it names.
 
     `directory` is used as src when the spec names none. Raises UsageError when buildx cannot
@@ -158,11 +168,12 @@ def explain(spec: str, directory: str | os.PathLike[str] | None = None
     from ocicache.core import cachefrom
 
     fallback = os.path.abspath(directory) if directory is not None else None
-    return cachefrom.explain(spec, _dir_view, fallback)
+    return cachefrom.explain(spec, lambda path: _dir_view(path, use_cache), fallback)
 
 
 def pin(directory: str | os.PathLike[str], ref: str, name: str, *, force: bool = False,
-        now: datetime | None = None) -> tuple[pins.PinResult, RefResult]:
+        now: datetime | None = None, use_cache: bool = False
+        ) -> tuple[pins.PinResult, RefResult]:
     """Register the export REF in index.json under NAME (an ocicache pin).
 
     Refuses what `ref` refuses; unless `force`, also a NAME BuildKit wrote or a NAME that pins
@@ -177,17 +188,17 @@ def pin(directory: str | os.PathLike[str], ref: str, name: str, *, force: bool =
     pins.validate_name(name)
     with Layout(directory) as lock_layout, gc_lock(lock_layout):
         put_back_needed(lock_layout)
-        return _pin_locked(directory, ref, name, force, now)
+        return _pin_locked(directory, ref, name, force, now, use_cache)
 
 
 def _pin_locked(directory: str | os.PathLike[str], ref: str, name: str, force: bool,
-                now: datetime | None) -> tuple[pins.PinResult, RefResult]:
+                now: datetime | None, use_cache: bool) -> tuple[pins.PinResult, RefResult]:
     from ocicache.core import pins
     from ocicache.core import spec as spec_mod
     from ocicache.store.indexwrite import rewrite_index
 
     try:
-        snap = history(directory)
+        snap = history(directory, use_cache=use_cache)
     except TooLargeError as e:
         raise RefusedError(f"{e.message}; not rewritten (every entry it holds would be lost)",
                            file=e.file) from None
@@ -231,12 +242,13 @@ def unpin(directory: str | os.PathLike[str], name: str, *, force: bool = False
 
 
 def diff(directory: str | os.PathLike[str], a: str | None = None, b: str | None = None,
-         listing: Listing | None = None) -> tuple[Snapshot, diffmod.Diff]:
+         listing: Listing | None = None, *, use_cache: bool = False
+         ) -> tuple[Snapshot, diffmod.Diff]:
     """Two exports side by side (see ocicache.core.diff): B defaults to the newest, A to the export
     before B on its tag, else the one before it in history."""
     from ocicache.core import diff as diffmod
 
-    snap = history(directory, listing)
+    snap = history(directory, listing, use_cache=use_cache)
     blobs = snap.inventory.blobs
     return snap, diffmod.diff_exports(snap.exports, a, b,
                                       lambda d: blobs[d].size if d in blobs else None,
@@ -246,7 +258,9 @@ def diff(directory: str | os.PathLike[str], a: str | None = None, b: str | None 
 def gc(directory: str | os.PathLike[str], policy: GcPolicy, *, dry_run: bool = False,
        now_ns: int | None = None, listing: Listing | None = None) -> GcResult:
     """Delete what no kept export needs (see gc_plan, gc_apply); with dry_run, only plan
-    (and then `listing`, a find listing of DIR begun earlier, saves stat-ing every blob)."""
+    (and then `listing`, a find listing of DIR begun earlier, saves stat-ing every blob).
+    Unlike the reads, gc always keeps what it learns about blob digests in
+    $XDG_CACHE_HOME/ocicache (gc_apply; OCICACHE_NO_CACHE=1 turns it off)."""
     from ocicache.ops.gc_apply import gc as run_gc
 
     return run_gc(directory, policy, now_ns=now_ns, dry_run=dry_run,

@@ -16,11 +16,11 @@ from ocicache.synth import Builder, compact, history_dir
 
 
 def _history(directory: Path) -> str:
-    return render.dumps(render.history_json(api.history(directory)))
+    return render.dumps(render.history_json(api.history(directory, use_cache=True)))
 
 
 def _blobs(directory: Path) -> str:
-    snap, rows = api.blobs(directory)
+    snap, rows = api.blobs(directory, use_cache=True)
     return render.dumps(render.blobs_json(snap, rows))
 
 
@@ -141,6 +141,31 @@ def test_cache_never_lives_inside_dir(cache_dir: Path, monkeypatch: pytest.Monke
     _history(cache_dir)
     _history(cache_dir)
     assert _tree(cache_dir) == before
+
+
+def test_a_library_read_writes_nothing_unless_asked(cache_dir: Path) -> None:
+    """api calls keep no blob facts by default (the CLI asks for them): nothing appears under
+    XDG_CACHE_HOME, and a read with use_cache=True then finds nothing to reuse."""
+    xdg = Path(os.environ["XDG_CACHE_HOME"])
+    before = sorted(xdg.rglob("*"))
+    api.history(cache_dir)
+    api.blobs(cache_dir)
+    api.du(cache_dir)
+    api.show(cache_dir, "~0")
+    api.diff(cache_dir)
+    api.ref_all(cache_dir)
+    api.read(cache_dir)
+    assert sorted(xdg.rglob("*")) == before == []
+    _history(cache_dir)
+    assert (xdg / "ocicache" / FILE_NAME).is_file()
+
+
+def test_the_cli_keeps_the_facts(cache_dir: Path) -> None:
+    from clirun import run_inprocess
+
+    xdg = Path(os.environ["XDG_CACHE_HOME"])
+    assert run_inprocess("history", "--json", str(cache_dir)).code == 0
+    assert (xdg / "ocicache" / FILE_NAME).is_file()
 
 
 def test_no_cache_env_writes_nothing(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clirun import DOCUMENTED, run_entry, run_inprocess, run_subprocess
+from clirun import DOCUMENTED, run_inprocess, run_subprocess
 from conftest import FIXTURES, copy_fixture, groundtruth, tree_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -266,13 +266,13 @@ def test_nothing_to_compare_with_exits_5(tmp_path: Path) -> None:
     assert run_inprocess("diff", str(empty.root)).code == 5
 
 
-def test_entry_and_module_paths(tmp_path: Path) -> None:
+def test_in_process_and_module_paths(tmp_path: Path) -> None:
     d = copy_fixture(CHANGED_STEP, tmp_path, restore_mtimes=True)
-    via_entry = run_entry("diff", str(d), "--json")
-    assert via_entry.code == 0, via_entry.err
+    in_process = run_inprocess("diff", str(d), "--json")
+    assert in_process.code == 0, in_process.err
     via_module = run_subprocess("diff", str(d), "--json")
     assert via_module.code == 0, via_module.err
-    assert json.loads(via_entry.out) == json.loads(via_module.out)
+    assert json.loads(in_process.out) == json.loads(via_module.out)
     assert run_subprocess("diff", "--help").code == 0
     assert run_subprocess("diff", str(d), "nope").code == 5
 

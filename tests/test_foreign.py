@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
-from clirun import Run, run_entry, run_inprocess
+from clirun import Run, run_inprocess
 from foreign_helpers import Store, add_everything, sha, tar_gz
 from gc_helpers import FIXTURES, blob_names, copy_fixture
 
@@ -26,7 +26,6 @@ from ocicache.format import mediatypes as mt
 from ocicache.format.schema import validate
 from ocicache.synth import Builder, compact
 
-RUNNERS = {"typer": run_inprocess, "entry": run_entry}
 DOCKER = mt.DOCKER_MANIFEST
 Desc = dict[str, object]
 BROKEN = ["truncated", "bad-descriptor", "not-a-manifest", "binary", "unknown-type-bad-json"]
@@ -119,17 +118,16 @@ def test_gc_refuses_when_a_foreign_document_cannot_be_understood(tmp_path: Path,
         assert r.code == 6, (how, r.code, r.err)
         assert bad[7:] in r.err and "nothing deleted" in r.err, r.err
     assert _on_disk(root) == before
-    for run in RUNNERS.values():
-        r, doc = _check(run, root, "--quick")
-        assert r.code == 1, (how, r.out)
-        errors = [f for f in doc["findings"] if f["severity"] == "error"]  # type: ignore[index]
-        assert {f["digest"] for f in errors} == {bad}, errors
-        assert all(f["code"] == "invalid-document" for f in errors)
+    r, doc = _check(run_inprocess, root, "--quick")
+    assert r.code == 1, (how, r.out)
+    errors = [f for f in doc["findings"] if f["severity"] == "error"]  # type: ignore[index]
+    assert {f["digest"] for f in errors} == {bad}, errors
+    assert all(f["code"] == "invalid-document" for f in errors)
     h = json.loads(run_inprocess("history", "--json", str(root)).out)
     entry = next(f for f in h["foreign"] if f["refName"] == "broken")
     assert not entry["complete"] and bad in entry["problems"][0]
     assert "1 incomplete or unreadable" in run_inprocess("history", str(root)).out
-    assert "UNREADABLE" in run_entry("history", "--all", str(root)).out
+    assert "UNREADABLE" in run_inprocess("history", "--all", str(root)).out
 
 
 def test_unknown_media_type_that_is_not_json_is_a_leaf(tmp_path: Path) -> None:
@@ -148,20 +146,19 @@ def test_unknown_media_type_that_is_not_json_is_a_leaf(tmp_path: Path) -> None:
 # -- item 12: foreign blobs are checked by digest and size, classified by their descriptors ----
 def test_check_and_blobs_on_foreign_content(tmp_path: Path) -> None:
     root, s = _rich(tmp_path)
-    for name, run in RUNNERS.items():
-        r, doc = _check(run, root)
-        assert r.code == 0 and doc["ok"], (name, r.out)
-        about = [f for f in doc["findings"] if f["digest"] in s.all]  # type: ignore[index]
-        assert about == [], (name, about)
-        for again in ("first", "again"):  # the second run reads the kept blob facts
-            rows = json.loads(run("blobs", "--json", str(root)).out)
-            assert validate(rows, "blobs") == []
-            kinds = {b["digest"]: b["kind"] for b in rows["blobs"]}
-            assert {d: kinds[d] for d in s.all} == s.kinds, (name, again)
-            reached = {b["digest"] for b in rows["blobs"] if b["fromIndex"]}
-            assert s.all <= reached, (name, again, s.all - reached)
-        r = run("gc", "--dry-run", "--grace", "0", str(root))
-        assert r.code == 0 and r.err == "", (name, r.err)  # no warning per layer, every run
+    r, doc = _check(run_inprocess, root)
+    assert r.code == 0 and doc["ok"], r.out
+    about = [f for f in doc["findings"] if f["digest"] in s.all]  # type: ignore[index]
+    assert about == [], about
+    for again in ("first", "again"):  # the second run reads the kept blob facts
+        rows = json.loads(run_inprocess("blobs", "--json", str(root)).out)
+        assert validate(rows, "blobs") == []
+        kinds = {b["digest"]: b["kind"] for b in rows["blobs"]}
+        assert {d: kinds[d] for d in s.all} == s.kinds, again
+        reached = {b["digest"] for b in rows["blobs"] if b["fromIndex"]}
+        assert s.all <= reached, (again, s.all - reached)
+    r = run_inprocess("gc", "--dry-run", "--grace", "0", str(root))
+    assert r.code == 0 and r.err == "", r.err  # no warning per layer
     assert not api.read(root).inventory.bad_docs
 
 
@@ -210,23 +207,22 @@ def test_missing_foreign_blob_is_a_warning_and_gc_still_runs(tmp_path: Path) -> 
 def test_history_shows_foreign_entries_not_exports(tmp_path: Path) -> None:
     root, s = _rich(tmp_path)
     exports = {e.digest for e in api.history(FIXTURES / "a-history-min").exports}
-    for name, run in RUNNERS.items():
-        r = run("history", "--json", str(root))
-        assert r.code == 0 and r.err == "", r.err
-        doc = json.loads(r.out)
-        assert validate(doc, "history") == []
-        assert {e["digest"] for e in doc["exports"]} == exports, name
-        assert all(e["complete"] for e in doc["exports"])
-        got = {f["refName"]: (f["digest"], f["kind"], f["complete"]) for f in doc["foreign"]}
-        want = {tag: (d["digest"], "index" if d["mediaType"] in mt.INDEX_TYPES else "manifest",
-                      True) for tag, d in s.tags.items()}
-        assert got == want, name
-        table = run("history", str(root)).out
-        assert "INCOMPLETE" not in table and "7 foreign index.json entries" in table
-        full = run("history", "--all", str(root)).out
-        for tag, d in s.tags.items():
-            assert d["digest"][:19] in full and tag in full, (name, tag)
-        assert "INCOMPLETE" not in full and "UNREADABLE" not in full
+    r = run_inprocess("history", "--json", str(root))
+    assert r.code == 0 and r.err == "", r.err
+    doc = json.loads(r.out)
+    assert validate(doc, "history") == []
+    assert {e["digest"] for e in doc["exports"]} == exports
+    assert all(e["complete"] for e in doc["exports"])
+    got = {f["refName"]: (f["digest"], f["kind"], f["complete"]) for f in doc["foreign"]}
+    want = {tag: (d["digest"], "index" if d["mediaType"] in mt.INDEX_TYPES else "manifest",
+                  True) for tag, d in s.tags.items()}
+    assert got == want
+    table = run_inprocess("history", str(root)).out
+    assert "INCOMPLETE" not in table and "7 foreign index.json entries" in table
+    full = run_inprocess("history", "--all", str(root)).out
+    for tag, d in s.tags.items():
+        assert d["digest"][:19] in full and tag in full, tag
+    assert "INCOMPLETE" not in full and "UNREADABLE" not in full
     r = run_inprocess("show", str(root), "docker-v2")
     assert r.code == 5  # a tag of a foreign image names no export
 
@@ -315,9 +311,8 @@ def test_nested_indexes_thousands_deep(tmp_path: Path) -> None:
     s = Store(root)
     top = s.chain(s.oci_image("bottom", layers=1), 3000)
     s.tag(top, "deep")
-    for run in RUNNERS.values():
-        assert run("history", "--all", str(root)).code == 0
-        assert _check(run, root, "--quick")[0].code == 0
+    assert run_inprocess("history", "--all", str(root)).code == 0
+    assert _check(run_inprocess, root, "--quick")[0].code == 0
     assert run_inprocess("gc", "--grace", "0", str(root)).code == 0
     assert s.all <= _on_disk(root)
     # unreferenced, the whole chain goes, outermost index first
@@ -435,8 +430,8 @@ def test_unreferenced_document_too_big_is_kept(tmp_path: Path, tiny_limit: int) 
 # -- the facts kept between runs --------------------------------------------------------------
 def test_kept_facts_give_the_same_answers(tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """Runs that reuse what earlier runs learned (blob cache, kept answers) say what a run
-    without them says, for foreign content too."""
+    """Runs that reuse what earlier runs learned (the blob cache) say what a run without it
+    says, for foreign content too."""
     root, _ = _rich(tmp_path)
     lines = (("history", "--json"), ("blobs", "--json"), ("du", "--json"),
              ("gc", "--dry-run", "--json", "--grace", "0"))
@@ -445,7 +440,7 @@ def test_kept_facts_give_the_same_answers(tmp_path: Path,
         want = {line: run_inprocess(line[0], str(root), *line[1:]).out for line in lines}
     for attempt in range(2):
         for line in lines:
-            got = run_entry(line[0], str(root), *line[1:]).out
+            got = run_inprocess(line[0], str(root), *line[1:]).out
             assert _no_now(got) == _no_now(want[line]), (attempt, line)
 
 
@@ -513,7 +508,7 @@ def test_facts_kept_by_the_previous_cache_format_are_not_used(tmp_path: Path) ->
     s = Store(root)
     dv2 = s.docker_image("x")
     s.tag(dv2, "dv2")
-    api.history(root)  # learn the facts
+    api.history(root, use_cache=True)  # learn the facts
     path = Path(os.environ["XDG_CACHE_HOME"]) / "ocicache" / cache_mod.FILE_NAME
     stamp, entries = marshal.loads(path.read_bytes()[8:])
     size = entries[dv2["digest"]][0]
@@ -525,19 +520,18 @@ def test_facts_kept_by_the_previous_cache_format_are_not_used(tmp_path: Path) ->
         path.write_bytes(b"OCB1" + zlib.crc32(body).to_bytes(4, "big") + body)
 
     write(stamp.replace(cache_mod.stamp().rsplit("/", 1)[1], "0" * 64))
-    snap = api.history(root)
+    snap = api.history(root, use_cache=True)
     assert dv2["digest"] in snap.inventory.foreign and not snap.inventory.bad_docs
     write(stamp)
-    assert dv2["digest"] in api.history(root).inventory.bad_docs
+    assert dv2["digest"] in api.history(root, use_cache=True).inventory.bad_docs
 
 
 # -- a REF, pin NAME or unpin NAME that names foreign content says so ---------------------------
-@pytest.mark.parametrize("runner", sorted(RUNNERS))
-def test_a_ref_naming_an_image_says_it_is_foreign(tmp_path: Path, runner: str) -> None:
+def test_a_ref_naming_an_image_says_it_is_foreign(tmp_path: Path) -> None:
     """Found with real BuildKit images in the layout: `show DIR img` said "no export with this
     tag or digest (tags: latest)", as if the tag did not exist."""
     root, s = _rich(tmp_path)
-    run = RUNNERS[runner]
+    run = run_inprocess
     image = s.tags["docker-list"]["digest"]
     for args in (("show", str(root), "docker-list"), ("show", str(root), image),
                  ("show", str(root), image[:19]), ("ref", str(root), "app-image"),

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from clirun import DOCUMENTED, Run, run_entry, run_inprocess, run_subprocess, tree
+from clirun import DOCUMENTED, Run, run_inprocess, run_subprocess, tree
 from foreign_helpers import Store, tar_gz
 
 from ocicache.format import mediatypes as mt
@@ -881,10 +881,10 @@ def test_hostile_case(tmp_path: Path, c: Case) -> None:
     assert _atimes(outside) == atimes, f"{c.name}: a file outside DIR was read"
 
 
-# The command lines entry.py runs itself (listing, kept answers), each run twice: the second
-# may print the kept answer.
-ENTRY_LINES = (("history", "--json"), ("du",), ("du", "--json"), ("show",), ("blobs",),
-               ("gc", "--dry-run", "--json"))
+# The read command lines that take the listing, each run twice: the second reads the blob facts
+# the first kept.
+LISTED_LINES = (("history", "--json"), ("du",), ("du", "--json"), ("show",), ("blobs",),
+                ("gc", "--dry-run", "--json"))
 
 
 def _no_now(out: str) -> str:
@@ -892,15 +892,19 @@ def _no_now(out: str) -> str:
 
 
 @pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])
-def test_hostile_case_fast_start(tmp_path: Path, c: Case) -> None:
-    """The console script's own path (entry.py) says what the typer app says, run after run."""
+def test_hostile_case_repeated_runs(tmp_path: Path, c: Case,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run after run (with the blob facts kept between them), each says what a run that keeps
+    nothing says, and changes nothing."""
     base, outside, _ = _build(tmp_path, c)
     before, outside_before = tree(base.root), tree(outside)
-    for line in ENTRY_LINES:
+    for line in LISTED_LINES:
         args = (line[0], str(base.root), *line[1:])
-        want = run_inprocess(*args)
+        with monkeypatch.context() as m:
+            m.setenv("OCICACHE_NO_CACHE", "1")
+            want = run_inprocess(*args)
         for attempt in ("first", "again"):
-            got = run_entry(*args)
+            got = run_inprocess(*args)
             _assert_clean_run(got, f"{c.name}: {' '.join(line)} ({attempt})")
             assert (got.code, _no_now(got.out), got.err) == (want.code, _no_now(want.out),
                                                              want.err), f"{c.name}: {line}"
@@ -1020,17 +1024,16 @@ HOSTILE_VALUES = ["9" * 400, "9" * 5000, "1e400", "nan", "inf", "-1", "\u0661", 
 
 @pytest.mark.parametrize("option", ["--grace", "--keep-within", "--max-size", "--keep-last"])
 def test_hostile_option_values(tmp_path: Path, option: str) -> None:
-    """Every value is taken exactly or is a usage error (exit 2), through both starts."""
+    """Every value is taken exactly or is a usage error (exit 2)."""
     c = next(x for x in CASES if x.name == "clean")
     base, _outside, _ = _build(tmp_path, c)
     before = tree(base.root)
     for value in HOSTILE_VALUES + [v + "h" for v in HOSTILE_VALUES]:
-        for start in (run_inprocess, run_entry):
-            r = start("gc", str(base.root), "--dry-run", option, value)
-            _assert_clean_run(r, f"{option} {value[:20]!r}")
-            assert r.code in (0, 2), (option, value[:20], r.err)
-            if r.code == 2:
-                assert r.err.startswith("ocicache: error: ") and "Usage:" not in r.err
+        r = run_inprocess("gc", str(base.root), "--dry-run", option, value)
+        _assert_clean_run(r, f"{option} {value[:20]!r}")
+        assert r.code in (0, 2), (option, value[:20], r.err)
+        if r.code == 2:
+            assert r.err.startswith("ocicache: error: ") and "Usage:" not in r.err
     assert tree(base.root) == before
 
 
@@ -1038,12 +1041,11 @@ def test_hostile_option_values(tmp_path: Path, option: str) -> None:
                                   ("check", "DIR", "-j", "x"), ("show",), ("nosuch", "DIR"),
                                   ("ref", "DIR", "--format", "\x1b[2J")])
 def test_hostile_command_lines(tmp_path: Path, argv: tuple[str, ...]) -> None:
-    """A bad command line is one `ocicache: error:` line (and a hint), exit 2, both starts."""
+    """A bad command line is one `ocicache: error:` line (and a hint), exit 2."""
     c = next(x for x in CASES if x.name == "clean")
     base, _outside, _ = _build(tmp_path, c)
     args = [str(base.root) if a == "DIR" else a for a in argv]
-    for start in (run_inprocess, run_entry):
-        r = start(*args)
-        _assert_clean_run(r, " ".join(argv))
-        assert r.code == 2 and r.out == "" and r.err.startswith("ocicache: error: "), r.err
-        assert "Usage:" not in r.err and "Error:" not in r.err
+    r = run_inprocess(*args)
+    _assert_clean_run(r, " ".join(argv))
+    assert r.code == 2 and r.out == "" and r.err.startswith("ocicache: error: "), r.err
+    assert "Usage:" not in r.err and "Error:" not in r.err

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clirun import REPO, run_entry, run_inprocess, run_subprocess, tree
+from clirun import REPO, run_inprocess, run_subprocess, tree
 from special_files import make_special
 
 from ocicache.format import mediatypes as mt
@@ -103,24 +103,23 @@ def test_bare_store_with_cache_manifests_is_repaired_to_the_newest(tmp_path: Pat
     assert [e["digest"] for e in doc["manifests"]] == [new]
 
 
-@pytest.mark.parametrize("runner", [run_inprocess, run_entry], ids=["typer", "entry"])
-def test_empty_index_gc_refuses_unless_all(tmp_path: Path, runner: Any) -> None:
+def test_empty_index_gc_refuses_unless_all(tmp_path: Path) -> None:
     root = tmp_path / "c"
     _cache(root)
     _write_index(root, [])
     names, before = _blobs(root), _files(root)
     for args in (("gc", str(root), "--dry-run"), ("gc", str(root), "--dry-run", "--json"),
                  ("gc", str(root), "--grace", "0")):
-        r = runner(*args)
+        r = run_inprocess(*args)
         assert r.code == 6 and "has no entries" in r.err and "--all" in r.err, (args, r.err)
         assert "nothing deleted" in r.err
     assert _blobs(root) == names and _files(root) == before
-    r = runner("check", "--json", str(root))
+    r = run_inprocess("check", "--json", str(root))
     assert "index-names-nothing" in {f["code"] for f in json.loads(r.out)["findings"]}
-    r = runner("gc", str(root), "--grace", "0", "--all", "--dry-run", "--json")
+    r = run_inprocess("gc", str(root), "--grace", "0", "--all", "--dry-run", "--json")
     assert r.code == 0 and json.loads(r.out)["freedBytes"] > 0, r.err
     assert _blobs(root) == names
-    r = runner("gc", str(root), "--grace", "0", "--all")
+    r = run_inprocess("gc", str(root), "--grace", "0", "--all")
     assert r.code == 0, r.err
     assert _blobs(root) == set()
 
@@ -174,11 +173,10 @@ def test_valid_index_over_16_mib_is_read_whole(tmp_path: Path) -> None:
     n = 32_000
     data, old, new = _big_index(root, n)
     assert len(data) > 17 << 20
-    for runner in (run_inprocess, run_entry):
-        r = runner("history", "--json", str(root))
-        assert r.code == 0, r.err[-2000:]
-        exports = {e["digest"]: e for e in json.loads(r.out)["exports"]}
-        assert len(exports[new]["tags"]) + len(exports[old]["tags"]) == n
+    r = run_inprocess("history", "--json", str(root))
+    assert r.code == 0, r.err[-2000:]
+    exports = {e["digest"]: e for e in json.loads(r.out)["exports"]}
+    assert len(exports[new]["tags"]) + len(exports[old]["tags"]) == n
     r = run_inprocess("check", "--quick", "--json", str(root))
     assert r.code == 0, r.out[-2000:]
     r = run_inprocess("repair", str(root))
@@ -283,7 +281,7 @@ def test_readers_read_past_a_lock_that_is_not_a_file(tmp_path: Path, kind: str) 
     for args in (("history", "--json"), ("du",), ("blobs",), ("show",), ("check", "--quick"),
                  ("gc", "--dry-run"), ("ref",)):
         r = run_subprocess(args[0], str(root), *args[1:], timeout=30) if kind == "fifo" \
-            else run_entry(args[0], str(root), *args[1:])
+            else run_inprocess(args[0], str(root), *args[1:])
         assert r.code == 0, (args, r.err)
         assert "index.json.lock" in r.err + r.out, (args, r.err)
     assert tree(root) == before
@@ -313,10 +311,9 @@ def test_torn_while_a_writer_holds_the_lock_is_busy_not_damage(
     fd = _hold_exclusive(root)
     try:
         for line in READ_LINES:
-            for runner in (run_inprocess, run_entry):
-                r = runner(line[0], str(root), *line[1:])
-                assert r.code == 7, (line, r.code, r.err)
-                assert "a write is in progress" in r.err and "repair" not in r.err, r.err
+            r = run_inprocess(line[0], str(root), *line[1:])
+            assert r.code == 7, (line, r.code, r.err)
+            assert "a write is in progress" in r.err and "repair" not in r.err, r.err
     finally:
         os.close(fd)
     # The writer died mid-write: the lock file is left, nobody holds it. Now it is damage.
@@ -369,7 +366,7 @@ def test_read_commands_create_and_remove_nothing(tmp_path: Path) -> None:
             (root / "index.json.lock").write_bytes(b"")
         before = tree(root)
         for line in READ_LINES:
-            r = run_entry(line[0], str(root), *line[1:])
+            r = run_inprocess(line[0], str(root), *line[1:])
             assert r.code == 0, (line, r.err)
         assert tree(root) == before
 
@@ -432,8 +429,7 @@ def test_reads_during_in_place_rewrites_never_report_damage(tmp_path: Path) -> N
         runs = 0
         while runs < 160 and time.monotonic() < deadline:
             line = READ_LINES[runs % len(READ_LINES)]
-            runner = (run_inprocess, run_entry)[runs // len(READ_LINES) % 2]
-            r = runner(line[0], str(root), *line[1:])
+            r = run_inprocess(line[0], str(root), *line[1:])
             runs += 1
             seen[r.code] = seen.get(r.code, 0) + 1
             assert r.code in (0, 7), (line, r.code, r.err)

@@ -80,7 +80,7 @@ def test_another_directory_is_not_used(tmp_path: Path) -> None:
 
 
 def test_changed_after_listing_keeps_the_listing_view(tmp_path: Path) -> None:
-    """The scan is the listing's snapshot: what the memo's key names (memo.py fences the rest)."""
+    """The scan is the listing's snapshot, taken when find ran; a second scan stats anew."""
     d = tmp_path / "c"
     shutil.copytree(FIXTURES[0], d)
     listing = Listing(str(d))

@@ -1,6 +1,6 @@
 """A stdout that cannot take the output (closed, full, a reader that went away) is exit 8 with
 one line that says so (nothing for a broken pipe, like other Unix tools), never a traceback or
-exit 70, through both starts; a real gc whose report is lost says on stderr what it deleted."""
+exit 70, for every command; a real gc whose report is lost says on stderr what it deleted."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_tree(FIXTURES / "f-tags", tmp_path_factory.mktemp("out") / "f-tags")
 
 
-# Plain lines (entry.py's fast start) and lines only the typer app runs.
+# Read lines (the listing begun), other commands, and what click prints itself (--help).
 LINES = [
     ("history", "DIR"), ("history", "DIR", "--json"), ("show", "DIR", "alpha"), ("blobs", "DIR"),
     ("du", "DIR"), ("du", "DIR", "--json"), ("check", "DIR", "--quick"), ("check", "DIR"),

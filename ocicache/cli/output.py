@@ -1,9 +1,9 @@
-"""stdout and stderr of every command, and the one error boundary (both starts use it).
+"""stdout and stderr of every command, and the one error boundary (app.main runs every command in it).
 
 Data goes to stdout: a stdout that cannot take it (closed, a full disk, a reader that went away)
 is an `OutputError` (exit 8), never a traceback, and never a silent success. Messages go to
 stderr, best effort: when stderr itself is gone there is nobody left to tell, and the exit code
-still says what happened. Nothing here imports typer (entry.py's fast start uses it).
+still says what happened.
 """
 
 from __future__ import annotations

@@ -269,8 +269,8 @@ def stable_until(inv: Inventory, exports: Sequence[Export], policy: Policy, now_
 
     make_plan depends on the clock only through `_young` (flips when now reaches mtime + grace)
     and --keep-within (flips when now passes created + keep_within); for any now in
-    [now_ns, stable_until) every such test gives what it gave at now_ns. (A dry run's kept
-    answer is reused only inside that window: memo.py.)
+    [now_ns, stable_until) every such test gives what it gave at now_ns. (A dry run's
+    GcResult.stable_until_ns.)
     """
     grace, kw = policy.grace_ns, policy.keep_within_ns
     marks = itertools.chain((b.mtime_ns for b in inv.blobs.values()),
