@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, copy_tree
 
 README = (ROOT / "README.md").read_text()
@@ -90,6 +91,7 @@ def test_every_console_example_runs_as_shown(tmp_path: Path) -> None:
     assert ran >= 15
 
 
+@pytest.mark.slow
 def test_install_command_works_in_a_fresh_venv(tmp_path: Path) -> None:
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
