@@ -58,15 +58,39 @@ class Daemon:
             capture_output=True, text=True, timeout=timeout)
 
 
+_BINARIES = ("buildkitd", "buildctl")
+_unpacked: list[Path] = []  # the bin/ that bk-up filled first in this run
+
+
+def _share_binaries(workdir: Path) -> None:
+    """bk-up unpacks buildkitd and buildctl into WORKDIR/bin unless they are there (1-3 s of xz
+    each time): a later daemon gets hard links to (or copies of) the first one's. What makes a
+    daemon fresh is its own empty --root under WORKDIR, not its own copy of the binaries."""
+    if not _unpacked or not all((_unpacked[0] / name).is_file() for name in _BINARIES):
+        return
+    (workdir / "bin").mkdir(parents=True, exist_ok=True)
+    for name in _BINARIES:
+        src, dest = _unpacked[0] / name, workdir / "bin" / name
+        if dest.exists():
+            continue
+        try:
+            os.link(src, dest)
+        except OSError:
+            shutil.copy2(src, dest)
+
+
 @contextmanager
 def daemon(workdir: Path) -> Iterator[Daemon]:
     """A fresh private buildkitd (empty build cache) for the duration of the block."""
     bk = buildkit_dir()
     assert bk is not None
+    _share_binaries(workdir)
     p = subprocess.run(["bash", str(bk / "bk-up"), str(workdir)], capture_output=True, text=True,
                        timeout=300)
     if p.returncode != 0:
         pytest.skip(f"bk-up failed: {p.stderr.strip()[-300:]}")
+    if not _unpacked:
+        _unpacked.append(workdir.resolve() / "bin")
     values = dict(line.split("=", 1) for line in p.stdout.splitlines() if "=" in line)
     try:
         yield Daemon(workdir, values["BUILDKIT_HOST"], values["BUILDCTL"])

@@ -1,6 +1,7 @@
 """Deep user data never meets Python's recursion limit: a cache config whose layer chain is
-5,000 deep and a chain of 5,000 nested image indexes, through every command, run after run
-(the second with the blob facts the first kept). Every walk over user data is iterative."""
+3,000 deep and a chain of 3,000 nested image indexes (three times the default recursion limit),
+through every command, run after run (the second with the blob facts the first kept). Every
+walk over user data is iterative."""
 
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ from ocicache.core.gc_plan import _depths
 from ocicache.format import mediatypes as mt
 from ocicache.synth import Builder, compact
 
-DEPTH = 5000
+DEPTH = 3 * sys.getrecursionlimit()  # 3,000: a recursive walk fails a third of the way
 
 
 @pytest.fixture(scope="module")
 def deep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One export whose 5,000 layers form one chain (each the parent of the next), a layer
+    """One export whose DEPTH layers form one chain (each the parent of the next), a layer
     near the root missing, and an older 2-layer export that gc drops."""
     root = tmp_path_factory.mktemp("deep") / "cache"
     b = Builder(root)
@@ -51,7 +52,7 @@ def _nested(b: Builder, seed: str, depth: int, layer: dict[str, object]) -> tupl
 
 @pytest.fixture(scope="module")
 def nested(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache export, a 5,000-deep chain of indexes index.json names, and another such chain
+    """A cache export, a DEPTH-deep chain of indexes index.json names, and another such chain
     nothing references (gc deletes it: each index before the one it references)."""
     root = tmp_path_factory.mktemp("nested") / "cache"
     b = Builder(root)
@@ -115,7 +116,7 @@ def test_deep_check_names_every_step_built_on_the_missing_layer(deep: Path) -> N
     assert r.code == 1, r.err
     missing = [f for f in json.loads(r.out)["findings"] if f["code"] == "missing-blob"]
     assert len(missing) == 1
-    # layers 3..4999 of the chain rebuild (the missing one is not the root)
+    # layers 3..DEPTH-1 of the chain rebuild (the missing one is not the root)
     assert len(missing[0]["steps"]) == DEPTH - 3
     assert {s["effect"] for s in missing[0]["steps"]} == {"rebuild"}
 

@@ -46,7 +46,7 @@ from clirun import run_inprocess
 
 from ocicache import api
 
-pytestmark = needs_buildkit
+pytestmark = [needs_buildkit, pytest.mark.slow]  # real BuildKit: seconds a test
 
 STEP_LINE = re.compile(r"^#(\d+) \[(?:(\S+) )?(\d+)/(\d+)\] (.*)$", re.M)
 STATE_LINE = re.compile(r"^#(\d+) (CACHED|DONE|ERROR|CANCELED)\b", re.M)

@@ -44,7 +44,7 @@ from ocicache.format.schema import validate
 from ocicache.ops import gc_apply
 from ocicache.store.lock import index_lock
 
-pytestmark = needs_buildkit
+pytestmark = [needs_buildkit, pytest.mark.slow]  # real BuildKit: seconds a test
 REF_NAME = "org.opencontainers.image.ref.name"
 
 

@@ -111,6 +111,7 @@ def test_resolve(exports: list[Any], ref: str) -> None:
         resolve(exports, ref)
 
 
+@pytest.mark.slow
 def test_fixture_documents_survive_mutation() -> None:
     """Every real document with one key dropped or one value replaced: CorruptError or a value."""
     fixtures = Path(__file__).parent.parent / "fixtures" / "buildkit-v0.32.2"

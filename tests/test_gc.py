@@ -315,14 +315,18 @@ def test_concurrent_index_change_replans(tmp_path: Path, monkeypatch: pytest.Mon
     assert_consistent(root)
 
 
-def test_held_lock_is_never_contended(tmp_path: Path) -> None:
+def test_held_lock_is_never_contended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A process holding index.json.lock while index.json holds still (a stuck holder, not a
     write): gc never takes the lock (BuildKit's exporter fails the build at once on any
     holder), reads index.json as it is, says so, and goes on; the dry run too."""
     import fcntl
 
+    import ocicache.store.indexread as indexread
     from ocicache.ops import gc_apply
 
+    # Each of gc's reads of index.json waits this long for the holder first (2 s by default:
+    # 16 s for the two runs); how long is not what is tested here (test_index_safety.py).
+    monkeypatch.setattr(indexread, "WAIT_S", 0.2)
     root, _ = _history(tmp_path)
     fd = os.open(root / "index.json.lock", os.O_RDWR | os.O_CREAT)
     try:

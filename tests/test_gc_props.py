@@ -72,6 +72,7 @@ def build(root: Path, sc: Scenario, draw_index: int = 0) -> int:
     return now
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sc=scenarios())
 def test_gc_invariants(sc: Scenario) -> None:
@@ -193,6 +194,7 @@ def _freed(root: Path, keep: list[str], now: int, dry_run: bool = True) -> dict[
     return {b.digest: b.size for b in blobs}
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow],
           derandomize=True, database=None)
 @given(lay=layouts())

@@ -286,6 +286,7 @@ def _gc_proc(root: Path, *args: str, env: dict[str, str] | None = None) -> subpr
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_two_gc_at_once_never_crash(tmp_path: Path) -> None:
     """Issue 10 item 8: two gc on one directory; anything already gone is simply gone."""
     for trial in range(3):
@@ -304,6 +305,7 @@ def test_two_gc_at_once_never_crash(tmp_path: Path) -> None:
         assert api.gc(root, Policy(grace_ns=0)).deleted == ()
 
 
+@pytest.mark.slow
 def test_pin_during_gc_is_never_left_dangling(tmp_path: Path) -> None:
     """Issue 10 item 3: pin and gc exclude each other (a flock on DIR): a pin that reported
     success names a manifest that is there, with its blobs, whatever the interleaving."""
@@ -374,6 +376,7 @@ def _exporter_loop(root: Path, scratch: Path, stop: threading.Event, landed: lis
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_back_to_back_gc_during_exports_loses_nothing(tmp_path: Path) -> None:
     """gc looping with default settings while exports land: after the loop and one more gc,
     every export that landed and is still current is complete; nothing was deleted for good."""

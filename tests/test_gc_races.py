@@ -48,6 +48,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[str]]:
     return root, blob_names(expected)
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_leaves_a_consistent_directory(
         tmp_path: Path, template: tuple[Path, set[str]]) -> None:
     tpl, expected = template
@@ -136,6 +137,7 @@ def _exporter(root: Path, scratch: Path, delay: float, out: dict[str, str]) -> N
     out["digest"] = digest
 
 
+@pytest.mark.slow
 def test_concurrent_exporter_survives(tmp_path: Path, template: tuple[Path, set[str]]) -> None:
     """Only the safety property is asserted: whether the export raced gc's moves or not (the
     machine's load decides), the new export is complete and the directory consistent."""

@@ -996,6 +996,7 @@ def test_hostile_repair(tmp_path: Path, c: Case) -> None:
 
 
 # -- hostile beyond the directory: the output stream, option values, command lines ------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["clean", "names-control-chars", "config-chain-deep"])
 @pytest.mark.parametrize("how", ["closed", "full", "broken-pipe"])
 def test_hostile_unwritable_stdout(tmp_path: Path, name: str, how: str) -> None:

@@ -261,6 +261,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_rewrites_never_tears_index(tmp_path: Path) -> None:
     """Kill a process that pins and unpins in a loop at random moments: index.json is always
     the old or the new document, never torn, and no temp file outlives the next rewrite."""
