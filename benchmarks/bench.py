@@ -65,7 +65,7 @@ RSS_MAX_MB = 150.0
 GC_FLOOR_MAX = 1.25  # x unlink floor
 LINEAR_MAX = 5.0  # time ratio at 4x the blobs
 HASH_MIN = 1.7  # x sha256sum throughput
-PARTS = ("linear", "gc", "check", "hash", "floor")  # what --skip can leave out
+PARTS = ("reads", "linear", "gc", "check", "hash", "floor")  # what --skip can leave out
 
 
 @dataclass
@@ -136,10 +136,9 @@ class Bench:
         self.env.pop("OCICACHE_NO_CACHE", None)
         self.timeout = args.timeout
         self.n_xdg = 0
-        self.copies = work
-        if args.copies:
-            self.copies = Path(tempfile.mkdtemp(prefix="ocicache-bench-copies-",
-                                                dir=args.copies))
+        where = args.copies or default_copies()
+        self.copies = work if where is None else Path(
+            tempfile.mkdtemp(prefix="ocicache-bench-copies-", dir=where))
 
     def run(self, cmd: list[str], env: dict[str, str] | None = None, ok: tuple[int, ...] = (0,),
             cwd: Path | None = None) -> Result:
@@ -273,6 +272,19 @@ def blob_list(d: Path, out: Path) -> int:
     return sum(f.stat().st_size for f in files)
 
 
+def default_copies() -> Path | None:
+    """/dev/shm when it is a writable tmpfs with room (gc's copies are small), else None."""
+    shm = Path("/dev/shm")
+    try:
+        st = os.statvfs(shm)
+    except OSError:
+        return None
+    if _fs_type(shm) != "tmpfs" or not os.access(shm, os.W_OK) or \
+            st.f_bavail * st.f_frsize < 2 << 30:
+        return None
+    return shm
+
+
 def default_ocicache_cmd() -> list[str]:
     found = shutil.which("ocicache")
     return [found] if found else [sys.executable, "-m", "ocicache"]
@@ -313,8 +325,9 @@ def main(argv: list[str] | None = None) -> int:
                    "(default 512; 64 with --quick; 0: skip)")
     p.add_argument("--skip", type=lambda v: {x for x in v.split(",") if x}, default=set(),
                    help="comma-separated parts to leave out: " + ",".join(PARTS))
-    p.add_argument("--copies", type=Path, help="where gc's fresh copies go (default: the "
-                   "work folder, under $TMPDIR); e.g. /dev/shm to take the disk out")
+    p.add_argument("--copies", type=Path, help="where gc's fresh copies go (default: /dev/shm "
+                   "when it is a tmpfs: a shared disk's other writers make unlink times swing "
+                   "10x; give e.g. /var/tmp to time gc on disk)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per command run")
     p.add_argument("--keep", type=Path, help="generate into (and reuse) this folder")
     p.add_argument("--json", type=Path, help="also write every figure to this file")
@@ -332,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip - set(PARTS):
         p.error(f"--skip: unknown part(s) {','.join(sorted(args.skip - set(PARTS)))}; "
                 f"choose from {','.join(PARTS)}")
-    if "linear" in args.skip:
+    if "reads" in args.skip or "linear" in args.skip:  # linear compares read lines
         args.linear_factor = 0
     if "hash" in args.skip:
         args.hash_mb = 0
@@ -385,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                           "process's pages")
         print("\n".join(header), flush=True)
 
-        lines = {name: Line() for name in READ_LINES}
+        lines = {} if "reads" in args.skip else {name: Line() for name in READ_LINES}
         if not args.no_check:
             lines[CHECK_LINE] = Line()
         small_lines = {name: Line() for name in LINEAR_LINES} if small else {}
@@ -449,7 +462,10 @@ def main(argv: list[str] | None = None) -> int:
         # ---- the tables
         find_all = Samples(times=[t for s in lines.values() for t in s.find.times])
         out: list[str] = [""]
-        out += line_table(f"== {shape.blobs:,} blobs: {shape.describe()}", lines, True)
+        if lines:
+            out += line_table(f"== {shape.blobs:,} blobs: {shape.describe()}", lines, True)
+        else:
+            out.append(f"== {shape.blobs:,} blobs: {shape.describe()}")
         out.append(row("baselines, same run:"))
         out.append(row(f"  find DIR -type f -printf '%s\\n' (warm, all {len(find_all.times)})",
                        secs(find_all.median), f"  spread {find_all.spread:.0%}"))
@@ -530,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
                     "ratio": _r(hash_sha.median / hash_check.median)},
                 "targets": [t.as_dict() for t in targets],
             }
-            for n in READ_LINES:
+            for n in READ_LINES if lines else ():
                 s = lines[n]
                 results["sizes"][str(shape.blobs)]["lines"][n]["met"] = None if s.failure else {
                     "first": s.first_x <= FIRST_MAX, "repeat": s.repeat_x <= REPEAT_MAX,
@@ -547,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(results, indent=2) + "\n")
     finally:
         rmtree(work)
-        if args.copies and 'bench' in locals():
+        if "bench" in locals() and bench.copies != work:
             rmtree(bench.copies)
     return 1 if failed else 0
 
@@ -593,7 +609,7 @@ def gc_table(g: Gc, blobs: int, where: Path) -> list[str]:
 def evaluate(lines: dict[str, Line], small_lines: dict[str, Line], g: Gc, hash_sha: Samples,
              hash_check: Samples, args: argparse.Namespace, umoci: str | None) -> list[Target]:
     t: list[Target] = []
-    reads = {n: lines[n] for n in READ_LINES}
+    reads = {n: lines[n] for n in READ_LINES if n in lines}
 
     def group(name: str, values: dict[str, float | None], ok, fmt) -> None:  # type: ignore[no-untyped-def]
         measured = {n: v for n, v in values.items() if v is not None and v == v}
