@@ -15,7 +15,8 @@ Every figure is a ratio to a baseline timed in the same run, interleaved with wh
   command line <= 8x a warm `find DIR -type f -printf '%s\\n'` timed just before it; the
   repeated run (the same cache home again) <= 3x that `find`;
 - peak RSS < 150 MB (10^6 bytes; /usr/bin/time's %M) for every command line, real gc included;
-- a real `gc --grace 0`, on a fresh `cp -a` copy each time (copying not timed), <= 1.25x the
+- a real `gc --grace 0`, on a fresh `cp -a` copy each time (copying not timed; in /dev/shm
+  unless --copies says otherwise: the shared disk's other writers swamp unlink times), <= 1.25x the
   unlink floor (`find COPY/blobs -type f`, filtered to exactly the files that gc deleted, piped
   to `xargs rm -f`, on another fresh copy) and no slower than `umoci gc --layout COPY`;
 - linear: the first run of `history --json` and `gc --dry-run --json` on 4x the blobs
