@@ -54,23 +54,29 @@ class Shape:
                 f"{self.exports} configs + {self.orphans} orphans = {self.blobs} blobs")
 
 
+FULL_BLOBS = 50_700  # the issue's shape: 300 exports x 200 layers + 20k orphans
+
+
 def shape_for(blobs: int) -> Shape:
-    """The issue's 50k shape (300 x 200 + 20k orphans) scaled to about `blobs` blobs."""
-    f = blobs / 50_000
+    """The issue's shape (300 exports x 200 layers, 100 new per export, + 20k orphans: 30,100
+    distinct layers + 300 manifests + 300 configs + 20,000 orphans = 50,700 blobs) scaled to
+    about `blobs` blobs (exports and orphans scale, 200 layers per export always)."""
+    f = blobs / FULL_BLOBS
     exports = max(1, round(300 * f))
     orphans = round(20_000 * f)
-    layers = 200
-    new = 98  # 299 * 98 + 200 = 29,502 distinct layers at 300 exports
-    return Shape(exports, layers, new, orphans)
+    return Shape(exports, layers=200, new=100, orphans=orphans)
 
 
 def _compact(doc: object) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def _layer_bytes(seed: int, salt: bytes) -> bytes:
+def _layer_bytes(seed: int, salt: bytes, size: int | None = None) -> bytes:
+    """Gzip magic then pseudo-random bytes (seeded: the same on every run); 64-512 bytes long
+    unless `size` is given."""
     h = hashlib.sha256(salt + seed.to_bytes(8, "big")).digest()
-    size = 64 + (h[0] * 256 + h[1]) % 449  # 64..512
+    if size is None:
+        size = 64 + (h[0] * 256 + h[1]) % 449  # 64..512
     return (b"\x1f\x8b\x08\x00" + h * (size // 32 + 1))[:size]
 
 
@@ -105,8 +111,9 @@ class _Writer:
         os.close(self.fd)
 
 
-def generate(root: Path, shape: Shape) -> int:
-    """Write the directory (must not exist or be empty); returns the number of blobs written."""
+def generate(root: Path, shape: Shape, layer_size: int | None = None) -> int:
+    """Write the directory (must not exist or be empty); returns the number of blobs written.
+    `layer_size`: every layer that many bytes (default: 64-512 bytes each)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     w = _Writer(root)
@@ -121,7 +128,7 @@ def generate(root: Path, shape: Shape) -> int:
         for i in ids:
             if i not in layer_desc:
                 clock += 1
-                data = _layer_bytes(i, b"layer")
+                data = _layer_bytes(i, b"layer", layer_size)
                 digest = w.blob(data, clock)
                 layer_desc[i] = {
                     "mediaType": GZIP, "digest": digest, "size": len(data),
@@ -172,3 +179,11 @@ def generate(root: Path, shape: Shape) -> int:
     (root / "index.json").write_bytes(
         _compact({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}))
     return w.count
+
+
+def generate_big_layers(root: Path, megabytes: int, layer_mib: int = 8) -> int:
+    """One export of `megabytes` MiB of `layer_mib` MiB layers (where hashing throughput
+    shows), no orphans; returns the number of blobs written."""
+    layer_mib = min(layer_mib, max(megabytes, 1))
+    n = max(1, megabytes // layer_mib)
+    return generate(root, Shape(exports=1, layers=n, new=n, orphans=0), layer_size=layer_mib << 20)
