@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import signal
@@ -60,6 +61,7 @@ def run_inprocess(*args: str, timeout: int = 30) -> Run:
     finally:
         sys.argv = saved
         cli._state["debug"] = False
+        gc.enable()  # main turns the cyclic GC off for its short-lived process
     return Run(code, out.getvalue(), err.getvalue())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -81,6 +82,7 @@ def cli(capsys: Any, *args: str) -> tuple[int, str, str]:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
         sys.argv = old
+        gc.enable()  # main turns the cyclic GC off for its short-lived process
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
