@@ -245,6 +245,7 @@ EDITS = ["none", "none", "none", "latin1", "utf8", "surrogate", "escape", "escap
          "space", "garbage", "bom", "hugeint", "deep"]
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_a_fast_answer_is_the_slow_answer(data: st.DataObject) -> None:

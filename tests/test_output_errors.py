@@ -79,6 +79,7 @@ def _assert_output_error(r: Run, how: str, what: str) -> None:
         assert r.err == f"ocicache: error: stdout: cannot write the output: {want}\n", r.err
 
 
+@pytest.mark.slow  # 54 real processes: half a second each
 @pytest.mark.parametrize(("how", "line"), [p for h in HOW for p in _lines_for(h)])
 def test_unwritable_stdout_is_exit_8(cache: Path, how: str, line: tuple[str, ...]) -> None:
     args = [a.replace("DIR", str(cache)) for a in line]

@@ -355,8 +355,10 @@ JSON_VALUES = st.recursive(
 )
 
 
+# 50 documents a schema: the 19 schemas share their $ref'd parts (descriptor, digest, ...), which
+# so meet ~950 of them (150 a schema took 19 s).
 @pytest.mark.parametrize("name", schema_names())
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(document=JSON_VALUES)
 def test_validate_never_raises(name: str, document: object) -> None:
     violations = validate(document, name)
