@@ -332,7 +332,7 @@ def test_digests_remembered_only_when_valid() -> None:
 def test_without_msgspec_the_slow_path_answers(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """msgspec is a dependency, but a reader without it gives the same answers."""
-    import ocicache.core.inventory as inventory
+    import ocicache.ops.read as inventory
 
     b = Builder(tmp_path / "d")
     layers = [b.layer(f"l{i}") for i in range(3)]

@@ -15,6 +15,8 @@ from ocicache.cli import render
 from ocicache.cli.textsafe import safe
 
 text = st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
+# JSON values hold any code point a document may decode to, lone surrogates included.
+json_text = st.text(max_size=12)
 
 
 @pytest.mark.skipif(render._wide_chars(), reason="tabulate measures by wcwidth here")
@@ -41,15 +43,21 @@ def test_a_big_table_takes_the_fast_layout_and_a_small_one_tabulate() -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64) | text
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64) | json_text
     | st.floats(allow_nan=False, allow_infinity=False),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(json_text, inner, max_size=4),
     max_leaves=20)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(text, json_values, max_size=6))
+@given(st.dictionaries(json_text, json_values, max_size=6))
 def test_dumps_is_json_dumps_indent_2(doc: dict[str, object]) -> None:
+    assert render.dumps(doc) == json.dumps(doc, indent=2)
+
+
+def test_dumps_keeps_a_lone_surrogate_as_json_writes_it() -> None:
+    """A tag decoded from `\\udc80` (valid JSON, no valid UTF-16) is written back escaped."""
+    doc = {"tag": "x\udc80y", "pair": "\ud83d\ude00"}
     assert render.dumps(doc) == json.dumps(doc, indent=2)
 
 

@@ -31,7 +31,10 @@ def dumps(doc: dict[str, Any]) -> str:
     import msgspec
 
     compact = json.dumps(doc, separators=(",", ":"), sort_keys=False)
-    return msgspec.json.format(compact.encode(), indent=2).decode()
+    try:
+        return msgspec.json.format(compact.encode(), indent=2).decode()
+    except msgspec.DecodeError:  # a lone surrogate json wrote as \udXXX: msgspec refuses it
+        return json.dumps(doc, indent=2, sort_keys=False)
 
 
 def _t(ns: int | None) -> str | None:
