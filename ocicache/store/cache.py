@@ -44,7 +44,9 @@ from ocicache.format.model import (
 # 3: foreign manifests of any media type (Docker v2, artifacts, referrers) are read with the
 #    foreign-manifest schema and keep where each descriptor sits (was: OCI image schema only);
 #    a cache manifest is one of the three shapes with a cache config (its mediaType checked).
-CACHE_FORMAT = 3
+# 4: one decoder (fastdecode): a number of integral value where an integer is due (1.0) is that
+#    integer (was: kept as a float, or a crash for a parent or layer index).
+CACHE_FORMAT = 4
 _PY = f"py{sys.version_info[0]}.{sys.version_info[1]}"  # marshal's format is per version
 _STAMP = f"ocicache-blobs/{CACHE_FORMAT}/{__version__}/{_PY}"
 FILE_NAME = f"blobs-v{CACHE_FORMAT}.marshal"
