@@ -84,7 +84,7 @@ def assert_sound(data: bytes, digest: str = DIGEST) -> bool:
     return True
 
 
-# -- real and synthetic documents: the fast path answers, and answers the same ---------------
+# -- real and synthetic documents: the bytes way answers, and answers the same --------------
 def _blobs(root: Path) -> Iterator[tuple[str, bytes]]:
     for path in sorted((root / "blobs" / "sha256").iterdir()):
         data = path.read_bytes()
@@ -141,7 +141,7 @@ def test_benchmark_generator_documents(tmp_path: Path) -> None:
     assert _assert_fast_equals_slow(tmp_path / "g") == {mt.SHAPE_A, "config"}
 
 
-# -- mutated documents: whatever the fast path answers, the slow path answers too ------------
+# -- mutated documents: whatever the bytes way answers, the document way answers too --------
 L0, L1 = "sha256:" + "01" * 32, "sha256:" + "02" * 32
 TIME = "2026-09-21T10:11:12.123456789Z"
 SEEDS: list[Any] = [
@@ -258,7 +258,7 @@ def _bytes_edit(data: bytes, edit: str, at: int) -> bytes:
         return data + b" x"
     if edit == "bom":
         return b"\xef\xbb\xbf" + data
-    if edit == "hugeint":  # over Python's 4300-digit int limit: the slow path refuses it
+    if edit == "hugeint":  # over Python's 4300-digit int limit: the document way refuses it
         return data.replace(b'"size":10', b'"size":' + b"9" * 5000, 1).replace(
             b'"layer":1', b'"layer":1' + b"0" * 5000, 1)
     if edit == "deep":
@@ -289,7 +289,7 @@ def test_a_fast_answer_is_the_slow_answer(data: st.DataObject) -> None:
 @pytest.mark.parametrize("seed", range(8))
 def test_every_single_mutation_of_the_seeds(seed: int) -> None:
     """Each node of each hand-written seed set to each odd value, deleted, and given each
-    extra key: sound every time, and the fast path still answers for some (it is not just
+    extra key: sound every time, and the bytes way still answers for some (it is not just
     saying None)."""
     doc = SEEDS[seed]
     answered = refused = 0
