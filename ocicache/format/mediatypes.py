@@ -45,6 +45,12 @@ SHAPE_A = "A"  # OCI image manifest, config = cache config
 SHAPE_B = "B"  # OCI index holding layers + cache config
 SHAPE_C = "C"  # Docker manifest list, docker layer types
 
+# What a JSON blob is (documents.classify; the decoder's answers carry these).
+KIND_CACHE_MANIFEST = "cache-manifest"
+KIND_CACHE_CONFIG = "cache-config"
+KIND_MANIFEST = "manifest"  # an image manifest / index that is not a cache manifest
+KIND_UNKNOWN_JSON = "unknown-json"
+
 
 def is_layer_type(media_type: str) -> bool:
     """True for a media type BuildKit uses for layer blobs."""

@@ -15,7 +15,6 @@ referrers stored in blobs/ (a `subject` naming something reachable) are reachabl
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from ocicache.base.errors import (
@@ -135,7 +134,6 @@ class _Reader:
         self.done: set[str] = set()  # sniffed or parsed
         self.parsed: set[str] = set()  # read and decoded (or found too big to read)
         self.walked: set[str] = set()  # foreign documents whose references were followed
-        self._fast = _fast_path()
 
     def run(self) -> None:
         inv = self.inv
@@ -349,7 +347,7 @@ class _Reader:
         except OSError as e:
             self.inv.bad_docs[blob.digest] = CorruptError(f"cannot read: {e}", file=blob.relpath)
             return None
-        kind, value, error = self._decode(data, blob.digest, blob.relpath)
+        kind, value, error = docs.read_document(data, blob.digest, blob.relpath)
         if isinstance(value, CacheManifest):
             value = self._share(value)
         # What was read is what the digest names only if the size is right (a truncated file
@@ -357,20 +355,6 @@ class _Reader:
         if self.cache is not None and len(data) == blob.size:
             self.cache.put_parsed(blob.digest, blob.size, kind, value, error)
         return kind, value, error
-
-    def _decode(self, data: bytes, digest: str, file: str) -> Parsed:
-        """Kind, value and error of one blob's bytes: fastdecode's answer when it is sure,
-        else the slow path's (decode, classify, validate, parse in Python)."""
-        fast = self._fast(data, digest, file) if self._fast is not None else None
-        if fast is not None:
-            return fast[0], fast[1], None
-        kind: str | None = None
-        try:
-            doc = docs.loads_blob(data, file)
-            kind = docs.classify(doc)  # kept even when parsing fails below
-            return kind, _parse(kind, doc, digest, file), None
-        except CorruptError as e:
-            return kind, None, e
 
     def _after_manifest(self, manifest: CacheManifest) -> None:
         is_layer, common = mt.is_layer_type, mt.LAYER_TYPES
@@ -384,28 +368,6 @@ class _Reader:
         blob = self.inv.blobs.get(config.digest)
         if blob is not None:
             self._parse_blob(blob)
-
-
-def _parse(kind: str, doc: object, digest: str, file: str) -> object | None:
-    """The model value of a decoded JSON blob of this kind (the slow path); CorruptError when
-    it breaks its schema."""
-    if kind == docs.KIND_CACHE_MANIFEST:
-        return docs.parse_cache_manifest(doc, digest, file)
-    if kind == docs.KIND_CACHE_CONFIG:
-        return docs.parse_cache_config(doc, digest, file)
-    if kind == docs.KIND_MANIFEST:
-        return docs.parse_other_manifest(doc, digest, file)
-    return None
-
-
-def _fast_path() -> Callable[[bytes, str, str], tuple[str, object] | None] | None:
-    """fastdecode.decode_blob, or None when msgspec cannot be imported: a dependency, but the
-    slow path alone still gives every answer (~0.8 s slower on 300 big exports)."""
-    try:
-        from ocicache.format.fastdecode import decode_blob
-    except ImportError:
-        return None
-    return decode_blob
 
 
 def _cache_manifest_refs(m: CacheManifest) -> list[ForeignRef]:
