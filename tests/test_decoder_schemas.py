@@ -111,6 +111,7 @@ indexes = st.integers(min_value=0, max_value=2**70)
 
 def _open(required: dict[str, Any], optional: dict[str, Any]) -> Any:
     """An object with the required keys, any of the optional ones, and maybe an unknown key."""
+    optional = {k: v for k, v in optional.items() if k not in required}
     known = set(required) | set(optional)
     extra = st.dictionaries(st.text(max_size=6).filter(lambda k: k not in known), json_values,
                             max_size=1)
@@ -136,9 +137,21 @@ image_index = _open({"schemaVersion": st.just(2), "manifests": descriptors},
                     {"mediaType": st.just(mt.OCI_INDEX), **manifest_keys})
 docker_list = _open({"schemaVersion": st.just(2), "mediaType": st.just(mt.DOCKER_LIST),
                      "manifests": descriptors}, {})
-foreign = _open({}, {"schemaVersion": st.just(2) | st.integers(), "mediaType": media,
-                     "config": descriptor, "layers": descriptors, "manifests": descriptors,
-                     "blobs": descriptors, **manifest_keys})
+foreign_keys = {"schemaVersion": st.just(2) | st.integers(), "mediaType": media,
+                "config": descriptor, "layers": descriptors, "manifests": descriptors,
+                "blobs": descriptors, **manifest_keys}
+two = {"schemaVersion": st.just(2)}
+untyped = {k: v for k, v in foreign_keys.items() if k != "mediaType"}
+foreign = st.one_of(
+    _open({**two, "mediaType": st.sampled_from([mt.OCI_MANIFEST, mt.DOCKER_MANIFEST]),
+           "config": descriptor, "layers": descriptors}, foreign_keys),
+    _open({**two, "mediaType": st.sampled_from([mt.OCI_INDEX, mt.DOCKER_LIST]),
+           "manifests": descriptors}, foreign_keys),
+    _open({**two, "config": descriptor, "layers": descriptors}, untyped),
+    _open({**two, "manifests": descriptors}, untyped),
+    _open({"mediaType": st.just(mt.OCI_ARTIFACT_MANIFEST)}, foreign_keys),
+    _open({}, foreign_keys),  # anything: the allOf decides
+)
 layer_annotations = _open({}, {"mediaType": media, "diffID": digests, "size": sizes,
                                "createdAt": texts})
 config_layer = _open({"blob": digests}, {"parent": st.integers(min_value=-1, max_value=2**70),
@@ -238,7 +251,7 @@ def test_generated_documents_are_mostly_valid(schema: str) -> None:
         verdicts.append(agree(doc, schema))
 
     judge()
-    assert sum(verdicts) >= (10 if schema == "foreign-manifest" else 0.9 * len(verdicts))
+    assert sum(verdicts) >= (0.5 if schema == "foreign-manifest" else 0.9) * len(verdicts)
 
 
 @pytest.mark.parametrize(("schema", "doc", "valid"), [
