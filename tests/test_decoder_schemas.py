@@ -9,7 +9,6 @@ one accepts and the other refuses would be read wrong or explained with no messa
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from docpaths import json_paths
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mutations import mutate
 
 from ocicache.format import fastdecode
 from ocicache.format import mediatypes as mt
@@ -201,27 +201,6 @@ KEYS = ["mediaType", "digest", "size", "urls", "annotations", "platform", "artif
         "imageLayoutVersion", "unknown"]
 
 
-def _mutate(doc: Any, path: tuple[Any, ...], action: str, key: str, value: Any) -> Any:
-    doc = copy.deepcopy(doc)
-    if not path:
-        if action == "set":
-            return value
-        if action == "add" and isinstance(doc, dict):
-            doc[key] = value
-        return doc
-    parent = doc
-    for part in path[:-1]:
-        parent = parent[part]
-    last = path[-1]
-    if action == "set":
-        parent[last] = value
-    elif action == "delete":
-        del parent[last]
-    elif action == "add" and isinstance(parent[last], dict):
-        parent[last][key] = value
-    return doc
-
-
 @pytest.mark.parametrize("schema", INPUT_SCHEMAS)
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
@@ -236,7 +215,7 @@ def test_generated_and_mutated_documents(schema: str, data: st.DataObject) -> No
         near = NEAR.get(target) if isinstance(target, str) else None
         values = st.sampled_from(ODD) | json_values
         value = data.draw(st.sampled_from(near) | values if near else values, label="value")
-        doc = _mutate(doc, path, action, key, value)
+        doc = mutate(doc, path, action, key, value)
         agree(doc, schema)
 
 

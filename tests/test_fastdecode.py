@@ -11,7 +11,6 @@ test_decoder_schemas.py.)
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -24,6 +23,7 @@ import pytest
 from docpaths import json_paths
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mutations import mutate
 
 from ocicache.base.errors import CorruptError
 from ocicache.format import documents as docs
@@ -197,23 +197,6 @@ EXTRA_KEYS = ["urls", "platform", "chains", "annotations", "artifactType", "data
               "createdAt", "selector", "unknown", "size", "digest", "blob", "link", "layer"]
 
 
-def _mutate(doc: Any, path: tuple[Any, ...], action: str, key: str, value: Any) -> Any:
-    doc = copy.deepcopy(doc)
-    if not path:
-        return value if action == "set" else doc
-    parent = doc
-    for part in path[:-1]:
-        parent = parent[part]
-    last = path[-1]
-    if action == "set":
-        parent[last] = value
-    elif action == "delete":
-        del parent[last]
-    elif action == "add" and isinstance(parent[last], dict):
-        parent[last][key] = value
-    return doc
-
-
 def _dumps(doc: Any, dup: tuple[Any, ...] | None, dup_value: Any, first: bool) -> str:
     """Compact JSON, with the object at path `dup` (if any) repeating its first key: the odd
     value first or last. json.dumps writes NaN/Infinity and lone surrogates as escapes."""
@@ -279,7 +262,7 @@ def test_a_fast_answer_is_the_slow_answer(data: st.DataObject) -> None:
         path = data.draw(st.sampled_from(json_paths(doc)))
         action = data.draw(st.sampled_from(["set", "delete", "add"]))
         key = data.draw(st.sampled_from(EXTRA_KEYS))
-        doc = _mutate(doc, path, action, key, data.draw(st.sampled_from(ODD)))
+        doc = mutate(doc, path, action, key, data.draw(st.sampled_from(ODD)))
     dup = data.draw(st.none() | st.sampled_from(json_paths(doc)))
     text = _dumps(doc, dup, data.draw(st.sampled_from(ODD)), data.draw(st.booleans()))
     raw = _bytes_edit(text.encode("utf-8", "surrogatepass"), data.draw(st.sampled_from(EDITS)),
@@ -295,9 +278,9 @@ def test_every_single_mutation_of_the_seeds(seed: int) -> None:
     doc = SEEDS[seed]
     answered = refused = 0
     for path in json_paths(doc):
-        variants = [_mutate(doc, path, "delete", "", None)] if path else []
-        variants += [_mutate(doc, path, "set", "", v) for v in ODD]
-        variants += [_mutate(doc, path, "add", k, v) for k in EXTRA_KEYS for v in ODD[:12]]
+        variants = [mutate(doc, path, "delete", "", None)] if path else []
+        variants += [mutate(doc, path, "set", "", v) for v in ODD]
+        variants += [mutate(doc, path, "add", k, v) for k in EXTRA_KEYS for v in ODD[:12]]
         for variant in variants:
             raw = _dumps(variant, None, None, True).encode("utf-8", "surrogatepass")
             if assert_sound(raw):
