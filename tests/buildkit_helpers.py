@@ -7,10 +7,12 @@ socket); a new WORKDIR is a daemon with an empty build cache, which is how an im
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -79,11 +81,32 @@ def _share_binaries(workdir: Path) -> None:
             shutil.copy2(src, dest)
 
 
+# Where each daemon's own directory (binaries, socket, --root: content store and snapshots) goes:
+# on the disk, not on the tmpfs the tests' temporary directories may be on (conftest.py). On the
+# tmpfs BuildKit's plain progress sometimes ends before a `COPY --link` step's final state line
+# (test_diff_buildkit's link test failed 5 of 34 runs with everything there; none of 15 with
+# everything on the disk, none of 15 with only the daemon's directory there). Removed at exit.
+DAEMON_TMP = Path("/var/tmp")
+_daemon_dirs: list[Path] = []
+
+
+def _daemon_dir(workdir: Path) -> Path:
+    if not (DAEMON_TMP.is_dir() and os.access(DAEMON_TMP, os.W_OK)):
+        return workdir
+    if not _daemon_dirs:
+        atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _daemon_dirs])
+    _daemon_dirs.append(Path(tempfile.mkdtemp(prefix=f"ocicache-bk-{workdir.name}-",
+                                              dir=DAEMON_TMP)))
+    return _daemon_dirs[-1]
+
+
 @contextmanager
 def daemon(workdir: Path) -> Iterator[Daemon]:
-    """A fresh private buildkitd (empty build cache) for the duration of the block."""
+    """A fresh private buildkitd (empty build cache) for the duration of the block, in a
+    directory of its own (_daemon_dir; `workdir` names it)."""
     bk = buildkit_dir()
     assert bk is not None
+    workdir = _daemon_dir(workdir)
     _share_binaries(workdir)
     p = subprocess.run(["bash", str(bk / "bk-up"), str(workdir)], capture_output=True, text=True,
                        timeout=300)

@@ -891,6 +891,7 @@ def _no_now(out: str) -> str:
     return "\n".join(x for x in out.splitlines() if not x.startswith('  "now": '))
 
 
+@pytest.mark.slow  # every case x 6 lines x 3 runs: ~1,700 runs, a minute on a busy machine
 @pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])
 def test_hostile_case_repeated_runs(tmp_path: Path, c: Case,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
