@@ -66,6 +66,14 @@ def _layers_of(root: Path, digest: str) -> list[str]:
     return [x["digest"] for x in doc["layers"]] + [doc["config"]["digest"]]
 
 
+@pytest.fixture(autouse=True, params=["exchange", "rename"])
+def strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test both ways gc moves what it drops: blobs/sha256 exchanged whole for a folder of
+    what it keeps (what these directories get: they drop most blobs), or blob by blob."""
+    monkeypatch.setenv(gc_apply.EXCHANGE_ENV, "0" if request.param == "rename" else "1")
+    return str(request.param)
+
+
 @pytest.fixture
 def cache(tmp_path: Path) -> tuple[Path, list[str]]:
     """6 old exports of 3 layers (1 shared), `latest` at the newest; digests newest first."""
@@ -89,11 +97,21 @@ def _hook_wait(monkeypatch: pytest.MonkeyPatch, action: Any) -> list[int]:
 
 
 def test_default_gc_moves_into_the_quarantine_and_deletes_nothing(
-        cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+        cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch, strategy: str) -> None:
     root, _ = cache
     monkeypatch.setenv(gc_apply.SETTLE_ENV, "0")
     before = blob_names(root)
+    folder = (root / "blobs" / "sha256").stat()
+    kept = {n: (root / "blobs" / "sha256" / n).stat() for n in before}
     r = api.gc(root, Policy())
+    # The exchange put a new folder in place, alike, whose blobs are the very files kept.
+    now = (root / "blobs" / "sha256").stat()
+    assert (now.st_ino != folder.st_ino) == (strategy == "exchange")
+    assert (now.st_mode, now.st_uid, now.st_gid) == (folder.st_mode, folder.st_uid, folder.st_gid)
+    for n in blob_names(root):
+        st = (root / "blobs" / "sha256" / n).stat()
+        assert (st.st_ino, st.st_mtime_ns, st.st_mode, st.st_nlink) == (
+            kept[n].st_ino, kept[n].st_mtime_ns, kept[n].st_mode, kept[n].st_nlink)
     moved = {b.name for b in r.deleted}
     assert moved and r.quarantine is not None
     assert _held(root) == moved  # nothing deleted: every dropped blob is in the quarantine

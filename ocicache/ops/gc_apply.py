@@ -9,18 +9,31 @@ export re-using an old layer finds it present long before its manifest exists. N
 seen coming, so the deletion itself is made undoable.
 
 One run, under an exclusive flock on DIR (quarantine.gc_lock: one gc, pin or repair at a time):
-  0. put back from the quarantine whatever a plan made now keeps (index.json, pins, young
+  0. settle an exchange a killed run left half done (quarantine.recover_exchanges), and put
+     back from the quarantine whatever a plan made now keeps (index.json, pins, young
      manifests and what they reference) and is not in blobs/;
-  1. move dropped manifests (a parent before the manifests it references), 2. their cache
-     configs, 3. layers and unknown blobs into this run's quarantine batch, 4. delete stale
-     ingest/ entries;
+  1-3. move what the plan drops into this run's quarantine batch, in one of two ways:
+     - when it drops most of `blobs/<algorithm>/` (and nothing is being written: ingest/,
+       the folder and index.json unchanged since the plan's read), by exchanging the whole
+       folder (`_exchange`): the kept blobs are hard-linked into a new folder made like it,
+       the two folders swap in one atomic step, then everything in the old folder that the
+       plan did not drop goes back (what a writer renamed into blobs/ since gc's last look
+       included). One rename instead of one per dropped blob; every manifest left in blobs/
+       references only blobs still there at every instant, as the plan keeps a closed set;
+     - else blob by blob: 1. dropped manifests (a parent before the manifests it
+       references), 2. their cache configs, 3. layers and unknown blobs;
+  4. delete stale ingest/ entries;
   5. wait a settle time (min(SETTLE_S, grace), only when something was moved), re-read
-     index.json under the lock and every new manifest, and put back what they now need;
+     index.json and every new manifest, and put back what they now need;
   6. purge quarantine batches older than --grace (this run's too with `--grace 0`), except
-     what step 5 says is needed.
+     what step 5 says is needed, in a few threads (quarantine.purge). A blob of this run's
+     batch whose lstat is no longer the plan's is put back instead of unlinked.
 The directory is fsynced after each phase, so the order also holds after a crash: at every
 instant, every manifest left in blobs/ references only blobs that are still there or in the
 quarantine, and the next run puts back what is needed and finishes the job.
+
+What the quarantine holds is scanned once per run (with the first read); after that gc, which
+alone changes it under its lock, keeps count of what it moves in, puts back and purges.
 
 Lock strategy: BuildKit's exporter takes a NON-blocking flock on index.json.lock and fails the
 build at once when anyone holds it, even shared. So gc never takes it: it reads index.json as
@@ -35,7 +48,9 @@ they re-use), INGEST_WAITS times at most.
 
 A blob is moved only after an lstat through the `blobs/<alg>` directory fd shows a regular
 file with a valid digest name, the size and mtime the plan saw (a re-written blob is left
-alone). Anything already gone (another gc, a reset) is simply gone.
+alone); after an exchange the same lstat is made in the quarantine (at once with a grace, just
+before the purge's unlink with `--grace 0`) and a blob that fails it goes back. Anything
+already gone (another gc, a reset) is simply gone.
 """
 
 from __future__ import annotations
@@ -45,6 +60,7 @@ import os
 import signal
 import stat
 import time
+from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -65,9 +81,9 @@ from ocicache.core.inventory import Inventory
 from ocicache.core.reports import KIND_CONFIG, KIND_LAYER, KIND_MANIFEST, KIND_UNKNOWN
 from ocicache.format import documents as docs
 from ocicache.format.digest import ALGORITHMS, is_hex_name, parse_digest
-from ocicache.format.names import INDEX_JSON, INGEST, LOCK_FILE, OCI_LAYOUT, QUARANTINE
+from ocicache.format.names import BLOBS, INDEX_JSON, INGEST, LOCK_FILE, OCI_LAYOUT, QUARANTINE
 from ocicache.ops.read import read_inventory
-from ocicache.store.base import QuarantineScan
+from ocicache.store.base import BlobFile, QuarantinedBlob, QuarantineScan, batch_ns
 from ocicache.store.cache import BlobCache
 from ocicache.store.indexread import read_index
 from ocicache.store.layout import Layout
@@ -79,9 +95,15 @@ from ocicache.store.quarantine import (
     new_batch,
     purge,
     purge_strays,
+    quarantined,
+    recover_exchanges,
+    remove_dropped,
     remove_empty_quarantine,
     restore,
     restore_plan,
+    settle_exchange,
+    write_dropped,
+    xattrs,
 )
 
 if TYPE_CHECKING:
@@ -101,6 +123,15 @@ PHASES = ((KIND_MANIFEST,), (KIND_CONFIG,), (KIND_LAYER, KIND_UNKNOWN))
 # SIGKILL ourselves right after the N-th unlink (a crash at an exact point).
 DELAY_ENV = "OCICACHE_GC_TEST_UNLINK_DELAY"
 KILL_ENV = "OCICACHE_GC_TEST_KILL_AFTER"
+# "0": never exchange blobs/<algorithm> whole, always move blob by blob (tests run both ways).
+EXCHANGE_ENV = "OCICACHE_GC_EXCHANGE"
+# Exchange when the plan drops more than this many times the blobs the folder keeps: linking a
+# kept blob costs about what renaming a dropped one does, and the exchange lists the folder.
+EXCHANGE_RATIO = 2
+# The final re-read takes the blob cache (loading it costs ~0.2 s at 50k digests) only when
+# more than this many blobs are left in blobs/; fewer are cheaper to read again.
+REREAD_CACHE_MIN = 4096
+INGEST_CHECK_EVERY = 64  # blob-by-blob moves between two looks at ingest/ (every one with a delay)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _CANNOT_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
@@ -166,11 +197,60 @@ class _Progress:
     restored: list[str] = field(default_factory=list)
     attempt_bytes: int = 0
     kill_after: int = -1
+    # What the other batches of the quarantine hold, as this run knows it: scanned with the
+    # first read, then kept up to date (gc, pin and repair are its only writers, one at a
+    # time). This run's own batch is `deleted`, but the names in `back` (put back since).
+    held: dict[tuple[str, str, str], QuarantinedBlob] | None = None
+    odd: tuple[str, ...] = ()
+    back: set[str] = field(default_factory=set)
+    # (inode, mtime, ctime) of each blobs/<algorithm> just before the read that planned.
+    folders: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
     def unlinked(self) -> None:
         self.kill_after -= 1
         if self.kill_after == 0:
             os.kill(os.getpid(), signal.SIGKILL)
+
+    def others(self) -> QuarantineScan | None:
+        """What the other batches hold now; None before the quarantine was scanned."""
+        if self.held is None:
+            return None
+        return QuarantineScan(tuple(self.held.values()), self.odd)
+
+    def know(self, scan: QuarantineScan) -> None:
+        if self.held is None:
+            self.held = {(q.batch, q.algorithm, q.name): q for q in scan.blobs
+                         if q.batch != self.batch.name}
+            self.odd = scan.odd
+
+    def mine(self) -> list[BlobDeletion]:
+        """What this run's batch holds."""
+        back = self.back
+        return [b for b in self.deleted if b.name not in back] if back else self.deleted
+
+    def by_digest(self) -> dict[str, QuarantinedBlob]:
+        """One quarantined copy per digest, the newest batch's (this run's last)."""
+        scan = self.others()
+        out = scan.by_digest() if scan is not None else {}
+        name, made = self.batch.name, batch_ns(self.batch.name) or 0
+        for b in self.mine():
+            out[b.digest] = quarantined(name, made, b.algorithm, b.name, b.size,
+                                        0 if b.links > 1 else b.allocated)
+        return out
+
+    def moved(self, blobs: list[BlobDeletion]) -> None:
+        """`blobs` are now in this run's batch."""
+        self.deleted.extend(blobs)
+        self.attempt_bytes += sum(b.size for b in blobs)
+
+    def gone(self, blobs: Iterable[QuarantinedBlob]) -> None:
+        """`blobs` left the quarantine (put back)."""
+        mine = self.batch.name
+        for q in blobs:
+            if q.batch == mine:
+                self.back.add(q.name)
+            elif self.held is not None:
+                self.held.pop((q.batch, q.algorithm, q.name), None)
 
 
 def gc(directory: str | os.PathLike[str], policy: Policy, *, now_ns: int | None = None,
@@ -188,7 +268,7 @@ def gc(directory: str | os.PathLike[str], policy: Policy, *, now_ns: int | None 
                                                    dry_run=True)
             return GcResult(plan, True, (), (), plan.kept_bytes, 0, plan.warnings,
                             stable_until(inv, exports, policy, now),
-                            _dry_quarantine(layout, plan, now))
+                            _dry_quarantine(inv.quarantine, plan, now))
         _require_writable_fs(layout)
         _require_usable_lock(layout)
         with gc_lock(layout):
@@ -202,6 +282,7 @@ def gc(directory: str | os.PathLike[str], policy: Policy, *, now_ns: int | None 
 
 def _run(layout: Layout, policy: Policy, now: int, delay: float,
          progress: _Progress) -> GcResult:
+    recover_exchanges(layout)  # a run killed mid-exchange: finish its settle first
     for attempt in range(MAX_REPLANS + 1):
         if attempt:
             _settle(layout)
@@ -214,8 +295,10 @@ def _run(layout: Layout, policy: Policy, now: int, delay: float,
             _require_writable_dirs(layout, plan)
         progress.attempt_bytes = 0
         watch = attempt < INGEST_WAITS
-        if _execute(layout, inv, plan, index, stamp if watch else _ANY, progress,
-                    delay):
+        done = _execute(layout, inv, plan, index, stamp if watch else _ANY, progress, delay)
+        left = len(inv.blobs) - len(progress.deleted)
+        del inv  # the final re-read makes its own (peak memory)
+        if done:
             break
     else:
         raise BusyError(f"the directory changed {MAX_REPLANS} times while gc ran (a build "
@@ -224,33 +307,55 @@ def _run(layout: Layout, policy: Policy, now: int, delay: float,
     if progress.deleted:
         _wait(_settle_seconds(policy))
     # The final re-read: whatever index.json or a new export needs now is put back.
-    index, keep = _restore_needed(layout, policy, now, progress)
+    index, keep = _restore_needed(layout, policy, now, progress, left > REREAD_CACHE_MIN)
     _post_check(layout, index, progress)
     purge_now = max(now, time.time_ns())
-    scan = layout.scan_quarantine()
-    *purged, purged_allocated = purge(layout, scan.blobs, purge_now - policy.grace_ns + 1, keep)
-    purge_strays(layout, purge_now - policy.grace_ns + 1)
+    cutoff = purge_now - policy.grace_ns + 1
+    others = progress.others()
+    tick = progress.unlinked if progress.kill_after > 0 else None
+    purged = purge(layout, others.blobs if others is not None else (), cutoff, keep,
+                   mine=(progress.batch.name, progress.mine()), tick=tick)
+    if purged.mismatched:
+        _put_back_rewritten(layout, purged.mismatched, progress)
+    purge_strays(layout, cutoff)
     remove_empty_quarantine(layout)  # and DIR/.ocicache with it when nothing else is there
-    held = layout.scan_quarantine().blobs
     report = QuarantineReport(
         moved=(len(progress.deleted), sum(b.size for b in progress.deleted)),
-        restored=tuple(progress.restored), purged=(purged[0], purged[1]),
-        held=(len(held), sum(q.size for q in held)),
-        purge_after_ns=min(q.batch_ns for q in held) + policy.grace_ns if held else None,
-        purged_allocated=purged_allocated)
+        restored=tuple(progress.restored), purged=(purged.count, purged.bytes),
+        held=(purged.held, purged.held_bytes),
+        purge_after_ns=None if purged.first_ns is None else purged.first_ns + policy.grace_ns,
+        purged_allocated=purged.allocated)
     return GcResult(plan, False, tuple(progress.deleted), tuple(progress.ingest),
                     plan.size_before - progress.attempt_bytes, attempt,
                     (*plan.warnings, *progress.warnings), None, report)
 
 
+def _put_back_rewritten(layout: Layout, blobs: list[QuarantinedBlob],
+                        progress: _Progress) -> None:
+    """Exchanged blobs the purge found changed since the plan (written anew: BuildKit's, so
+    the plan's judgement of them no longer holds): back into blobs/, left alone like the
+    blob-by-blob moves leave them, and not counted as deleted."""
+    restore(layout, blobs)
+    back = {(q.algorithm, q.name) for q in blobs}
+    for q in sorted(blobs, key=lambda q: q.name):
+        progress.warnings.append(f"{BLOBS}/{q.algorithm}/{q.name}: re-written since the plan; "
+                                 "left alone")
+    kept = [b for b in progress.deleted if (b.algorithm, b.name) not in back]
+    progress.attempt_bytes -= sum(b.size for b in progress.deleted) - sum(b.size for b in kept)
+    progress.deleted = kept
+
+
 def put_back_needed(layout: Layout) -> tuple[str, ...]:
     """Restore from gc's quarantine whatever index.json (and any young export) needs now: what
     pin and repair do under gc's lock before they write. The digests put back."""
-    if not layout.scan_quarantine().blobs:
+    recover_exchanges(layout)
+    scan = layout.scan_quarantine()
+    if not scan.blobs:
         return ()
     progress = _Progress(new_batch(layout))
+    progress.know(scan)
     try:
-        _restore_needed(layout, Policy(), time.time_ns(), progress)
+        _restore_needed(layout, Policy(), time.time_ns(), progress, True)
     finally:
         progress.batch.close()
     return tuple(progress.restored)
@@ -277,20 +382,26 @@ def _restore_then_plan(layout: Layout, policy: Policy, now: int,
                        progress: _Progress) -> tuple[bytes | None, Inventory, Plan]:
     """Put back what a plan made now needs (until nothing more comes back), then plan."""
     for _ in range(4):
+        progress.folders = _folder_stamps(layout)
         index, inv, exports = _read(layout, policy, now)
+        progress.know(inv.quarantine)
         if not _put_back(layout, inv, _needed(inv, exports, policy, now), progress):
             break
     plan = make_plan(inv, exports, policy, now, _metadata_bytes(layout))
     return index, inv, plan
 
 
-def _restore_needed(layout: Layout, policy: Policy, now: int,
-                    progress: _Progress) -> tuple[bytes | None, set[str]]:
-    """The final pass: put back what is needed now; return index.json and the needed set."""
+def _restore_needed(layout: Layout, policy: Policy, now: int, progress: _Progress,
+                    cached: bool) -> tuple[bytes | None, set[str]]:
+    """The final pass: put back what is needed now; return index.json and the needed set.
+    `cached`: read with the blob cache (many blobs are left in blobs/)."""
     keep: set[str] = set()
     index: bytes | None = None
     for _ in range(4):
-        index, inv, exports = _read(layout, policy, now)
+        # (what the quarantine holds is only notes in this read: put back by `progress`)
+        index, inv, exports = _read(layout, policy, now, cached=cached,
+                                    quarantine=progress.others())
+        progress.know(inv.quarantine)
         keep = _needed(inv, exports, policy, now)
         if not _put_back(layout, inv, keep, progress):
             break
@@ -307,23 +418,20 @@ def _needed(inv: Inventory, exports: list[Export], policy: Policy, now: int) -> 
 
 def _put_back(layout: Layout, inv: Inventory, needed_now: set[str], progress: _Progress) -> bool:
     """Restore from the quarantine every digest of `needed_now` not in blobs/; True if any."""
-    scan = layout.scan_quarantine()
-    if not scan.blobs:
+    present = inv.blobs.keys()
+    missing = {d for d in needed_now if d not in present}
+    if not missing or not (progress.held or progress.mine()):
         return False
-    present = set(inv.blobs)
-    missing = needed_now - present
-    if not missing:
-        return False
-    held = scan.by_digest()
-    order = restore_plan(layout, missing, held, present)
+    held = progress.by_digest()
+    order = restore_plan(layout, missing, held, set(present))
     done = restore(layout, order)
+    progress.gone(done)
     progress.restored.extend(q.digest for q in done)
     return bool(done)
 
 
-def _dry_quarantine(layout: Layout, plan: Plan, now: int) -> QuarantineReport:
+def _dry_quarantine(scan: QuarantineScan, plan: Plan, now: int) -> QuarantineReport:
     """What a real run would do with the quarantine (a dry run moves nothing)."""
-    scan: QuarantineScan = layout.scan_quarantine()
     cutoff = now - plan.policy.grace_ns + 1
     old = [q for q in scan.blobs if q.batch_ns < cutoff]
     moved = (len(plan.blobs), sum(b.size for b in plan.blobs))
@@ -349,12 +457,14 @@ def _read_and_plan(layout: Layout, policy: Policy, now: int,
     return index, inv, exports, plan
 
 
-def _read(layout: Layout, policy: Policy, now: int,
-          dry_run: bool = False) -> tuple[bytes | None, Inventory, list[Export]]:
+def _read(layout: Layout, policy: Policy, now: int, dry_run: bool = False,
+          cached: bool = True, quarantine: QuarantineScan | None = None
+          ) -> tuple[bytes | None, Inventory, list[Export]]:
     """index.json (read under the lock, briefly), then everything else.
 
     A dry run takes no lock it would have to create (like the read commands): BuildKit's
     writers fail at once on a held lock, and a dry run must not be able to fail a build.
+    `quarantine`: what the quarantine holds, when this run already knows (not scanned again).
     """
     index: bytes | None = None
     try:
@@ -363,10 +473,12 @@ def _read(layout: Layout, policy: Policy, now: int,
         # fails the build at once on any holder, shared or not); BusyError when a write stays
         # in progress. A real gc reads it the same way: what it plans from a read that is stale
         # by the time it moves blobs, the re-reads and the quarantine put right.
-        inv = read_inventory(layout, _blob_cache(layout))
+        inv = read_inventory(layout, _blob_cache(layout) if cached else None,
+                             quarantine=quarantine)
         index = inv.index_raw
     except CorruptError:
-        inv = read_inventory(layout)  # reads it again and records why it is unusable
+        # reads it again and records why it is unusable
+        inv = read_inventory(layout, quarantine=quarantine)
     return index, inv, build_exports(inv)
 
 
@@ -405,7 +517,7 @@ def _require_writable_fs(layout: Layout) -> None:
 
 def _require_writable_dirs(layout: Layout, plan: Plan) -> None:
     """Refuse before the first unlink, not halfway, when a directory cannot be written."""
-    fds = {layout.blob_dir_fd(b.algorithm) for b in plan.blobs}
+    fds = {layout.blob_dir_fd(a) for a in {b.algorithm for b in plan.blobs}}
     if plan.ingest:
         fds.add(_ingest_fd(layout))
     for fd in fds:
@@ -415,24 +527,50 @@ def _require_writable_dirs(layout: Layout, plan: Plan) -> None:
                                hint="run gc as the user that runs the builds")
 
 
-def _changed(layout: Layout, index: bytes | None, known: dict[str, int]) -> bool:
-    """True when index.json differs from the plan's, or a new JSON blob appeared."""
+def _index_changed(layout: Layout, index: bytes | None) -> bool:
     try:
-        now_index = read_index(layout).data
+        return read_index(layout).data != index
     except (BusyError, CorruptError):
         return True
-    if now_index != index:
-        return True
-    for digest, blob in layout.scan_blobs().blobs.items():
-        if known.get(digest) == blob.mtime_ns:
+
+
+def _new_json(layout: Layout, algorithm: str, names: Iterable[str]) -> bool:
+    """True when one of these (new) blobs of blobs/<algorithm> could be a manifest or config
+    we have not planned with; unreadable counts as could."""
+    fd = layout.blob_dir_fd(algorithm)
+    for name in names:
+        if fd is None or not is_hex_name(algorithm, name):
+            continue  # a stray: never touched
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
             continue
-        if blob.size <= docs.JSON_LIMIT:
-            try:
-                if docs.looks_like_json(layout.read_blob_head(blob, 64)):
-                    return True  # a manifest or config we have not planned with
-            except (OSError, CorruptError):
+        if not stat.S_ISREG(st.st_mode) or st.st_size > docs.JSON_LIMIT:
+            continue  # a new layer: younger than grace (or not planned), never moved
+        blob = BlobFile(f"{algorithm}:{name}", st.st_size, st.st_mtime_ns, st.st_mode)
+        try:
+            if docs.looks_like_json(layout.read_blob_head(blob, 64)):
                 return True
-        known[digest] = blob.mtime_ns  # a new layer: younger than grace, never deleted
+        except (OSError, CorruptError):
+            return True
+    return False
+
+
+def _changed(layout: Layout, index: bytes | None, known: dict[str, set[str]]) -> bool:
+    """True when index.json differs from the plan's, or a new JSON blob appeared. Only the
+    names in blobs/ are listed: a blob re-written under a known name is caught by the lstat
+    right before it is moved; a new layer is added to `known`."""
+    if _index_changed(layout, index):
+        return True
+    for algorithm in ALGORITHMS:
+        fd = layout.blob_dir_fd(algorithm)
+        if fd is None:
+            continue
+        names = known.setdefault(algorithm, set())
+        new = [e.name for e in os.scandir(fd) if e.name not in names]
+        if new and _new_json(layout, algorithm, new):
+            return True
+        names.update(new)
     return False
 
 
@@ -457,8 +595,25 @@ def _settle(layout: Layout, limit_s: float = 10.0) -> None:
 def _execute(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
              stamp: object, progress: _Progress,
              delay: float) -> bool:
-    """Run the plan phase by phase; False when the directory changed and a re-plan is due."""
-    known = {d: b.mtime_ns for d, b in inv.blobs.items()}
+    """Run the plan; False when the directory changed and a re-plan is due."""
+    exchanged = _exchange(layout, inv, plan, index, stamp, progress, delay)
+    if exchanged is False:
+        return False
+    if exchanged is None and not _move_one_by_one(layout, inv, plan, index, stamp, progress,
+                                                  delay):
+        return False
+    if plan.ingest:
+        _delete_ingest(layout, plan, progress, delay)
+    return True
+
+
+def _move_one_by_one(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
+                     stamp: object, progress: _Progress, delay: float) -> bool:
+    """The plan's blobs into the batch blob by blob, phase by phase (PHASES)."""
+    known: dict[str, set[str]] = {}
+    for b in inv.blobs.values():
+        known.setdefault(b.algorithm, set()).add(b.name)
+    every = 1 if delay else INGEST_CHECK_EVERY
     for kinds in PHASES:
         batch = [b for b in plan.blobs if b.kind in kinds]
         if not batch:
@@ -467,8 +622,8 @@ def _execute(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
             return False
         fds: set[int] = set()
         try:
-            for blob in batch:
-                if stamp is not _ANY and _ingest_stamp(layout) != stamp:
+            for n, blob in enumerate(batch):
+                if stamp is not _ANY and not n % every and _ingest_stamp(layout) != stamp:
                     return False  # an export is writing blobs: wait, then re-plan
                 fd = _move_blob(layout, blob, progress, delay)
                 if fd is not None:
@@ -477,9 +632,157 @@ def _execute(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
             for fd in sorted(fds):
                 os.fsync(fd)  # this phase is durable before the next begins
             progress.batch.fsync()
-    if plan.ingest:
-        _delete_ingest(layout, plan, progress, delay)
     return True
+
+
+def _folder_stamp(fd: int) -> tuple[int, int, int]:
+    """What any entry added to, removed from or renamed in a folder changes."""
+    st = os.fstat(fd)
+    return st.st_ino, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _folder_stamps(layout: Layout) -> dict[str, tuple[int, int, int]]:
+    out = {}
+    for algorithm in ALGORITHMS:
+        fd = layout.blob_dir_fd(algorithm)
+        if fd is not None:
+            out[algorithm] = _folder_stamp(fd)
+    return out
+
+
+def _exchange(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
+              stamp: object, progress: _Progress, delay: float) -> bool | None:
+    """Move the plan's blobs in by exchanging blobs/<algorithm> whole (quarantine.py): True when
+    done; False when the directory changed (re-plan); None when not done (too few dropped for
+    it to pay, an export writing, strays, no way to make a folder alike or to exchange): then
+    blob by blob. Nothing is changed unless True."""
+    if not plan.blobs or stamp is _ANY or os.environ.get(EXCHANGE_ENV) == "0":
+        return None
+    algorithms = {b.algorithm for b in plan.blobs}
+    algorithm = algorithms.pop()
+    where = f"{BLOBS}/{algorithm}"
+    if algorithms or progress.batch.has(algorithm) or any(
+            s in (BLOBS, where) or s.startswith(f"{where}/") for s in plan.strays):
+        return None  # strays are never touched, not even moved and back
+    old_fd = layout.blob_dir_fd(algorithm)
+    before = progress.folders.get(algorithm)
+    if old_fd is None or before is None:
+        return None
+    dropped = {b.name: b for b in plan.blobs}
+    try:
+        parent = os.open(BLOBS, _DIR_FLAGS, dir_fd=layout.root_fd)
+    except OSError:
+        return None
+    try:
+        old = os.fstat(old_fd)
+        at = os.stat(algorithm, dir_fd=parent, follow_symlinks=False)
+        if ((at.st_dev, at.st_ino) != (old.st_dev, old.st_ino) or xattrs(old_fd)
+                or not os.access(".", os.W_OK, dir_fd=parent)):
+            return None
+        # What is in the folder now: the plan's read, unless it changed since that began.
+        looked = _folder_stamp(old_fd)
+        if looked == before:
+            names = [b.name for b in inv.blobs.values() if b.algorithm == algorithm]
+        else:
+            entries = list(os.scandir(old_fd))
+            if any(not e.is_file(follow_symlinks=False)
+                   or not is_hex_name(algorithm, e.name) for e in entries):
+                return None  # a stray appeared
+            names = [e.name for e in entries]
+            known = {b.name for b in inv.blobs.values() if b.algorithm == algorithm}
+            if _new_json(layout, algorithm, [n for n in names if n not in known]):
+                return False
+        kept = [n for n in names if n not in dropped]
+        if _index_changed(layout, index):
+            return False
+        if len(dropped) <= EXCHANGE_RATIO * len(kept):
+            return None
+        new_fd = progress.batch.folder_like(algorithm, old)
+        if new_fd is None:
+            return None
+        batch = progress.batch.name
+        write_dropped(layout, batch, algorithm, dropped)
+        if not _link_kept(old_fd, new_fd, kept, progress, delay):
+            _undo_folder(layout, progress, algorithm)
+            return None
+        os.fsync(new_fd)
+        # The last look before the exchange: nothing written since the plan's read or the
+        # listing (else re-plan; or blob by blob, which never touches what it did not plan).
+        if stamp is not _ANY and _ingest_stamp(layout) != stamp:
+            _undo_folder(layout, progress, algorithm)
+            return False
+        if _folder_stamp(old_fd) != looked or _index_changed(layout, index):
+            _undo_folder(layout, progress, algorithm)
+            return None
+        if not progress.batch.take_folder(algorithm, parent, old):
+            _undo_folder(layout, progress, algorithm)
+            return None
+    finally:
+        os.close(parent)
+    layout.forget_dir(where)  # blobs/<algorithm> is another folder now
+    progress.unlinked()
+    held, _ = settle_exchange(layout, batch, algorithm, dropped)
+    remove_dropped(layout, batch, algorithm)
+    if len(held) == len(dropped):  # all there (the usual case), in the plan's order
+        moved = list(plan.blobs)
+    else:
+        here = {b.name for b in held}
+        moved = [b for b in plan.blobs if b.name in here]
+    del dropped, held
+    if plan.policy.grace_ns:  # (else the purge's lstat, just before it unlinks, does)
+        moved = _verify_exchanged(layout, moved, progress)
+    progress.moved(moved)
+    return True
+
+
+def _link_kept(old_fd: int, new_fd: int, kept: list[str], progress: _Progress,
+               delay: float) -> bool:
+    """Hard-link the kept blobs into the new folder; False when this filesystem cannot."""
+    for name in kept:
+        if delay:
+            time.sleep(delay)
+        try:
+            os.link(name, name, src_dir_fd=old_fd, dst_dir_fd=new_fd, follow_symlinks=False)
+        except (FileNotFoundError, FileExistsError):
+            continue  # gone since (a reset): gone is gone
+        except OSError as e:
+            if e.errno in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EACCES):
+                return False  # no hard links here, or not ours to link (protected_hardlinks)
+            raise
+        progress.unlinked()
+    return True
+
+
+def _undo_folder(layout: Layout, progress: _Progress, algorithm: str) -> None:
+    """The exchange did not happen: empty the prepared folder and forget it."""
+    batch = progress.batch.name
+    settle_exchange(layout, batch, algorithm, {})  # only links of kept blobs: all go
+    progress.batch.drop_folder(algorithm)
+    remove_dropped(layout, batch, algorithm)
+
+
+def _verify_exchanged(layout: Layout, moved: list[BlobDeletion],
+                      progress: _Progress) -> list[BlobDeletion]:
+    """The lstat each blob-by-blob move makes, made in the quarantine after an exchange: a
+    blob that is not the file the plan saw goes back into blobs/ (left alone)."""
+    name, made = progress.batch.name, batch_ns(progress.batch.name) or 0
+    fd = progress.batch.alg_fd(moved[0].algorithm) if moved else -1
+    ok: list[BlobDeletion] = []
+    back: list[QuarantinedBlob] = []
+    for b in moved:
+        try:
+            st = os.stat(b.name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (b.size, b.mtime_ns):
+            ok.append(b)
+            continue
+        back.append(QuarantinedBlob(name, made, b.algorithm, b.name, b.size))
+        progress.warnings.append(f"{BLOBS}/{b.algorithm}/{b.name}: re-written since the plan; "
+                                 "left alone")
+    if back:
+        restore(layout, back)
+    return ok
 
 
 def _move_blob(layout: Layout, blob: BlobDeletion, progress: _Progress,
@@ -505,8 +808,7 @@ def _move_blob(layout: Layout, blob: BlobDeletion, progress: _Progress,
     if not move_in(layout, progress.batch, blob.algorithm, blob.name):
         return None
     progress.unlinked()
-    progress.deleted.append(blob)
-    progress.attempt_bytes += blob.size
+    progress.moved([blob])
     return fd
 
 
@@ -597,11 +899,12 @@ def _post_check(layout: Layout, before: bytes | None, progress: _Progress) -> No
         return
     if data is None:
         return
-    gone = {b.digest for b in progress.deleted} - set(progress.restored)
     try:
         index = docs.parse_index(docs.loads_strict(data, INDEX_JSON))
     except CorruptError:
         return
+    named = {e.descriptor.digest for e in index.entries}
+    gone = {b.digest for b in progress.deleted if b.digest in named} - set(progress.restored)
     for entry in index.entries:
         if entry.descriptor.digest in gone and layout.stat_blob(entry.descriptor.digest) is None:
             d = parse_digest(entry.descriptor.digest)

@@ -30,7 +30,7 @@ from ocicache.format import mediatypes as mt
 from ocicache.format.digest import Digest, parse_digest
 from ocicache.format.model import CacheConfig, CacheManifest, Descriptor, Index, IndexEntry, OtherManifest
 from ocicache.format.names import INDEX_JSON, LOCK_FILE, OCI_LAYOUT
-from ocicache.store.base import BlobFile, Store, blob_relpath
+from ocicache.store.base import BlobFile, QuarantineScan, Store, blob_relpath
 from ocicache.store.cache import NOT_JSON, PARSED, BlobCache, Parsed
 
 
@@ -42,19 +42,21 @@ class IndexBytes:
 
 
 def read_inventory(store: Store, cache: BlobCache | None = None,
-                   index_bytes: IndexBytes | None = None) -> Inventory:
+                   index_bytes: IndexBytes | None = None,
+                   quarantine: QuarantineScan | None = None) -> Inventory:
     """Read DIR once: index.json, oci-layout, blobs/ (stat), ingest/, and every JSON blob.
 
     With a `cache`, blobs whose digest (and size) it knows are not opened, and what this read
     learned is saved to it. `index_bytes` lets a caller that read index.json under the lock use
-    exactly those bytes.
+    exactly those bytes; `quarantine`, a caller that knows what gc's quarantine holds (gc, which
+    alone changes it, under its lock) skip scanning it.
     """
     index, index_error, index_raw, lock_warnings = _read_index(store, index_bytes)
     oci_layout = _read_oci_layout(store)
     scan = store.scan_blobs()
     inv = Inventory(store.root, index, index_error, oci_layout, scan.blobs, scan.strays,
                     store.scan_ingest(), index_raw=index_raw)
-    inv.quarantine = store.scan_quarantine()
+    inv.quarantine = store.scan_quarantine() if quarantine is None else quarantine
     for warning in lock_warnings:
         inv.warn(LOCK_FILE, "", warning.removeprefix(f"{LOCK_FILE}: "))
     if index_error is not None:

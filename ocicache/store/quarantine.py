@@ -19,6 +19,20 @@ blob's own mtime.
 An exclusive flock on DIR itself is held by gc for its whole run and by pin and repair while
 they rewrite index.json: they never interleave (issue 10, item 3). BuildKit never takes it.
 
+When a run drops most of `blobs/<algorithm>/`, moving blob by blob costs a rename per blob;
+instead (`Batch.take_folder`) the few blobs kept are hard-linked into a new folder made like
+`blobs/<algorithm>` (owner, group, mode, no extended attributes), and the two folders are
+exchanged in one atomic step (renameat2 RENAME_EXCHANGE): at no instant is `blobs/<algorithm>`
+absent or is a kept blob missing from it, and the old folder, every dropped blob in it, is the
+batch's `<algorithm>/`. `settle_exchange` then puts back every entry of it that the plan did not
+drop (the kept blobs' second names go; a blob a writer renamed into blobs/ between gc's last look
+and the exchange is linked back). The names the plan drops are written first, durably, to
+`.ocicache/<batch>.<algorithm>.dropped`, so that a run killed between the exchange and the
+settle leaves the next gc, pin or repair (`recover_exchanges`) what it needs to finish it.
+
+The purge unlinks in a few threads: on a filesystem mounted with `discard` each unlink of a
+file waits for the device, and the waits overlap.
+
 Everything is opened relative to directory fds with O_NOFOLLOW: a symlink at `.ocicache`, at a
 batch or below it is never followed; a name only becomes a path after digest.is_hex_name.
 """
@@ -27,13 +41,16 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import os
 import stat
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 from ocicache.base.errors import BusyError, RefusedError
 from ocicache.format import documents as docs
@@ -44,6 +61,12 @@ from ocicache.store.layout import Layout
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _CANNOT_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM)
+_NO_LINK = (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK)  # no hard link here: rename instead
+PURGE_WORKERS = 16  # threads unlinking at once (each unlink may wait on the device)
+_CHUNK = 256  # blobs a purge thread takes at a time
+_DROPPED = ".dropped"  # .ocicache/<batch>.<algorithm>.dropped: what an exchange drops
+_END = "."  # the journal's last line: written whole
+_T = TypeVar("_T")
 
 
 def _open_dir(name: str, parent_fd: int, create: bool, where: str) -> int:
@@ -114,25 +137,94 @@ class Batch:
     _fd: int | None = None
     _alg_fds: dict[str, int] | None = None
 
+    def _batch_fd(self) -> int:
+        if self._fd is None:
+            own = own_dir_fd(self.layout)
+            assert own is not None
+            try:
+                q = _open_dir("quarantine", own, True, QUARANTINE)
+            finally:
+                os.close(own)
+            try:
+                self._fd = _open_dir(self.name, q, True, f"{QUARANTINE}/{self.name}")
+                os.fsync(q)
+            finally:
+                os.close(q)
+        return self._fd
+
     def alg_fd(self, algorithm: str) -> int:
         if self._alg_fds is None:
             self._alg_fds = {}
         if algorithm not in self._alg_fds:
-            if self._fd is None:
-                own = own_dir_fd(self.layout)
-                assert own is not None
-                try:
-                    q = _open_dir("quarantine", own, True, QUARANTINE)
-                finally:
-                    os.close(own)
-                try:
-                    self._fd = _open_dir(self.name, q, True, f"{QUARANTINE}/{self.name}")
-                    os.fsync(q)
-                finally:
-                    os.close(q)
-            self._alg_fds[algorithm] = _open_dir(algorithm, self._fd, True,
+            self._alg_fds[algorithm] = _open_dir(algorithm, self._batch_fd(), True,
                                                  f"{QUARANTINE}/{self.name}/{algorithm}")
         return self._alg_fds[algorithm]
+
+    def has(self, algorithm: str) -> bool:
+        return bool(self._alg_fds) and algorithm in (self._alg_fds or {})
+
+    def folder_like(self, algorithm: str, like: os.stat_result) -> int | None:
+        """A new, empty `<algorithm>/` folder in this batch with the owner, group and mode of
+        `like` (blobs/<algorithm>'s lstat), to take that folder's place (`take_folder`); None
+        when this batch already has one, or it cannot be made alike (then it is not made)."""
+        if self.has(algorithm):
+            return None
+        bfd = self._batch_fd()
+        try:
+            os.mkdir(algorithm, 0o700, dir_fd=bfd)
+        except OSError:
+            return None
+        fd = _open_dir(algorithm, bfd, False, f"{QUARANTINE}/{self.name}/{algorithm}")
+        want = (like.st_uid, like.st_gid, stat.S_IMODE(like.st_mode))
+        try:
+            st = os.fstat(fd)
+            if (st.st_uid, st.st_gid) != want[:2]:
+                os.fchown(fd, like.st_uid, like.st_gid)  # gc run as root on a user's cache
+            os.fchmod(fd, want[2])  # after chown, which may clear setgid
+            st = os.fstat(fd)
+            alike = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == want and not xattrs(fd)
+        except OSError:
+            alike = False
+        if not alike:
+            os.close(fd)
+            with suppress(OSError):
+                os.rmdir(algorithm, dir_fd=bfd)
+            return None
+        if self._alg_fds is None:
+            self._alg_fds = {}
+        self._alg_fds[algorithm] = fd
+        return fd
+
+    def take_folder(self, algorithm: str, parent_fd: int, old: os.stat_result) -> bool:
+        """Exchange this batch's `<algorithm>/` (made by `folder_like`) with `<algorithm>` in
+        `parent_fd` (blobs/), atomically. True when done and the folder that came in is `old`
+        (same device and inode); False when the system cannot exchange (nothing changed) or
+        something else was there (swapped back: nothing changed)."""
+        assert self._alg_fds is not None and self._fd is not None
+        if not exchange(parent_fd, algorithm, self._fd, algorithm):
+            return False
+        came = os.stat(algorithm, dir_fd=self._fd, follow_symlinks=False)
+        if (came.st_dev, came.st_ino) != (old.st_dev, old.st_ino) or not stat.S_ISDIR(
+                came.st_mode):
+            if not exchange(parent_fd, algorithm, self._fd, algorithm):
+                raise RefusedError("an exchanged folder could not be swapped back",
+                                   file=f"{BLOBS}/{algorithm}")
+            return False
+        os.fsync(parent_fd)
+        os.fsync(self._fd)
+        # Our fd is now blobs/<algorithm>'s: this batch's folder is the one that came in.
+        os.close(self._alg_fds.pop(algorithm))
+        self._alg_fds[algorithm] = _open_dir(algorithm, self._fd, False,
+                                             f"{QUARANTINE}/{self.name}/{algorithm}")
+        return True
+
+    def drop_folder(self, algorithm: str) -> None:
+        """Forget this batch's `<algorithm>/` folder, and remove it when empty."""
+        if self._alg_fds and algorithm in self._alg_fds:
+            os.close(self._alg_fds.pop(algorithm))
+            if self._fd is not None:
+                with suppress(OSError):
+                    os.rmdir(algorithm, dir_fd=self._fd)
 
     def fsync(self) -> None:
         for fd in (self._alg_fds or {}).values():
@@ -147,6 +239,59 @@ class Batch:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+_RENAME_EXCHANGE = 2  # <linux/fs.h>
+
+
+@functools.cache
+def _renameat2() -> Any:
+    """libc's renameat2, or None (not Linux, an old C library)."""
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (ImportError, OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def exchange(a_fd: int, a_name: str, b_fd: int, b_name: str) -> bool:
+    """Swap two directory entries in one atomic step (renameat2 RENAME_EXCHANGE): at no instant
+    is either name absent. False, and nothing changed, when the system or the filesystem cannot
+    (or any other failure: a failed renameat2 changes nothing)."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    return int(fn(a_fd, os.fsencode(a_name), b_fd, os.fsencode(b_name), _RENAME_EXCHANGE)) == 0
+
+
+def xattrs(fd: int) -> list[str]:
+    """The extended attributes of an open file (ACLs, security labels); [] where unsupported."""
+    try:
+        return os.listxattr(fd)
+    except OSError:
+        return []
+
+
+_SET_HELD = tuple(QuarantinedBlob.__dict__[f].__set__  # slot descriptors: C-level setters
+                  for f in ("batch", "batch_ns", "algorithm", "name", "size", "allocated"))
+
+
+def quarantined(batch: str, made: int, algorithm: str, name: str, size: int,
+                allocated: int) -> QuarantinedBlob:
+    """QuarantinedBlob(...) without the frozen-dataclass __init__ (one per blob a run moves)."""
+    q: QuarantinedBlob = object.__new__(QuarantinedBlob)
+    s_batch, s_made, s_alg, s_name, s_size, s_alloc = _SET_HELD
+    s_batch(q, batch)
+    s_made(q, made)
+    s_alg(q, algorithm)
+    s_name(q, name)
+    s_size(q, size)
+    s_alloc(q, allocated)
+    return q
 
 
 def new_batch(layout: Layout) -> Batch:
@@ -194,70 +339,230 @@ def _blob_dir_for_restore(layout: Layout, algorithm: str) -> int:
     return fd
 
 
-def _batch_alg_fd(layout: Layout, q: QuarantinedBlob) -> int | None:
+def _batch_alg_fd(layout: Layout, batch: str, algorithm: str) -> int | None:
+    """fd of `.ocicache/quarantine/<batch>/<algorithm>/` (None when absent or not a folder)."""
     own = own_dir_fd(layout, create=False)
     if own is None:
         return None
+    where = f"{QUARANTINE}/{batch}/{algorithm}"
     try:
         qfd = _open_dir("quarantine", own, False, QUARANTINE)
         try:
-            bfd = _open_dir(q.batch, qfd, False, q.relpath)
+            bfd = _open_dir(batch, qfd, False, where)
             try:
-                return _open_dir(q.algorithm, bfd, False, q.relpath)
+                return _open_dir(algorithm, bfd, False, where)
             finally:
                 os.close(bfd)
         finally:
             os.close(qfd)
-    except (FileNotFoundError, RefusedError):
+    except (FileNotFoundError, NotADirectoryError, RefusedError):
         return None
     finally:
         os.close(own)
 
 
+class _Folders:
+    """Batch folder fds opened once per (batch, algorithm) for a loop over many blobs."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.fds: dict[tuple[str, str], int | None] = {}
+
+    def get(self, batch: str, algorithm: str) -> int | None:
+        key = (batch, algorithm)
+        if key not in self.fds:
+            self.fds[key] = _batch_alg_fd(self.layout, batch, algorithm)
+        return self.fds[key]
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            if fd is not None:
+                os.close(fd)
+        self.fds.clear()
+
+
+def _put_back_one(src: int, dst: int, name: str) -> bool:
+    """Make `name` in folder `src` also present in blobs/ folder `dst`, never replacing what is
+    there: a hard link (a rename where there are none). True when `dst` has it now (also when
+    it already had it: a writer put it there again), False when `src` no longer has it."""
+    try:
+        os.link(name, name, src_dir_fd=src, dst_dir_fd=dst, follow_symlinks=False)
+        return True
+    except FileExistsError:
+        return True  # BuildKit wrote it again (or the plan kept it): that copy stays
+    except FileNotFoundError:
+        return False  # purged or put back by someone else meanwhile
+    except OSError as e:
+        if e.errno not in _NO_LINK:
+            raise
+    # No hard links here: a rename that never replaces an existing entry.
+    try:
+        os.stat(name, dir_fd=dst, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        pass
+    try:
+        os.rename(name, name, src_dir_fd=src, dst_dir_fd=dst)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def restore(layout: Layout, blobs: Iterable[QuarantinedBlob]) -> list[QuarantinedBlob]:
     """Put quarantined blobs back into blobs/, in the order given (children before parents).
 
-    A hard link into blobs/ first, then the quarantine's name is removed: at no instant is the
-    blob in neither place. A blob BuildKit has written again meanwhile is kept as BuildKit wrote
-    it. Returns what is now back in blobs/ because of this call."""
+    A hard link into blobs/ first, then (once blobs/ is fsynced) the quarantine's name is
+    removed: at no instant is the blob in neither place. A blob BuildKit has written again
+    meanwhile is kept as BuildKit wrote it. Returns what is now back in blobs/ because of this
+    call."""
     done: list[QuarantinedBlob] = []
+    linked: list[tuple[int, str]] = []
     dirty: set[int] = set()
-    for q in blobs:
-        src = _batch_alg_fd(layout, q)
-        if src is None:
-            continue
-        try:
+    folders = _Folders(layout)
+    try:
+        for q in blobs:
+            src = folders.get(q.batch, q.algorithm)
+            if src is None:
+                continue
             dst = _blob_dir_for_restore(layout, q.algorithm)
             try:
-                os.link(q.name, q.name, src_dir_fd=src, dst_dir_fd=dst, follow_symlinks=False)
-                dirty.add(dst)
-                done.append(q)
-            except FileExistsError:
-                pass  # BuildKit wrote it again: that copy stays
+                os.stat(q.name, dir_fd=dst, follow_symlinks=False)
+                present = True
             except FileNotFoundError:
-                continue  # purged or restored by someone else meanwhile
-            except OSError as e:
-                if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
-                    raise
-                # No hard links here: a rename that never replaces an existing blob.
-                try:
-                    os.stat(q.name, dir_fd=dst, follow_symlinks=False)
-                except FileNotFoundError:
-                    with suppress(FileNotFoundError):
-                        os.rename(q.name, q.name, src_dir_fd=src, dst_dir_fd=dst)
-                        dirty.add(dst)
-                        done.append(q)
+                present = False
+            if not _put_back_one(src, dst, q.name):
                 continue
-            for fd in sorted(dirty):
-                os.fsync(fd)  # the blob is durable in blobs/ before the quarantine's name goes
-            dirty.clear()
+            dirty.add(dst)
+            if not present:
+                done.append(q)
+            linked.append((src, q.name))
+        for fd in sorted(dirty):
+            os.fsync(fd)  # durable in blobs/ before the quarantine's names go
+        touched: set[int] = set()
+        for src, name in linked:
             with suppress(FileNotFoundError):
-                os.unlink(q.name, dir_fd=src)
-        finally:
-            os.close(src)
-    for fd in sorted(dirty):
-        os.fsync(fd)
+                os.unlink(name, dir_fd=src)
+                touched.add(src)
+        for fd in sorted(touched):
+            os.fsync(fd)
+    finally:
+        folders.close()
     return done
+
+
+# -- the exchange's journal and settle ----------------------------------------------------------
+def _journal(batch: str, algorithm: str) -> str:
+    return f"{batch}.{algorithm}{_DROPPED}"
+
+
+def write_dropped(layout: Layout, batch: str, algorithm: str, names: Iterable[str]) -> None:
+    """Record, durably, the names an exchange of blobs/<algorithm> into `batch` drops (before
+    the exchange: a run killed after it leaves the next one what it needs to settle it)."""
+    own = own_dir_fd(layout)
+    assert own is not None
+    try:
+        fd = os.open(_journal(batch, algorithm),
+                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                     | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=own)
+        try:
+            body = "\n".join([*names, _END, ""]).encode()
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.fsync(own)
+    finally:
+        os.close(own)
+
+
+def _read_dropped(own: int, journal: str) -> set[str]:
+    """The names a journal lists; empty when it was not written whole (the exchange it was
+    written for never happened: everything in the batch folder goes back)."""
+    try:
+        fd = os.open(journal, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | getattr(os, "O_CLOEXEC", 0), dir_fd=own)
+    except OSError:
+        return set()
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return set()
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    lines = b"".join(chunks).decode("ascii", "replace").split("\n")
+    if len(lines) < 2 or lines[-2] != _END or lines[-1] != "":
+        return set()
+    return set(lines[:-2])
+
+
+def remove_dropped(layout: Layout, batch: str, algorithm: str) -> None:
+    own = own_dir_fd(layout, create=False)
+    if own is None:
+        return
+    try:
+        with suppress(FileNotFoundError):
+            os.unlink(_journal(batch, algorithm), dir_fd=own)
+    finally:
+        os.close(own)
+
+
+def settle_exchange(layout: Layout, batch: str, algorithm: str,
+                    dropped: Mapping[str, _T]) -> tuple[list[_T], list[str]]:
+    """After an exchange of blobs/<algorithm> into `batch`: every entry of the batch's
+    `<algorithm>/` that is not a regular file named in `dropped` goes back into blobs/ (the
+    kept blobs, linked there before the exchange, lose their quarantine name; a blob a writer
+    renamed into blobs/ between gc's last look and the exchange is linked back). Idempotent.
+    (the values of `dropped` whose file is held, names put back)."""
+    src = _batch_alg_fd(layout, batch, algorithm)
+    if src is None:
+        return [], []
+    try:
+        dst = _blob_dir_for_restore(layout, algorithm)
+        held: list[_T] = []
+        back: list[str] = []
+        for entry in os.scandir(src):
+            name = entry.name
+            if name in dropped and entry.is_file(follow_symlinks=False):
+                held.append(dropped[name])
+            elif _put_back_one(src, dst, name):
+                back.append(name)
+        if back:
+            os.fsync(dst)  # durable in blobs/ before the quarantine's names go
+            for name in back:
+                with suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=src)
+            os.fsync(src)
+        return held, back
+    finally:
+        os.close(src)
+
+
+def recover_exchanges(layout: Layout) -> list[str]:
+    """Settle every exchange a killed run left unsettled (its journal is still there); the
+    names put back into blobs/."""
+    own = own_dir_fd(layout, create=False)
+    if own is None:
+        return []
+    try:
+        journals = sorted(n for n in os.listdir(own) if n.endswith(_DROPPED))
+        back: list[str] = []
+        for journal in journals:
+            batch, _, algorithm = journal[:-len(_DROPPED)].rpartition(".")
+            if batch_ns(batch) is None or algorithm not in ALGORITHMS:
+                continue
+            names = dict.fromkeys(_read_dropped(own, journal))
+            back.extend(settle_exchange(layout, batch, algorithm, names)[1])
+            with suppress(FileNotFoundError):
+                os.unlink(journal, dir_fd=own)
+        if journals:
+            os.fsync(own)
+        return back
+    finally:
+        os.close(own)
 
 
 def references(data: bytes) -> set[str]:
@@ -286,7 +591,7 @@ def read_quarantined(layout: Layout, q: QuarantinedBlob, limit: int = docs.JSON_
     """The bytes of a small quarantined blob (None: too big, unreadable, or gone)."""
     if q.size > limit:
         return None
-    fd = _batch_alg_fd(layout, q)
+    fd = _batch_alg_fd(layout, q.batch, q.algorithm)
     if fd is None:
         return None
     try:
@@ -339,51 +644,177 @@ def restore_plan(layout: Layout, missing: set[str],
     return order
 
 
+class Planned(Protocol):
+    """A blob a plan dropped, as the plan saw it (core.gc_plan.BlobDeletion)."""
+
+    @property
+    def algorithm(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def mtime_ns(self) -> int: ...
+    @property
+    def digest(self) -> str: ...
+
+
+@dataclass
+class Purged:
+    """What a purge unlinked, what it left because it was not the file expected, and what the
+    quarantine still holds after it."""
+
+    count: int = 0
+    bytes: int = 0
+    allocated: int = 0  # the disk space given back (allocated blocks of last links)
+    mismatched: list[QuarantinedBlob] = field(default_factory=list)
+    held: int = 0
+    held_bytes: int = 0
+    first_ns: int | None = None  # when the oldest batch still holding a blob was made
+
+    def hold(self, made: int, size: int) -> None:
+        self.held += 1
+        self.held_bytes += size
+        self.first_ns = made if self.first_ns is None else min(self.first_ns, made)
+
+    def add(self, other: Purged) -> None:
+        self.count += other.count
+        self.bytes += other.bytes
+        self.allocated += other.allocated
+        self.mismatched.extend(other.mismatched)
+
+
+_Job = tuple[int, str, int, "list[Any]", bool]  # folder fd, batch, made, blobs, check them
+
+
 def purge(layout: Layout, held: Iterable[QuarantinedBlob], older_than_ns: int,
-          keep: set[str]) -> tuple[int, int, int]:
+          keep: set[str], *, mine: tuple[str, Sequence[Planned]] | None = None,
+          workers: int = PURGE_WORKERS, tick: Callable[[], None] | None = None) -> Purged:
     """Unlink every quarantined blob of a batch made before `older_than_ns` (but those in
-    `keep` that are not back in blobs/), then the emptied folders. (count, bytes, allocated
-    bytes given back) unlinked; anything gone is simply gone.
+    `keep` that are not back in blobs/), then the emptied folders; anything gone is simply
+    gone, anything not a regular file is left alone.
+
+    `mine` = (batch, blobs): what this run moved into its batch, as its plan saw them; each is
+    unlinked only if its lstat still shows the size and mtime the plan saw, else it is listed
+    in `mismatched` (written anew since: the caller puts it back). `workers` threads unlink at
+    once (one when `tick`, called after each unlink, is given).
 
     A kept digest whose blob is in blobs/ again (an export wrote it anew after gc moved it:
     BuildKit found it absent) has its quarantined copy purged like any other: holding it
     would keep it, and .ocicache/, for ever."""
-    count = size = allocated = 0
-    by_batch: dict[str, list[QuarantinedBlob]] = {}
+    out = Purged()
+    by_folder: dict[tuple[str, str], tuple[int, bool, list[Any]]] = {}
+
+    def take(batch: str, made: int, blob: QuarantinedBlob | Planned, check: bool) -> None:
+        if made >= older_than_ns or (blob.digest in keep and not _back_in_blobs(
+                layout, blob.algorithm, blob.name, blob.size)):
+            out.hold(made, blob.size)
+            return
+        by_folder.setdefault((batch, blob.algorithm), (made, check, []))[2].append(blob)
+
     for q in held:
-        if q.batch_ns < older_than_ns:
-            by_batch.setdefault(q.batch, []).append(q)
-    for batch, blobs in sorted(by_batch.items()):
-        for q in blobs:
-            if q.digest in keep and not _back_in_blobs(layout, q):
+        take(q.batch, q.batch_ns, q, False)
+    if mine is not None:  # (as `take`, inlined: one per blob the run moved, 50k at 50k)
+        batch, made = mine[0], batch_ns(mine[0]) or 0
+        names = {d.partition(":")[2] for d in keep}
+        lists: dict[str, list[Any]] = {}
+        for b in mine[1]:
+            if made >= older_than_ns or (b.name in names and b.digest in keep and not
+                                         _back_in_blobs(layout, b.algorithm, b.name, b.size)):
+                out.hold(made, b.size)
                 continue
-            fd = _batch_alg_fd(layout, q)
+            alg_list = lists.get(b.algorithm)
+            if alg_list is None:
+                alg_list = lists[b.algorithm] = by_folder.setdefault(
+                    (batch, b.algorithm), (made, True, []))[2]
+            alg_list.append(b)
+    folders = _Folders(layout)
+    try:
+        jobs: list[_Job] = []
+        for (batch, algorithm), (made, check, blobs) in sorted(by_folder.items()):
+            fd = folders.get(batch, algorithm)
             if fd is None:
                 continue
-            try:
-                st = os.stat(q.name, dir_fd=fd, follow_symlinks=False)
-                if not stat.S_ISREG(st.st_mode):
-                    continue  # replaced by something else since the scan: not ours
-                os.unlink(q.name, dir_fd=fd)
-                count += 1
-                size += q.size
-                allocated += 0 if st.st_nlink > 1 else st.st_blocks * 512
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                if e.errno in _CANNOT_WRITE:
-                    raise RefusedError(f"cannot purge: {e.strerror}", file=q.relpath) from None
-                raise
-            finally:
-                os.close(fd)
+            jobs.extend((fd, batch, made, blobs[i:i + _CHUNK], check)
+                        for i in range(0, len(blobs), _CHUNK))
+        lock = threading.Lock()
+
+        def run(job: _Job) -> None:
+            part = _unlink_all(*job, tick)
+            with lock:
+                out.add(part)
+
+        in_threads(run, jobs, 1 if tick is not None else min(workers, len(jobs)))
+    finally:
+        folders.close()
+    for batch in sorted({b for b, _ in by_folder}):
         _remove_empty_batch(layout, batch)
-    return count, size, allocated
+    return out
 
 
-def _back_in_blobs(layout: Layout, q: QuarantinedBlob) -> bool:
+def _unlink_all(fd: int, batch: str, made: int, blobs: list[Any], check: bool,
+                tick: Callable[[], None] | None) -> Purged:
+    """One purge thread's share: lstat (a regular file; with `check`, the one the plan saw),
+    then unlink."""
+    out = Purged()
+    for q in blobs:
+        name = q.name
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode):
+                continue  # replaced by something else since the scan: not ours
+            if check and (st.st_size, st.st_mtime_ns) != (q.size, q.mtime_ns):
+                out.mismatched.append(quarantined(batch, made, q.algorithm, name, q.size, 0))
+                continue
+            os.unlink(name, dir_fd=fd)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            if e.errno in _CANNOT_WRITE:
+                raise RefusedError(f"cannot purge: {e.strerror}",
+                                   file=f"{QUARANTINE}/{batch}/{q.algorithm}/{name}") from None
+            raise
+        out.count += 1
+        out.bytes += q.size
+        out.allocated += 0 if st.st_nlink > 1 else st.st_blocks * 512
+        if tick is not None:
+            tick()
+    return out
+
+
+def in_threads(fn: Callable[[Any], None], jobs: list[Any], workers: int) -> None:
+    """fn(job) for every job, in `workers` threads (inline when one); the first exception is
+    raised once every thread has stopped (the others stop taking jobs)."""
+    if workers <= 1:
+        for job in jobs:
+            fn(job)
+        return
+    todo = iter(jobs)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        for job in todo:  # a list iterator: next() is atomic under the GIL
+            if errors:
+                return
+            try:
+                fn(job)
+            except BaseException as e:  # re-raised in the caller's thread
+                errors.append(e)
+                return
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def _back_in_blobs(layout: Layout, algorithm: str, name: str, size: int) -> bool:
     """True when blobs/ holds this digest again: a regular file of the quarantined size."""
-    st = layout.stat_blob(q.digest)
-    return st is not None and stat.S_ISREG(st.st_mode) and st.st_size == q.size
+    st = layout.stat_blob(f"{algorithm}:{name}")
+    return st is not None and stat.S_ISREG(st.st_mode) and st.st_size == size
 
 
 def purge_strays(layout: Layout, older_than_ns: int) -> None:
