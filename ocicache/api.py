@@ -256,15 +256,16 @@ def diff(directory: str | os.PathLike[str], a: str | None = None, b: str | None 
 
 
 def gc(directory: str | os.PathLike[str], policy: GcPolicy, *, dry_run: bool = False,
-       now_ns: int | None = None, listing: Listing | None = None) -> GcResult:
+       now_ns: int | None = None, listing: Listing | None = None,
+       use_cache: bool = False) -> GcResult:
     """Delete what no kept export needs (see gc_plan, gc_apply); with dry_run, only plan
     (and then `listing`, a find listing of DIR begun earlier, saves stat-ing every blob).
-    Unlike the reads, gc always keeps what it learns about blob digests in
-    $XDG_CACHE_HOME/ocicache (gc_apply; OCICACHE_NO_CACHE=1 turns it off)."""
+    As the reads, gc keeps what it learns about blob digests in $XDG_CACHE_HOME/ocicache
+    only with `use_cache=True` (the CLI's choice; OCICACHE_NO_CACHE=1 turns it off)."""
     from ocicache.ops.gc_apply import gc as run_gc
 
     return run_gc(directory, policy, now_ns=now_ns, dry_run=dry_run,
-                  listing=listing if dry_run else None)
+                  listing=listing if dry_run else None, use_cache=use_cache)
 def check(directory: str | os.PathLike[str], quick: bool = False, workers: int | None = None,
           progress: ProgressCallback | None = None) -> CheckResult:
     """Every problem in DIR; unless `quick`, every blob is re-hashed (in parallel) too."""

@@ -10,6 +10,7 @@ import pytest
 
 from ocicache import api
 from ocicache.cli import render
+from ocicache.core.gc_plan import Policy
 from ocicache.store.cache import FILE_NAME
 from ocicache.store.layout import Layout
 from ocicache.synth import Builder, compact, history_dir
@@ -155,6 +156,8 @@ def test_a_library_read_writes_nothing_unless_asked(cache_dir: Path) -> None:
     api.diff(cache_dir)
     api.ref_all(cache_dir)
     api.read(cache_dir)
+    api.gc(cache_dir, Policy(keep_last=1, grace_ns=0), dry_run=True)
+    api.gc(cache_dir, Policy(keep_last=1, grace_ns=0))
     assert sorted(xdg.rglob("*")) == before == []
     _history(cache_dir)
     assert (xdg / "ocicache" / FILE_NAME).is_file()

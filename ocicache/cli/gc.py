@@ -64,7 +64,7 @@ def gc(
         policy = Policy(keep_last=keep_last, keep_within_ns=keep_within_ns,
                         keep_refs=tuple(keep), max_size=size_limit, grace_ns=grace_ns,
                         allow_empty_index=all_)
-        result = api.gc(directory, policy, dry_run=dry_run, listing=listing)
+        result = api.gc(directory, policy, dry_run=dry_run, listing=listing, use_cache=True)
     report(result, directory, json, no_trunc, quiet, now())
 
 

@@ -62,6 +62,7 @@ import stat
 import time
 from collections.abc import Iterable
 from contextlib import suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -254,12 +255,26 @@ class _Progress:
 
 
 def gc(directory: str | os.PathLike[str], policy: Policy, *, now_ns: int | None = None,
-       dry_run: bool = False,
-       listing: Listing | None = None) -> GcResult:
+       dry_run: bool = False, listing: Listing | None = None,
+       use_cache: bool = False) -> GcResult:
     """Plan and (unless dry_run) apply gc on DIR. RefusedError: nothing unsafe was done.
 
     `listing` (a find listing of DIR begun earlier) is only taken by a dry run: a real gc
-    stats the blobs itself, under its own timing."""
+    stats the blobs itself, under its own timing. `use_cache`: read with what earlier runs
+    learned about blob digests, and keep what this one learns ($XDG_CACHE_HOME/ocicache)."""
+    token = _KEEP_FACTS.set(use_cache)
+    try:
+        return _gc(directory, policy, now_ns, dry_run, listing)
+    finally:
+        _KEEP_FACTS.reset(token)
+
+
+# Whether this gc call reads with the blob facts (gc's `use_cache`), for every read it makes.
+_KEEP_FACTS: ContextVar[bool] = ContextVar("ocicache_gc_keep_facts", default=False)
+
+
+def _gc(directory: str | os.PathLike[str], policy: Policy, now_ns: int | None, dry_run: bool,
+        listing: Listing | None) -> GcResult:
     now = time.time_ns() if now_ns is None else now_ns
     delay = float(os.environ.get(DELAY_ENV, "0") or 0)
     with Layout(directory, listing if dry_run else None) as layout:
@@ -482,10 +497,11 @@ def _read(layout: Layout, policy: Policy, now: int, dry_run: bool = False,
     return index, inv, build_exports(inv)
 
 
-def _blob_cache(layout: Layout) -> BlobCache:
+def _blob_cache(layout: Layout) -> BlobCache | None:
     """What earlier runs learned about digests (a digest names its content for good), so a
-    repeated gc opens only new blobs (cache.py; off with OCICACHE_NO_CACHE=1)."""
-    return BlobCache.default(layout.root)
+    repeated gc opens only new blobs (cache.py; off with OCICACHE_NO_CACHE=1); None unless
+    this gc was asked to use it."""
+    return BlobCache.default(layout.root) if _KEEP_FACTS.get() else None
 
 
 def _metadata_bytes(layout: Layout) -> int:
