@@ -724,10 +724,13 @@ def _exchange(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
         os.fsync(new_fd)
         # The last look before the exchange: nothing written since the plan's read or the
         # listing (else re-plan; or blob by blob, which never touches what it did not plan).
-        if stamp is not _ANY and _ingest_stamp(layout) != stamp:
+        # The folder last, right before the exchange: a blob renamed in after it is in the
+        # folder exchanged out, and the settle links it back.
+        if (stamp is not _ANY and _ingest_stamp(layout) != stamp) or _index_changed(layout,
+                                                                                   index):
             _undo_folder(layout, progress, algorithm)
             return False
-        if _folder_stamp(old_fd) != looked or _index_changed(layout, index):
+        if _folder_stamp(old_fd) != looked:
             _undo_folder(layout, progress, algorithm)
             return None
         if not progress.batch.take_folder(algorithm, parent, old):

@@ -42,6 +42,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import functools
+import itertools
 import json
 import os
 import stat
@@ -62,7 +63,7 @@ from ocicache.store.layout import Layout
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _CANNOT_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM)
 _NO_LINK = (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK)  # no hard link here: rename instead
-PURGE_WORKERS = 16  # threads unlinking at once (each unlink may wait on the device)
+PURGE_WORKERS = 8  # threads unlinking at once (each unlink may wait on the device)
 _CHUNK = 256  # blobs a purge thread takes at a time
 _DROPPED = ".dropped"  # .ocicache/<batch>.<algorithm>.dropped: what an exchange drops
 _END = "."  # the journal's last line: written whole
@@ -465,16 +466,25 @@ def write_dropped(layout: Layout, batch: str, algorithm: str, names: Iterable[st
                      os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
                      | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=own)
         try:
-            body = "\n".join([*names, _END, ""]).encode()
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view):]
+            chunk: list[str] = []
+            for name in itertools.chain(names, (_END,)):
+                chunk.append(name)
+                if len(chunk) == 4096:  # in pieces: 50k names would be 3 MB at once
+                    _write_all(fd, "".join([f"{n}\n" for n in chunk]).encode())
+                    chunk.clear()
+            _write_all(fd, "".join([f"{n}\n" for n in chunk]).encode())
             os.fsync(fd)
         finally:
             os.close(fd)
         os.fsync(own)
     finally:
         os.close(own)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _read_dropped(own: int, journal: str) -> set[str]:
