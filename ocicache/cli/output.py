@@ -44,7 +44,8 @@ def out(text: str) -> None:
     if stream is None:
         raise OutputError("cannot write the output: stdout is closed")
     try:
-        stream.write(text + "\n")
+        stream.write(text)  # (not text + "\n": that would copy a 20 MB document once more)
+        stream.write("\n")
         stream.flush()
     except OSError as e:
         raise output_error(e) from None
@@ -94,7 +95,8 @@ def err(text: str) -> None:
     if stream is None:
         return
     try:
-        stream.write(text + "\n")
+        stream.write(text)  # (not text + "\n": that would copy a 20 MB document once more)
+        stream.write("\n")
         stream.flush()
     except (OSError, ValueError):
         pass
