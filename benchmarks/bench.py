@@ -51,9 +51,18 @@ from runner import RSS_EXACT, Result, Samples, files_under, real_copy, rmtree, r
 
 # The read command lines (DIR goes right after the subcommand).
 READ_LINES = (
-    "history", "history --json", "show ~5", "show ~5 --json",
-    "blobs", "blobs --json", "blobs --unreferenced --json", "du", "du --json",
-    "gc --dry-run", "gc --dry-run --json", "gc --dry-run --keep-last 3 --grace 0 --json",
+    "history",
+    "history --json",
+    "show ~5",
+    "show ~5 --json",
+    "blobs",
+    "blobs --json",
+    "blobs --unreferenced --json",
+    "du",
+    "du --json",
+    "gc --dry-run",
+    "gc --dry-run --json",
+    "gc --dry-run --keep-last 3 --grace 0 --json",
     "gc --dry-run --keep-within 1h --max-size 1GB --json",
 )
 CHECK_LINE = "check --json"  # exit 1 (problems found) is not a failure
@@ -94,10 +103,15 @@ class Line:
         return max(self.first.peak_mb, self.repeat.peak_mb)
 
     def as_dict(self) -> dict[str, object]:
-        return {"find": self.find.as_dict(), "first": self.first.as_dict(),
-                "repeat": self.repeat.as_dict(), "failure": self.failure,
-                "first_x_find": _r(self.first_x), "repeat_x_find": _r(self.repeat_x),
-                "peak_rss_mb": _r(self.peak_mb)}
+        return {
+            "find": self.find.as_dict(),
+            "first": self.first.as_dict(),
+            "repeat": self.repeat.as_dict(),
+            "failure": self.failure,
+            "first_x_find": _r(self.first_x),
+            "repeat_x_find": _r(self.repeat_x),
+            "peak_rss_mb": _r(self.peak_mb),
+        }
 
 
 @dataclass
@@ -114,10 +128,15 @@ class Gc:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
-        return {"first": self.first.as_dict(), "repeat": self.repeat.as_dict(),
-                "unlink_floor": self.floor.as_dict(), "umoci": self.umoci.as_dict(),
-                "files_deleted": self.deleted, "umoci_files_deleted": self.umoci_deleted,
-                "notes": self.notes}
+        return {
+            "first": self.first.as_dict(),
+            "repeat": self.repeat.as_dict(),
+            "unlink_floor": self.floor.as_dict(),
+            "umoci": self.umoci.as_dict(),
+            "files_deleted": self.deleted,
+            "umoci_files_deleted": self.umoci_deleted,
+            "notes": self.notes,
+        }
 
 
 def _r(x: float) -> float | None:
@@ -138,11 +157,17 @@ class Bench:
         self.timeout = args.timeout
         self.n_xdg = 0
         where = args.copies or default_copies()
-        self.copies = work if where is None else Path(
-            tempfile.mkdtemp(prefix="ocicache-bench-copies-", dir=where))
+        self.copies = (
+            work if where is None else Path(tempfile.mkdtemp(prefix="ocicache-bench-copies-", dir=where))
+        )
 
-    def run(self, cmd: list[str], env: dict[str, str] | None = None, ok: tuple[int, ...] = (0,),
-            cwd: Path | None = None) -> Result:
+    def run(
+        self,
+        cmd: list[str],
+        env: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (0,),
+        cwd: Path | None = None,
+    ) -> Result:
         return run(cmd, env or self.env, ok, cwd, self.timeout)
 
     def argv(self, line: str, d: Path) -> list[str]:
@@ -190,13 +215,14 @@ class Bench:
                 listing.write_text("".join(p + "\n" for p in deleted))
                 self._copy(d, copy)
                 # find lists what is there, awk keeps exactly gc's deletions, rm unlinks.
-                script = (f"find blobs -type f | awk 'NR == FNR {{ d[$0]; next }} ($0 in d)' "
-                          f"{shlex.quote(str(listing))} - | xargs -r -d '\\n' rm -f")
+                script = (
+                    f"find blobs -type f | awk 'NR == FNR {{ d[$0]; next }} ($0 in d)' "
+                    f"{shlex.quote(str(listing))} - | xargs -r -d '\\n' rm -f"
+                )
                 g.floor.add(self.run(["sh", "-c", script], cwd=copy))
                 removed = before - files_under(copy)
                 if removed != set(deleted):
-                    g.notes.append(f"the unlink floor removed {len(removed)} files, gc "
-                                   f"{len(deleted)}")
+                    g.notes.append(f"the unlink floor removed {len(removed)} files, gc {len(deleted)}")
             if g.first.times and not g.repeat.failure:
                 self._copy(d, copy)  # the same content again, with the first gc's cache home
                 g.repeat.add(self.run(self.argv(GC_LINE, copy), env))
@@ -280,8 +306,7 @@ def default_copies() -> Path | None:
         st = os.statvfs(shm)
     except OSError:
         return None
-    if _fs_type(shm) != "tmpfs" or not os.access(shm, os.W_OK) or \
-            st.f_bavail * st.f_frsize < 2 << 30:
+    if _fs_type(shm) != "tmpfs" or not os.access(shm, os.W_OK) or st.f_bavail * st.f_frsize < 2 << 30:
         return None
     return shm
 
@@ -292,43 +317,85 @@ def default_ocicache_cmd() -> list[str]:
 
 
 def line_table(title: str, lines: dict[str, Line], targets: bool) -> list[str]:
-    out = [title, row("command line (ocicache SUB DIR ...)", f"{'find':>8}", f"{'first':>8}",
-                      f"{'x find':>8}", f"{'<=8x':>5}", f"{'repeat':>8}", f"{'x find':>8}",
-                      f"{'<=3x':>5}", f"{'peak RSS':>11}", f"{'<150':>5}", f"{'spread':>7}")]
+    out = [
+        title,
+        row(
+            "command line (ocicache SUB DIR ...)",
+            f"{'find':>8}",
+            f"{'first':>8}",
+            f"{'x find':>8}",
+            f"{'<=8x':>5}",
+            f"{'repeat':>8}",
+            f"{'x find':>8}",
+            f"{'<=3x':>5}",
+            f"{'peak RSS':>11}",
+            f"{'<150':>5}",
+            f"{'spread':>7}",
+        ),
+    ]
     for name, s in lines.items():
         if s.failure:
             out.append(row(name, f"  FAILED ({s.failure})"))
             continue
         t = targets and name in READ_LINES
-        out.append(row(name, secs(s.find.median), secs(s.first.median), ratio(s.first_x),
-                       verdict(s.first_x <= FIRST_MAX) if t else " " * 5,
-                       secs(s.repeat.median), ratio(s.repeat_x),
-                       verdict(s.repeat_x <= REPEAT_MAX) if t else " " * 5,
-                       " " + mb(s.peak_mb), verdict(s.peak_mb < RSS_MAX_MB),
-                       " " + pct(max(s.first.spread, s.repeat.spread))))
+        out.append(
+            row(
+                name,
+                secs(s.find.median),
+                secs(s.first.median),
+                ratio(s.first_x),
+                verdict(s.first_x <= FIRST_MAX) if t else " " * 5,
+                secs(s.repeat.median),
+                ratio(s.repeat_x),
+                verdict(s.repeat_x <= REPEAT_MAX) if t else " " * 5,
+                " " + mb(s.peak_mb),
+                verdict(s.peak_mb < RSS_MAX_MB),
+                " " + pct(max(s.first.spread, s.repeat.spread)),
+            )
+        )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--blobs", type=int, help=f"blobs in the directory (default {FULL_BLOBS}; "
-                   "5000 with --quick)")
-    p.add_argument("--repeat", type=int, help="repetitions; medians are printed (default 5; "
-                   "3 with --quick)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--blobs", type=int, help=f"blobs in the directory (default {FULL_BLOBS}; 5000 with --quick)"
+    )
+    p.add_argument("--repeat", type=int, help="repetitions; medians are printed (default 5; 3 with --quick)")
     p.add_argument("--quick", action="store_true", help="a 5k-blob smoke run (64 MiB hashing)")
-    p.add_argument("--ocicache-cmd", type=shlex.split, default=None,
-                   help="how to run ocicache, e.g. 'python -m ocicache' (PYTHONPATH as set); "
-                        "default: `ocicache` when on PATH, else this Python's -m ocicache")
-    p.add_argument("--linear-factor", type=int, default=4,
-                   help="the linearity check compares DIR with DIR/FACTOR blobs (0: skip)")
-    p.add_argument("--hash-mb", type=int, help="MiB of 8 MiB layers for the hashing check "
-                   "(default 512; 64 with --quick; 0: skip)")
-    p.add_argument("--skip", type=lambda v: {x for x in v.split(",") if x}, default=set(),
-                   help="comma-separated parts to leave out: " + ",".join(PARTS))
-    p.add_argument("--copies", type=Path, help="where gc's fresh copies go (default: /dev/shm "
-                   "when it is a tmpfs: a shared disk's other writers make unlink times swing "
-                   "10x; give e.g. /var/tmp to time gc on disk)")
+    p.add_argument(
+        "--ocicache-cmd",
+        type=shlex.split,
+        default=None,
+        help="how to run ocicache, e.g. 'python -m ocicache' (PYTHONPATH as set); "
+        "default: `ocicache` when on PATH, else this Python's -m ocicache",
+    )
+    p.add_argument(
+        "--linear-factor",
+        type=int,
+        default=4,
+        help="the linearity check compares DIR with DIR/FACTOR blobs (0: skip)",
+    )
+    p.add_argument(
+        "--hash-mb",
+        type=int,
+        help="MiB of 8 MiB layers for the hashing check (default 512; 64 with --quick; 0: skip)",
+    )
+    p.add_argument(
+        "--skip",
+        type=lambda v: {x for x in v.split(",") if x},
+        default=set(),
+        help="comma-separated parts to leave out: " + ",".join(PARTS),
+    )
+    p.add_argument(
+        "--copies",
+        type=Path,
+        help="where gc's fresh copies go (default: /dev/shm "
+        "when it is a tmpfs: a shared disk's other writers make unlink times swing "
+        "10x; give e.g. /var/tmp to time gc on disk)",
+    )
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per command run")
     p.add_argument("--keep", type=Path, help="generate into (and reuse) this folder")
     p.add_argument("--json", type=Path, help="also write every figure to this file")
@@ -344,8 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         p.error("--repeat must be >= 1")
     if args.skip - set(PARTS):
-        p.error(f"--skip: unknown part(s) {','.join(sorted(args.skip - set(PARTS)))}; "
-                f"choose from {','.join(PARTS)}")
+        p.error(
+            f"--skip: unknown part(s) {','.join(sorted(args.skip - set(PARTS)))}; "
+            f"choose from {','.join(PARTS)}"
+        )
     if "reads" in args.skip or "linear" in args.skip:  # linear compares read lines
         args.linear_factor = 0
     if "hash" in args.skip:
@@ -354,15 +423,20 @@ def main(argv: list[str] | None = None) -> int:
     args.no_check = "check" in args.skip
 
     try:
-        probe = subprocess.run([*args.ocicache_cmd, "--version"], capture_output=True,
-                               text=True, timeout=120)
-        problem = "" if probe.returncode == 0 else \
-            f"exit {probe.returncode}: {(probe.stderr.strip().splitlines() or [''])[-1]}"
+        probe = subprocess.run([*args.ocicache_cmd, "--version"], capture_output=True, text=True, timeout=120)
+        problem = (
+            ""
+            if probe.returncode == 0
+            else f"exit {probe.returncode}: {(probe.stderr.strip().splitlines() or [''])[-1]}"
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         problem = str(e)
     if problem:
-        print(f"cannot run {shlex.join(args.ocicache_cmd)} ({problem}): install ocicache, set "
-              "PYTHONPATH to a checkout, or pass --ocicache-cmd", file=sys.stderr)
+        print(
+            f"cannot run {shlex.join(args.ocicache_cmd)} ({problem}): install ocicache, set "
+            "PYTHONPATH to a checkout, or pass --ocicache-cmd",
+            file=sys.stderr,
+        )
         return 2
     version = probe.stdout.strip()
 
@@ -375,17 +449,15 @@ def main(argv: list[str] | None = None) -> int:
         R = args.repeat
         shape = shape_for(args.blobs)
         big = ensure_dir(base / f"cache-{shape.blobs}", shape)
-        small_shape = shape_for(args.blobs // args.linear_factor) if args.linear_factor > 1 \
-            else None
-        small = ensure_dir(base / f"cache-{small_shape.blobs}", small_shape) if small_shape \
-            else None
-        hash_d = ensure_hash_dir(base / f"hash-{args.hash_mb}", args.hash_mb) \
-            if args.hash_mb > 0 else None
+        small_shape = shape_for(args.blobs // args.linear_factor) if args.linear_factor > 1 else None
+        small = ensure_dir(base / f"cache-{small_shape.blobs}", small_shape) if small_shape else None
+        hash_d = ensure_hash_dir(base / f"hash-{args.hash_mb}", args.hash_mb) if args.hash_mb > 0 else None
         umoci = shutil.which("umoci")
         umoci_version = ""
         if umoci:
-            umoci_version = subprocess.run([umoci, "--version"], capture_output=True,
-                                           text=True).stdout.strip()
+            umoci_version = subprocess.run(
+                [umoci, "--version"], capture_output=True, text=True
+            ).stdout.strip()
 
         header = [
             f"ocicache: {shlex.join(args.ocicache_cmd)} ({version}); "
@@ -395,8 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             f"umoci: {umoci_version or 'not installed (apt-get install umoci): not compared'}",
         ]
         if not RSS_EXACT:
-            header.append("note: no /usr/bin/time: peak RSS from wait4, which may count this "
-                          "process's pages")
+            header.append("note: no /usr/bin/time: peak RSS from wait4, which may count this process's pages")
         print("\n".join(header), flush=True)
 
         lines = {} if "reads" in args.skip else {name: Line() for name in READ_LINES}
@@ -416,9 +487,12 @@ def main(argv: list[str] | None = None) -> int:
             heads_f, docs_f = work / "floor-heads", work / "floor-docs"
             heads_f.write_bytes(b"\0".join(str(big / r).encode() for r in heads))
             docs_f.write_bytes(b"\0".join(str(big / r).encode() for r in docs))
-            floor_script = ["sh", "-c",
-                            f"xargs -0 head -q -c 64 < {shlex.quote(str(heads_f))} >/dev/null;"
-                            f" xargs -0 cat < {shlex.quote(str(docs_f))} > /dev/null"]
+            floor_script = [
+                "sh",
+                "-c",
+                f"xargs -0 head -q -c 64 < {shlex.quote(str(heads_f))} >/dev/null;"
+                f" xargs -0 cat < {shlex.quote(str(docs_f))} > /dev/null",
+            ]
             floor_counts = (len(heads), len(docs))
         except _Skipped:
             floor.failure = "not measured (--skip floor)"
@@ -434,8 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         if hash_d:
             hash_list = work / "hash-files"
             hash_bytes = blob_list(hash_d, hash_list)
-            hash_cmd = ["sh", "-c",
-                        f"xargs -0 sha256sum < {shlex.quote(str(hash_list))} >/dev/null"]
+            hash_cmd = ["sh", "-c", f"xargs -0 sha256sum < {shlex.quote(str(hash_list))} >/dev/null"]
 
         # Repetition-major: a burst of noise from the shared machine lands on every line
         # alike rather than on one line's repetitions.
@@ -456,8 +529,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress(f"[{rep + 1}/{R}] hashing")
                 hash_sha.add(bench.run(hash_cmd))
                 xdg = bench.fresh_xdg()
-                hash_check.add(bench.run(bench.argv(CHECK_LINE, hash_d), bench.with_cache(xdg),
-                                         ok=(0, 1)))
+                hash_check.add(bench.run(bench.argv(CHECK_LINE, hash_d), bench.with_cache(xdg), ok=(0, 1)))
                 rmtree(xdg)
 
         # ---- the tables
@@ -468,41 +540,72 @@ def main(argv: list[str] | None = None) -> int:
         else:
             out.append(f"== {shape.blobs:,} blobs: {shape.describe()}")
         out.append(row("baselines, same run:"))
-        out.append(row(f"  find DIR -type f -printf '%s\\n' (warm, all {len(find_all.times)})",
-                       secs(find_all.median), f"  spread {find_all.spread:.0%}"))
-        out.append(row("  python -c pass (interpreter start)",
-                       secs(py.median) if not py.failure else f"  FAILED ({py.failure})"))
-        out.append(row(f"  sha256sum, one process, every blob ({sha_bytes / 1e6:.1f} MB)",
-                       secs(sha_small.median) if not sha_small.failure
-                       else f"  FAILED ({sha_small.failure})"))
+        out.append(
+            row(
+                f"  find DIR -type f -printf '%s\\n' (warm, all {len(find_all.times)})",
+                secs(find_all.median),
+                f"  spread {find_all.spread:.0%}",
+            )
+        )
+        out.append(
+            row(
+                "  python -c pass (interpreter start)",
+                secs(py.median) if not py.failure else f"  FAILED ({py.failure})",
+            )
+        )
+        out.append(
+            row(
+                f"  sha256sum, one process, every blob ({sha_bytes / 1e6:.1f} MB)",
+                secs(sha_small.median) if not sha_small.failure else f"  FAILED ({sha_small.failure})",
+            )
+        )
         if floor.failure:
             out.append(row("  read floor", f"  {floor.failure}"))
         else:
-            out.append(row(f"  read floor: head -c 64 x {floor_counts[0]:,}, cat x "
-                           f"{floor_counts[1]:,} docs (C)", secs(floor.median),
-                           "  (what a first run sniffs and parses)"))
+            out.append(
+                row(
+                    f"  read floor: head -c 64 x {floor_counts[0]:,}, cat x {floor_counts[1]:,} docs (C)",
+                    secs(floor.median),
+                    "  (what a first run sniffs and parses)",
+                )
+            )
         if small:
             out.append("")
-            out += line_table(f"== {small_shape.blobs:,} blobs: {small_shape.describe()}",
-                              small_lines, False)
+            out += line_table(f"== {small_shape.blobs:,} blobs: {small_shape.describe()}", small_lines, False)
             out.append("")
             growth = shape.blobs / small_shape.blobs
-            out.append(f"== linear: {small_shape.blobs:,} -> {shape.blobs:,} blobs "
-                       f"({growth:.2f}x), first runs, medians")
-            out.append(row("", f"{small_shape.blobs:>10,}", f"{shape.blobs:>10,}",
-                           f"{'ratio':>8}", f"{'<=5x':>5}"))
+            out.append(
+                f"== linear: {small_shape.blobs:,} -> {shape.blobs:,} blobs "
+                f"({growth:.2f}x), first runs, medians"
+            )
+            out.append(
+                row("", f"{small_shape.blobs:>10,}", f"{shape.blobs:>10,}", f"{'ratio':>8}", f"{'<=5x':>5}")
+            )
             sfind = Samples(times=[t for s in small_lines.values() for t in s.find.times])
             bfind = Samples(times=[t for n in LINEAR_LINES for t in lines[n].find.times])
-            out.append(row("find DIR -type f (warm)", f"{sfind.median:10.3f}",
-                           f"{bfind.median:10.3f}", ratio(bfind.median / sfind.median)))
+            out.append(
+                row(
+                    "find DIR -type f (warm)",
+                    f"{sfind.median:10.3f}",
+                    f"{bfind.median:10.3f}",
+                    ratio(bfind.median / sfind.median),
+                )
+            )
             for name in LINEAR_LINES:
                 a, b = small_lines[name], lines[name]
                 if a.failure or b.failure:
                     out.append(row(name, f"  FAILED ({a.failure or b.failure})"))
                     continue
                 x = b.first.median / a.first.median
-                out.append(row(name, f"{a.first.median:10.3f}", f"{b.first.median:10.3f}",
-                               ratio(x), verdict(x <= LINEAR_MAX)))
+                out.append(
+                    row(
+                        name,
+                        f"{a.first.median:10.3f}",
+                        f"{b.first.median:10.3f}",
+                        ratio(x),
+                        verdict(x <= LINEAR_MAX),
+                    )
+                )
         if not args.no_gc:
             out.append("")
             out += gc_table(gc, shape.blobs, bench.copies)
@@ -517,7 +620,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"process) {hash_sha.median:.3f} s = {hash_bytes / hash_sha.median / 1e6:.0f}"
                     f" MB/s; {CHECK_LINE} (first run) {hash_check.median:.3f} s = "
                     f"{hash_bytes / hash_check.median / 1e6:.0f} MB/s: {x:.2f}x sha256sum "
-                    f"(>= {HASH_MIN}x:{verdict(x >= HASH_MIN)})")
+                    f"(>= {HASH_MIN}x:{verdict(x >= HASH_MIN)})"
+                )
         targets = evaluate(lines, small_lines, gc, hash_sha, hash_check, args, umoci)
         out.append("")
         out.append(f"== targets at {shape.blobs:,} blobs (load average at end: {_loadavg()})")
@@ -525,42 +629,65 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(out), flush=True)
 
         failed = any(s.failure for s in [*lines.values(), *small_lines.values()]) or any(
-            x.failure for x in (gc.first, gc.repeat, gc.floor, gc.umoci, hash_sha, hash_check))
+            x.failure for x in (gc.first, gc.repeat, gc.floor, gc.umoci, hash_sha, hash_check)
+        )
         if args.json:
             results = {
-                "ocicache_cmd": args.ocicache_cmd, "ocicache_version": version,
-                "pythonpath": os.environ.get("PYTHONPATH", ""), "cpus": os.cpu_count(),
-                "repeat": R, "umoci": umoci_version or None, "rss_exact": RSS_EXACT,
+                "ocicache_cmd": args.ocicache_cmd,
+                "ocicache_version": version,
+                "pythonpath": os.environ.get("PYTHONPATH", ""),
+                "cpus": os.cpu_count(),
+                "repeat": R,
+                "umoci": umoci_version or None,
+                "rss_exact": RSS_EXACT,
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "sizes": {
-                    str(shape.blobs): {"shape": shape.describe(),
-                                       "lines": {n: s.as_dict() for n, s in lines.items()}},
+                    str(shape.blobs): {
+                        "shape": shape.describe(),
+                        "lines": {n: s.as_dict() for n, s in lines.items()},
+                    },
                 },
-                "baselines": {"find_all": find_all.as_dict(), "python_pass": py.as_dict(),
-                              "sha256sum_blobs": {**sha_small.as_dict(), "bytes": sha_bytes},
-                              "read_floor": {**floor.as_dict(), "heads": floor_counts[0],
-                                             "documents": floor_counts[1]}},
+                "baselines": {
+                    "find_all": find_all.as_dict(),
+                    "python_pass": py.as_dict(),
+                    "sha256sum_blobs": {**sha_small.as_dict(), "bytes": sha_bytes},
+                    "read_floor": {**floor.as_dict(), "heads": floor_counts[0], "documents": floor_counts[1]},
+                },
                 "gc": None if args.no_gc else gc.as_dict(),
-                "hashing": None if not hash_d else {
-                    "bytes": hash_bytes, "sha256sum": hash_sha.as_dict(),
+                "hashing": None
+                if not hash_d
+                else {
+                    "bytes": hash_bytes,
+                    "sha256sum": hash_sha.as_dict(),
                     "check": hash_check.as_dict(),
-                    "ratio": _r(hash_sha.median / hash_check.median)},
+                    "ratio": _r(hash_sha.median / hash_check.median),
+                },
                 "targets": [t.as_dict() for t in targets],
             }
             for n in READ_LINES if lines else ():
                 s = lines[n]
-                results["sizes"][str(shape.blobs)]["lines"][n]["met"] = None if s.failure else {
-                    "first": s.first_x <= FIRST_MAX, "repeat": s.repeat_x <= REPEAT_MAX,
-                    "rss": s.peak_mb < RSS_MAX_MB}
+                results["sizes"][str(shape.blobs)]["lines"][n]["met"] = (
+                    None
+                    if s.failure
+                    else {
+                        "first": s.first_x <= FIRST_MAX,
+                        "repeat": s.repeat_x <= REPEAT_MAX,
+                        "rss": s.peak_mb < RSS_MAX_MB,
+                    }
+                )
             if small:
                 results["sizes"][str(small_shape.blobs)] = {
                     "shape": small_shape.describe(),
-                    "lines": {n: s.as_dict() for n, s in small_lines.items()}}
+                    "lines": {n: s.as_dict() for n, s in small_lines.items()},
+                }
                 results["linear"] = {
-                    n: {"blobs": [small_shape.blobs, shape.blobs],
+                    n: {
+                        "blobs": [small_shape.blobs, shape.blobs],
                         "first_s": [_r(small_lines[n].first.median), _r(lines[n].first.median)],
-                        "ratio": _r(lines[n].first.median / small_lines[n].first.median)}
-                    for n in LINEAR_LINES}
+                        "ratio": _r(lines[n].first.median / small_lines[n].first.median),
+                    }
+                    for n in LINEAR_LINES
+                }
             args.json.write_text(json.dumps(results, indent=2) + "\n")
     finally:
         rmtree(work)
@@ -570,24 +697,49 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def gc_table(g: Gc, blobs: int, where: Path) -> list[str]:
-    out = [f"== real `{GC_LINE}` at {blobs:,} blobs, each run on a fresh `cp -a` copy "
-           f"(copying not timed) in {where} ({_fs_type(where)})",
-           row("", f"{'time':>8}", f"{'x floor':>8}", f"{'<=1.25':>7}", f"{'x umoci':>8}",
-               f"{'<=1x':>5}", f"{'peak RSS':>11}", f"{'<150':>5}", f"{'spread':>7}")]
+    out = [
+        f"== real `{GC_LINE}` at {blobs:,} blobs, each run on a fresh `cp -a` copy "
+        f"(copying not timed) in {where} ({_fs_type(where)})",
+        row(
+            "",
+            f"{'time':>8}",
+            f"{'x floor':>8}",
+            f"{'<=1.25':>7}",
+            f"{'x umoci':>8}",
+            f"{'<=1x':>5}",
+            f"{'peak RSS':>11}",
+            f"{'<150':>5}",
+            f"{'spread':>7}",
+        ),
+    ]
     n = g.deleted[0] if g.deleted else 0
     if g.floor.failure:
         out.append(row("unlink floor", f"  FAILED ({g.floor.failure})"))
     elif g.floor.times:
-        out.append(row(f"unlink floor: find|awk|xargs rm -f, {n:,} files",
-                       secs(g.floor.median), " " * 28, " " + mb(g.floor.peak_mb)))
+        out.append(
+            row(
+                f"unlink floor: find|awk|xargs rm -f, {n:,} files",
+                secs(g.floor.median),
+                " " * 28,
+                " " + mb(g.floor.peak_mb),
+            )
+        )
     if g.umoci.failure:
         out.append(row("umoci gc --layout COPY", f"  FAILED ({g.umoci.failure})"))
     elif g.umoci.times:
         un = g.umoci_deleted[0] if g.umoci_deleted else 0
-        out.append(row(f"umoci gc --layout COPY ({un:,} files deleted)", secs(g.umoci.median),
-                       " " * 28, " " + mb(g.umoci.peak_mb)))
-    for label, s in ((f"{GC_LINE} (empty cache home)", g.first),
-                     (f"{GC_LINE} (again: the first gc's cache home)", g.repeat)):
+        out.append(
+            row(
+                f"umoci gc --layout COPY ({un:,} files deleted)",
+                secs(g.umoci.median),
+                " " * 28,
+                " " + mb(g.umoci.peak_mb),
+            )
+        )
+    for label, s in (
+        (f"{GC_LINE} (empty cache home)", g.first),
+        (f"{GC_LINE} (again: the first gc's cache home)", g.repeat),
+    ):
         if s.failure:
             out.append(row(label, f"  FAILED ({s.failure})"))
             continue
@@ -596,10 +748,19 @@ def gc_table(g: Gc, blobs: int, where: Path) -> list[str]:
         xf = s.median / g.floor.median if g.floor.times else float("nan")
         xu = s.median / g.umoci.median if g.umoci.times else float("nan")
         target = s is g.first
-        out.append(row(label, secs(s.median), ratio(xf),
-                       f"{verdict(xf <= GC_FLOOR_MAX) if target and xf == xf else '':>7}",
-                       ratio(xu), f"{verdict(xu <= 1) if target and xu == xu else '':>5}",
-                       " " + mb(s.peak_mb), verdict(s.peak_mb < RSS_MAX_MB), " " + pct(s.spread)))
+        out.append(
+            row(
+                label,
+                secs(s.median),
+                ratio(xf),
+                f"{verdict(xf <= GC_FLOOR_MAX) if target and xf == xf else '':>7}",
+                ratio(xu),
+                f"{verdict(xu <= 1) if target and xu == xu else '':>5}",
+                " " + mb(s.peak_mb),
+                verdict(s.peak_mb < RSS_MAX_MB),
+                " " + pct(s.spread),
+            )
+        )
     if len(set(g.deleted)) > 1:
         g.notes.append(f"gc deleted different numbers of files across repetitions: {g.deleted}")
     for note in g.notes:
@@ -607,8 +768,15 @@ def gc_table(g: Gc, blobs: int, where: Path) -> list[str]:
     return out
 
 
-def evaluate(lines: dict[str, Line], small_lines: dict[str, Line], g: Gc, hash_sha: Samples,
-             hash_check: Samples, args: argparse.Namespace, umoci: str | None) -> list[Target]:
+def evaluate(
+    lines: dict[str, Line],
+    small_lines: dict[str, Line],
+    g: Gc,
+    hash_sha: Samples,
+    hash_check: Samples,
+    args: argparse.Namespace,
+    umoci: str | None,
+) -> list[Target]:
     t: list[Target] = []
     reads = {n: lines[n] for n in READ_LINES if n in lines}
 
@@ -620,40 +788,57 @@ def evaluate(lines: dict[str, Line], small_lines: dict[str, Line], g: Gc, hash_s
         met = [n for n, v in measured.items() if ok(v)]
         worst = max(measured, key=lambda n: measured[n])
         missing = len(values) - len(measured)
-        text = (f"{fmt(min(measured.values()))}-{fmt(max(measured.values()))}, worst "
-                f"`{worst}`; {len(met)}/{len(values)} met"
-                + (f" ({missing} failed)" if missing else ""))
+        text = (
+            f"{fmt(min(measured.values()))}-{fmt(max(measured.values()))}, worst "
+            f"`{worst}`; {len(met)}/{len(values)} met" + (f" ({missing} failed)" if missing else "")
+        )
         t.append(Target(name, text, len(met) == len(values)))
 
-    group(f"first run <= {FIRST_MAX:g}x warm find ({len(reads)} read lines)",
-          {n: (None if s.failure else s.first_x) for n, s in reads.items()},
-          lambda v: v <= FIRST_MAX, lambda v: f"{v:.1f}x")
-    group(f"repeated run <= {REPEAT_MAX:g}x warm find ({len(reads)} read lines)",
-          {n: (None if s.failure else s.repeat_x) for n, s in reads.items()},
-          lambda v: v <= REPEAT_MAX, lambda v: f"{v:.1f}x")
-    rss: dict[str, float | None] = {n: (None if s.failure else s.peak_mb)
-                                     for n, s in lines.items()}
+    group(
+        f"first run <= {FIRST_MAX:g}x warm find ({len(reads)} read lines)",
+        {n: (None if s.failure else s.first_x) for n, s in reads.items()},
+        lambda v: v <= FIRST_MAX,
+        lambda v: f"{v:.1f}x",
+    )
+    group(
+        f"repeated run <= {REPEAT_MAX:g}x warm find ({len(reads)} read lines)",
+        {n: (None if s.failure else s.repeat_x) for n, s in reads.items()},
+        lambda v: v <= REPEAT_MAX,
+        lambda v: f"{v:.1f}x",
+    )
+    rss: dict[str, float | None] = {n: (None if s.failure else s.peak_mb) for n, s in lines.items()}
     if not args.no_gc:
         rss[GC_LINE] = None if g.first.failure else max(g.first.peak_mb, g.repeat.peak_mb)
-    group(f"peak RSS < {RSS_MAX_MB:g} MB ({len(rss)} command lines"
-          f"{', real gc included' if not args.no_gc else ''})", rss,
-          lambda v: v < RSS_MAX_MB, lambda v: f"{v:.0f} MB")
+    group(
+        f"peak RSS < {RSS_MAX_MB:g} MB ({len(rss)} command lines"
+        f"{', real gc included' if not args.no_gc else ''})",
+        rss,
+        lambda v: v < RSS_MAX_MB,
+        lambda v: f"{v:.0f} MB",
+    )
     if not args.no_gc:
         if g.first.times and g.floor.times:
             x = g.first.median / g.floor.median
-            t.append(Target(f"real {GC_LINE} <= {GC_FLOOR_MAX:g}x unlink floor",
-                            f"{x:.2f}x ({g.first.median:.2f} s vs {g.floor.median:.2f} s)",
-                            x <= GC_FLOOR_MAX))
+            t.append(
+                Target(
+                    f"real {GC_LINE} <= {GC_FLOOR_MAX:g}x unlink floor",
+                    f"{x:.2f}x ({g.first.median:.2f} s vs {g.floor.median:.2f} s)",
+                    x <= GC_FLOOR_MAX,
+                )
+            )
         else:
-            t.append(Target(f"real {GC_LINE} <= {GC_FLOOR_MAX:g}x unlink floor",
-                            "failed", None))
+            t.append(Target(f"real {GC_LINE} <= {GC_FLOOR_MAX:g}x unlink floor", "failed", None))
         if not umoci:
             t.append(Target(f"real {GC_LINE} <= umoci gc", "umoci not installed", None))
         elif g.first.times and g.umoci.times:
             x = g.first.median / g.umoci.median
-            t.append(Target(f"real {GC_LINE} <= umoci gc",
-                            f"{x:.2f}x ({g.first.median:.2f} s vs {g.umoci.median:.2f} s)",
-                            x <= 1.0))
+            t.append(
+                Target(
+                    f"real {GC_LINE} <= umoci gc",
+                    f"{x:.2f}x ({g.first.median:.2f} s vs {g.umoci.median:.2f} s)",
+                    x <= 1.0,
+                )
+            )
         else:
             t.append(Target(f"real {GC_LINE} <= umoci gc", "failed", None))
     for name in LINEAR_LINES:
@@ -665,14 +850,18 @@ def evaluate(lines: dict[str, Line], small_lines: dict[str, Line], g: Gc, hash_s
             t.append(Target(label, "failed", None))
             continue
         x = b.first.median / a.first.median
-        t.append(Target(label, f"{x:.2f}x ({a.first.median:.2f} s -> {b.first.median:.2f} s)",
-                        x <= LINEAR_MAX))
+        t.append(
+            Target(label, f"{x:.2f}x ({a.first.median:.2f} s -> {b.first.median:.2f} s)", x <= LINEAR_MAX)
+        )
     if args.hash_mb > 0:
         label = f"check hashing >= {HASH_MIN:g}x sha256sum (one process)"
         if hash_sha.times and hash_check.times:
             x = hash_sha.median / hash_check.median
-            t.append(Target(label, f"{x:.2f}x ({hash_check.median:.2f} s vs "
-                                   f"{hash_sha.median:.2f} s)", x >= HASH_MIN))
+            t.append(
+                Target(
+                    label, f"{x:.2f}x ({hash_check.median:.2f} s vs {hash_sha.median:.2f} s)", x >= HASH_MIN
+                )
+            )
         else:
             t.append(Target(label, "failed", None))
     return t
@@ -680,8 +869,12 @@ def evaluate(lines: dict[str, Line], small_lines: dict[str, Line], g: Gc, hash_s
 
 def _fs_type(path: Path) -> str:
     try:
-        return subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True,
-                              text=True).stdout.strip() or "?"
+        return (
+            subprocess.run(
+                ["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True
+            ).stdout.strip()
+            or "?"
+        )
     except OSError:
         return "?"
 

@@ -49,9 +49,11 @@ class Shape:
         return self.distinct_layers + 2 * self.exports + self.orphans
 
     def describe(self) -> str:
-        return (f"{self.exports} exports x {self.layers} layers ({self.new} new per export, "
-                f"{self.distinct_layers} distinct) + {self.exports} manifests + "
-                f"{self.exports} configs + {self.orphans} orphans = {self.blobs} blobs")
+        return (
+            f"{self.exports} exports x {self.layers} layers ({self.new} new per export, "
+            f"{self.distinct_layers} distinct) + {self.exports} manifests + "
+            f"{self.exports} configs + {self.orphans} orphans = {self.blobs} blobs"
+        )
 
 
 FULL_BLOBS = 50_700  # the shape: 300 exports x 200 layers + 20k orphans
@@ -131,16 +133,16 @@ def generate(root: Path, shape: Shape, layer_size: int | None = None) -> int:
                 data = _layer_bytes(i, b"layer", layer_size)
                 digest = w.blob(data, clock)
                 layer_desc[i] = {
-                    "mediaType": GZIP, "digest": digest, "size": len(data),
+                    "mediaType": GZIP,
+                    "digest": digest,
+                    "size": len(data),
                     "annotations": {
                         "buildkit/createdat": _go_time(clock, (i * 7919) % 10**9),
-                        "containerd.io/uncompressed":
-                            "sha256:" + hashlib.sha256(b"diff" + data).hexdigest(),
+                        "containerd.io/uncompressed": "sha256:" + hashlib.sha256(b"diff" + data).hexdigest(),
                     },
                 }
         # Orphans of an interrupted export sit between exports in time.
-        for _ in range(orphans_per_export if e < shape.exports - 1 else
-                       shape.orphans - orphan):
+        for _ in range(orphans_per_export if e < shape.exports - 1 else shape.orphans - orphan):
             clock += 1
             w.blob(_layer_bytes(orphan, b"orphan"), clock)
             orphan += 1
@@ -155,29 +157,41 @@ def generate(root: Path, shape: Shape, layer_size: int | None = None) -> int:
             if parent != 0:
                 item["parent"] = parent
             config_layers.append(item)
-        records = [{"digest": "sha256:" + hashlib.sha256(f"rec{e}.{k}".encode()).hexdigest(),
-                    "layers": [{"layer": where[k],
-                                "createdAt": layers[k]["annotations"]["buildkit/createdat"]}]}
-                   for k in range(len(layers))]
+        records = [
+            {
+                "digest": "sha256:" + hashlib.sha256(f"rec{e}.{k}".encode()).hexdigest(),
+                "layers": [{"layer": where[k], "createdAt": layers[k]["annotations"]["buildkit/createdat"]}],
+            }
+            for k in range(len(layers))
+        ]
         config = _compact({"layers": config_layers, "records": records})
         clock += 1
         config_digest = w.blob(config, clock)
-        manifest = _compact({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": CACHE_CONFIG, "digest": config_digest, "size": len(config)},
-            "layers": sorted(layers, key=lambda x: x["digest"]),
-        })
+        manifest = _compact(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": CACHE_CONFIG, "digest": config_digest, "size": len(config)},
+                "layers": sorted(layers, key=lambda x: x["digest"]),
+            }
+        )
         clock += 1
         digest = w.blob(manifest, clock)
         tag = TAGS[e % len(TAGS)]
-        entries = [x for x in entries if x["annotations"]["org.opencontainers.image.ref.name"]
-                   != tag]
-        entries.append({"mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest),
-                        "annotations": {"org.opencontainers.image.ref.name": tag}})
+        entries = [x for x in entries if x["annotations"]["org.opencontainers.image.ref.name"] != tag]
+        entries.append(
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": digest,
+                "size": len(manifest),
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }
+        )
     w.close()
     (root / "oci-layout").write_bytes(_compact({"imageLayoutVersion": "1.0.0"}))
     (root / "index.json").write_bytes(
-        _compact({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}))
+        _compact({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
+    )
     return w.count
 
 

@@ -28,7 +28,7 @@ def pct(x: float) -> str:
 
 
 def row(label: str, *cells: str) -> str:
-    text = label if len(label) <= LABEL else label[:LABEL - 1] + "~"
+    text = label if len(label) <= LABEL else label[: LABEL - 1] + "~"
     return (f"{text:<{LABEL}}" + "".join(cells)).rstrip()
 
 

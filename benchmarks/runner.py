@@ -41,15 +41,26 @@ class Result:
         return f"exit {self.rc}: {self.err or '(no stderr)'}"
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None, ok: tuple[int, ...] = (0,),
-        cwd: Path | None = None, timeout: float = 600.0) -> Result:
+def run(
+    cmd: list[str],
+    env: dict[str, str] | None = None,
+    ok: tuple[int, ...] = (0,),
+    cwd: Path | None = None,
+    timeout: float = 600.0,
+) -> Result:
     """Run `cmd` (stdout to /dev/null); never raises for the command's own failure."""
     with tempfile.NamedTemporaryFile("r", prefix="rss-") as rss_file:
         wrapped = [TIME, "-q", "-f", "%M", "-o", rss_file.name, *cmd] if TIME else cmd
         start = time.perf_counter()
         try:
-            proc = subprocess.Popen(wrapped, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, start_new_session=True)
+            proc = subprocess.Popen(
+                wrapped,
+                env=env,
+                cwd=cwd,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
         except OSError as e:
             return Result(0.0, 0, 127, False, f"cannot start {cmd[0]}: {e}")
         timed_out = threading.Event()
@@ -117,9 +128,14 @@ class Samples:
         return max(self.rss_kib) * 1024 / 1e6 if self.rss_kib else float("nan")
 
     def as_dict(self) -> dict[str, object]:
-        return {"times_s": [round(t, 4) for t in self.times], "median_s": _num(self.median),
-                "spread": round(self.spread, 3), "rss_kib": self.rss_kib,
-                "peak_rss_mb": _num(self.peak_mb), "failure": self.failure}
+        return {
+            "times_s": [round(t, 4) for t in self.times],
+            "median_s": _num(self.median),
+            "spread": round(self.spread, 3),
+            "rss_kib": self.rss_kib,
+            "peak_rss_mb": _num(self.peak_mb),
+            "failure": self.failure,
+        }
 
 
 def _num(x: float) -> float | None:

@@ -54,10 +54,24 @@ class Daemon:
     def build(self, context: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """buildctl build of the Dockerfile in `context` (plain progress, output in .stderr)."""
         return subprocess.run(
-            [self.buildctl, "--addr", self.host, "build", "--frontend", "dockerfile.v0",
-             "--local", f"context={context}", "--local", f"dockerfile={context}",
-             "--progress=plain", *args],
-            capture_output=True, text=True, timeout=timeout)
+            [
+                self.buildctl,
+                "--addr",
+                self.host,
+                "build",
+                "--frontend",
+                "dockerfile.v0",
+                "--local",
+                f"context={context}",
+                "--local",
+                f"dockerfile={context}",
+                "--progress=plain",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
 
 _BINARIES = ("buildkitd", "buildctl")
@@ -95,8 +109,7 @@ def _daemon_dir(workdir: Path) -> Path:
         return workdir
     if not _daemon_dirs:
         atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _daemon_dirs])
-    _daemon_dirs.append(Path(tempfile.mkdtemp(prefix=f"ocicache-bk-{workdir.name}-",
-                                              dir=DAEMON_TMP)))
+    _daemon_dirs.append(Path(tempfile.mkdtemp(prefix=f"ocicache-bk-{workdir.name}-", dir=DAEMON_TMP)))
     return _daemon_dirs[-1]
 
 
@@ -108,8 +121,7 @@ def daemon(workdir: Path) -> Iterator[Daemon]:
     assert bk is not None
     workdir = _daemon_dir(workdir)
     _share_binaries(workdir)
-    p = subprocess.run(["bash", str(bk / "bk-up"), str(workdir)], capture_output=True, text=True,
-                       timeout=300)
+    p = subprocess.run(["bash", str(bk / "bk-up"), str(workdir)], capture_output=True, text=True, timeout=300)
     if p.returncode != 0:
         pytest.skip(f"bk-up failed: {p.stderr.strip()[-300:]}")
     if not _unpacked:
@@ -118,8 +130,7 @@ def daemon(workdir: Path) -> Iterator[Daemon]:
     try:
         yield Daemon(workdir, values["BUILDKIT_HOST"], values["BUILDCTL"])
     finally:
-        subprocess.run(["bash", str(bk / "bk-down"), str(workdir)], capture_output=True,
-                       timeout=120)
+        subprocess.run(["bash", str(bk / "bk-down"), str(workdir)], capture_output=True, timeout=120)
 
 
 def context(root: Path, variant: str) -> Path:
@@ -134,7 +145,8 @@ def context(root: Path, variant: str) -> Path:
         'RUN ["/bin/busybox","--install","-s","/bin"]\n'
         "RUN echo base > /base\n"
         "COPY src/ /app/src/\n"
-        "RUN cat /app/src/a.txt > /out && ls / > /listing\n")
+        "RUN cat /app/src/a.txt > /out && ls / > /listing\n"
+    )
     # BuildKit's context sync skips a file whose size and mtime it has already seen: each
     # variant's input gets its own mtime (fixed, so COPY layers are reproducible).
     stamp = 1_767_225_600 + sum(map(ord, variant))

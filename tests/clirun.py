@@ -68,8 +68,14 @@ def run_inprocess(*args: str, timeout: int = 30) -> Run:
 def run_subprocess(*args: str, timeout: float = 60, prefix: tuple[str, ...] = ()) -> Run:
     """`python -m ocicache ARGS` in a child process; a hang fails the test after `timeout`."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    p = subprocess.run([*prefix, sys.executable, "-m", "ocicache", *args], capture_output=True,
-                       text=True, timeout=timeout, env=env, cwd="/")
+    p = subprocess.run(
+        [*prefix, sys.executable, "-m", "ocicache", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd="/",
+    )
     return Run(p.returncode, p.stdout, p.stderr)
 
 

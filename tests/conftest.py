@@ -81,13 +81,20 @@ def copy_fixture(case: str, dest: Path, restore_mtimes: bool) -> Path:
     return target
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m ocicache ARGS` as a user would; never hangs the suite."""
     full_env = {**os.environ, **(env or {})}
     full_env.setdefault("OCICACHE_NO_CACHE", "1")
-    return subprocess.run([sys.executable, "-m", "ocicache", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT, env=full_env)
+    return subprocess.run(
+        [sys.executable, "-m", "ocicache", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=full_env,
+    )
 
 
 def tree_state(root: Path) -> list[tuple[str, int, int, int]]:
@@ -97,8 +104,14 @@ def tree_state(root: Path) -> list[tuple[str, int, int, int]]:
         for name in sorted(dirnames + filenames):
             p = Path(dirpath) / name
             st = p.lstat()
-            out.append((str(p.relative_to(root)), st.st_size if not stat.S_ISDIR(st.st_mode)
-                        else 0, st.st_mode, st.st_mtime_ns))
+            out.append(
+                (
+                    str(p.relative_to(root)),
+                    st.st_size if not stat.S_ISDIR(st.st_mode) else 0,
+                    st.st_mode,
+                    st.st_mtime_ns,
+                )
+            )
     return sorted(out)
 
 
@@ -106,9 +119,9 @@ def tree_state(root: Path) -> list[tuple[str, int, int, int]]:
 def case(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
+
 @pytest.fixture(autouse=True)
-def _private_xdg_cache(tmp_path_factory: pytest.TempPathFactory,
-                       monkeypatch: pytest.MonkeyPatch) -> Path:
+def _private_xdg_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path_factory.mktemp("xdg-cache")
     monkeypatch.setenv("XDG_CACHE_HOME", str(path))
     monkeypatch.delenv("OCICACHE_NO_CACHE", raising=False)

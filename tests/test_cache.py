@@ -31,7 +31,10 @@ def _tree(directory: Path) -> dict[str, tuple[int, int, int]]:
         for name in dirs + files:
             st = os.lstat(os.path.join(root, name))
             out[os.path.relpath(os.path.join(root, name), directory)] = (
-                st.st_size, st.st_mtime_ns, st.st_mode)
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_mode,
+            )
     return out
 
 
@@ -46,9 +49,15 @@ def cache_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "cache"
     b = history_dir(directory, exports=4, layers=5, orphans=3, tags=("latest", "pr"), shared=2)
     b.blob(b"{ not json")  # JSON-looking but malformed: a warning and a bad document
-    b.blob(compact({"schemaVersion": 2, "config": {"mediaType": "application/x",
-                                                   "digest": "sha256:" + "0" * 64, "size": -1},
-                    "layers": []}))  # a manifest that fails the schema
+    b.blob(
+        compact(
+            {
+                "schemaVersion": 2,
+                "config": {"mediaType": "application/x", "digest": "sha256:" + "0" * 64, "size": -1},
+                "layers": [],
+            }
+        )
+    )  # a manifest that fails the schema
     return directory
 
 
@@ -70,7 +79,8 @@ def _counting_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_second_run_gives_the_same_answer_and_opens_no_blob(
-        cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     xdg = Path(os.environ["XDG_CACHE_HOME"])
     expected = _uncached(cache_dir, monkeypatch)
     before = _tree(cache_dir)
@@ -92,8 +102,7 @@ def test_corrupt_cache_file_is_ignored(cache_dir: Path, monkeypatch: pytest.Monk
         assert (_history(cache_dir), _blobs(cache_dir)) == expected
 
 
-def test_a_flipped_bit_in_the_cache_is_a_miss(cache_dir: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_flipped_bit_in_the_cache_is_a_miss(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     expected = _uncached(cache_dir, monkeypatch)
     _history(cache_dir)
     path = Path(os.environ["XDG_CACHE_HOME"]) / "ocicache" / FILE_NAME
@@ -105,8 +114,7 @@ def test_a_flipped_bit_in_the_cache_is_a_miss(cache_dir: Path,
         assert (_history(cache_dir), _blobs(cache_dir)) == expected
 
 
-def test_a_blob_whose_size_changed_is_read_again(cache_dir: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_blob_whose_size_changed_is_read_again(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _history(cache_dir)  # every blob is now in the cache
     blobs = cache_dir / "blobs" / "sha256"
     # Turn an orphan (cached: not JSON) into a cache manifest (different size) under its name:
@@ -114,8 +122,11 @@ def test_a_blob_whose_size_changed_is_read_again(cache_dir: Path,
     index = json.loads((cache_dir / "index.json").read_bytes())
     manifest_digest = index["manifests"][-1]["digest"]
     manifest = (blobs / manifest_digest[7:]).read_bytes()
-    orphan = next(p for p in sorted(blobs.iterdir())
-                  if p.stat().st_size != len(manifest) and p.read_bytes()[:1] == b"\x1f")
+    orphan = next(
+        p
+        for p in sorted(blobs.iterdir())
+        if p.stat().st_size != len(manifest) and p.read_bytes()[:1] == b"\x1f"
+    )
     os.chmod(orphan, 0o644)
     orphan.write_bytes(manifest)
     expected = _uncached(cache_dir, monkeypatch)
@@ -124,7 +135,8 @@ def test_a_blob_whose_size_changed_is_read_again(cache_dir: Path,
 
 
 def test_truncated_manifest_is_not_answered_from_the_cache(
-        cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _history(cache_dir)
     index = json.loads((cache_dir / "index.json").read_bytes())
     path = cache_dir / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]
@@ -177,8 +189,7 @@ def test_no_cache_env_writes_nothing(cache_dir: Path, monkeypatch: pytest.Monkey
     assert not (Path(os.environ["XDG_CACHE_HOME"]) / "ocicache").exists()
 
 
-def test_other_directories_share_the_cache_safely(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_other_directories_share_the_cache_safely(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Two directories holding some of the same digests: each answer equals its uncached one.
     one = tmp_path / "one"
     history_dir(one, exports=2, layers=3, orphans=1)

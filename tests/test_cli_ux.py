@@ -28,11 +28,23 @@ def cache(tmp_path: Path) -> Path:
 
 # -- usage errors ------------------------------------------------------------------------------
 BAD_LINES = [
-    ("history", "DIR", "--bogus"), ("history",), ("history", "DIR", "extra"), ("bogus",),
-    ("gc", "DIR", "--keep-last", "x"), ("gc", "DIR", "--keep-last", "-1"), ("gc", "DIR", "-z"),
-    ("gc", "DIR", "--grace"), ("check", "DIR", "-j", "-3"), ("show",), ("pin", "DIR", "~0"),
-    ("unpin", "DIR"), ("ref", "DIR", "--format", "nope"), ("du", "DIR", "--no-such"),
-    ("--no-such-global",), ("gc", "DIR", "--quiet", "--json"), ("repair",),
+    ("history", "DIR", "--bogus"),
+    ("history",),
+    ("history", "DIR", "extra"),
+    ("bogus",),
+    ("gc", "DIR", "--keep-last", "x"),
+    ("gc", "DIR", "--keep-last", "-1"),
+    ("gc", "DIR", "-z"),
+    ("gc", "DIR", "--grace"),
+    ("check", "DIR", "-j", "-3"),
+    ("show",),
+    ("pin", "DIR", "~0"),
+    ("unpin", "DIR"),
+    ("ref", "DIR", "--format", "nope"),
+    ("du", "DIR", "--no-such"),
+    ("--no-such-global",),
+    ("gc", "DIR", "--quiet", "--json"),
+    ("repair",),
 ]
 
 
@@ -51,8 +63,13 @@ def test_usage_errors_are_ocicache_errors(cache: Path, line: tuple[str, ...]) ->
 
 def test_usage_error_in_a_real_process(cache: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    p = subprocess.run([sys.executable, "-m", "ocicache", "gc", str(cache), "--keep-last", "x"],
-                       capture_output=True, text=True, env=env, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "ocicache", "gc", str(cache), "--keep-last", "x"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.startswith("ocicache: error: Invalid value for '--keep-last'"), p.stderr
     assert p.stderr.splitlines()[-1] == "hint: `ocicache gc --help` shows the usage"
@@ -74,8 +91,9 @@ def test_help_names_arguments_plainly(command: str) -> None:
     assert usage.startswith(f"Usage: ocicache {command} [OPTIONS]"), usage
     assert "{" not in r.out and "directory" not in usage
     assert "DIR" in usage
-    want = {"show": "DIR [REF]", "ref": "[DIR] [REF]", "pin": "DIR REF NAME",
-            "unpin": "DIR NAME"}.get(command, "DIR")
+    want = {"show": "DIR [REF]", "ref": "[DIR] [REF]", "pin": "DIR REF NAME", "unpin": "DIR NAME"}.get(
+        command, "DIR"
+    )
     assert usage.endswith(want), usage
 
 
@@ -180,7 +198,8 @@ def test_du_counts_allocated_blocks_and_each_inode_once(tmp_path: Path) -> None:
     assert stray["allocatedBytes"] == 0  # its inode is already counted as the blob
     assert index["allocatedBytes"] >= blob.stat().st_blocks * 512
     assert before["total"]["allocatedBytes"] == sum(
-        c["allocatedBytes"] for k, c in before.items() if k != "total")
+        c["allocatedBytes"] for k, c in before.items() if k != "total"
+    )
     table = run_inprocess("du", str(root)).out
     assert "ON DISK" in table.splitlines()[0]
     assert "ON DISK" not in run_inprocess("du", "--apparent-size", str(root)).out

@@ -38,14 +38,27 @@ def deep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _nested(b: Builder, seed: str, depth: int, layer: dict[str, object]) -> tuple[str, int]:
     """An image manifest under `depth` nested OCI indexes; the top index's digest and size."""
     config = compact({"seed": seed})
-    manifest = compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                   "digest": b.blob(config), "size": len(config)},
-                        "layers": [layer]})
+    manifest = compact(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": b.blob(config),
+                "size": len(config),
+            },
+            "layers": [layer],
+        }
+    )
     digest, size, media_type = b.blob(manifest), len(manifest), mt.OCI_MANIFEST
     for _ in range(depth):
-        index = compact({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
-            {"mediaType": media_type, "digest": digest, "size": size}]})
+        index = compact(
+            {
+                "schemaVersion": 2,
+                "mediaType": mt.OCI_INDEX,
+                "manifests": [{"mediaType": media_type, "digest": digest, "size": size}],
+            }
+        )
         digest, size, media_type = b.blob(index), len(index), mt.OCI_INDEX
     return digest, size
 
@@ -59,16 +72,30 @@ def nested(tmp_path_factory: pytest.TempPathFactory) -> Path:
     layers = [b.layer(f"l{i}") for i in range(3)]
     b.export(layers)
     top, size = _nested(b, "kept", DEPTH, layers[0])
-    b.entries.append({"mediaType": mt.OCI_INDEX, "digest": top, "size": size,
-                      "annotations": {"org.opencontainers.image.ref.name": "image"}})
+    b.entries.append(
+        {
+            "mediaType": mt.OCI_INDEX,
+            "digest": top,
+            "size": size,
+            "annotations": {"org.opencontainers.image.ref.name": "image"},
+        }
+    )
     b.write_index()
     _nested(b, "dropped", DEPTH, layers[1])
     return root
 
 
-READS = [("history", "--json"), ("show",), ("show", "--json"), ("blobs",), ("du",),
-         ("check", "--quick"), ("check",), ("gc", "--dry-run", "--grace", "0"),
-         ("ref", "--all")]
+READS = [
+    ("history", "--json"),
+    ("show",),
+    ("show", "--json"),
+    ("blobs",),
+    ("du",),
+    ("check", "--quick"),
+    ("check",),
+    ("gc", "--dry-run", "--grace", "0"),
+    ("ref", "--all"),
+]
 
 
 def _runs(root: Path, line: tuple[str, ...]) -> Iterator[tuple[str, Run]]:

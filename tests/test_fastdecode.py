@@ -53,8 +53,7 @@ def slow(data: bytes, digest: str = DIGEST) -> tuple[str, object | None]:
 def typed(value: object) -> object:
     """`value` as nested tuples that carry each leaf's type: 1, 1.0 and True differ."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return (type(value).__name__,
-                *(typed(getattr(value, f.name)) for f in dataclasses.fields(value)))
+        return (type(value).__name__, *(typed(getattr(value, f.name)) for f in dataclasses.fields(value)))
     if isinstance(value, dict):
         return ("dict", tuple(sorted((typed(k), typed(v)) for k, v in value.items())))
     if isinstance(value, (list, tuple)):
@@ -78,8 +77,7 @@ def assert_sound(data: bytes, digest: str = DIGEST) -> bool:
     try:
         reference = slow(data, digest)
     except CorruptError as e:
-        raise AssertionError(f"the bytes way accepted what the document way refuses: {e}\n"
-                             f"{data!r}") from None
+        raise AssertionError(f"the bytes way accepted what the document way refuses: {e}\n{data!r}") from None
     assert typed(fast) == typed(reference), data
     return True
 
@@ -106,9 +104,15 @@ def _assert_fast_equals_slow(root: Path) -> set[str]:
         assert fast is not None, f"{root.name}: {digest} ({reference[0]}) missed the bytes way"
         assert typed(fast) == typed(reference), digest
         value = fast[1]
-        shapes.add(value.shape if isinstance(value, CacheManifest) else
-                   "config" if isinstance(value, CacheConfig) else
-                   "foreign" if isinstance(value, OtherManifest) else str(value))
+        shapes.add(
+            value.shape
+            if isinstance(value, CacheManifest)
+            else "config"
+            if isinstance(value, CacheConfig)
+            else "foreign"
+            if isinstance(value, OtherManifest)
+            else str(value)
+        )
     return shapes
 
 
@@ -127,8 +131,7 @@ def test_synthetic_documents(tmp_path: Path) -> None:
         b.export(layers, tag=shape, shape=shape, parents=[-1, 0, 0, 2])
     b.export(layers[:2], tag="loop", parents=[1, 0])  # a parent loop: same problems both ways
     assert _assert_fast_equals_slow(tmp_path / "h") == {mt.SHAPE_A, "config"}
-    assert _assert_fast_equals_slow(tmp_path / "s") == {mt.SHAPE_A, mt.SHAPE_B, mt.SHAPE_C,
-                                                        "config"}
+    assert _assert_fast_equals_slow(tmp_path / "s") == {mt.SHAPE_A, mt.SHAPE_B, mt.SHAPE_C, "config"}
 
 
 def test_benchmark_generator_documents(tmp_path: Path) -> None:
@@ -145,56 +148,174 @@ def test_benchmark_generator_documents(tmp_path: Path) -> None:
 L0, L1 = "sha256:" + "01" * 32, "sha256:" + "02" * 32
 TIME = "2026-09-21T10:11:12.123456789Z"
 SEEDS: list[Any] = [
-    {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-     "config": {"mediaType": mt.CACHE_CONFIG, "digest": DIGEST, "size": 300},
-     "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": L0,
-                 "size": 10, "annotations": {"buildkit/createdat": TIME}},
-                {"mediaType": mt.OCI_MANIFEST, "digest": L1, "size": 5}]},
-    {"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
-     "manifests": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": L0,
-                    "size": 10},
-                   {"mediaType": mt.CACHE_CONFIG, "digest": DIGEST, "size": 300}]},
-    {"schemaVersion": 2, "mediaType": mt.DOCKER_LIST,
-     "manifests": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
-                    "digest": L0, "size": 10},
-                   {"mediaType": mt.CACHE_CONFIG, "digest": DIGEST, "size": 300}]},
-    {"layers": [{"blob": L0, "parent": -1}, {"blob": L1}],
-     "records": [{"digest": "k0", "layers": [{"layer": 1, "createdAt": TIME}],
-                  "inputs": [[{"link": 0, "selector": "s"}]]},
-                 {"digest": "k1", "layers": [{"layer": 0}, {"layer": 1, "createdAt": ""}]}]},
+    {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "config": {"mediaType": mt.CACHE_CONFIG, "digest": DIGEST, "size": 300},
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": L0,
+                "size": 10,
+                "annotations": {"buildkit/createdat": TIME},
+            },
+            {"mediaType": mt.OCI_MANIFEST, "digest": L1, "size": 5},
+        ],
+    },
+    {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_INDEX,
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": L0, "size": 10},
+            {"mediaType": mt.CACHE_CONFIG, "digest": DIGEST, "size": 300},
+        ],
+    },
+    {
+        "schemaVersion": 2,
+        "mediaType": mt.DOCKER_LIST,
+        "manifests": [
+            {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": L0, "size": 10},
+            {"mediaType": mt.CACHE_CONFIG, "digest": DIGEST, "size": 300},
+        ],
+    },
+    {
+        "layers": [{"blob": L0, "parent": -1}, {"blob": L1}],
+        "records": [
+            {
+                "digest": "k0",
+                "layers": [{"layer": 1, "createdAt": TIME}],
+                "inputs": [[{"link": 0, "selector": "s"}]],
+            },
+            {"digest": "k1", "layers": [{"layer": 0}, {"layer": 1, "createdAt": ""}]},
+        ],
+    },
 ]
 SEEDS += [
-    {"schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST,
-     "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": L1,
-                "size": 7},
-     "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": L0,
-                 "size": 10, "urls": ["https://x"]}]},
-    {"mediaType": mt.OCI_ARTIFACT_MANIFEST, "artifactType": "x/y",
-     "blobs": [{"mediaType": "application/x", "digest": L0, "size": 1, "data": "AA=="}],
-     "subject": {"mediaType": mt.OCI_MANIFEST, "digest": L1, "size": 5}},
-    {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "annotations": {"a": "b"},
-     "manifests": [{"mediaType": mt.OCI_MANIFEST, "digest": L0, "size": 10,
-                    "platform": {"architecture": "amd64", "os": "linux", "os.features": ["f"]}}]},
-    {"records": [{"digest": "k", "chains": [{"layers": [0], "createdAt": TIME}]}],
-     "layers": [{"blob": L0, "annotations": {"diffID": L1, "size": 3, "createdAt": TIME,
-                                             "mediaType": "x"}}]},
+    {
+        "schemaVersion": 2,
+        "mediaType": mt.DOCKER_MANIFEST,
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": L1, "size": 7},
+        "layers": [
+            {
+                "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                "digest": L0,
+                "size": 10,
+                "urls": ["https://x"],
+            }
+        ],
+    },
+    {
+        "mediaType": mt.OCI_ARTIFACT_MANIFEST,
+        "artifactType": "x/y",
+        "blobs": [{"mediaType": "application/x", "digest": L0, "size": 1, "data": "AA=="}],
+        "subject": {"mediaType": mt.OCI_MANIFEST, "digest": L1, "size": 5},
+    },
+    {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_INDEX,
+        "annotations": {"a": "b"},
+        "manifests": [
+            {
+                "mediaType": mt.OCI_MANIFEST,
+                "digest": L0,
+                "size": 10,
+                "platform": {"architecture": "amd64", "os": "linux", "os.features": ["f"]},
+            }
+        ],
+    },
+    {
+        "records": [{"digest": "k", "chains": [{"layers": [0], "createdAt": TIME}]}],
+        "layers": [
+            {"blob": L0, "annotations": {"diffID": L1, "size": 3, "createdAt": TIME, "mediaType": "x"}}
+        ],
+    },
 ]
 # Real documents too, the small ones (mutating a 200-layer document teaches nothing more).
-SEEDS += [json.loads(data) for case in sorted(FIXTURES.iterdir()) if case.is_dir()
-          for _, data in _blobs(case) if len(data) < 2500]
+SEEDS += [
+    json.loads(data)
+    for case in sorted(FIXTURES.iterdir())
+    if case.is_dir()
+    for _, data in _blobs(case)
+    if len(data) < 2500
+]
 
 ODD: list[Any] = [
-    None, True, False, 0, -1, -2, 1.0, 2.0, 2.5, 1e400, float("nan"), float("-inf"), "", "x",
-    2, 3, 2**63 - 1, 2**63, 2**64, 10**30, -(2**63), -(2**63) - 1, [], {}, [1], {"a": 1},
-    {"a": "b"}, DIGEST, DIGEST.upper(), DIGEST + "\n", " " + DIGEST, "sha256:abc",
-    "sha512:" + "0" * 128, "sha384:" + "0" * 96, "md5:0", mt.OCI_MANIFEST, mt.OCI_INDEX,
-    mt.DOCKER_LIST, mt.CACHE_CONFIG, mt.DOCKER_MANIFEST, "0001-01-01T00:00:00Z", TIME,
-    "\ud800", "\x00", "é", [[{"link": 0}]], [{"layer": 0}], {"architecture": "a", "os": "o"},
-    ["https://x"], [{"blob": L0}], [{"digest": "d"}],
+    None,
+    True,
+    False,
+    0,
+    -1,
+    -2,
+    1.0,
+    2.0,
+    2.5,
+    1e400,
+    float("nan"),
+    float("-inf"),
+    "",
+    "x",
+    2,
+    3,
+    2**63 - 1,
+    2**63,
+    2**64,
+    10**30,
+    -(2**63),
+    -(2**63) - 1,
+    [],
+    {},
+    [1],
+    {"a": 1},
+    {"a": "b"},
+    DIGEST,
+    DIGEST.upper(),
+    DIGEST + "\n",
+    " " + DIGEST,
+    "sha256:abc",
+    "sha512:" + "0" * 128,
+    "sha384:" + "0" * 96,
+    "md5:0",
+    mt.OCI_MANIFEST,
+    mt.OCI_INDEX,
+    mt.DOCKER_LIST,
+    mt.CACHE_CONFIG,
+    mt.DOCKER_MANIFEST,
+    "0001-01-01T00:00:00Z",
+    TIME,
+    "\ud800",
+    "\x00",
+    "é",
+    [[{"link": 0}]],
+    [{"layer": 0}],
+    {"architecture": "a", "os": "o"},
+    ["https://x"],
+    [{"blob": L0}],
+    [{"digest": "d"}],
 ]
-EXTRA_KEYS = ["urls", "platform", "chains", "annotations", "artifactType", "data", "subject",
-              "config", "layers", "records", "manifests", "mediaType", "schemaVersion", "parent",
-              "createdAt", "selector", "unknown", "size", "digest", "blob", "link", "layer"]
+EXTRA_KEYS = [
+    "urls",
+    "platform",
+    "chains",
+    "annotations",
+    "artifactType",
+    "data",
+    "subject",
+    "config",
+    "layers",
+    "records",
+    "manifests",
+    "mediaType",
+    "schemaVersion",
+    "parent",
+    "createdAt",
+    "selector",
+    "unknown",
+    "size",
+    "digest",
+    "blob",
+    "link",
+    "layer",
+]
 
 
 def _dumps(doc: Any, dup: tuple[Any, ...] | None, dup_value: Any, first: bool) -> str:
@@ -207,12 +328,13 @@ def _dumps(doc: Any, dup: tuple[Any, ...] | None, dup_value: Any, first: bool) -
         items = [extra, *items] if first else [*items, extra]
         return "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in items) + "}"
     if isinstance(doc, dict):
-        return "{" + ",".join(
-            f"{json.dumps(k)}:{_dumps(v, _sub(dup, k), dup_value, first)}"
-            for k, v in doc.items()) + "}"
+        return (
+            "{"
+            + ",".join(f"{json.dumps(k)}:{_dumps(v, _sub(dup, k), dup_value, first)}" for k, v in doc.items())
+            + "}"
+        )
     if isinstance(doc, list):
-        return "[" + ",".join(_dumps(v, _sub(dup, i), dup_value, first)
-                              for i, v in enumerate(doc)) + "]"
+        return "[" + ",".join(_dumps(v, _sub(dup, i), dup_value, first) for i, v in enumerate(doc)) + "]"
     return json.dumps(doc)
 
 
@@ -243,14 +365,29 @@ def _bytes_edit(data: bytes, edit: str, at: int) -> bytes:
         return b"\xef\xbb\xbf" + data
     if edit == "hugeint":  # over Python's 4300-digit int limit: the document way refuses it
         return data.replace(b'"size":10', b'"size":' + b"9" * 5000, 1).replace(
-            b'"layer":1', b'"layer":1' + b"0" * 5000, 1)
+            b'"layer":1', b'"layer":1' + b"0" * 5000, 1
+        )
     if edit == "deep":
         return data[:-1] + b',"unknown":' + b"[" * 5000 + b"]" * 5000 + b"}"
     return data
 
 
-EDITS = ["none", "none", "none", "latin1", "utf8", "surrogate", "escape", "escaped", "truncate",
-         "space", "garbage", "bom", "hugeint", "deep"]
+EDITS = [
+    "none",
+    "none",
+    "none",
+    "latin1",
+    "utf8",
+    "surrogate",
+    "escape",
+    "escaped",
+    "truncate",
+    "space",
+    "garbage",
+    "bom",
+    "hugeint",
+    "deep",
+]
 
 
 @pytest.mark.slow
@@ -265,8 +402,11 @@ def test_a_fast_answer_is_the_slow_answer(data: st.DataObject) -> None:
         doc = mutate(doc, path, action, key, data.draw(st.sampled_from(ODD)))
     dup = data.draw(st.none() | st.sampled_from(json_paths(doc)))
     text = _dumps(doc, dup, data.draw(st.sampled_from(ODD)), data.draw(st.booleans()))
-    raw = _bytes_edit(text.encode("utf-8", "surrogatepass"), data.draw(st.sampled_from(EDITS)),
-                      data.draw(st.integers(min_value=0)))
+    raw = _bytes_edit(
+        text.encode("utf-8", "surrogatepass"),
+        data.draw(st.sampled_from(EDITS)),
+        data.draw(st.integers(min_value=0)),
+    )
     assert_sound(raw)
 
 
@@ -290,20 +430,31 @@ def test_every_single_mutation_of_the_seeds(seed: int) -> None:
     assert answered > 20 and refused > 100, (answered, refused)
 
 
-@pytest.mark.parametrize(("raw", "fast"), [
-    (b'{"layers":[{"blob":"%s","parent":7,"parent":-1}],"records":[]}' % L0.encode(), True),
-    (b'{"layers":[],"records":[{"digest":"a"}],"records":[]}', True),
-    (b'{"schemaVersion":2,"config":{"mediaType":"x","mediaType":"%s","digest":"%s","size":1},'
-     b'"layers":[]}' % (mt.CACHE_CONFIG.encode(), DIGEST.encode()), True),
-    (b'{"schemaVersion":2,"config":{"mediaType":"%s","digest":"%s","size":1,'
-     b'"annotations":{"a":"1","a":"2"}},"layers":[]}' % (mt.CACHE_CONFIG.encode(),
-                                                         DIGEST.encode()), True),
-    # a repeated key spelled with an escape is the same key in both paths
-    (b'{"layers":[{"blob":"%s","parent":5,"par\\u0065nt":-1}],"records":[]}' % L0.encode(), True),
-    # msgspec checks every occurrence: an invalid first value sends it the document way
-    (b'{"schemaVersion":"1","schemaVersion":2,"config":{"mediaType":"%s","digest":"%s",'
-     b'"size":1},"layers":[]}' % (mt.CACHE_CONFIG.encode(), DIGEST.encode()), False),
-])
+@pytest.mark.parametrize(
+    ("raw", "fast"),
+    [
+        (b'{"layers":[{"blob":"%s","parent":7,"parent":-1}],"records":[]}' % L0.encode(), True),
+        (b'{"layers":[],"records":[{"digest":"a"}],"records":[]}', True),
+        (
+            b'{"schemaVersion":2,"config":{"mediaType":"x","mediaType":"%s","digest":"%s","size":1},'
+            b'"layers":[]}' % (mt.CACHE_CONFIG.encode(), DIGEST.encode()),
+            True,
+        ),
+        (
+            b'{"schemaVersion":2,"config":{"mediaType":"%s","digest":"%s","size":1,'
+            b'"annotations":{"a":"1","a":"2"}},"layers":[]}' % (mt.CACHE_CONFIG.encode(), DIGEST.encode()),
+            True,
+        ),
+        # a repeated key spelled with an escape is the same key in both paths
+        (b'{"layers":[{"blob":"%s","parent":5,"par\\u0065nt":-1}],"records":[]}' % L0.encode(), True),
+        # msgspec checks every occurrence: an invalid first value sends it the document way
+        (
+            b'{"schemaVersion":"1","schemaVersion":2,"config":{"mediaType":"%s","digest":"%s",'
+            b'"size":1},"layers":[]}' % (mt.CACHE_CONFIG.encode(), DIGEST.encode()),
+            False,
+        ),
+    ],
+)
 def test_repeated_keys_keep_the_last_value(raw: bytes, fast: bool) -> None:
     """Both paths read a repeated key as Go does: its last value counts."""
     slow(raw)  # accepted
@@ -316,32 +467,40 @@ def test_the_forms_each_way_takes() -> None:
     reads them as it always has (the float as an integer)."""
     config = {"mediaType": mt.CACHE_CONFIG, "digest": DIGEST, "size": 1}
     manifest = {"schemaVersion": 2, "config": config, "layers": []}
-    for usual in (manifest,
-                  {**manifest, "config": {**config, "urls": []}},
-                  {**manifest, "config": {**config, "platform": {"architecture": "a", "os": "o",
-                                                                 "os.version": "1"}}},
-                  {**manifest, "config": {**config, "mediaType": mt.OCI_MANIFEST}},  # foreign
-                  {"layers": [{"blob": L0, "annotations": {}}], "records": []},
-                  {"layers": [], "records": [{"digest": "d", "chains": []}]},
-                  {"layers": []}, {"records": []}, {}):  # (the last three: unknown-json)
+    for usual in (
+        manifest,
+        {**manifest, "config": {**config, "urls": []}},
+        {**manifest, "config": {**config, "platform": {"architecture": "a", "os": "o", "os.version": "1"}}},
+        {**manifest, "config": {**config, "mediaType": mt.OCI_MANIFEST}},  # foreign
+        {"layers": [{"blob": L0, "annotations": {}}], "records": []},
+        {"layers": [], "records": [{"digest": "d", "chains": []}]},
+        {"layers": []},
+        {"records": []},
+        {},
+    ):  # (the last three: unknown-json)
         assert decode_blob(compact(usual), DIGEST, "f") is not None, usual
         assert assert_sound(compact(usual))
-    for odd in ({**manifest, "unknown": 1},
-                {**manifest, "config": {**config, "size": 1.0}},
-                {**manifest, "schemaVersion": 2.0},
-                {**manifest, "annotations": {"\ud800": "\udc00"}}, {"\ud800": 1}):
+    for odd in (
+        {**manifest, "unknown": 1},
+        {**manifest, "config": {**config, "size": 1.0}},
+        {**manifest, "schemaVersion": 2.0},
+        {**manifest, "annotations": {"\ud800": "\udc00"}},
+        {"\ud800": 1},
+    ):
         data = json.dumps(odd).encode()
         assert decode_blob(data, DIGEST, "f") is None, odd
         assert not assert_sound(data)
         assert docs.read_document(data, DIGEST, "f")[2] is None
-    _, value, _ = docs.read_document(compact({**manifest, "config": {**config, "size": 1.0}}),
-                                     DIGEST, "f")
+    _, value, _ = docs.read_document(compact({**manifest, "config": {**config, "size": 1.0}}), DIGEST, "f")
     assert isinstance(value, CacheManifest) and value.config is not None
     assert type(value.config.size) is int
     _, value, _ = docs.read_document(
-        json.dumps({**manifest, "layers": [{**config, "mediaType": "x",
-                                             "annotations": {"\ud800": "\udc00"}}]}).encode(),
-        DIGEST, "f")
+        json.dumps(
+            {**manifest, "layers": [{**config, "mediaType": "x", "annotations": {"\ud800": "\udc00"}}]}
+        ).encode(),
+        DIGEST,
+        "f",
+    )
     assert isinstance(value, CacheManifest)
     assert value.layers[0].annotations == {"\ud800": "\udc00"}
 

@@ -96,8 +96,7 @@ def test_du_totals_match_the_files_on_disk(case: str, tmp_path: Path) -> None:
     by = {u.category: u for u in usage}
     final = groundtruth(case)["final"]
     assert by["index"].files == len(final["reachable_from_index"])
-    assert by["older-exports"].bytes + by["unreferenced"].bytes == final[
-        "unreachable_from_index_bytes"]
+    assert by["older-exports"].bytes + by["unreferenced"].bytes == final["unreachable_from_index_bytes"]
 
 
 def test_blobs_kinds_match_groundtruth_roles(case: str, tmp_path: Path) -> None:
@@ -105,8 +104,7 @@ def test_blobs_kinds_match_groundtruth_roles(case: str, tmp_path: Path) -> None:
     _, rows = api.blobs(d)
     final = groundtruth(case)["final"]
     assert len(rows) == final["blob_count"]
-    roles = {"manifest": "manifest", "index": "manifest", "cacheconfig": "cache-config",
-             "layer": "layer"}
+    roles = {"manifest": "manifest", "index": "manifest", "cacheconfig": "cache-config", "layer": "layer"}
     for row in rows:
         expected = final["blob_roles"].get(row.digest)
         if expected:
@@ -130,8 +128,7 @@ def _cli(case: str, *args: str) -> Run:
 
 
 @pytest.mark.parametrize("command", ["history", "blobs", "du", "show"])
-def test_cli_json_validates_and_leaves_the_tree_alone(case: str, command: str,
-                                                      tmp_path: Path) -> None:
+def test_cli_json_validates_and_leaves_the_tree_alone(case: str, command: str, tmp_path: Path) -> None:
     d = copy_fixture(case, tmp_path, restore_mtimes=True)
     before = tree_state(d)
     result = _cli(case, command, str(d), "--json")

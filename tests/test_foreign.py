@@ -49,8 +49,9 @@ def _check(run: object, root: Path, *extra: str) -> tuple[Run, dict[str, object]
 
 
 # -- item 1: gc keeps everything index.json reaches, whatever its media types ------------------
-@pytest.mark.parametrize("fixture", ["a-history-min", "c-docker-mediatypes",
-                                     "d2-image-manifest-false-oci-index"])
+@pytest.mark.parametrize(
+    "fixture", ["a-history-min", "c-docker-mediatypes", "d2-image-manifest-false-oci-index"]
+)
 def test_gc_deletes_no_foreign_blob(tmp_path: Path, fixture: str) -> None:
     root, s = _rich(tmp_path, fixture)
     older = {e.digest for e in api.history(root).exports if not e.referenced_by_index}
@@ -88,11 +89,15 @@ def _broken_child(s: Store, how: str) -> tuple[Desc, str]:
     """An index naming one manifest that cannot be understood; (the index, the bad digest)."""
     image = s.oci_image("ok")
     if how == "truncated":
-        bad = s.put(compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST})[:-9],
-                    mt.OCI_MANIFEST, "manifest")
+        bad = s.put(
+            compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST})[:-9], mt.OCI_MANIFEST, "manifest"
+        )
     elif how == "bad-descriptor":
-        bad = s.doc({"schemaVersion": 2, "mediaType": DOCKER, "config": {"digest": "nope"},
-                     "layers": [image]}, DOCKER, "manifest")
+        bad = s.doc(
+            {"schemaVersion": 2, "mediaType": DOCKER, "config": {"digest": "nope"}, "layers": [image]},
+            DOCKER,
+            "manifest",
+        )
     elif how == "not-a-manifest":
         bad = s.put(compact({"hello": "world"}), mt.OCI_MANIFEST, "manifest")
     elif how == "binary":
@@ -105,15 +110,13 @@ def _broken_child(s: Store, how: str) -> tuple[Desc, str]:
 
 
 @pytest.mark.parametrize("how", BROKEN)
-def test_gc_refuses_when_a_foreign_document_cannot_be_understood(tmp_path: Path,
-                                                                   how: str) -> None:
+def test_gc_refuses_when_a_foreign_document_cannot_be_understood(tmp_path: Path, how: str) -> None:
     root, _ = copy_fixture("a-history-min", tmp_path)
     s = Store(root)
     index, bad = _broken_child(s, how)
     s.tag(index, "broken")
     before = _on_disk(root)
-    for args in (("gc", "--grace", "0", str(root)), ("gc", "--dry-run", "--grace", "0",
-                                                     str(root))):
+    for args in (("gc", "--grace", "0", str(root)), ("gc", "--dry-run", "--grace", "0", str(root))):
         r = run_inprocess(*args)
         assert r.code == 6, (how, r.code, r.err)
         assert bad[7:] in r.err and "nothing deleted" in r.err, r.err
@@ -167,8 +170,11 @@ def test_foreign_size_mismatch_is_an_error(tmp_path: Path) -> None:
     s = Store(root)
     layer = s.put(tar_gz("a", b"abc"), "application/vnd.oci.image.layer.v1.tar+gzip", "layer")
     lying = {**layer, "size": layer["size"] + 1}
-    image = s.doc({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": s.empty(),
-                   "layers": [lying]}, mt.OCI_MANIFEST, "manifest")
+    image = s.doc(
+        {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": s.empty(), "layers": [lying]},
+        mt.OCI_MANIFEST,
+        "manifest",
+    )
     s.tag(image, "img")
     r, doc = _check(run_inprocess, root, "--quick")
     assert r.code == 1
@@ -187,7 +193,8 @@ def test_foreign_digest_mismatch_is_an_error(tmp_path: Path) -> None:
     r, doc = _check(run_inprocess, root)
     assert r.code == 1
     assert [(f["code"], f["digest"]) for f in doc["findings"] if f["severity"] == "error"] == [
-        ("digest-mismatch", victim)]
+        ("digest-mismatch", victim)
+    ]
 
 
 def test_missing_foreign_blob_is_a_warning_and_gc_still_runs(tmp_path: Path) -> None:
@@ -198,7 +205,8 @@ def test_missing_foreign_blob_is_a_warning_and_gc_still_runs(tmp_path: Path) -> 
     r, doc = _check(run_inprocess, root)
     assert r.code == 0, r.out
     assert [(f["severity"], f["code"], f["digest"]) for f in doc["findings"]] == [
-        ("warning", "foreign-missing-blob", layer)]
+        ("warning", "foreign-missing-blob", layer)
+    ]
     assert run_inprocess("gc", "--grace", "0", str(root)).code == 0
     assert s.all - {layer} <= _on_disk(root)
 
@@ -214,8 +222,10 @@ def test_history_shows_foreign_entries_not_exports(tmp_path: Path) -> None:
     assert {e["digest"] for e in doc["exports"]} == exports
     assert all(e["complete"] for e in doc["exports"])
     got = {f["refName"]: (f["digest"], f["kind"], f["complete"]) for f in doc["foreign"]}
-    want = {tag: (d["digest"], "index" if d["mediaType"] in mt.INDEX_TYPES else "manifest",
-                  True) for tag, d in s.tags.items()}
+    want = {
+        tag: (d["digest"], "index" if d["mediaType"] in mt.INDEX_TYPES else "manifest", True)
+        for tag, d in s.tags.items()
+    }
     assert got == want
     table = run_inprocess("history", str(root)).out
     assert "INCOMPLETE" not in table and "7 foreign index.json entries" in table
@@ -252,8 +262,11 @@ def test_artifact_entry_is_kept_whole(tmp_path: Path, form: str) -> None:
     assert s.all <= _on_disk(root)
     doc = json.loads(run_inprocess("history", "--json", str(root)).out)
     assert [(f["refName"], f["artifactType"]) for f in doc["foreign"]] == [
-        ("art", "application/vnd.example.sbom" if form == "image-manifest"
-         else "application/vnd.example.data")]
+        (
+            "art",
+            "application/vnd.example.sbom" if form == "image-manifest" else "application/vnd.example.data",
+        )
+    ]
 
 
 def test_docker_v2_manifest_with_a_cache_config_is_no_export(tmp_path: Path) -> None:
@@ -262,11 +275,15 @@ def test_docker_v2_manifest_with_a_cache_config_is_no_export(tmp_path: Path) -> 
     b = Builder(tmp_path)
     layer = b.layer("l")
     b.export([layer])
-    config = b.blob(compact({"layers": [{"blob": layer["digest"], "parent": -1}],
-                             "records": []}))
-    data = compact({"schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST,
-                    "config": {"mediaType": mt.CACHE_CONFIG, "digest": config, "size": 52},
-                    "layers": [layer]})
+    config = b.blob(compact({"layers": [{"blob": layer["digest"], "parent": -1}], "records": []}))
+    data = compact(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.DOCKER_MANIFEST,
+            "config": {"mediaType": mt.CACHE_CONFIG, "digest": config, "size": 52},
+            "layers": [layer],
+        }
+    )
     odd = b.blob(data)
     b.point("odd", odd, len(data), mt.DOCKER_MANIFEST)
     snap = api.history(tmp_path)
@@ -284,8 +301,11 @@ def test_referrer_in_blobs_follows_its_subject(tmp_path: Path) -> None:
     old = b.export([b.layer("a")])
     b.export([b.layer("a"), b.layer("b")])
     s = Store(tmp_path, b.tick())
-    old_desc = {"mediaType": mt.OCI_MANIFEST, "digest": old,
-                "size": (tmp_path / "blobs" / "sha256" / old[7:]).stat().st_size}
+    old_desc = {
+        "mediaType": mt.OCI_MANIFEST,
+        "digest": old,
+        "size": (tmp_path / "blobs" / "sha256" / old[7:]).stat().st_size,
+    }
     sig = s.signature(old_desc)
     far = b.clock_ns + 10**12
     kept = api.gc(tmp_path, Policy(keep_last=1, grace_ns=0), now_ns=far, dry_run=True)
@@ -361,9 +381,14 @@ def test_cache_config_over_16_mib_is_read(tmp_path: Path) -> None:
     cfg = compact({"layers": [{"blob": layer["digest"], "parent": -1}], "records": records})
     assert len(cfg) > 16 << 20
     cdig = b.blob(cfg)
-    m = compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                 "config": {"mediaType": mt.CACHE_CONFIG, "digest": cdig, "size": len(cfg)},
-                 "layers": [layer]})
+    m = compact(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.CACHE_CONFIG, "digest": cdig, "size": len(cfg)},
+            "layers": [layer],
+        }
+    )
     b.point("latest", b.blob(m), len(m))
     e = api.history(tmp_path).exports[0]
     assert e.complete and e.cache_config is not None and e.cache_config.record_count == 170_000
@@ -388,7 +413,8 @@ def test_kept_manifest_too_big_to_read(tmp_path: Path, tiny_limit: int) -> None:
     r, doc = _check(run_inprocess, tmp_path, "--quick")
     assert r.code == 1
     assert [(f["code"], f["digest"]) for f in doc["findings"] if f["severity"] == "error"] == [
-        ("document-too-big", big)]
+        ("document-too-big", big)
+    ]
     assert want in r.out
     before = _on_disk(tmp_path)
     r = run_inprocess("gc", "--grace", "0", str(tmp_path))
@@ -399,11 +425,21 @@ def test_kept_manifest_too_big_to_read(tmp_path: Path, tiny_limit: int) -> None:
 def test_foreign_document_too_big_to_read(tmp_path: Path, tiny_limit: int) -> None:
     root, _ = copy_fixture("a-history-min", tmp_path)
     s = Store(root)
-    ls = [s.put(tar_gz(f"f{i}", b"z"), "application/vnd.oci.image.layer.v1.tar+gzip", "layer")
-          for i in range(40)]
-    image = s.doc({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": s.empty(),
-                   "layers": ls, "annotations": {"pad": "p" * 5000}}, mt.OCI_MANIFEST,
-                  "manifest")
+    ls = [
+        s.put(tar_gz(f"f{i}", b"z"), "application/vnd.oci.image.layer.v1.tar+gzip", "layer")
+        for i in range(40)
+    ]
+    image = s.doc(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": s.empty(),
+            "layers": ls,
+            "annotations": {"pad": "p" * 5000},
+        },
+        mt.OCI_MANIFEST,
+        "manifest",
+    )
     s.tag(s.index([image]), "img")
     r, doc = _check(run_inprocess, root, "--quick")
     assert r.code == 1
@@ -422,19 +458,23 @@ def test_unreferenced_document_too_big_is_kept(tmp_path: Path, tiny_limit: int) 
     r, doc = _check(run_inprocess, tmp_path, "--quick")
     assert r.code == 0
     assert [(f["severity"], f["code"]) for f in doc["findings"] if f["digest"] == big] == [
-        ("warning", "document-too-big")]
+        ("warning", "document-too-big")
+    ]
     api.gc(tmp_path, Policy(grace_ns=0), now_ns=b.clock_ns + 10**12)
     assert big in _on_disk(tmp_path)
 
 
 # -- the facts kept between runs --------------------------------------------------------------
-def test_kept_facts_give_the_same_answers(tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kept_facts_give_the_same_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs that reuse what earlier runs learned (the blob cache) say what a run without it
     says, for foreign content too."""
     root, _ = _rich(tmp_path)
-    lines = (("history", "--json"), ("blobs", "--json"), ("du", "--json"),
-             ("gc", "--dry-run", "--json", "--grace", "0"))
+    lines = (
+        ("history", "--json"),
+        ("blobs", "--json"),
+        ("du", "--json"),
+        ("gc", "--dry-run", "--json", "--grace", "0"),
+    )
     with monkeypatch.context() as m:
         m.setenv("OCICACHE_NO_CACHE", "1")
         want = {line: run_inprocess(line[0], str(root), *line[1:]).out for line in lines}
@@ -452,20 +492,26 @@ def _no_now(text: str) -> str:
 D = {"mediaType": "application/x", "digest": "sha256:" + "ab" * 32, "size": 1}
 
 
-@pytest.mark.parametrize(("doc", "bad"), [
-    ({"schemaVersion": 2, "mediaType": DOCKER, "config": D, "layers": [D]}, None),
-    ({"schemaVersion": 2, "mediaType": DOCKER, "config": D}, "layers"),
-    ({"schemaVersion": 1, "mediaType": DOCKER, "config": D, "layers": []}, "schemaVersion"),
-    ({"schemaVersion": 2, "mediaType": mt.DOCKER_LIST, "manifests": [{**D, "size": -1}]},
-     "manifests[0].size"),
-    ({"mediaType": mt.OCI_ARTIFACT_MANIFEST, "blobs": [D], "subject": D}, None),
-    ({"mediaType": mt.OCI_ARTIFACT_MANIFEST, "blobs": [{**D, "digest": "../x"}]},
-     "blobs[0].digest"),
-    ({"schemaVersion": 2, "config": D, "layers": [], "subject": {"digest": D["digest"]}},
-     "subject.mediaType"),
-    ({"schemaVersion": 2, "mediaType": "application/vnd.example+json", "manifests": [D]}, None),
-    ({"mediaType": 7, "manifests": []}, "mediaType"),
-])
+@pytest.mark.parametrize(
+    ("doc", "bad"),
+    [
+        ({"schemaVersion": 2, "mediaType": DOCKER, "config": D, "layers": [D]}, None),
+        ({"schemaVersion": 2, "mediaType": DOCKER, "config": D}, "layers"),
+        ({"schemaVersion": 1, "mediaType": DOCKER, "config": D, "layers": []}, "schemaVersion"),
+        (
+            {"schemaVersion": 2, "mediaType": mt.DOCKER_LIST, "manifests": [{**D, "size": -1}]},
+            "manifests[0].size",
+        ),
+        ({"mediaType": mt.OCI_ARTIFACT_MANIFEST, "blobs": [D], "subject": D}, None),
+        ({"mediaType": mt.OCI_ARTIFACT_MANIFEST, "blobs": [{**D, "digest": "../x"}]}, "blobs[0].digest"),
+        (
+            {"schemaVersion": 2, "config": D, "layers": [], "subject": {"digest": D["digest"]}},
+            "subject.mediaType",
+        ),
+        ({"schemaVersion": 2, "mediaType": "application/vnd.example+json", "manifests": [D]}, None),
+        ({"mediaType": 7, "manifests": []}, "mediaType"),
+    ],
+)
 def test_foreign_manifest_schema(doc: dict[str, object], bad: str | None) -> None:
     found = validate(doc, docs.FOREIGN_SCHEMA)
     assert [v.path for v in found][:1] == ([] if bad is None else [bad]), found
@@ -488,8 +534,7 @@ def test_classify_only_the_three_shapes_are_cache_manifests() -> None:
         doc = bc if media_type is None else {**bc, "mediaType": media_type}
         assert docs.classify(doc) == docs.KIND_CACHE_MANIFEST
     assert docs.classify({**bc, "mediaType": "application/x"}) == docs.KIND_MANIFEST
-    assert docs.classify({"mediaType": mt.OCI_ARTIFACT_MANIFEST, "blobs": []}) == \
-        docs.KIND_MANIFEST
+    assert docs.classify({"mediaType": mt.OCI_ARTIFACT_MANIFEST, "blobs": []}) == docs.KIND_MANIFEST
     # an image config has a `config` key but no layers: not a manifest
     assert docs.classify({"architecture": "amd64", "config": {}}) == docs.KIND_UNKNOWN_JSON
 
@@ -512,8 +557,13 @@ def test_facts_kept_by_the_previous_cache_format_are_not_used(tmp_path: Path) ->
     path = Path(os.environ["XDG_CACHE_HOME"]) / "ocicache" / cache_mod.FILE_NAME
     stamp, entries = marshal.loads(path.read_bytes()[8:])
     size = entries[dv2["digest"]][0]
-    entries[dv2["digest"]] = (size, cache_mod.PARSED, docs.KIND_MANIFEST, None,
-                              ("mediaType: expected the OCI manifest type", "mediaType", None))
+    entries[dv2["digest"]] = (
+        size,
+        cache_mod.PARSED,
+        docs.KIND_MANIFEST,
+        None,
+        ("mediaType: expected the OCI manifest type", "mediaType", None),
+    )
 
     def write(with_stamp: str) -> None:
         body = marshal.dumps((with_stamp, entries))
@@ -533,10 +583,14 @@ def test_a_ref_naming_an_image_says_it_is_foreign(tmp_path: Path) -> None:
     root, s = _rich(tmp_path)
     run = run_inprocess
     image = s.tags["docker-list"]["digest"]
-    for args in (("show", str(root), "docker-list"), ("show", str(root), image),
-                 ("show", str(root), image[:19]), ("ref", str(root), "app-image"),
-                 ("diff", str(root), "nested", "latest"),
-                 ("gc", "--dry-run", "--keep", "artifact", str(root))):
+    for args in (
+        ("show", str(root), "docker-list"),
+        ("show", str(root), image),
+        ("show", str(root), image[:19]),
+        ("ref", str(root), "app-image"),
+        ("diff", str(root), "nested", "latest"),
+        ("gc", "--dry-run", "--keep", "artifact", str(root)),
+    ):
         r = run(*args)
         assert r.code == 5, (args, r.code, r.err)
         assert "names foreign content, not a cache export" in r.err, (args, r.err)

@@ -71,7 +71,8 @@ def test_exchange_is_used_and_keeps_exactly_what_the_plan_keeps(tmp_path: Path) 
 
 
 def test_a_blob_landing_just_before_the_exchange_is_put_back(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """BuildKit renames a new layer into blobs/sha256 after gc's last look: it lands in the
     folder gc exchanges out, and the settle links it back at once."""
     root, before = _cache(tmp_path)
@@ -95,7 +96,8 @@ def test_a_blob_landing_just_before_the_exchange_is_put_back(
 
 @pytest.mark.parametrize("then", ["gc", "pin", "repair"])
 def test_killed_right_after_the_exchange_the_next_run_settles_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, then: str) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, then: str
+) -> None:
     """A run dies between the exchange and its settle, with a blob BuildKit renamed in just
     before: the next gc, pin or repair reads the journal, puts back everything it does not
     name (the kept blobs' second links, the arrival), and drops it."""
@@ -151,7 +153,8 @@ def test_a_journal_cut_short_means_the_exchange_never_happened(tmp_path: Path) -
 
 @pytest.mark.parametrize("grace", [0, 3600])
 def test_a_blob_rewritten_since_the_plan_goes_back(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, grace: int) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, grace: int
+) -> None:
     """The exchange moves the whole folder: a dropped blob that is no longer the file the plan
     saw (written anew: another mtime) is found by the same lstat the blob-by-blob move makes,
     in the quarantine (at once with a grace, in the purge with `--grace 0`), and put back."""
@@ -189,7 +192,8 @@ def _same_as_blob_by_blob(tmp_path: Path, root: Path, r: Any) -> None:
 
 
 def test_no_exchange_when_the_folder_cannot_be_made_alike(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """blobs/sha256 carries extended attributes (an ACL, a security label) a new folder might
     not get: gc moves blob by blob instead."""
     root, _ = _cache(tmp_path)
@@ -216,7 +220,8 @@ def test_no_exchange_without_hard_links(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_blobs_changing_before_the_exchange_mean_blob_by_blob(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A layer lands while gc links the kept blobs: blobs/sha256 is not the folder gc listed,
     so it does not exchange it (blob by blob never touches what it did not plan)."""
     root, before = _cache(tmp_path)

@@ -16,8 +16,7 @@ from ocicache.store.listing import FIND, Listing
 REPO = Path(__file__).parent.parent
 FIXTURES = sorted(p for p in (REPO / "fixtures" / "buildkit-v0.32.2").iterdir() if p.is_dir())
 
-pytestmark = pytest.mark.skipif(not any(os.access(f, os.X_OK) for f in FIND),
-                                reason="no GNU find")
+pytestmark = pytest.mark.skipif(not any(os.access(f, os.X_OK) for f in FIND), reason="no GNU find")
 
 
 def _both(d: Path) -> tuple[BlobScan, BlobScan | None]:

@@ -13,14 +13,56 @@ from ocicache.base.units import MAX_BYTES, MAX_NS, NS_PER_S, parse_duration_ns, 
 HUGE = "9" * 400
 HUGER = "9" * 5000  # past int()'s own 4300-digit limit
 # What a user (or a script gone wrong) may type where a number goes.
-NUMBERS = [HUGE, HUGER, "1e400", "1e3", "nan", "NaN", "inf", "-inf", "-1", "-0", "0x10",
-           "1_000", "\u0661", "\uff11", "1.5.5", "", " ", "--", "1" + "0" * 30, f"0.{HUGER}"]
-DURATIONS = [*NUMBERS, f"{HUGE}h", f"{HUGER}s", "1e400s", "nan s", "infh", "-1h", "1h-1m",
-             f"{2**63}s", "106752d", f"0.{HUGER}h", "\u0661h"]
-SIZES = [*NUMBERS, f"{HUGE}GB", f"{HUGER}KiB", "1e400B", "nanGB", "8EiB", "9.3EB", f"{2**63}",
-         f"0.{HUGER}GB", "\u0661GB", "5XB"]
-OPTIONS = {"--grace": DURATIONS, "--keep-within": DURATIONS, "--max-size": SIZES,
-           "--keep-last": NUMBERS}
+NUMBERS = [
+    HUGE,
+    HUGER,
+    "1e400",
+    "1e3",
+    "nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "-1",
+    "-0",
+    "0x10",
+    "1_000",
+    "\u0661",
+    "\uff11",
+    "1.5.5",
+    "",
+    " ",
+    "--",
+    "1" + "0" * 30,
+    f"0.{HUGER}",
+]
+DURATIONS = [
+    *NUMBERS,
+    f"{HUGE}h",
+    f"{HUGER}s",
+    "1e400s",
+    "nan s",
+    "infh",
+    "-1h",
+    "1h-1m",
+    f"{2**63}s",
+    "106752d",
+    f"0.{HUGER}h",
+    "\u0661h",
+]
+SIZES = [
+    *NUMBERS,
+    f"{HUGE}GB",
+    f"{HUGER}KiB",
+    "1e400B",
+    "nanGB",
+    "8EiB",
+    "9.3EB",
+    f"{2**63}",
+    f"0.{HUGER}GB",
+    "\u0661GB",
+    "5XB",
+]
+OPTIONS = {"--grace": DURATIONS, "--keep-within": DURATIONS, "--max-size": SIZES, "--keep-last": NUMBERS}
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +70,11 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(copy_tree(FIXTURES / "a-history-min", tmp_path_factory.mktemp("o") / "a"))
 
 
-@pytest.mark.parametrize(("option", "value"),
-                         [(o, v) for o, values in OPTIONS.items() for v in values],
-                         ids=lambda x: x[:24] if isinstance(x, str) else x)
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [(o, v) for o, values in OPTIONS.items() for v in values],
+    ids=lambda x: x[:24] if isinstance(x, str) else x,
+)
 def test_gc_option_values(cache: str, option: str, value: str) -> None:
     r = run_inprocess("gc", cache, "--dry-run", option, value)
     assert r.code in (0, 2), f"{option} {value[:30]!r}: exit {r.code}\n{r.err[:500]}"

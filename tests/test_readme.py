@@ -70,8 +70,13 @@ def test_every_console_example_runs_as_shown(tmp_path: Path) -> None:
     scratch.mkdir()
     python_path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     # stdout and stderr in one pipe, unbuffered: the lines in the order a terminal shows them
-    env = {**os.environ, "OCICACHE_NO_CACHE": "1", "XDG_CACHE_HOME": str(tmp_path / "xdg"),
-           "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "OCICACHE_NO_CACHE": "1",
+        "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+        "PYTHONPATH": python_path,
+        "PYTHONUNBUFFERED": "1",
+    }
     ran = 0
     for block in BLOCKS:
         for command, shown in _steps(block):
@@ -80,8 +85,15 @@ def test_every_console_example_runs_as_shown(tmp_path: Path) -> None:
                 argv = [sys.executable, "-m", "ocicache", *shlex.split(real)[1:]]
             else:
                 argv = ["bash", "-c", real]
-            r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               cwd=work, env=env, timeout=120)
+            r = subprocess.run(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                cwd=work,
+                env=env,
+                timeout=120,
+            )
             assert r.returncode in (0, 1), (command, r.stdout)
             out = r.stdout.replace(f"{scratch}/ocicache-", "/tmp/ocicache-")
             got = [_normalise(line) for line in out.rstrip().splitlines()]
@@ -94,11 +106,22 @@ def test_every_console_example_runs_as_shown(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_install_command_works_in_a_fresh_venv(tmp_path: Path) -> None:
     src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "__pycache__", "*.egg-info", "build", ".pytest_cache", ".hypothesis",
-        ".mypy_cache", ".ruff_cache"))
-    result = subprocess.run(SETUP[0], shell=True, cwd=src, capture_output=True, text=True,
-                            timeout=600)
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".venv",
+            ".git",
+            "__pycache__",
+            "*.egg-info",
+            "build",
+            ".pytest_cache",
+            ".hypothesis",
+            ".mypy_cache",
+            ".ruff_cache",
+        ),
+    )
+    result = subprocess.run(SETUP[0], shell=True, cwd=src, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "sha256:" in result.stdout and "latest" in result.stdout
 
@@ -110,11 +133,25 @@ def test_normalising_keeps_everything_but_the_relative_time() -> None:
     import humanize
 
     now = dt.datetime(2026, 12, 1, 12, 0, 0)
-    for seconds in (0, 1, 30, 60, 90, 720, 3600, 7200, 86400, 3 * 86400, 40 * 86400,
-                    400 * 86400, 3 * 365 * 86400, -3600, -3 * 86400):
+    for seconds in (
+        0,
+        1,
+        30,
+        60,
+        90,
+        720,
+        3600,
+        7200,
+        86400,
+        3 * 86400,
+        40 * 86400,
+        400 * 86400,
+        3 * 365 * 86400,
+        -3600,
+        -3 * 86400,
+    ):
         phrase = humanize.naturaltime(now - dt.timedelta(seconds=seconds), when=now)
         assert RELATIVE_TIME.fullmatch(phrase), phrase
-        assert _normalise(f"~0  sha256:8519b1afbe7b  {phrase} *  7") == \
-            "~0 sha256:8519b1afbe7b <time> * 7"
+        assert _normalise(f"~0  sha256:8519b1afbe7b  {phrase} *  7") == "~0 sha256:8519b1afbe7b <time> * 7"
     assert _normalise("~1  sha256:8107a79ea7b2  alpha") != _normalise("~1  sha256:8107a79ea7b3  alpha")
     assert _normalise("-----  ---") == _normalise("---  -------") != _normalise("---")

@@ -21,9 +21,14 @@ json_text = st.text(max_size=12)
 
 @pytest.mark.skipif(render._wide_chars(), reason="tabulate measures by wcwidth here")
 @settings(max_examples=300, deadline=None)
-@given(st.integers(1, 6).flatmap(lambda n: st.tuples(
-    st.lists(text, min_size=n, max_size=n),
-    st.lists(st.lists(text, min_size=n, max_size=n), max_size=8))))
+@given(
+    st.integers(1, 6).flatmap(
+        lambda n: st.tuples(
+            st.lists(text, min_size=n, max_size=n),
+            st.lists(st.lists(text, min_size=n, max_size=n), max_size=8),
+        )
+    )
+)
 def test_simple_table_is_tabulates_simple_format(case: tuple[list[str], list[list[str]]]) -> None:
     headers, rows = case
     headers = [safe(h) for h in headers]
@@ -33,20 +38,27 @@ def test_simple_table_is_tabulates_simple_format(case: tuple[list[str], list[lis
 
 
 def test_a_big_table_takes_the_fast_layout_and_a_small_one_tabulate() -> None:
-    rows = [[f"sha256:{i:012x}", f"{i} Bytes", "layer", str(i % 7), " older ", "-"]
-            for i in range(render.BIG_TABLE + 1)]
+    rows = [
+        [f"sha256:{i:012x}", f"{i} Bytes", "layer", str(i % 7), " older ", "-"]
+        for i in range(render.BIG_TABLE + 1)
+    ]
     heads = ["DIGEST", "SIZE", "KIND", "EXPORTS", "REACHED FROM", "MODIFIED"]
     want = tabulate(rows, headers=heads, tablefmt="simple", disable_numparse=True)
     assert render.table(rows, heads) == want
-    assert render.table(rows[:3], heads) == tabulate(rows[:3], headers=heads, tablefmt="simple",
-                                                     disable_numparse=True)
+    assert render.table(rows[:3], heads) == tabulate(
+        rows[:3], headers=heads, tablefmt="simple", disable_numparse=True
+    )
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64) | json_text
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64)
+    | json_text
     | st.floats(allow_nan=False, allow_infinity=False),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(json_text, inner, max_size=4),
-    max_leaves=20)
+    max_leaves=20,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -61,10 +73,18 @@ def test_dumps_keeps_a_lone_surrogate_as_json_writes_it() -> None:
     assert render.dumps(doc) == json.dumps(doc, indent=2)
 
 
-@pytest.mark.parametrize("delta", [timedelta(0), timedelta(microseconds=999_999),
-                                   timedelta(seconds=59, microseconds=900_000),
-                                   timedelta(days=3, seconds=5), timedelta(days=400),
-                                   timedelta(seconds=-5), timedelta(days=-2)])
+@pytest.mark.parametrize(
+    "delta",
+    [
+        timedelta(0),
+        timedelta(microseconds=999_999),
+        timedelta(seconds=59, microseconds=900_000),
+        timedelta(days=3, seconds=5),
+        timedelta(days=400),
+        timedelta(seconds=-5),
+        timedelta(days=-2),
+    ],
+)
 def test_ago_is_humanize_naturaltime(delta: timedelta) -> None:
     now = datetime(2026, 12, 1, 12, 0, 0, 500_000, tzinfo=UTC)
     ns = int((now - delta).timestamp() * 1e9)

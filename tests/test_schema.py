@@ -209,9 +209,7 @@ def test_cacheconfig_parent_minus_2() -> None:
 
 def test_cacheconfig_missing_blob() -> None:
     config = _config([{"blob": DIGEST, "parent": -1}, {"parent": 0}])
-    assert validate(config, "cacheconfig") == [
-        Violation("layers[1].blob", "'blob' is a required property")
-    ]
+    assert validate(config, "cacheconfig") == [Violation("layers[1].blob", "'blob' is a required property")]
 
 
 def test_cacheconfig_missing_parent_is_fine_and_extra_keys_allowed() -> None:

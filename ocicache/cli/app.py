@@ -38,8 +38,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
 ) -> None:
     """ocicache: see what a BuildKit local cache holds, reclaim space, pin and check it."""
@@ -47,8 +48,19 @@ def _root(
 
 
 # In the order `ocicache --help` lists them.
-for _command in (inspect.history, inspect.show, inspect.blobs, inspect.du, gc.gc, pin.ref,
-                 pin.pin, pin.unpin, check.check, check.repair, diff.diff):
+for _command in (
+    inspect.history,
+    inspect.show,
+    inspect.blobs,
+    inspect.du,
+    gc.gc,
+    pin.ref,
+    pin.pin,
+    pin.unpin,
+    check.check,
+    check.repair,
+    diff.diff,
+):
     app.command()(_command)
 
 
@@ -97,8 +109,10 @@ def _run_app() -> None:
             sys.exit(EXIT_USAGE)  # `ocicache` alone: the help, on stderr, exit 2
         ctx_ = getattr(e, "ctx", None)
         where = ctx_.command_path if ctx_ is not None else "ocicache"
-        raise UsageError(e.format_message(),  # type: ignore[attr-defined]
-                         hint=f"`{where} --help` shows the usage") from None
+        raise UsageError(
+            e.format_message(),  # type: ignore[attr-defined]
+            hint=f"`{where} --help` shows the usage",
+        ) from None
     except click_error as e:
         raise UsageError(e.format_message()) from None  # type: ignore[attr-defined]
     finally:

@@ -50,10 +50,12 @@ class ProgressBar:
         left = (p.total_bytes - p.done_bytes) / rate if rate > 0 else 0.0
         from ocicache.cli.render import size
 
-        return (f"hashing [{'#' * filled}{'.' * (self.width - filled)}] {frac:4.0%} "
-                f"{size(p.done_bytes)} / {size(p.total_bytes)} "
-                f"({p.done_blobs}/{p.total_blobs} blobs) {size(int(rate))}/s"
-                f"{f', {left:.0f} s left' if left >= 1 else ''}")
+        return (
+            f"hashing [{'#' * filled}{'.' * (self.width - filled)}] {frac:4.0%} "
+            f"{size(p.done_bytes)} / {size(p.total_bytes)} "
+            f"({p.done_blobs}/{p.total_blobs} blobs) {size(int(rate))}/s"
+            f"{f', {left:.0f} s left' if left >= 1 else ''}"
+        )
 
     def finish(self) -> None:
         if self.drawn and self.tty:
@@ -76,14 +78,15 @@ def _draw(text: str) -> None:
         pass
 
 
-def check(directory: Path = DirArg,
-          json: bool = JsonOpt,
-          quick: bool = typer.Option(False, "--quick",
-                                     help="Skip re-hashing blobs (sizes and documents only)."),
-          jobs: int = typer.Option(0, "--jobs", "-j", min=0, max=MAX_JOBS,
-                                   help="Hashing threads (default: one per core)."),
-          no_trunc: bool = NoTruncOpt,
-          ) -> None:
+def check(
+    directory: Path = DirArg,
+    json: bool = JsonOpt,
+    quick: bool = typer.Option(False, "--quick", help="Skip re-hashing blobs (sizes and documents only)."),
+    jobs: int = typer.Option(
+        0, "--jobs", "-j", min=0, max=MAX_JOBS, help="Hashing threads (default: one per core)."
+    ),
+    no_trunc: bool = NoTruncOpt,
+) -> None:
     """Verify DIR: documents, digests and sizes, missing blobs, leftovers.
 
     Exit 0 when every export is intact (leftovers are notes), 1 on integrity problems.
@@ -104,17 +107,19 @@ def check(directory: Path = DirArg,
         output.out(render.check_text(result, no_trunc))
         if result.hashed and elapsed >= _QUIET_FOR:
             rate = result.hashed_bytes / elapsed
-            output.err(f"hashed {render.size(result.hashed_bytes)} in {elapsed:.1f} s "
-                       f"({render.size(int(rate))}/s)")
+            output.err(
+                f"hashed {render.size(result.hashed_bytes)} in {elapsed:.1f} s ({render.size(int(rate))}/s)"
+            )
     if not result.ok:
         raise typer.Exit(EXIT_PROBLEMS)
 
 
-def repair(directory: Path = DirArg,
-           dry_run: bool = typer.Option(False, "--dry-run", "-n",
-                                        help="Print the index.json repair would write; "
-                                             "change nothing."),
-           ) -> None:
+def repair(
+    directory: Path = DirArg,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", "-n", help="Print the index.json repair would write; change nothing."
+    ),
+) -> None:
     """Rebuild a torn, invalid or missing index.json from blobs/ (try --dry-run first).
 
     Keeps every entry that is still readable and whose manifest is on disk, and adds the
@@ -131,19 +136,23 @@ def repair(directory: Path = DirArg,
         output.err(f"{plan.reason}; nothing to repair")
         return
     lines = [f"index.json: {plan.reason}"]
-    lines += [f"keep    {e['digest']} "
-              f"{(e.get('annotations') or {}).get(ANN_REF_NAME, '(no tag)')}"
-              for e in plan.kept]
+    lines += [
+        f"keep    {e['digest']} {(e.get('annotations') or {}).get(ANN_REF_NAME, '(no tag)')}"
+        for e in plan.kept
+    ]
     if plan.dropped:
-        lines.append(f"drop    {plan.dropped} readable "
-                     f"entr{'y' if plan.dropped == 1 else 'ies'} whose manifest is missing")
+        lines.append(
+            f"drop    {plan.dropped} readable "
+            f"entr{'y' if plan.dropped == 1 else 'ies'} whose manifest is missing"
+        )
     if plan.added is not None and plan.added_missing:
-        lines.append(f"add     {plan.added['digest']} latest (no export is complete: the "
-                     f"newest importable one, {plan.added_missing} blob(s) missing; "
-                     "those steps rebuild)")
+        lines.append(
+            f"add     {plan.added['digest']} latest (no export is complete: the "
+            f"newest importable one, {plan.added_missing} blob(s) missing; "
+            "those steps rebuild)"
+        )
     elif plan.added is not None:
-        lines.append(f"add     {plan.added['digest']} latest "
-                     "(the newest complete cache manifest in blobs/)")
+        lines.append(f"add     {plan.added['digest']} latest (the newest complete cache manifest in blobs/)")
     elif not plan.kept:
         lines.append("no importable cache manifest in blobs/: the index will be empty")
     lines.append("other tags cannot be recovered from blobs/; re-export to restore them")

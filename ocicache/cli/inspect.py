@@ -16,10 +16,14 @@ from ocicache.cli.options import DirArg, JsonOpt, NoTruncOpt, now
 from ocicache.store.listing import begin
 
 
-def history(directory: Path = DirArg, json: bool = JsonOpt, no_trunc: bool = NoTruncOpt,
-            show_all: bool = typer.Option(
-                False, "--all", help="Also list index.json's foreign entries (images, "
-                                     "artifacts: not cache exports).")) -> None:
+def history(
+    directory: Path = DirArg,
+    json: bool = JsonOpt,
+    no_trunc: bool = NoTruncOpt,
+    show_all: bool = typer.Option(
+        False, "--all", help="Also list index.json's foreign entries (images, artifacts: not cache exports)."
+    ),
+) -> None:
     """Every export in DIR, newest first: the current one of each tag and every older one."""
     with begin(directory) as listing:
         from ocicache import api
@@ -27,14 +31,19 @@ def history(directory: Path = DirArg, json: bool = JsonOpt, no_trunc: bool = NoT
 
         snap = api.history(directory, listing, use_cache=True)
     output.warn(snap.warnings)
-    output.out(render.dumps(render.history_json(snap)) if json
-               else render.history_table(snap, now(), no_trunc, show_all))
+    output.out(
+        render.dumps(render.history_json(snap))
+        if json
+        else render.history_table(snap, now(), no_trunc, show_all)
+    )
 
 
-def show(directory: Path = DirArg,
-         ref: str = typer.Argument("~0", help="Tag, digest, digest prefix (7+ hex) or ~N.",
-                                   metavar="REF"),
-         json: bool = JsonOpt, no_trunc: bool = NoTruncOpt) -> None:
+def show(
+    directory: Path = DirArg,
+    ref: str = typer.Argument("~0", help="Tag, digest, digest prefix (7+ hex) or ~N.", metavar="REF"),
+    json: bool = JsonOpt,
+    no_trunc: bool = NoTruncOpt,
+) -> None:
     """One export: its layers in stack order, with sizes, times, diffIDs and origins."""
     with begin(directory) as listing:
         from ocicache import api
@@ -42,13 +51,15 @@ def show(directory: Path = DirArg,
 
         result = api.show(directory, ref, listing, use_cache=True)
     output.warn(result.snapshot.warnings)
-    output.out(render.dumps(render.show_json(result)) if json
-               else render.show_text(result, now(), no_trunc))
+    output.out(render.dumps(render.show_json(result)) if json else render.show_text(result, now(), no_trunc))
 
 
-def blobs(directory: Path = DirArg, json: bool = JsonOpt, no_trunc: bool = NoTruncOpt,
-          unreferenced: bool = typer.Option(False, "--unreferenced",
-                                            help="Only blobs no export references.")) -> None:
+def blobs(
+    directory: Path = DirArg,
+    json: bool = JsonOpt,
+    no_trunc: bool = NoTruncOpt,
+    unreferenced: bool = typer.Option(False, "--unreferenced", help="Only blobs no export references."),
+) -> None:
     """Every blob: size, kind, how many exports reference it; unreferenced ones marked."""
     with begin(directory) as listing:
         from ocicache import api
@@ -58,15 +69,20 @@ def blobs(directory: Path = DirArg, json: bool = JsonOpt, no_trunc: bool = NoTru
     if unreferenced:
         rows = [r for r in rows if not r.exports and not r.from_index]
     output.warn(snap.warnings)
-    output.out(render.dumps(render.blobs_json(snap, rows)) if json
-               else render.blobs_table(snap, rows, now(), no_trunc))
+    output.out(
+        render.dumps(render.blobs_json(snap, rows))
+        if json
+        else render.blobs_table(snap, rows, now(), no_trunc)
+    )
 
 
-def du(directory: Path = DirArg, json: bool = JsonOpt,
-       apparent_size: bool = typer.Option(
-           False, "--apparent-size",
-           help="Sizes only (what the files hold), not the blocks they take on disk.")
-       ) -> None:
+def du(
+    directory: Path = DirArg,
+    json: bool = JsonOpt,
+    apparent_size: bool = typer.Option(
+        False, "--apparent-size", help="Sizes only (what the files hold), not the blocks they take on disk."
+    ),
+) -> None:
     """Where the bytes are: index.json's exports, older exports, nothing, ingest/.
 
     SIZE is what the files hold; ON DISK the blocks they take (a sparse file its real
@@ -78,5 +94,6 @@ def du(directory: Path = DirArg, json: bool = JsonOpt,
 
         snap, usage = api.du(directory, listing, use_cache=True)
     output.warn(snap.warnings)
-    output.out(render.dumps(render.du_json(snap, usage)) if json
-               else render.du_table(snap, usage, apparent_size))
+    output.out(
+        render.dumps(render.du_json(snap, usage)) if json else render.du_table(snap, usage, apparent_size)
+    )

@@ -55,8 +55,7 @@ def out(text: str) -> None:
 
 def output_error(e: OSError) -> OutputError:
     if e.errno == errno.EPIPE:
-        return OutputError("cannot write the output: the reader went away (broken pipe)",
-                           quiet=True)
+        return OutputError("cannot write the output: the reader went away (broken pipe)", quiet=True)
     if e.errno == errno.EBADF:
         return OutputError("cannot write the output: stdout is closed")
     return OutputError(f"cannot write the output: {e.strerror or e}")

@@ -14,15 +14,22 @@ from ocicache.cli.textsafe import safe
 from ocicache.core import spec as spec_mod
 
 _FORMATS = ", ".join(spec_mod.FORMATS)
-OptDirArg = typer.Argument(None, help=DIR_HELP + " Not needed with --explain.",
-                           show_default=False, metavar="DIR")
-OptRefArg = typer.Argument(None, help="Tag, pin, digest, digest prefix (7+ hex) or ~N; default: "
-                           "the newest export of tag `latest`, else the newest.",
-                           show_default=False, metavar="REF")
-RefArg = typer.Argument(..., help="The export: tag, digest, digest prefix (7+ hex) or ~N.",
-                        show_default=False, metavar="REF")
-NameArg = typer.Argument(..., help="The ref name to register (OCI ref-name grammar).",
-                         show_default=False, metavar="NAME")
+OptDirArg = typer.Argument(
+    None, help=DIR_HELP + " Not needed with --explain.", show_default=False, metavar="DIR"
+)
+OptRefArg = typer.Argument(
+    None,
+    help="Tag, pin, digest, digest prefix (7+ hex) or ~N; default: "
+    "the newest export of tag `latest`, else the newest.",
+    show_default=False,
+    metavar="REF",
+)
+RefArg = typer.Argument(
+    ..., help="The export: tag, digest, digest prefix (7+ hex) or ~N.", show_default=False, metavar="REF"
+)
+NameArg = typer.Argument(
+    ..., help="The ref name to register (OCI ref-name grammar).", show_default=False, metavar="NAME"
+)
 PinNameArg = typer.Argument(..., help="The pin to remove.", show_default=False, metavar="NAME")
 
 
@@ -32,8 +39,11 @@ def ref(
     fmt: str = typer.Option("bare", "--format", "-f", help=f"One of: {_FORMATS}."),
     all_: bool = typer.Option(False, "--all", help="One spec per export, newest first."),
     explain: str | None = typer.Option(
-        None, "--explain", metavar="SPEC",
-        help="Say what BuildKit does with a --cache-from value you have, and correct it."),
+        None,
+        "--explain",
+        metavar="SPEC",
+        help="Say what BuildKit does with a --cache-from value you have, and correct it.",
+    ),
     json: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
     """Print the --cache-from spec that imports an export (type=local,src=DIR,digest=...)."""
@@ -46,8 +56,7 @@ def ref(
         raise UsageError(f"--format {fmt!r}: one of {_FORMATS}")
     if explain is not None:
         if ref is not None or all_:
-            raise UsageError("--explain takes a SPEC and at most DIR (used when SPEC has "
-                             "no src)")
+            raise UsageError("--explain takes a SPEC and at most DIR (used when SPEC has no src)")
         x = api.explain(explain, directory, use_cache=True)
         if fmt == "json":
             output.out(render.dumps(render_pin.explain_json(x)))
@@ -68,8 +77,7 @@ def ref(
             return
         for r in results:
             if r.spec is None:
-                output.warn([f"~{r.position} {r.export.digest}: not importable: "
-                             f"{r.readiness.refusal}"])
+                output.warn([f"~{r.position} {r.export.digest}: not importable: {r.readiness.refusal}"])
                 continue
             output.warn([f"~{r.position} {r.export.digest[:19]}: {w}" for w in r.warnings])
             output.out(safe(spec_mod.render(r.spec, fmt)))
@@ -88,9 +96,12 @@ def pin(
     directory: Path = DirArg,
     ref: str = RefArg,
     name: str = NameArg,
-    force: bool = typer.Option(False, "--force",
-                               help="Move NAME when it already pins another export, or "
-                                    "replace an entry of that name BuildKit wrote."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Move NAME when it already pins another export, or "
+        "replace an entry of that name BuildKit wrote.",
+    ),
     fmt: str = typer.Option("bare", "--format", "-f", help=f"One of: {_FORMATS}."),
     json: bool = JsonOpt,
 ) -> None:
@@ -102,8 +113,13 @@ def pin(
     if fmt not in spec_mod.FORMATS:
         raise UsageError(f"--format {fmt!r}: one of {_FORMATS}")
     result, spec = api.pin(directory, ref, name, force=force, use_cache=True)
-    output.warn([f"moved {name} from {old} to {result.export.digest}"
-                 for old in dict.fromkeys(result.replaced) if old != result.export.digest])
+    output.warn(
+        [
+            f"moved {name} from {old} to {result.export.digest}"
+            for old in dict.fromkeys(result.replaced)
+            if old != result.export.digest
+        ]
+    )
     output.warn(spec.warnings)
     root = spec.src
     if json or fmt == "json":
@@ -118,8 +134,7 @@ def pin(
 def unpin(
     directory: Path = DirArg,
     name: str = PinNameArg,
-    force: bool = typer.Option(False, "--force",
-                               help="Also remove an entry BuildKit wrote (a tag)."),
+    force: bool = typer.Option(False, "--force", help="Also remove an entry BuildKit wrote (a tag)."),
     json: bool = JsonOpt,
 ) -> None:
     """Remove the pin NAME from index.json (gc may then delete that export)."""
@@ -132,5 +147,4 @@ def unpin(
         output.out(render.dumps(render_pin.unpin_json(root, result)))
         return
     for digest, was_pin in result.removed:
-        output.out(safe(f"unpinned {name} {digest}" if was_pin
-                        else f"removed tag {name} {digest}"))
+        output.out(safe(f"unpinned {name} {digest}" if was_pin else f"removed tag {name} {digest}"))

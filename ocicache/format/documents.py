@@ -67,8 +67,7 @@ def loads_blob(data: bytes, file: str) -> Any:
     return _loads(data, file, None)
 
 
-def _loads(data: bytes, file: str,
-           pairs: Callable[[list[tuple[str, Any]]], dict[str, Any]] | None) -> Any:
+def _loads(data: bytes, file: str, pairs: Callable[[list[tuple[str, Any]]], dict[str, Any]] | None) -> Any:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -84,8 +83,11 @@ def _loads(data: bytes, file: str,
         # decoder then fails at the very end, or inside a string it never saw closed.
         torn = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")
         what = "truncated JSON" if torn else "malformed JSON"
-        raise CorruptError(f"{what} ({e.msg.removesuffix(' starting at')} at line {e.lineno} "
-                           f"column {e.colno}; {len(data)} bytes)", file=file) from None
+        raise CorruptError(
+            f"{what} ({e.msg.removesuffix(' starting at')} at line {e.lineno} "
+            f"column {e.colno}; {len(data)} bytes)",
+            file=file,
+        ) from None
     except RecursionError:
         raise CorruptError("JSON nested too deeply", file=file) from None
     except ValueError as e:
@@ -150,8 +152,7 @@ def validate(doc: object, schema: str, file: str) -> None:
         raise explain(doc, schema, file, e) from None
 
 
-def explain(doc: object, schema: str, file: str, rejected: Rejected | None = None
-            ) -> CorruptError:
+def explain(doc: object, schema: str, file: str, rejected: Rejected | None = None) -> CorruptError:
     """The error of a document the decoder refused: jsonschema's first violation of `schema`
     (the one users see), with how many more there are."""
     from ocicache.format.schema import validate as schema_validate
@@ -186,14 +187,18 @@ def classify(doc: object) -> str:
     media_type = doc.get("mediaType")
     if "config" in doc and "layers" in doc:
         config = doc.get("config")
-        if (isinstance(config, dict) and config.get("mediaType") == mt.CACHE_CONFIG
-                and media_type in _SHAPE_A_TYPES):
+        if (
+            isinstance(config, dict)
+            and config.get("mediaType") == mt.CACHE_CONFIG
+            and media_type in _SHAPE_A_TYPES
+        ):
             return KIND_CACHE_MANIFEST
         return KIND_MANIFEST
     manifests = doc.get("manifests")
     if isinstance(manifests, list):
         if media_type in _SHAPE_BC_TYPES and any(
-                isinstance(m, dict) and m.get("mediaType") == mt.CACHE_CONFIG for m in manifests):
+            isinstance(m, dict) and m.get("mediaType") == mt.CACHE_CONFIG for m in manifests
+        ):
             return KIND_CACHE_MANIFEST
         return KIND_MANIFEST
     if isinstance(media_type, str) and media_type in mt.DOCUMENT_TYPES:

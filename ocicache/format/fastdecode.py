@@ -72,7 +72,8 @@ def _digest(text: str) -> str:
     if known is not None:
         return known
     if _REGISTERED.fullmatch(text) is None and (
-            text.startswith(("sha256:", "sha512:")) or _GRAMMAR.fullmatch(text) is None):
+        text.startswith(("sha256:", "sha512:")) or _GRAMMAR.fullmatch(text) is None
+    ):
         raise ValueError(f"{text!r} is not a valid digest")
     if len(_valid_digests) < _VALID_MAX:
         _valid_digests[text] = text
@@ -336,7 +337,8 @@ def _kind(m: _ForeignManifest) -> str:
         return mt.KIND_MANIFEST
     if m.manifests is not UNSET:
         if m.mediaType in (UNSET, mt.OCI_INDEX, mt.DOCKER_LIST) and any(
-                d.mediaType == mt.CACHE_CONFIG for d in m.manifests):
+            d.mediaType == mt.CACHE_CONFIG for d in m.manifests
+        ):
             return mt.KIND_CACHE_MANIFEST
         return mt.KIND_MANIFEST
     if m.mediaType is not UNSET and m.mediaType in mt.DOCUMENT_TYPES:
@@ -576,28 +578,34 @@ def _split(items: Iterable[_Descriptor]) -> tuple[tuple[Descriptor, ...], tuple[
     return tuple(layers), tuple(others)
 
 
-def _shape_a(digest: str, media_type: str, config: _Descriptor,
-             layers: Sequence[_Descriptor]) -> CacheManifest:
+def _shape_a(
+    digest: str, media_type: str, config: _Descriptor, layers: Sequence[_Descriptor]
+) -> CacheManifest:
     found, others = _split(layers)
     return CacheManifest(digest, mt.SHAPE_A, media_type, _model(config), found, others)
 
 
-def _shape_bc(digest: str, shape: str, media_type: str,
-              manifests: Sequence[_Descriptor]) -> CacheManifest:
+def _shape_bc(digest: str, shape: str, media_type: str, manifests: Sequence[_Descriptor]) -> CacheManifest:
     """BuildKit writes exactly one cache config (last): the last counts, earlier ones are
     others (`check` reports them)."""
     configs = [_model(d) for d in manifests if d.mediaType == mt.CACHE_CONFIG]
     layers, others = _split(d for d in manifests if d.mediaType != mt.CACHE_CONFIG)
-    return CacheManifest(digest, shape, media_type, configs[-1] if configs else None, layers,
-                         others + tuple(configs[:-1]))
+    return CacheManifest(
+        digest, shape, media_type, configs[-1] if configs else None, layers, others + tuple(configs[:-1])
+    )
 
 
 def _other(digest: str, m: _ForeignManifest) -> OtherManifest:
     """Every descriptor under config, layers, manifests, blobs and subject, in that order."""
     children: list[Descriptor] = []
     keys: list[str] = []
-    for key, value in (("config", m.config), ("layers", m.layers), ("manifests", m.manifests),
-                       ("blobs", m.blobs), ("subject", m.subject)):
+    for key, value in (
+        ("config", m.config),
+        ("layers", m.layers),
+        ("manifests", m.manifests),
+        ("blobs", m.blobs),
+        ("subject", m.subject),
+    ):
         if value is UNSET:
             continue
         items = value if isinstance(value, Sequence) else [value]
@@ -612,13 +620,20 @@ def _config(digest: str, c: _CacheConfigDoc) -> CacheConfig:
     """Layer parent links (missing parent = 0, -1 = root) and record times."""
     layers = tuple([new_config_layer(x.blob, x.parent) for x in c.layers or ()])
     records = c.records or []
-    results = ((r, j, ref.layer, ref.createdAt if ref.createdAt is not UNSET else None)
-               for r, record in enumerate(records) for j, ref in enumerate(record.layers or ()))
+    results = (
+        (r, j, ref.layer, ref.createdAt if ref.createdAt is not UNSET else None)
+        for r, record in enumerate(records)
+        for j, ref in enumerate(record.layers or ())
+    )
     return cache_config(digest, layers, len(records), results)
 
 
-def cache_config(digest: str, layers: tuple[ConfigLayer, ...], record_count: int,
-                 results: Iterable[tuple[int, int, int, object]]) -> CacheConfig:
+def cache_config(
+    digest: str,
+    layers: tuple[ConfigLayer, ...],
+    record_count: int,
+    results: Iterable[tuple[int, int, int, object]],
+) -> CacheConfig:
     """The CacheConfig of a valid cache config, from its layers and every result of its records
     as (record index, result index, layer index, createdAt or None): where range and loop
     problems are found, and each layer's newest createdAt."""

@@ -18,11 +18,13 @@ INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 # Media types of documents that reference other blobs by descriptors (foreign content is walked
 # through them); every other media type names a leaf (a config, a layer, a payload).
 DOCUMENT_TYPES = MANIFEST_TYPES | {OCI_ARTIFACT_MANIFEST}
-CONFIG_TYPES = frozenset({
-    "application/vnd.oci.image.config.v1+json",
-    "application/vnd.docker.container.image.v1+json",
-    OCI_EMPTY,
-})
+CONFIG_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.docker.container.image.v1+json",
+        OCI_EMPTY,
+    }
+)
 
 # Layer types seen in BuildKit caches (FORMAT.md); others are accepted as layers too when
 # a cache manifest lists them, but these are the ones whose bytes we never need to sniff.

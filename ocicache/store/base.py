@@ -37,11 +37,11 @@ class BlobFile:
 
     @property
     def algorithm(self) -> str:
-        return self.digest[:self.digest.index(":")]
+        return self.digest[: self.digest.index(":")]
 
     @property
     def name(self) -> str:
-        return self.digest[self.digest.index(":") + 1:]
+        return self.digest[self.digest.index(":") + 1 :]
 
     @property
     def relpath(self) -> str:
@@ -50,7 +50,6 @@ class BlobFile:
     @property
     def regular(self) -> bool:
         return stat.S_ISREG(self.mode)
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +134,6 @@ class BlobScan:
 
     blobs: dict[str, BlobFile]
     strays: tuple[Stray, ...]
-
 
 
 @dataclass(frozen=True, slots=True)

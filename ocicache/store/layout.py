@@ -56,9 +56,8 @@ def _digest_of(b: BlobFile) -> str:
 
 
 def inode_key(st: os.stat_result) -> str:
-    """"device:inode" of a file with other hard links, else "" (as BlobFile.inode)."""
+    """ "device:inode" of a file with other hard links, else "" (as BlobFile.inode)."""
     return f"{st.st_dev}:{st.st_ino}" if st.st_nlink > 1 else ""
-
 
 
 class Layout:
@@ -162,13 +161,12 @@ class Layout:
             raise CorruptError("not a regular file", file=where)
         return fd
 
-    def _read(self, dir_fd: int, name: str, where: str, limit: int,
-              limit_name: str | None = None) -> bytes:
+    def _read(self, dir_fd: int, name: str, where: str, limit: int, limit_name: str | None = None) -> bytes:
         return self._read_stat(dir_fd, name, where, limit, limit_name)[0]
 
-    def _read_stat(self, dir_fd: int, name: str, where: str, limit: int,
-                   limit_name: str | None = None
-                   ) -> tuple[bytes, os.stat_result, os.stat_result]:
+    def _read_stat(
+        self, dir_fd: int, name: str, where: str, limit: int, limit_name: str | None = None
+    ) -> tuple[bytes, os.stat_result, os.stat_result]:
         """The bytes of a file (at most `limit`), and its fstat just before and just after the
         read (an in-place rewrite during the read moves its size, mtime or ctime)."""
         fd = self._open(dir_fd, name, where)
@@ -197,17 +195,20 @@ class Layout:
     def read_top(self, name: str, limit: int = INDEX_LIMIT) -> bytes | None:
         """Bytes of a top-level file (index.json, oci-layout), or None when it does not exist."""
         try:
-            return self._read(self._root_fd, name, name, limit,
-                              INDEX_LIMIT_NAME if limit == INDEX_LIMIT else None)
+            return self._read(
+                self._root_fd, name, name, limit, INDEX_LIMIT_NAME if limit == INDEX_LIMIT else None
+            )
         except FileNotFoundError:
             return None
 
-    def read_top_stat(self, name: str, limit: int = INDEX_LIMIT
-                      ) -> tuple[bytes, os.stat_result, os.stat_result] | None:
+    def read_top_stat(
+        self, name: str, limit: int = INDEX_LIMIT
+    ) -> tuple[bytes, os.stat_result, os.stat_result] | None:
         """read_top, with the file's fstat before and after the read (see _read_stat)."""
         try:
-            return self._read_stat(self._root_fd, name, name, limit,
-                                   INDEX_LIMIT_NAME if limit == INDEX_LIMIT else None)
+            return self._read_stat(
+                self._root_fd, name, name, limit, INDEX_LIMIT_NAME if limit == INDEX_LIMIT else None
+            )
         except FileNotFoundError:
             return None
 
@@ -304,18 +305,34 @@ class Layout:
                     strays.append(Stray(f"{rel_alg}/{name}", "cannot stat", 0))
                     continue
                 if len(name) != hex_len or name.strip(_HEX_DIGITS):
-                    strays.append(Stray(f"{rel_alg}/{name}", "name is not a digest", st.st_size,
-                                        st.st_blocks * 512, inode_key(st)))
+                    strays.append(
+                        Stray(
+                            f"{rel_alg}/{name}",
+                            "name is not a digest",
+                            st.st_size,
+                            st.st_blocks * 512,
+                            inode_key(st),
+                        )
+                    )
                     continue
                 mode = st.st_mode
                 if not stat.S_ISREG(mode):
-                    strays.append(Stray(f"{rel_alg}/{name}",
-                                        f"{file_kind(mode)}, not a regular file; not followed", 0))
+                    strays.append(
+                        Stray(f"{rel_alg}/{name}", f"{file_kind(mode)}, not a regular file; not followed", 0)
+                    )
                     continue
                 links = st.st_nlink
-                found.append(BlobFile(f"{alg}:{name}", st.st_size, st.st_mtime_ns, mode,
-                                      st.st_blocks * 512,
-                                      f"{st.st_dev}:{st.st_ino}" if links > 1 else "", links))
+                found.append(
+                    BlobFile(
+                        f"{alg}:{name}",
+                        st.st_size,
+                        st.st_mtime_ns,
+                        mode,
+                        st.st_blocks * 512,
+                        f"{st.st_dev}:{st.st_ino}" if links > 1 else "",
+                        links,
+                    )
+                )
             found.sort(key=_digest_of)
             for b in found:
                 blobs[b.digest] = b
@@ -335,8 +352,12 @@ class Layout:
             return None
         top = tree.get("", {})
         root_entry, blobs_entry = top.get(""), top.get(BLOBS)
-        if (root_entry is None or root_entry[3] != identity(os.fstat(self._root_fd))
-                or blobs_entry is None or blobs_entry[3] != identity(os.fstat(blobs_fd))):
+        if (
+            root_entry is None
+            or root_entry[3] != identity(os.fstat(self._root_fd))
+            or blobs_entry is None
+            or blobs_entry[3] != identity(os.fstat(blobs_fd))
+        ):
             return None
         blobs: dict[str, BlobFile] = {}
         strays: list[Stray] = []
@@ -356,17 +377,24 @@ class Layout:
             for name in sorted(entries):
                 mode, size, mtime_ns, ident, blocks, links = entries[name]
                 if len(name) != hex_len or name.strip(_HEX_DIGITS):
-                    strays.append(Stray(f"{rel_alg}/{name}", "name is not a digest", size,
-                                        blocks * 512, ident if links > 1 else ""))
+                    strays.append(
+                        Stray(
+                            f"{rel_alg}/{name}",
+                            "name is not a digest",
+                            size,
+                            blocks * 512,
+                            ident if links > 1 else "",
+                        )
+                    )
                     continue
                 if not stat.S_ISREG(mode):
-                    strays.append(Stray(f"{rel_alg}/{name}",
-                                        f"{file_kind(mode)}, not a regular file; not followed",
-                                        0))
+                    strays.append(
+                        Stray(f"{rel_alg}/{name}", f"{file_kind(mode)}, not a regular file; not followed", 0)
+                    )
                     continue
-                blobs[f"{alg}:{name}"] = BlobFile(f"{alg}:{name}", size, mtime_ns, mode,
-                                                  blocks * 512, ident if links > 1 else "",
-                                                  links)
+                blobs[f"{alg}:{name}"] = BlobFile(
+                    f"{alg}:{name}", size, mtime_ns, mode, blocks * 512, ident if links > 1 else "", links
+                )
             del entries
         return BlobScan(blobs, tuple(sorted(strays, key=lambda s: s.relpath)))
 
@@ -385,8 +413,19 @@ class Layout:
             if not stat.S_ISDIR(st.st_mode):
                 regular = stat.S_ISREG(st.st_mode)
                 alone, shared = _allocation([st] if regular else [])
-                out.append(IngestEntry(entry.name, rel, st.st_size if regular else 0, None,
-                                       None, st.st_mtime_ns, None, alone, shared))
+                out.append(
+                    IngestEntry(
+                        entry.name,
+                        rel,
+                        st.st_size if regular else 0,
+                        None,
+                        None,
+                        st.st_mtime_ns,
+                        None,
+                        alone,
+                        shared,
+                    )
+                )
                 continue
             out.append(self._ingest_entry(entry.name, rel, st))
         return tuple(out)
@@ -415,7 +454,6 @@ class Layout:
         ref = _small_text(self, fd, "ref", f"{rel}/ref") if "ref" in files else None
         return IngestEntry(name, rel, total_bytes, data_size, total, mtime, ref, alone, shared)
 
-
     def quarantine_batches(self) -> list[str]:
         """Names of the batch folders in gc's quarantine (sorted)."""
         fd = self._subdir_fd(QUARANTINE)
@@ -430,8 +468,7 @@ class Layout:
         fd = self._subdir_fd(QUARANTINE)
         if fd is None:
             st = self.stat_top(OWN_DIR)
-            return QuarantineScan((), () if st is None or stat.S_ISDIR(st.st_mode)
-                                  else (OWN_DIR,))
+            return QuarantineScan((), () if st is None or stat.S_ISDIR(st.st_mode) else (OWN_DIR,))
         blobs: list[QuarantinedBlob] = []
         odd: list[str] = []
         for batch in self._listdir(fd):
@@ -453,8 +490,7 @@ class Layout:
                     except OSError:
                         continue
                     name = entry.name
-                    if (len(name) != hex_len or name.strip(_HEX_DIGITS)
-                            or not stat.S_ISREG(st.st_mode)):
+                    if len(name) != hex_len or name.strip(_HEX_DIGITS) or not stat.S_ISREG(st.st_mode):
                         odd.append(f"{rel_alg}/{name}")
                         continue
                     blocks = 0 if st.st_nlink > 1 else st.st_blocks * 512
@@ -464,7 +500,6 @@ class Layout:
     def walk_files(self) -> Iterator[tuple[str, os.stat_result]]:
         """Every entry below DIR (relative path, lstat), not following symlinks; sorted."""
         yield from _walk(self._root_fd, "")
-
 
 
 def _allocation(files: list[os.stat_result]) -> tuple[int, tuple[tuple[str, int], ...]]:
@@ -521,7 +556,10 @@ def _too_large(where: str, size: int, limit: int, limit_name: str | None) -> Too
     name = limit_name or "read limit"
     return TooLargeError(
         f"{size} bytes: larger than ocicache's {name} ({_mib(limit)}, {limit} bytes); not read",
-        file=where, limit=limit, limit_name=name)
+        file=where,
+        limit=limit,
+        limit_name=name,
+    )
 
 
 def _mib(n: int) -> str:

@@ -36,8 +36,15 @@ FORMAT = "%y %m %s %T@ %b %n - %P\\0"
 # ingest/<ref>/<file> are the deepest entries (a folder in blobs/sha256 is a stray, not entered).
 MAX_DEPTH = 3
 
-_TYPES = {"f": stat.S_IFREG, "d": stat.S_IFDIR, "l": stat.S_IFLNK, "p": stat.S_IFIFO,
-          "s": stat.S_IFSOCK, "c": stat.S_IFCHR, "b": stat.S_IFBLK}
+_TYPES = {
+    "f": stat.S_IFREG,
+    "d": stat.S_IFDIR,
+    "l": stat.S_IFLNK,
+    "p": stat.S_IFIFO,
+    "s": stat.S_IFSOCK,
+    "c": stat.S_IFCHR,
+    "b": stat.S_IFBLK,
+}
 
 # One entry: (st_mode with its type bits, size, mtime_ns, "dev:ino" of a folder or of a file
 # with other hard links, else "-", st_blocks, st_nlink).
@@ -87,13 +94,17 @@ class Listing:
                 seconds, _, frac = mtime.partition(".")
                 if len(frac) < 9 or not (seconds.isascii() and seconds.isdigit()):
                     return None  # before 1970 (find's rounding is not st_mtime_ns's): scandir
-                folder[name] = (types[kind] | int(mode, 8), int(size),
-                                int(seconds) * 1_000_000_000 + int(frac[:9]), ident,
-                                int(blocks), int(links))
+                folder[name] = (
+                    types[kind] | int(mode, 8),
+                    int(size),
+                    int(seconds) * 1_000_000_000 + int(frac[:9]),
+                    ident,
+                    int(blocks),
+                    int(links),
+                )
         except (ValueError, KeyError):
             return None
         return out
-
 
     def close(self) -> None:
         """Stop find if it still runs (the listing was not used) and reap it."""
@@ -109,8 +120,7 @@ def begin(directory: str | os.PathLike[str]) -> Iterator[Listing | None]:
     """A listing of DIR begun now, or None when DIR holds neither index.json nor blobs/ (then
     Layout says what is wrong and nothing is listed); find is reaped on the way out."""
     path = os.fspath(directory)
-    if not (os.path.isdir(os.path.join(path, "blobs"))
-            or os.path.isfile(os.path.join(path, "index.json"))):
+    if not (os.path.isdir(os.path.join(path, "blobs")) or os.path.isfile(os.path.join(path, "index.json"))):
         yield None
         return
     listing = Listing(path)
@@ -131,12 +141,34 @@ def _start_find(root: str) -> subprocess.Popen[bytes] | None:
     if find is None:
         return None
     try:
-        return subprocess.Popen([find, "-P", root + "/", "-maxdepth", str(MAX_DEPTH),
-                                 "(", "-type", "d", "-printf", DIR_FORMAT, ")",
-                                 "-o", "(", "-links", "+1", "-printf", LINKED_FORMAT, ")",
-                                 "-o", "-printf", FORMAT],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL,
-                                env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"})
+        return subprocess.Popen(
+            [
+                find,
+                "-P",
+                root + "/",
+                "-maxdepth",
+                str(MAX_DEPTH),
+                "(",
+                "-type",
+                "d",
+                "-printf",
+                DIR_FORMAT,
+                ")",
+                "-o",
+                "(",
+                "-links",
+                "+1",
+                "-printf",
+                LINKED_FORMAT,
+                ")",
+                "-o",
+                "-printf",
+                FORMAT,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
+        )
     except OSError:
         return None
