@@ -61,8 +61,9 @@ def fast(blobs: list[Blob]) -> list[object]:
     return out
 
 
-def timed(fns: dict[str, Callable[[list[Blob]], list[object]]], blobs: list[Blob],
-          repeat: int) -> dict[str, float]:
+def timed(
+    fns: dict[str, Callable[[list[Blob]], list[object]]], blobs: list[Blob], repeat: int
+) -> dict[str, float]:
     """Median seconds of each way; the ways take turns, so a noisy moment hits both."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):

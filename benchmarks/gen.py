@@ -49,28 +49,36 @@ class Shape:
         return self.distinct_layers + 2 * self.exports + self.orphans
 
     def describe(self) -> str:
-        return (f"{self.exports} exports x {self.layers} layers ({self.new} new per export, "
-                f"{self.distinct_layers} distinct) + {self.exports} manifests + "
-                f"{self.exports} configs + {self.orphans} orphans = {self.blobs} blobs")
+        return (
+            f"{self.exports} exports x {self.layers} layers ({self.new} new per export, "
+            f"{self.distinct_layers} distinct) + {self.exports} manifests + "
+            f"{self.exports} configs + {self.orphans} orphans = {self.blobs} blobs"
+        )
+
+
+FULL_BLOBS = 50_700  # the issue's shape: 300 exports x 200 layers + 20k orphans
 
 
 def shape_for(blobs: int) -> Shape:
-    """The issue's 50k shape (300 x 200 + 20k orphans) scaled to about `blobs` blobs."""
-    f = blobs / 50_000
+    """The issue's shape (300 exports x 200 layers, 100 new per export, + 20k orphans: 30,100
+    distinct layers + 300 manifests + 300 configs + 20,000 orphans = 50,700 blobs) scaled to
+    about `blobs` blobs (exports and orphans scale, 200 layers per export always)."""
+    f = blobs / FULL_BLOBS
     exports = max(1, round(300 * f))
     orphans = round(20_000 * f)
-    layers = 200
-    new = 98  # 299 * 98 + 200 = 29,502 distinct layers at 300 exports
-    return Shape(exports, layers, new, orphans)
+    return Shape(exports, layers=200, new=100, orphans=orphans)
 
 
 def _compact(doc: object) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def _layer_bytes(seed: int, salt: bytes) -> bytes:
+def _layer_bytes(seed: int, salt: bytes, size: int | None = None) -> bytes:
+    """Gzip magic then pseudo-random bytes (seeded: the same on every run); 64-512 bytes long
+    unless `size` is given."""
     h = hashlib.sha256(salt + seed.to_bytes(8, "big")).digest()
-    size = 64 + (h[0] * 256 + h[1]) % 449  # 64..512
+    if size is None:
+        size = 64 + (h[0] * 256 + h[1]) % 449  # 64..512
     return (b"\x1f\x8b\x08\x00" + h * (size // 32 + 1))[:size]
 
 
@@ -105,8 +113,9 @@ class _Writer:
         os.close(self.fd)
 
 
-def generate(root: Path, shape: Shape) -> int:
-    """Write the directory (must not exist or be empty); returns the number of blobs written."""
+def generate(root: Path, shape: Shape, layer_size: int | None = None) -> int:
+    """Write the directory (must not exist or be empty); returns the number of blobs written.
+    `layer_size`: every layer that many bytes (default: 64-512 bytes each)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     w = _Writer(root)
@@ -121,19 +130,19 @@ def generate(root: Path, shape: Shape) -> int:
         for i in ids:
             if i not in layer_desc:
                 clock += 1
-                data = _layer_bytes(i, b"layer")
+                data = _layer_bytes(i, b"layer", layer_size)
                 digest = w.blob(data, clock)
                 layer_desc[i] = {
-                    "mediaType": GZIP, "digest": digest, "size": len(data),
+                    "mediaType": GZIP,
+                    "digest": digest,
+                    "size": len(data),
                     "annotations": {
                         "buildkit/createdat": _go_time(clock, (i * 7919) % 10**9),
-                        "containerd.io/uncompressed":
-                            "sha256:" + hashlib.sha256(b"diff" + data).hexdigest(),
+                        "containerd.io/uncompressed": "sha256:" + hashlib.sha256(b"diff" + data).hexdigest(),
                     },
                 }
         # Orphans of an interrupted export sit between exports in time.
-        for _ in range(orphans_per_export if e < shape.exports - 1 else
-                       shape.orphans - orphan):
+        for _ in range(orphans_per_export if e < shape.exports - 1 else shape.orphans - orphan):
             clock += 1
             w.blob(_layer_bytes(orphan, b"orphan"), clock)
             orphan += 1
@@ -148,27 +157,47 @@ def generate(root: Path, shape: Shape) -> int:
             if parent != 0:
                 item["parent"] = parent
             config_layers.append(item)
-        records = [{"digest": "sha256:" + hashlib.sha256(f"rec{e}.{k}".encode()).hexdigest(),
-                    "layers": [{"layer": where[k],
-                                "createdAt": layers[k]["annotations"]["buildkit/createdat"]}]}
-                   for k in range(len(layers))]
+        records = [
+            {
+                "digest": "sha256:" + hashlib.sha256(f"rec{e}.{k}".encode()).hexdigest(),
+                "layers": [{"layer": where[k], "createdAt": layers[k]["annotations"]["buildkit/createdat"]}],
+            }
+            for k in range(len(layers))
+        ]
         config = _compact({"layers": config_layers, "records": records})
         clock += 1
         config_digest = w.blob(config, clock)
-        manifest = _compact({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": CACHE_CONFIG, "digest": config_digest, "size": len(config)},
-            "layers": sorted(layers, key=lambda x: x["digest"]),
-        })
+        manifest = _compact(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": CACHE_CONFIG, "digest": config_digest, "size": len(config)},
+                "layers": sorted(layers, key=lambda x: x["digest"]),
+            }
+        )
         clock += 1
         digest = w.blob(manifest, clock)
         tag = TAGS[e % len(TAGS)]
-        entries = [x for x in entries if x["annotations"]["org.opencontainers.image.ref.name"]
-                   != tag]
-        entries.append({"mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest),
-                        "annotations": {"org.opencontainers.image.ref.name": tag}})
+        entries = [x for x in entries if x["annotations"]["org.opencontainers.image.ref.name"] != tag]
+        entries.append(
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": digest,
+                "size": len(manifest),
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }
+        )
     w.close()
     (root / "oci-layout").write_bytes(_compact({"imageLayoutVersion": "1.0.0"}))
     (root / "index.json").write_bytes(
-        _compact({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}))
+        _compact({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
+    )
     return w.count
+
+
+def generate_big_layers(root: Path, megabytes: int, layer_mib: int = 8) -> int:
+    """One export of `megabytes` MiB of `layer_mib` MiB layers (where hashing throughput
+    shows), no orphans; returns the number of blobs written."""
+    layer_mib = min(layer_mib, max(megabytes, 1))
+    n = max(1, megabytes // layer_mib)
+    return generate(root, Shape(exports=1, layers=n, new=n, orphans=0), layer_size=layer_mib << 20)

@@ -1,5 +1,5 @@
 """Entry point for `python -m ocicache`."""
 
-from ocicache.cli.entry import main
+from ocicache.cli.app import main
 
 main()

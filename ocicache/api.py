@@ -1,4 +1,9 @@
-"""The library façade: one function per command. Returns values, raises OcicacheError, never prints."""
+"""The library façade: one function per command. Returns values, raises OcicacheError, never prints.
+
+A read writes nothing anywhere unless asked: `use_cache=True` keeps what it learns about blob
+digests in $XDG_CACHE_HOME/ocicache (see `read`); the CLI asks for it. (`gc` is the exception:
+gc_apply always keeps them there, unless OCICACHE_NO_CACHE=1.)
+"""
 
 from __future__ import annotations
 
@@ -37,17 +42,20 @@ if TYPE_CHECKING:
     from ocicache.store.listing import Listing
 
 
-def read(directory: str | os.PathLike[str], use_cache: bool = True,
-         listing: Listing | None = None) -> Snapshot:
+def read(
+    directory: str | os.PathLike[str], use_cache: bool = False, listing: Listing | None = None
+) -> Snapshot:
     """Read DIR once (no writes to DIR, no lock file created): every export and blob it holds.
 
     index.json is read between BuildKit's in-place rewrites (indexread.py): under a shared
     flock on index.json.lock when that file exists, else twice and compared.
 
-    What is learned about blob digests is kept in $XDG_CACHE_HOME/ocicache (cache.py), never
-    in DIR, so the next read opens only new blobs; OCICACHE_NO_CACHE=1 or `use_cache=False`
-    (for a command that must see every document as it is on disk now, like `check`) turns
-    that off. `listing`, a find listing of DIR begun earlier, saves stat-ing every blob.
+    Nothing is written anywhere unless `use_cache`: then what is learned about blob digests is
+    kept in $XDG_CACHE_HOME/ocicache (default ~/.cache/ocicache; cache.py), never in DIR, so
+    the next such read opens only new blobs (OCICACHE_NO_CACHE=1 still turns it off). The CLI
+    reads with it; a command that must see every document as it is on disk now (`check`) never
+    does. `listing`, a find listing of DIR begun earlier (listing.py), saves stat-ing every blob.
+    The other reading functions below take the same two parameters.
     """
     with Layout(directory, listing) as layout:
         cache = BlobCache.default(layout.root) if use_cache else None
@@ -61,35 +69,40 @@ def read(directory: str | os.PathLike[str], use_cache: bool = True,
     return Snapshot(layout.root, inv, build_exports(inv), tuple(sizes), tuple(allocated))
 
 
-def history(directory: str | os.PathLike[str], listing: Listing | None = None) -> Snapshot:
+def history(
+    directory: str | os.PathLike[str], listing: Listing | None = None, *, use_cache: bool = False
+) -> Snapshot:
     """Every export, newest first. Raises CorruptError when index.json is torn or invalid."""
-    snap = read(directory, listing=listing)
+    snap = read(directory, use_cache, listing)
     snap.inventory.require_index()
     return snap
 
 
-def show(directory: str | os.PathLike[str], ref: str,
-         listing: Listing | None = None) -> ShowResult:
+def show(
+    directory: str | os.PathLike[str], ref: str, listing: Listing | None = None, *, use_cache: bool = False
+) -> ShowResult:
     """One export, REF as a tag, digest, digest prefix or ~N; its layers in stack order."""
-    snap = history(directory, listing)
+    snap = history(directory, listing, use_cache=use_cache)
     export = resolve(snap.exports, ref, snap.inventory.foreign_entries())
-    return ShowResult(snap, export, snap.exports.index(export),
-                      reports.stack(snap.inventory, export))
+    return ShowResult(snap, export, snap.exports.index(export), reports.stack(snap.inventory, export))
 
 
-def blobs(directory: str | os.PathLike[str],
-          listing: Listing | None = None) -> tuple[Snapshot, list[reports.BlobRow]]:
+def blobs(
+    directory: str | os.PathLike[str], listing: Listing | None = None, *, use_cache: bool = False
+) -> tuple[Snapshot, list[reports.BlobRow]]:
     """Every blob on disk with its kind and how many exports reference it."""
-    snap = read(directory, listing=listing)
+    snap = read(directory, use_cache, listing)
     return snap, reports.blob_rows(snap.inventory, snap.exports)
 
 
-def du(directory: str | os.PathLike[str],
-       listing: Listing | None = None) -> tuple[Snapshot, list[reports.Usage]]:
+def du(
+    directory: str | os.PathLike[str], listing: Listing | None = None, *, use_cache: bool = False
+) -> tuple[Snapshot, list[reports.Usage]]:
     """Where the bytes are, by category."""
-    snap = read(directory, listing=listing)
-    return snap, reports.disk_usage(snap.inventory, snap.exports, list(snap.metadata_sizes),
-                                    list(snap.metadata_allocated))
+    snap = read(directory, use_cache, listing)
+    return snap, reports.disk_usage(
+        snap.inventory, snap.exports, list(snap.metadata_sizes), list(snap.metadata_allocated)
+    )
 
 
 # -- ref, pin, unpin (cache-from specs and pins) ----------------------------------------------
@@ -103,7 +116,9 @@ def _ref_result(snap: Snapshot, export: Export) -> RefResult:
     return RefResult(export, snap.exports.index(export), src, spec, r)
 
 
-def ref(directory: str | os.PathLike[str], ref: str | None = None) -> tuple[Snapshot, RefResult]:
+def ref(
+    directory: str | os.PathLike[str], ref: str | None = None, *, use_cache: bool = False
+) -> tuple[Snapshot, RefResult]:
     """The `--cache-from` spec of one export (default: newest of tag `latest`, else newest).
 
     Raises RefusedError when BuildKit would refuse to import it (manifest or cache config
@@ -113,7 +128,7 @@ def ref(directory: str | os.PathLike[str], ref: str | None = None) -> tuple[Snap
     # problem is in snap.warnings); only tags become unknown.
     from ocicache.core import cachefrom
 
-    snap = read(directory)
+    snap = read(directory, use_cache)
     if ref is None:
         export = cachefrom.default_export(snap.exports)
         if export is None:
@@ -125,31 +140,36 @@ def ref(directory: str | os.PathLike[str], ref: str | None = None) -> tuple[Snap
         hint = "`ocicache history DIR` lists the exports and their state"
         if export.digest not in snap.inventory.blobs and (export.tags or export.pins):
             # index.json names a manifest that is gone
-            hint = missing_manifest_hint(snap.root, (export.tags or export.pins)[0],
-                                         not export.tags)
-        raise RefusedError(f"{export.digest}: BuildKit would not import this export: "
-                           f"{result.readiness.refusal}", file=str(snap.root), hint=hint)
+            hint = missing_manifest_hint(snap.root, (export.tags or export.pins)[0], not export.tags)
+        raise RefusedError(
+            f"{export.digest}: BuildKit would not import this export: {result.readiness.refusal}",
+            file=str(snap.root),
+            hint=hint,
+        )
     return snap, result
 
 
-def ref_all(directory: str | os.PathLike[str]) -> tuple[Snapshot, list[RefResult]]:
+def ref_all(
+    directory: str | os.PathLike[str], *, use_cache: bool = False
+) -> tuple[Snapshot, list[RefResult]]:
     """The spec of every export, newest first (refused ones carry spec None and the reason)."""
-    snap = read(directory)
+    snap = read(directory, use_cache)
     return snap, [_ref_result(snap, e) for e in snap.exports]
 
 
-def _dir_view(path: str) -> cachefrom.DirView | str:
+def _dir_view(path: str, use_cache: bool) -> cachefrom.DirView | str:
     from ocicache.core import cachefrom
 
     try:
-        snap = read(path)
+        snap = read(path, use_cache)
     except OcicacheError as e:
         return e.message
     return cachefrom.DirView(snap.inventory, snap.exports)
 
 
-def explain(spec: str, directory: str | os.PathLike[str] | None = None
-            ) -> cachefrom.Explanation:
+def explain(
+    spec: str, directory: str | os.PathLike[str] | None = None, *, use_cache: bool = False
+) -> cachefrom.Explanation:
     """What BuildKit does with a `--cache-from` value, reading the directory it names.
 
     `directory` is used as src when the spec names none. Raises UsageError when buildx cannot
@@ -158,11 +178,18 @@ def explain(spec: str, directory: str | os.PathLike[str] | None = None
     from ocicache.core import cachefrom
 
     fallback = os.path.abspath(directory) if directory is not None else None
-    return cachefrom.explain(spec, _dir_view, fallback)
+    return cachefrom.explain(spec, lambda path: _dir_view(path, use_cache), fallback)
 
 
-def pin(directory: str | os.PathLike[str], ref: str, name: str, *, force: bool = False,
-        now: datetime | None = None) -> tuple[pins.PinResult, RefResult]:
+def pin(
+    directory: str | os.PathLike[str],
+    ref: str,
+    name: str,
+    *,
+    force: bool = False,
+    now: datetime | None = None,
+    use_cache: bool = False,
+) -> tuple[pins.PinResult, RefResult]:
     """Register the export REF in index.json under NAME (an ocicache pin).
 
     Refuses what `ref` refuses; unless `force`, also a NAME BuildKit wrote or a NAME that pins
@@ -177,32 +204,36 @@ def pin(directory: str | os.PathLike[str], ref: str, name: str, *, force: bool =
     pins.validate_name(name)
     with Layout(directory) as lock_layout, gc_lock(lock_layout):
         put_back_needed(lock_layout)
-        return _pin_locked(directory, ref, name, force, now)
+        return _pin_locked(directory, ref, name, force, now, use_cache)
 
 
-def _pin_locked(directory: str | os.PathLike[str], ref: str, name: str, force: bool,
-                now: datetime | None) -> tuple[pins.PinResult, RefResult]:
+def _pin_locked(
+    directory: str | os.PathLike[str], ref: str, name: str, force: bool, now: datetime | None, use_cache: bool
+) -> tuple[pins.PinResult, RefResult]:
     from ocicache.core import pins
     from ocicache.core import spec as spec_mod
     from ocicache.store.indexwrite import rewrite_index
 
     try:
-        snap = history(directory)
+        snap = history(directory, use_cache=use_cache)
     except TooLargeError as e:
-        raise RefusedError(f"{e.message}; not rewritten (every entry it holds would be lost)",
-                           file=e.file) from None
+        raise RefusedError(
+            f"{e.message}; not rewritten (every entry it holds would be lost)", file=e.file
+        ) from None
     export = resolve(snap.exports, ref, snap.inventory.foreign_entries())
     result = _ref_result(snap, export)
     if result.spec is None:
-        raise RefusedError(f"{export.digest}: BuildKit would not import this export: "
-                           f"{result.readiness.refusal}; not pinning it", file=str(snap.root))
+        raise RefusedError(
+            f"{export.digest}: BuildKit would not import this export: "
+            f"{result.readiness.refusal}; not pinning it",
+            file=str(snap.root),
+        )
     found: dict[str, object] = {}
     when = now if now is not None else datetime.now(UTC)
     with Layout(snap.root) as layout:
 
         def guarded(entries: list[RawEntry]) -> list[RawEntry]:
-            out = pins.pin_transform(export, name, when, force, found,
-                                     snap.inventory.is_foreign)(entries)
+            out = pins.pin_transform(export, name, when, force, found, snap.inventory.is_foreign)(entries)
             if out is not entries:
                 pins.verify_manifest(layout, export)
             return out
@@ -211,48 +242,78 @@ def _pin_locked(directory: str | os.PathLike[str], ref: str, name: str, force: b
     replaced = found.get("replaced", ())
     assert isinstance(replaced, tuple)
     tag_spec = spec_mod.local_spec(str(snap.root), tag=name)
-    return (pins.PinResult(name, export, replaced, rewrite.changed),
-            RefResult(export, result.position, result.src, tag_spec, result.readiness))
+    return (
+        pins.PinResult(name, export, replaced, rewrite.changed),
+        RefResult(export, result.position, result.src, tag_spec, result.readiness),
+    )
 
 
-def unpin(directory: str | os.PathLike[str], name: str, *, force: bool = False
-          ) -> pins.UnpinResult:
+def unpin(directory: str | os.PathLike[str], name: str, *, force: bool = False) -> pins.UnpinResult:
     """Remove the pin NAME from index.json (a BuildKit-written tag only with `force`)."""
     from ocicache.core import pins
     from ocicache.store.indexwrite import rewrite_index
 
     found: dict[str, object] = {}
     with Layout(directory) as layout:
-        rewrite_index(layout, pins.unpin_transform(
-            name, force, found, lambda digest: pins.names_foreign(layout, digest)))
+        rewrite_index(
+            layout,
+            pins.unpin_transform(name, force, found, lambda digest: pins.names_foreign(layout, digest)),
+        )
     removed = found.get("removed", ())
     assert isinstance(removed, tuple)
     return pins.UnpinResult(name, removed)
 
 
-def diff(directory: str | os.PathLike[str], a: str | None = None, b: str | None = None,
-         listing: Listing | None = None) -> tuple[Snapshot, diffmod.Diff]:
+def diff(
+    directory: str | os.PathLike[str],
+    a: str | None = None,
+    b: str | None = None,
+    listing: Listing | None = None,
+    *,
+    use_cache: bool = False,
+) -> tuple[Snapshot, diffmod.Diff]:
     """Two exports side by side (see ocicache.core.diff): B defaults to the newest, A to the export
     before B on its tag, else the one before it in history."""
     from ocicache.core import diff as diffmod
 
-    snap = history(directory, listing)
+    snap = history(directory, listing, use_cache=use_cache)
     blobs = snap.inventory.blobs
-    return snap, diffmod.diff_exports(snap.exports, a, b,
-                                      lambda d: blobs[d].size if d in blobs else None,
-                                      snap.inventory.foreign_entries())
+    return snap, diffmod.diff_exports(
+        snap.exports, a, b, lambda d: blobs[d].size if d in blobs else None, snap.inventory.foreign_entries()
+    )
 
 
-def gc(directory: str | os.PathLike[str], policy: GcPolicy, *, dry_run: bool = False,
-       now_ns: int | None = None, listing: Listing | None = None) -> GcResult:
+def gc(
+    directory: str | os.PathLike[str],
+    policy: GcPolicy,
+    *,
+    dry_run: bool = False,
+    now_ns: int | None = None,
+    listing: Listing | None = None,
+    use_cache: bool = False,
+) -> GcResult:
     """Delete what no kept export needs (see gc_plan, gc_apply); with dry_run, only plan
-    (and then `listing`, a find listing of DIR begun earlier, saves stat-ing every blob)."""
+    (and then `listing`, a find listing of DIR begun earlier, saves stat-ing every blob).
+    As the reads, gc keeps what it learns about blob digests in $XDG_CACHE_HOME/ocicache
+    only with `use_cache=True` (the CLI's choice; OCICACHE_NO_CACHE=1 turns it off)."""
     from ocicache.ops.gc_apply import gc as run_gc
 
-    return run_gc(directory, policy, now_ns=now_ns, dry_run=dry_run,
-                  listing=listing if dry_run else None)
-def check(directory: str | os.PathLike[str], quick: bool = False, workers: int | None = None,
-          progress: ProgressCallback | None = None) -> CheckResult:
+    return run_gc(
+        directory,
+        policy,
+        now_ns=now_ns,
+        dry_run=dry_run,
+        listing=listing if dry_run else None,
+        use_cache=use_cache,
+    )
+
+
+def check(
+    directory: str | os.PathLike[str],
+    quick: bool = False,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> CheckResult:
     """Every problem in DIR; unless `quick`, every blob is re-hashed (in parallel) too."""
     from ocicache.core.check import check as run_check
     from ocicache.core.check import schema_violations
@@ -260,8 +321,9 @@ def check(directory: str | os.PathLike[str], quick: bool = False, workers: int |
 
     with Layout(directory) as layout:
         inv = read_inventory(layout)
-        sizes = [st.st_size for st in map(layout.stat_top, (INDEX_JSON, OCI_LAYOUT, LOCK_FILE))
-                 if st is not None]
+        sizes = [
+            st.st_size for st in map(layout.stat_top, (INDEX_JSON, OCI_LAYOUT, LOCK_FILE)) if st is not None
+        ]
         snap = Snapshot(layout.root, inv, build_exports(inv), tuple(sizes))
         violations = schema_violations(layout, snap)
         hashes = None if quick else verify_blobs(layout, inv.blobs.values(), workers, progress)

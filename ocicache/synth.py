@@ -67,20 +67,32 @@ class Builder:
             os.chmod(path, 0o444)
         return digest
 
-    def layer(self, seed: str, size: int = 64, media_type: str = GZIP,
-              created_ns: int | None = None) -> dict[str, Any]:
+    def layer(
+        self, seed: str, size: int = 64, media_type: str = GZIP, created_ns: int | None = None
+    ) -> dict[str, Any]:
         """A layer blob of `size` bytes (gzip magic first) and its descriptor."""
         body = hashlib.sha256(seed.encode()).digest()
-        data = (b"\x1f\x8b" + body * (size // 32 + 1))[:max(size, 2)]
+        data = (b"\x1f\x8b" + body * (size // 32 + 1))[: max(size, 2)]
         created = self.tick(0.5) if created_ns is None else created_ns
         digest = self.blob(data)
-        return {"mediaType": media_type, "digest": digest, "size": len(data),
-                "annotations": {ANN_CREATED: _go_time(created),
-                                ANN_UNCOMPRESSED: "sha256:" + hashlib.sha256(
-                                    seed.encode() + b"/diff").hexdigest()}}
+        return {
+            "mediaType": media_type,
+            "digest": digest,
+            "size": len(data),
+            "annotations": {
+                ANN_CREATED: _go_time(created),
+                ANN_UNCOMPRESSED: "sha256:" + hashlib.sha256(seed.encode() + b"/diff").hexdigest(),
+            },
+        }
 
-    def export(self, layers: list[dict[str, Any]], tag: str | None = "latest", shape: str = "A",
-               parents: list[int] | None = None, mtime_ns: int | None = None) -> str:
+    def export(
+        self,
+        layers: list[dict[str, Any]],
+        tag: str | None = "latest",
+        shape: str = "A",
+        parents: list[int] | None = None,
+        mtime_ns: int | None = None,
+    ) -> str:
         """Write a cache config and manifest for `layers` (a chain, root first unless `parents`
         gives each layer's parent index) and point `tag` at it (None: leave index.json alone)."""
         if parents is None:
@@ -96,39 +108,55 @@ class Builder:
             if new_parent != 0:  # a missing parent means 0 (FORMAT.md)
                 entry["parent"] = new_parent
             config_layers.append(entry)
-        records = [{"digest": "sha256:" + hashlib.sha256(f"rec{i}{x['digest']}".encode())
-                    .hexdigest(),
-                    "layers": [{"layer": where[i],
-                                "createdAt": x["annotations"][ANN_CREATED]}]}
-                   for i, x in enumerate(layers)]
+        records = [
+            {
+                "digest": "sha256:" + hashlib.sha256(f"rec{i}{x['digest']}".encode()).hexdigest(),
+                "layers": [{"layer": where[i], "createdAt": x["annotations"][ANN_CREATED]}],
+            }
+            for i, x in enumerate(layers)
+        ]
         config = compact({"layers": config_layers, "records": records})
         config_digest = self.blob(config)
-        config_desc = {"mediaType": mt.CACHE_CONFIG, "digest": config_digest,
-                       "size": len(config)}
+        config_desc = {"mediaType": mt.CACHE_CONFIG, "digest": config_digest, "size": len(config)}
         sorted_layers = sorted(layers, key=lambda x: x["digest"])
         if shape == "A":
-            doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                                   "config": config_desc, "layers": sorted_layers}
+            doc: dict[str, Any] = {
+                "schemaVersion": 2,
+                "mediaType": mt.OCI_MANIFEST,
+                "config": config_desc,
+                "layers": sorted_layers,
+            }
             media_type = mt.OCI_MANIFEST
         else:
             media_type = mt.OCI_INDEX if shape == "B" else mt.DOCKER_LIST
-            items = sorted_layers if shape == "B" else [
-                {**x, "mediaType": DOCKER_GZIP} for x in sorted_layers]
-            doc = {"schemaVersion": 2, "mediaType": media_type,
-                   "manifests": [*items, config_desc]}
+            items = (
+                sorted_layers if shape == "B" else [{**x, "mediaType": DOCKER_GZIP} for x in sorted_layers]
+            )
+            doc = {"schemaVersion": 2, "mediaType": media_type, "manifests": [*items, config_desc]}
         data = compact(doc)
         digest = self.blob(data, mtime_ns)
         if tag is not None:
             self.point(tag, digest, len(data), media_type)
         return digest
 
-    def point(self, tag: str, digest: str, size: int, media_type: str = mt.OCI_MANIFEST,
-              extra_annotations: dict[str, str] | None = None) -> None:
+    def point(
+        self,
+        tag: str,
+        digest: str,
+        size: int,
+        media_type: str = mt.OCI_MANIFEST,
+        extra_annotations: dict[str, str] | None = None,
+    ) -> None:
         """BuildKit's index update: drop the entry with this ref name, append the new one."""
-        self.entries = [e for e in self.entries
-                        if e.get("annotations", {}).get(ANN_REF_NAME) != tag]
-        self.entries.append({"mediaType": media_type, "digest": digest, "size": size,
-                             "annotations": {ANN_REF_NAME: tag, **(extra_annotations or {})}})
+        self.entries = [e for e in self.entries if e.get("annotations", {}).get(ANN_REF_NAME) != tag]
+        self.entries.append(
+            {
+                "mediaType": media_type,
+                "digest": digest,
+                "size": size,
+                "annotations": {ANN_REF_NAME: tag, **(extra_annotations or {})},
+            }
+        )
         self.write_index()
 
     def write_index(self) -> None:
@@ -141,7 +169,7 @@ class Builder:
     def orphan(self, seed: str, size: int = 64) -> str:
         """A blob nothing references (like a layer of an interrupted export)."""
         body = hashlib.sha256(("orphan" + seed).encode()).digest()
-        return self.blob((b"\x1f\x8b" + body * (size // 32 + 1))[:max(size, 2)])
+        return self.blob((b"\x1f\x8b" + body * (size // 32 + 1))[: max(size, 2)])
 
     def ingest(self, name: str, data_size: int, total: int, mtime_ns: int | None = None) -> Path:
         """An interrupted write: ingest/<name>/{ref,data,startedat,updatedat,total}."""
@@ -164,8 +192,14 @@ def _go_time(ns: int) -> str:
     return f"{base}.{ns % 1_000_000_000:09d}Z"
 
 
-def history_dir(root: Path, exports: int, layers: int, orphans: int = 0,
-                tags: tuple[str, ...] = ("latest",), shared: int = 1) -> Builder:
+def history_dir(
+    root: Path,
+    exports: int,
+    layers: int,
+    orphans: int = 0,
+    tags: tuple[str, ...] = ("latest",),
+    shared: int = 1,
+) -> Builder:
     """A directory of `exports` exports of `layers` layers each: the first `shared` layers are
     common to all (like a base image), the rest new per export; tags cycle through `tags`."""
     b = Builder(root)

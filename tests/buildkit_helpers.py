@@ -7,10 +7,12 @@ socket); a new WORKDIR is a daemon with an empty build cache, which is how an im
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,27 +54,83 @@ class Daemon:
     def build(self, context: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """buildctl build of the Dockerfile in `context` (plain progress, output in .stderr)."""
         return subprocess.run(
-            [self.buildctl, "--addr", self.host, "build", "--frontend", "dockerfile.v0",
-             "--local", f"context={context}", "--local", f"dockerfile={context}",
-             "--progress=plain", *args],
-            capture_output=True, text=True, timeout=timeout)
+            [
+                self.buildctl,
+                "--addr",
+                self.host,
+                "build",
+                "--frontend",
+                "dockerfile.v0",
+                "--local",
+                f"context={context}",
+                "--local",
+                f"dockerfile={context}",
+                "--progress=plain",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+_BINARIES = ("buildkitd", "buildctl")
+_unpacked: list[Path] = []  # the bin/ that bk-up filled first in this run
+
+
+def _share_binaries(workdir: Path) -> None:
+    """bk-up unpacks buildkitd and buildctl into WORKDIR/bin unless they are there (1-3 s of xz
+    each time): a later daemon gets hard links to (or copies of) the first one's. What makes a
+    daemon fresh is its own empty --root under WORKDIR, not its own copy of the binaries."""
+    if not _unpacked or not all((_unpacked[0] / name).is_file() for name in _BINARIES):
+        return
+    (workdir / "bin").mkdir(parents=True, exist_ok=True)
+    for name in _BINARIES:
+        src, dest = _unpacked[0] / name, workdir / "bin" / name
+        if dest.exists():
+            continue
+        try:
+            os.link(src, dest)
+        except OSError:
+            shutil.copy2(src, dest)
+
+
+# Where each daemon's own directory (binaries, socket, --root: content store and snapshots) goes:
+# on the disk, not on the tmpfs the tests' temporary directories may be on (conftest.py). On the
+# tmpfs BuildKit's plain progress sometimes ends before a `COPY --link` step's final state line
+# (test_diff_buildkit's link test failed 5 of 34 runs with everything there; none of 15 with
+# everything on the disk, none of 15 with only the daemon's directory there). Removed at exit.
+DAEMON_TMP = Path("/var/tmp")
+_daemon_dirs: list[Path] = []
+
+
+def _daemon_dir(workdir: Path) -> Path:
+    if not (DAEMON_TMP.is_dir() and os.access(DAEMON_TMP, os.W_OK)):
+        return workdir
+    if not _daemon_dirs:
+        atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _daemon_dirs])
+    _daemon_dirs.append(Path(tempfile.mkdtemp(prefix=f"ocicache-bk-{workdir.name}-", dir=DAEMON_TMP)))
+    return _daemon_dirs[-1]
 
 
 @contextmanager
 def daemon(workdir: Path) -> Iterator[Daemon]:
-    """A fresh private buildkitd (empty build cache) for the duration of the block."""
+    """A fresh private buildkitd (empty build cache) for the duration of the block, in a
+    directory of its own (_daemon_dir; `workdir` names it)."""
     bk = buildkit_dir()
     assert bk is not None
-    p = subprocess.run(["bash", str(bk / "bk-up"), str(workdir)], capture_output=True, text=True,
-                       timeout=300)
+    workdir = _daemon_dir(workdir)
+    _share_binaries(workdir)
+    p = subprocess.run(["bash", str(bk / "bk-up"), str(workdir)], capture_output=True, text=True, timeout=300)
     if p.returncode != 0:
         pytest.skip(f"bk-up failed: {p.stderr.strip()[-300:]}")
+    if not _unpacked:
+        _unpacked.append(workdir.resolve() / "bin")
     values = dict(line.split("=", 1) for line in p.stdout.splitlines() if "=" in line)
     try:
         yield Daemon(workdir, values["BUILDKIT_HOST"], values["BUILDCTL"])
     finally:
-        subprocess.run(["bash", str(bk / "bk-down"), str(workdir)], capture_output=True,
-                       timeout=120)
+        subprocess.run(["bash", str(bk / "bk-down"), str(workdir)], capture_output=True, timeout=120)
 
 
 def context(root: Path, variant: str) -> Path:
@@ -87,7 +145,8 @@ def context(root: Path, variant: str) -> Path:
         'RUN ["/bin/busybox","--install","-s","/bin"]\n'
         "RUN echo base > /base\n"
         "COPY src/ /app/src/\n"
-        "RUN cat /app/src/a.txt > /out && ls / > /listing\n")
+        "RUN cat /app/src/a.txt > /out && ls / > /listing\n"
+    )
     # BuildKit's context sync skips a file whose size and mtime it has already seen: each
     # variant's input gets its own mtime (fixed, so COPY layers are reproducible).
     stamp = 1_767_225_600 + sum(map(ord, variant))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import signal
@@ -44,7 +45,8 @@ def _alarm(seconds: int) -> Iterator[None]:
 
 
 def run_inprocess(*args: str, timeout: int = 30) -> Run:
-    """`ocicache ARGS` through cli.main (the real error boundary), stdout/stderr captured."""
+    """`ocicache ARGS` through app.main (the console script: the real error boundary), stdout
+    and stderr captured."""
     from ocicache.cli import app as cli
 
     out, err = io.StringIO(), io.StringIO()
@@ -59,38 +61,21 @@ def run_inprocess(*args: str, timeout: int = 30) -> Run:
     finally:
         sys.argv = saved
         cli._state["debug"] = False
-    return Run(code, out.getvalue(), err.getvalue())
-
-
-def run_entry(*args: str, timeout: int = 30) -> Run:
-    """`ocicache ARGS` through entry.main, the console script's start: plain command lines run
-    there without typer (with the background listing and kept answers), the rest via cli.main."""
-    from ocicache.cli import app as cli
-    from ocicache.cli import entry
-
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.argv
-    sys.argv = ["ocicache", *args]
-    code = 0
-    try:
-        with redirect_stdout(out), redirect_stderr(err), _alarm(timeout):
-            entry.main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = saved
-        cli._state["debug"] = False
-        import gc
-
-        gc.enable()  # entry.main turns the cyclic GC off for its short-lived process
+        gc.enable()  # main turns the cyclic GC off for its short-lived process
     return Run(code, out.getvalue(), err.getvalue())
 
 
 def run_subprocess(*args: str, timeout: float = 60, prefix: tuple[str, ...] = ()) -> Run:
     """`python -m ocicache ARGS` in a child process; a hang fails the test after `timeout`."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    p = subprocess.run([*prefix, sys.executable, "-m", "ocicache", *args], capture_output=True,
-                       text=True, timeout=timeout, env=env, cwd="/")
+    p = subprocess.run(
+        [*prefix, sys.executable, "-m", "ocicache", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd="/",
+    )
     return Run(p.returncode, p.stdout, p.stderr)
 
 

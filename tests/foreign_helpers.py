@@ -93,66 +93,95 @@ class Store:
 
     # -- images --------------------------------------------------------------------------------
     def oci_image(self, seed: str, layers: int = 2) -> Desc:
-        ls = [self.put(tar_gz(f"{seed}{i}.txt", f"{seed} layer {i}\n".encode() * 20), OCI_GZIP,
-                       "layer") for i in range(layers)]
-        cfg = self.doc({"architecture": "amd64", "os": "linux", "config": {"Env": ["A=1"]},
-                        "rootfs": {"type": "layers", "diff_ids": []}, "seed": seed},
-                       OCI_CONFIG, "config")
-        return self.doc({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": cfg,
-                         "layers": ls}, mt.OCI_MANIFEST, "manifest")
+        ls = [
+            self.put(tar_gz(f"{seed}{i}.txt", f"{seed} layer {i}\n".encode() * 20), OCI_GZIP, "layer")
+            for i in range(layers)
+        ]
+        cfg = self.doc(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {"Env": ["A=1"]},
+                "rootfs": {"type": "layers", "diff_ids": []},
+                "seed": seed,
+            },
+            OCI_CONFIG,
+            "config",
+        )
+        return self.doc(
+            {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": cfg, "layers": ls},
+            mt.OCI_MANIFEST,
+            "manifest",
+        )
 
     def docker_image(self, seed: str, arch: str = "amd64") -> Desc:
-        layer = self.put(tar_gz(f"{seed}.bin", f"{seed}/{arch}".encode() * 30), DOCKER_GZIP,
-                         "layer")
-        cfg = self.doc({"architecture": arch, "os": "linux", "seed": seed}, DOCKER_CONFIG,
-                       "config")
-        return self.doc({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST, "config": cfg,
-                         "layers": [layer]}, DOCKER_MANIFEST, "manifest",
-                        platform={"architecture": arch, "os": "linux"})
+        layer = self.put(tar_gz(f"{seed}.bin", f"{seed}/{arch}".encode() * 30), DOCKER_GZIP, "layer")
+        cfg = self.doc({"architecture": arch, "os": "linux", "seed": seed}, DOCKER_CONFIG, "config")
+        return self.doc(
+            {"schemaVersion": 2, "mediaType": DOCKER_MANIFEST, "config": cfg, "layers": [layer]},
+            DOCKER_MANIFEST,
+            "manifest",
+            platform={"architecture": arch, "os": "linux"},
+        )
 
     def docker_list(self, seed: str) -> Desc:
         children = [self.docker_image(f"{seed}-{arch}", arch) for arch in ("amd64", "arm64")]
-        return self.doc({"schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": children},
-                        DOCKER_LIST, "index")
+        return self.doc(
+            {"schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": children}, DOCKER_LIST, "index"
+        )
 
     def empty(self) -> Desc:
         return self.put(b"{}", mt.OCI_EMPTY, "config")
 
     def artifact(self, seed: str, subject: Desc | None = None) -> Desc:
         """An OCI 1.1 artifact: an image manifest with artifactType and the empty config."""
-        payload = self.put(compact({"sbom": seed, "packages": []}), "application/spdx+json",
-                           "layer")
-        doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                               "artifactType": "application/vnd.example.sbom",
-                               "config": self.empty(), "layers": [payload]}
+        payload = self.put(compact({"sbom": seed, "packages": []}), "application/spdx+json", "layer")
+        doc: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "artifactType": "application/vnd.example.sbom",
+            "config": self.empty(),
+            "layers": [payload],
+        }
         if subject is not None:
             doc["subject"] = {k: subject[k] for k in ("mediaType", "digest", "size")}
-        return self.doc(doc, mt.OCI_MANIFEST, "manifest",
-                        artifactType="application/vnd.example.sbom")
+        return self.doc(doc, mt.OCI_MANIFEST, "manifest", artifactType="application/vnd.example.sbom")
 
     def signature(self, subject: Desc, seed: str = "sig") -> Desc:
         """A referrer (cosign-like): binary payload, empty config, `subject`."""
-        sig = self.put(b"\x00\x01signature of " + subject["digest"].encode() + seed.encode(),
-                       "application/vnd.example.signature", "layer")
-        return self.doc({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                         "artifactType": "application/vnd.example.signature",
-                         "config": self.empty(), "layers": [sig],
-                         "subject": {k: subject[k] for k in ("mediaType", "digest", "size")}},
-                        mt.OCI_MANIFEST, "manifest")
+        sig = self.put(
+            b"\x00\x01signature of " + subject["digest"].encode() + seed.encode(),
+            "application/vnd.example.signature",
+            "layer",
+        )
+        return self.doc(
+            {
+                "schemaVersion": 2,
+                "mediaType": mt.OCI_MANIFEST,
+                "artifactType": "application/vnd.example.signature",
+                "config": self.empty(),
+                "layers": [sig],
+                "subject": {k: subject[k] for k in ("mediaType", "digest", "size")},
+            },
+            mt.OCI_MANIFEST,
+            "manifest",
+        )
 
     def withdrawn_artifact(self, seed: str, subject: Desc | None = None) -> Desc:
         """The withdrawn OCI artifact manifest (`blobs`, no config), with a payload that only
         starts like JSON."""
         blob = self.put(b"{ not json: " + seed.encode(), "application/vnd.example.data", "layer")
-        doc: dict[str, Any] = {"mediaType": mt.OCI_ARTIFACT_MANIFEST,
-                               "artifactType": "application/vnd.example.data", "blobs": [blob]}
+        doc: dict[str, Any] = {
+            "mediaType": mt.OCI_ARTIFACT_MANIFEST,
+            "artifactType": "application/vnd.example.data",
+            "blobs": [blob],
+        }
         if subject is not None:
             doc["subject"] = {k: subject[k] for k in ("mediaType", "digest", "size")}
         return self.doc(doc, mt.OCI_ARTIFACT_MANIFEST, "manifest")
 
     def index(self, manifests: list[Desc], note: str = "") -> Desc:
-        doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
-                               "manifests": manifests}
+        doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": manifests}
         if note:
             doc["annotations"] = {"note": note}
         return self.doc(doc, mt.OCI_INDEX, "index")

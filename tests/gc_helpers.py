@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -18,9 +19,29 @@ FIXTURE_NAMES = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
 # History fields that do not depend on which other exports share a blob or where it sits.
 # (Not mtimeRejected: when gc leaves one export of a copied batch, the same evidence gets
 # another name, copied-alone.)
-STABLE = ("digest", "shape", "mediaType", "tags", "pins", "current", "created", "createdFrom",
-          "mtime", "newestStep", "layers", "size", "missingBytes", "manifestSize", "config",
-          "configSize", "records", "complete", "missing", "wrongSize", "problems")
+STABLE = (
+    "digest",
+    "shape",
+    "mediaType",
+    "tags",
+    "pins",
+    "current",
+    "created",
+    "createdFrom",
+    "mtime",
+    "newestStep",
+    "layers",
+    "size",
+    "missingBytes",
+    "manifestSize",
+    "config",
+    "configSize",
+    "records",
+    "complete",
+    "missing",
+    "wrongSize",
+    "problems",
+)
 
 
 def copy_fixture(name: str, dest: Path) -> tuple[Path, int]:
@@ -81,6 +102,7 @@ def cli(capsys: Any, *args: str) -> tuple[int, str, str]:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
         sys.argv = old
+        gc.enable()  # main turns the cyclic GC off for its short-lived process
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -98,12 +120,26 @@ def drop_from_index(root: Path, digest: str) -> bytes:
     doc["manifests"] = [m for m in doc["manifests"] if m["digest"] != digest]
     if not doc["manifests"]:
         config = compact({"architecture": "amd64", "os": "linux", "placeholder": True})
-        image = compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "layers": [],
-                         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                    "digest": _put(root, config), "size": len(config)}})
-        doc["manifests"] = [{"mediaType": mt.OCI_MANIFEST, "digest": _put(root, image),
-                             "size": len(image),
-                             "annotations": {"org.opencontainers.image.ref.name": "image"}}]
+        image = compact(
+            {
+                "schemaVersion": 2,
+                "mediaType": mt.OCI_MANIFEST,
+                "layers": [],
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": _put(root, config),
+                    "size": len(config),
+                },
+            }
+        )
+        doc["manifests"] = [
+            {
+                "mediaType": mt.OCI_MANIFEST,
+                "digest": _put(root, image),
+                "size": len(image),
+                "annotations": {"org.opencontainers.image.ref.name": "image"},
+            }
+        ]
     path.write_bytes(json.dumps(doc).encode())
     return old
 

@@ -9,23 +9,52 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 REPO = Path(__file__).parent.parent
 
 
+@pytest.mark.slow
 def test_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    """Every target line is measured and judged (at 1,200 blobs: 7 exports, so `show ~5`
+    exists), and the figures land in the JSON file."""
     out = tmp_path / "figures.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--blobs", "600",
-         "--scales", "1,2", "--repeat", "1", "--hash-mb", "2", "--json", str(out)],
-        capture_output=True, text=True, env={**os.environ}, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "history" in proc.stdout and "growth" in proc.stdout
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "bench.py"),
+            "--blobs",
+            "1200",
+            "--repeat",
+            "1",
+            "--hash-mb",
+            "2",
+            "--ocicache-cmd",
+            f"{sys.executable} -m ocicache",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    assert "FAILED" not in proc.stdout
     figures = json.loads(out.read_text())
-    assert set(figures["scales"]) == {"1", "2"}
-    for scale in figures["scales"].values():
-        for name in ("find", "sha256sum", "read floor", "history", "du"):
-            assert scale["figures"][name]["repeat"] > 0
-    assert "read floor" in proc.stdout
+    assert {"find_all", "read_floor", "sha256sum_blobs"} <= set(figures["baselines"])
+    lines = next(iter(figures["sizes"].values()))["lines"]
+    assert {
+        "history",
+        "history --json",
+        "show ~5",
+        "blobs --unreferenced --json",
+        "gc --dry-run --keep-last 3 --grace 0 --json",
+    } <= set(lines)
+    targets = figures["targets"]
+    assert len(targets) == 8 and all(isinstance(t["met"], bool) for t in targets)
+    assert figures["gc"]["files_deleted"] and min(figures["gc"]["files_deleted"]) > 0
+    assert "targets at" in proc.stdout
 
 
 def _benchmark_modules() -> tuple[Any, Any]:
@@ -45,7 +74,7 @@ def test_read_floor_lists_what_the_reader_reads(tmp_path: Path) -> None:
     bench, gen = _benchmark_modules()
     shape = gen.shape_for(2000)
     gen.generate(tmp_path / "c", shape)
-    heads, docs = bench._reads_of_first_run(tmp_path / "c")
+    heads, docs = bench.read_floor_lists(tmp_path / "c")
     assert len(docs) == 2 * shape.exports  # every manifest and cache config, once
     # Sniffed: the orphans, and the manifests and configs index.json does not name.
     assert shape.orphans <= len(heads) <= shape.orphans + 2 * shape.exports
@@ -60,15 +89,17 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
     names = sorted(p.name for p in (tmp_path / "a" / "blobs" / "sha256").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "b" / "blobs" / "sha256").iterdir())
     assert len(names) == shape.blobs
-    assert (tmp_path / "a" / "index.json").read_bytes() == (tmp_path / "b" / "index.json"
-                                                            ).read_bytes()
+    assert (tmp_path / "a" / "index.json").read_bytes() == (tmp_path / "b" / "index.json").read_bytes()
 
 
 def test_decode_benchmark_runs(tmp_path: Path) -> None:
     _, gen = _benchmark_modules()
     gen.generate(tmp_path / "d", gen.shape_for(400))
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "decode.py"), str(tmp_path / "d"),
-         "--repeat", "1"], capture_output=True, text=True, timeout=120)
+        [sys.executable, str(REPO / "benchmarks" / "decode.py"), str(tmp_path / "d"), "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "slow:" in proc.stdout and "fast:" in proc.stdout

@@ -10,17 +10,18 @@ import pytest
 
 from ocicache import api
 from ocicache.cli import render
+from ocicache.core.gc_plan import Policy
 from ocicache.store.cache import FILE_NAME
 from ocicache.store.layout import Layout
 from ocicache.synth import Builder, compact, history_dir
 
 
 def _history(directory: Path) -> str:
-    return render.dumps(render.history_json(api.history(directory)))
+    return render.dumps(render.history_json(api.history(directory, use_cache=True)))
 
 
 def _blobs(directory: Path) -> str:
-    snap, rows = api.blobs(directory)
+    snap, rows = api.blobs(directory, use_cache=True)
     return render.dumps(render.blobs_json(snap, rows))
 
 
@@ -30,7 +31,10 @@ def _tree(directory: Path) -> dict[str, tuple[int, int, int]]:
         for name in dirs + files:
             st = os.lstat(os.path.join(root, name))
             out[os.path.relpath(os.path.join(root, name), directory)] = (
-                st.st_size, st.st_mtime_ns, st.st_mode)
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_mode,
+            )
     return out
 
 
@@ -45,9 +49,15 @@ def cache_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "cache"
     b = history_dir(directory, exports=4, layers=5, orphans=3, tags=("latest", "pr"), shared=2)
     b.blob(b"{ not json")  # JSON-looking but malformed: a warning and a bad document
-    b.blob(compact({"schemaVersion": 2, "config": {"mediaType": "application/x",
-                                                   "digest": "sha256:" + "0" * 64, "size": -1},
-                    "layers": []}))  # a manifest that fails the schema
+    b.blob(
+        compact(
+            {
+                "schemaVersion": 2,
+                "config": {"mediaType": "application/x", "digest": "sha256:" + "0" * 64, "size": -1},
+                "layers": [],
+            }
+        )
+    )  # a manifest that fails the schema
     return directory
 
 
@@ -69,7 +79,8 @@ def _counting_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_second_run_gives_the_same_answer_and_opens_no_blob(
-        cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     xdg = Path(os.environ["XDG_CACHE_HOME"])
     expected = _uncached(cache_dir, monkeypatch)
     before = _tree(cache_dir)
@@ -91,8 +102,7 @@ def test_corrupt_cache_file_is_ignored(cache_dir: Path, monkeypatch: pytest.Monk
         assert (_history(cache_dir), _blobs(cache_dir)) == expected
 
 
-def test_a_flipped_bit_in_the_cache_is_a_miss(cache_dir: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_flipped_bit_in_the_cache_is_a_miss(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     expected = _uncached(cache_dir, monkeypatch)
     _history(cache_dir)
     path = Path(os.environ["XDG_CACHE_HOME"]) / "ocicache" / FILE_NAME
@@ -104,8 +114,7 @@ def test_a_flipped_bit_in_the_cache_is_a_miss(cache_dir: Path,
         assert (_history(cache_dir), _blobs(cache_dir)) == expected
 
 
-def test_a_blob_whose_size_changed_is_read_again(cache_dir: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_blob_whose_size_changed_is_read_again(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _history(cache_dir)  # every blob is now in the cache
     blobs = cache_dir / "blobs" / "sha256"
     # Turn an orphan (cached: not JSON) into a cache manifest (different size) under its name:
@@ -113,8 +122,11 @@ def test_a_blob_whose_size_changed_is_read_again(cache_dir: Path,
     index = json.loads((cache_dir / "index.json").read_bytes())
     manifest_digest = index["manifests"][-1]["digest"]
     manifest = (blobs / manifest_digest[7:]).read_bytes()
-    orphan = next(p for p in sorted(blobs.iterdir())
-                  if p.stat().st_size != len(manifest) and p.read_bytes()[:1] == b"\x1f")
+    orphan = next(
+        p
+        for p in sorted(blobs.iterdir())
+        if p.stat().st_size != len(manifest) and p.read_bytes()[:1] == b"\x1f"
+    )
     os.chmod(orphan, 0o644)
     orphan.write_bytes(manifest)
     expected = _uncached(cache_dir, monkeypatch)
@@ -123,7 +135,8 @@ def test_a_blob_whose_size_changed_is_read_again(cache_dir: Path,
 
 
 def test_truncated_manifest_is_not_answered_from_the_cache(
-        cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _history(cache_dir)
     index = json.loads((cache_dir / "index.json").read_bytes())
     path = cache_dir / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]
@@ -143,14 +156,40 @@ def test_cache_never_lives_inside_dir(cache_dir: Path, monkeypatch: pytest.Monke
     assert _tree(cache_dir) == before
 
 
+def test_a_library_read_writes_nothing_unless_asked(cache_dir: Path) -> None:
+    """api calls keep no blob facts by default (the CLI asks for them): nothing appears under
+    XDG_CACHE_HOME, and a read with use_cache=True then finds nothing to reuse."""
+    xdg = Path(os.environ["XDG_CACHE_HOME"])
+    before = sorted(xdg.rglob("*"))
+    api.history(cache_dir)
+    api.blobs(cache_dir)
+    api.du(cache_dir)
+    api.show(cache_dir, "~0")
+    api.diff(cache_dir)
+    api.ref_all(cache_dir)
+    api.read(cache_dir)
+    api.gc(cache_dir, Policy(keep_last=1, grace_ns=0), dry_run=True)
+    api.gc(cache_dir, Policy(keep_last=1, grace_ns=0))
+    assert sorted(xdg.rglob("*")) == before == []
+    _history(cache_dir)
+    assert (xdg / "ocicache" / FILE_NAME).is_file()
+
+
+def test_the_cli_keeps_the_facts(cache_dir: Path) -> None:
+    from clirun import run_inprocess
+
+    xdg = Path(os.environ["XDG_CACHE_HOME"])
+    assert run_inprocess("history", "--json", str(cache_dir)).code == 0
+    assert (xdg / "ocicache" / FILE_NAME).is_file()
+
+
 def test_no_cache_env_writes_nothing(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OCICACHE_NO_CACHE", "1")
     _history(cache_dir)
     assert not (Path(os.environ["XDG_CACHE_HOME"]) / "ocicache").exists()
 
 
-def test_other_directories_share_the_cache_safely(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_other_directories_share_the_cache_safely(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Two directories holding some of the same digests: each answer equals its uncached one.
     one = tmp_path / "one"
     history_dir(one, exports=2, layers=3, orphans=1)

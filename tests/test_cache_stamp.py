@@ -16,8 +16,14 @@ SCHEMAS = PACKAGE.parent / "schemas"
 
 def _stamp_of(root: Path) -> str:
     code = "from ocicache.store.cache import stamp; print(stamp())"
-    return subprocess.run([sys.executable, "-c", code], cwd=root, env={"PYTHONPATH": str(root)},
-                          capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env={"PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def _checkout(tmp_path: Path) -> Path:

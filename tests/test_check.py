@@ -122,8 +122,7 @@ def test_text_output(tmp_path: Path) -> None:
 def test_repair_torn_index(tmp_path: Path) -> None:
     root = _copy(tmp_path, "f-tags")
     truth = json.loads(_truth("f-tags")["final"]["index_json_raw"])
-    by_tag = {m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"]
-              for m in truth["manifests"]}
+    by_tag = {m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"] for m in truth["manifests"]}
     index = root / "index.json"
     raw = index.read_bytes()
     cut = raw.index(by_tag["alpha"].encode()) + 10  # torn inside the second entry
@@ -136,8 +135,7 @@ def test_repair_torn_index(tmp_path: Path) -> None:
     r = run_inprocess("repair", str(root))
     assert r.code == 0, r.err
     assert json.loads(index.read_bytes()) == would
-    tags = {m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"]
-            for m in would["manifests"]}
+    tags = {m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"] for m in would["manifests"]}
     # beta survived the tear; alpha's entry was torn and cannot be recovered from blobs;
     # latest is the newest complete cache manifest, which is what BuildKit last exported.
     assert tags == {"beta": by_tag["beta"], "latest": by_tag["latest"]}
@@ -178,9 +176,14 @@ def test_read_only_filesystem(tmp_path: Path) -> None:
     index = root / "index.json"
     index.write_bytes(index.read_bytes()[:-30])
     before = tree(root)
-    mount = ("unshare", "-rm", "sh", "-c",
-             'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && exec "$@"',
-             str(root))
+    mount = (
+        "unshare",
+        "-rm",
+        "sh",
+        "-c",
+        'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && exec "$@"',
+        str(root),
+    )
     r = run_subprocess("check", "--quick", str(root), prefix=mount)
     assert r.code == 1 and "torn-index" in r.out and "Traceback" not in r.err
     r = run_subprocess("history", str(root / "blobs"), prefix=mount)
@@ -239,9 +242,17 @@ def test_read_only_commands_leave_fixture_unchanged(tmp_path: Path, name: str) -
         os.chmod(p, int(str(b["mode"]).replace("0o", ""), 8))
         os.utime(p, ns=(b["mtime_ns"], b["mtime_ns"]))
     before = tree(root)
-    for argv in (("history", "DIR"), ("show", "DIR"), ("show", "DIR", "latest"), ("blobs", "DIR"),
-                 ("du", "DIR"), ("check", "DIR"), ("check", "--quick", "--json", "DIR"),
-                 ("repair", "--dry-run", "DIR"), ("repair", "DIR")):
+    for argv in (
+        ("history", "DIR"),
+        ("show", "DIR"),
+        ("show", "DIR", "latest"),
+        ("blobs", "DIR"),
+        ("du", "DIR"),
+        ("check", "DIR"),
+        ("check", "--quick", "--json", "DIR"),
+        ("repair", "--dry-run", "DIR"),
+        ("repair", "DIR"),
+    ):
         r = run_inprocess(*(str(root) if a == "DIR" else a for a in argv))
         assert r.code == 0, (argv, r.err)
         assert tree(root) == before, argv

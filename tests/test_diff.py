@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clirun import DOCUMENTED, run_entry, run_inprocess, run_subprocess
+from clirun import DOCUMENTED, run_inprocess, run_subprocess
 from conftest import FIXTURES, copy_fixture, groundtruth, tree_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -31,7 +31,7 @@ from ocicache.core.diff import (
     tree_of,
 )
 from ocicache.format import mediatypes as mt
-from ocicache.format.documents import cache_config
+from ocicache.format.fastdecode import cache_config
 from ocicache.format.model import ANN_CREATED, ANN_UNCOMPRESSED, CacheConfig, new_config_layer
 from ocicache.format.schema import validate
 from ocicache.synth import Builder, compact
@@ -55,8 +55,7 @@ def _exported(case: str) -> list[dict[str, Any]]:
 # -- the real fixture: three exports, one changed step each time ------------------------------
 @pytest.mark.parametrize("restore_mtimes", [True, False])
 @pytest.mark.parametrize("n", [2, 3])
-def test_agrees_step_for_step_with_buildkit(n: int, restore_mtimes: bool,
-                                            tmp_path: Path) -> None:
+def test_agrees_step_for_step_with_buildkit(n: int, restore_mtimes: bool, tmp_path: Path) -> None:
     """Steps CACHED in build N are `shared` in diff(N-1, N); executed ones are not, the first
     of them is the one divergence (`changed`) and the rest were rebuilt on it."""
     d = copy_fixture(CHANGED_STEP, tmp_path, restore_mtimes)
@@ -101,10 +100,12 @@ def test_defaults_compare_the_newest_with_the_one_before_it(tmp_path: Path) -> N
     assert doc["aChosen"] == "previous-on-tag" and doc["bTags"] == ["latest"]
     only_b = _diff_json(d, "~2")  # A given, B the newest
     assert (only_b["a"], only_b["b"], only_b["aChosen"]) == (
-        builds[0]["manifest_digest"], builds[2]["manifest_digest"], "given")
+        builds[0]["manifest_digest"],
+        builds[2]["manifest_digest"],
+        "given",
+    )
     # B's steps 3-5 were built by export 2, which holds them at the same place.
-    assert [s["alsoIn"] for s in only_b["steps"]] == [
-        None, None, *[builds[1]["manifest_digest"]] * 3, None]
+    assert [s["alsoIn"] for s in only_b["steps"]] == [None, None, *[builds[1]["manifest_digest"]] * 3, None]
 
 
 def test_history_new_layers_match_the_groundtruth(tmp_path: Path) -> None:
@@ -124,8 +125,7 @@ def test_history_new_layers_on_a_single_tag_fixture(tmp_path: Path) -> None:
     snap = api.history(d)
     got = {e["digest"]: e["newLayers"] for e in render.history_json(snap)["exports"]}
     builds = _exported("a-history-min")
-    layers = [{x["digest"] for x in b["reachable_from_this_export"] if x["role"] == "layer"}
-              for b in builds]
+    layers = [{x["digest"] for x in b["reachable_from_this_export"] if x["role"] == "layer"} for b in builds]
     assert got[builds[0]["manifest_digest"]] is None
     for i in range(1, len(builds)):
         assert got[builds[i]["manifest_digest"]] == len(layers[i] - layers[i - 1])
@@ -147,8 +147,11 @@ def _pairs() -> list[tuple[str, int]]:
     for case in sorted(p.name for p in FIXTURES.iterdir() if p.is_dir()):
         builds = _exported(case)
         kept = {b["digest"] for b in groundtruth(case)["final"]["blobs_on_disk"]}
-        out.extend((case, i) for i in range(1, len(builds))
-                   if {builds[i - 1]["manifest_digest"], builds[i]["manifest_digest"]} <= kept)
+        out.extend(
+            (case, i)
+            for i in range(1, len(builds))
+            if {builds[i - 1]["manifest_digest"], builds[i]["manifest_digest"]} <= kept
+        )
     return out
 
 
@@ -185,8 +188,7 @@ def test_mode_max_multi_stage_fixture_reports_each_branch(tmp_path: Path) -> Non
 
 
 # -- the CLI -----------------------------------------------------------------------------------
-MULTI = [c for c in sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
-         if len(_exported(c)) > 1]
+MULTI = [c for c in sorted(p.name for p in FIXTURES.iterdir() if p.is_dir()) if len(_exported(c)) > 1]
 
 
 @pytest.mark.parametrize("case", MULTI)
@@ -204,8 +206,9 @@ def test_cli_json_validates_and_leaves_the_tree_alone(case: str, tmp_path: Path)
     assert not (d / "index.json.lock").exists()
 
 
-@pytest.mark.parametrize("case", ["c-docker-mediatypes", "d2-image-manifest-false-oci-index",
-                                  "e-compression-zstd"])
+@pytest.mark.parametrize(
+    "case", ["c-docker-mediatypes", "d2-image-manifest-false-oci-index", "e-compression-zstd"]
+)
 def test_every_manifest_shape(case: str, tmp_path: Path) -> None:
     d = copy_fixture(case, tmp_path, restore_mtimes=True)
     doc = _diff_json(d, "~0", "~0") if case == "e-compression-zstd" else _diff_json(d)
@@ -221,18 +224,22 @@ def test_text_output(tmp_path: Path) -> None:
     assert lines[2].split()[:4] == ["A", "~2", "sha256:046f49eea08d", "-"]
     assert lines[3].split()[:4] == ["B", "~1", "sha256:e3ef7df91f6c", "-"]
     assert lines[5].split()[:2] == ["POS", "A"]
-    statuses = [re.search(r"  (shared|changed|rebuilt|new)  ", line).group(1)  # type: ignore[union-attr]
-                for line in lines[7:13]]
+    statuses = [
+        re.search(r"  (shared|changed|rebuilt|new)  ", line).group(1)  # type: ignore[union-attr]
+        for line in lines[7:13]
+    ]
     assert statuses == ["shared", "shared", "changed", "rebuilt", "rebuilt", "rebuilt"]
     assert [line.split()[0] for line in lines[7:13]] == ["1", "2", "3", "4", "5", "6"]
     assert lines[10].split()[1:5] == ["sha256:811dbae3aeeb", "9.4", "kB", "2026-12-01"]
     chosen = run_inprocess("diff", str(d)).out.splitlines()
     assert chosen[0].split()[-2:] == ["CHOSEN", "AS"]
     assert chosen[2].endswith("the export before B on its tag")
-    assert ("first divergence: position 3 (on sha256:f51f2a509fb0): changed: B has "
-            "sha256:89a475df8833 (4.3 kB, built 2026-12-01T08:02:52.437270Z) where A had "
-            "sha256:0e5404a1750b (4.4 kB, built 2026-12-01T08:02:49.273641Z); the 3 steps built "
-            "on it were rebuilt (their parent changed)") in out
+    assert (
+        "first divergence: position 3 (on sha256:f51f2a509fb0): changed: B has "
+        "sha256:89a475df8833 (4.3 kB, built 2026-12-01T08:02:52.437270Z) where A had "
+        "sha256:0e5404a1750b (4.4 kB, built 2026-12-01T08:02:49.273641Z); the 3 steps built "
+        "on it were rebuilt (their parent changed)"
+    ) in out
     assert "steps of B: 2 shared, 1 changed, 3 rebuilt, 0 new (of 6)" in out
     assert "layers: 1.1 MB shared, 18.9 kB only in A, 18.9 kB only in B" in out
 
@@ -248,8 +255,7 @@ def test_same_export(tmp_path: Path) -> None:
     assert doc["onlyABytes"] == doc["onlyBBytes"] == 0
 
 
-@pytest.mark.parametrize("refs", [["nope"], ["~3"], ["~0", "sha256:" + "0" * 64], ["abcdef0"],
-                                  ["~0", "~99"]])
+@pytest.mark.parametrize("refs", [["nope"], ["~3"], ["~0", "sha256:" + "0" * 64], ["abcdef0"], ["~0", "~99"]])
 def test_a_ref_naming_nothing_exits_5(refs: list[str], tmp_path: Path) -> None:
     d = copy_fixture(CHANGED_STEP, tmp_path, restore_mtimes=False)
     result = run_inprocess("diff", str(d), *refs)
@@ -266,13 +272,13 @@ def test_nothing_to_compare_with_exits_5(tmp_path: Path) -> None:
     assert run_inprocess("diff", str(empty.root)).code == 5
 
 
-def test_entry_and_module_paths(tmp_path: Path) -> None:
+def test_in_process_and_module_paths(tmp_path: Path) -> None:
     d = copy_fixture(CHANGED_STEP, tmp_path, restore_mtimes=True)
-    via_entry = run_entry("diff", str(d), "--json")
-    assert via_entry.code == 0, via_entry.err
+    in_process = run_inprocess("diff", str(d), "--json")
+    assert in_process.code == 0, in_process.err
     via_module = run_subprocess("diff", str(d), "--json")
     assert via_module.code == 0, via_module.err
-    assert json.loads(via_entry.out) == json.loads(via_module.out)
+    assert json.loads(in_process.out) == json.loads(via_module.out)
     assert run_subprocess("diff", "--help").code == 0
     assert run_subprocess("diff", str(d), "nope").code == 5
 
@@ -296,28 +302,39 @@ def test_missing_cache_config_exits_4_naming_it(tmp_path: Path) -> None:
     assert run_inprocess("diff", str(d), "~2", "~0").code == 0
 
 
-@pytest.mark.parametrize(("body", "says"), [
-    (b'{"layers":', "truncated JSON"),
-    (b'{"layers":[{"blob":"sha256:' + b"a" * 64 + b'","parent":1},{"blob":"sha256:' + b"b" * 64
-     + b'"}],"records":[]}', "loop"),
-    (b'{"layers":[{"blob":"sha256:' + b"a" * 64 + b'","parent":7}],"records":[]}',
-     "out of range"),
-    (b'{"layers":"no","records":[]}', ""),
-])
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'{"layers":', "truncated JSON"),
+        (
+            b'{"layers":[{"blob":"sha256:'
+            + b"a" * 64
+            + b'","parent":1},{"blob":"sha256:'
+            + b"b" * 64
+            + b'"}],"records":[]}',
+            "loop",
+        ),
+        (b'{"layers":[{"blob":"sha256:' + b"a" * 64 + b'","parent":7}],"records":[]}', "out of range"),
+        (b'{"layers":"no","records":[]}', ""),
+    ],
+)
 def test_invalid_cache_config_exits_4_naming_it(body: bytes, says: str, tmp_path: Path) -> None:
     b = Builder(tmp_path / "d")
     good = b.export([b.layer("x"), b.layer("y")])
     config = b.blob(body)
-    manifest = compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                        "config": {"mediaType": mt.CACHE_CONFIG, "digest": config,
-                                   "size": len(body)},
-                        "layers": []})
+    manifest = compact(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.CACHE_CONFIG, "digest": config, "size": len(body)},
+            "layers": [],
+        }
+    )
     bad = b.blob(manifest)
     b.point("latest", bad, len(manifest))
     result = run_inprocess("diff", str(b.root), good, bad)
     assert result.code == 4, result.err
-    assert result.err.startswith(f"ocicache: error: blobs/sha256/{config[7:]}: the cache config "
-                                 f"of B ({bad})")
+    assert result.err.startswith(f"ocicache: error: blobs/sha256/{config[7:]}: the cache config of B ({bad})")
     assert says in result.err
     assert result.code in DOCUMENTED
 
@@ -352,9 +369,15 @@ def test_multi_stage_tree_reports_each_diverging_branch(tmp_path: Path) -> None:
     doc = _diff_json(b.root)
     assert (doc["a"], doc["b"], doc["aChosen"]) == (a, new, "previous-on-tag")
     status = {s["layer"]: s["status"] for s in doc["steps"]}
-    assert status == {t1["digest"]: SHARED, t2["digest"]: SHARED, b1n["digest"]: CHANGED,
-                      b2n["digest"]: REBUILT, f1["digest"]: SHARED, f2["digest"]: SHARED,
-                      f3n["digest"]: CHANGED}
+    assert status == {
+        t1["digest"]: SHARED,
+        t2["digest"]: SHARED,
+        b1n["digest"]: CHANGED,
+        b2n["digest"]: REBUILT,
+        f1["digest"]: SHARED,
+        f2["digest"]: SHARED,
+        f3n["digest"]: CHANGED,
+    }
     divs = {(x["position"], x["a"], x["b"], x["bAfter"]) for x in doc["divergences"]}
     assert divs == {(3, b1["digest"], b1n["digest"], 1), (5, f3["digest"], f3n["digest"], 0)}
     counterpart = {s["layer"]: s["counterpart"]["layer"] for s in doc["steps"]}
@@ -408,11 +431,13 @@ def test_chain_grows_and_shrinks(tmp_path: Path) -> None:
     grown = _diff_json(b.root, short, long)
     assert _statuses(grown) == [(1, SHARED), (2, SHARED), (3, SHARED), (4, NEW), (5, NEW)]
     assert [(d["position"], d["kind"], d["a"], d["bAfter"]) for d in grown["divergences"]] == [
-        (4, NEW, None, 1)]
+        (4, NEW, None, 1)
+    ]
     shrunk = _diff_json(b.root, long, short)
     assert {s["status"] for s in shrunk["steps"]} == {SHARED}
     assert [(d["position"], d["kind"], d["b"], d["aAfter"]) for d in shrunk["divergences"]] == [
-        (4, "onlyA", None, 1)]
+        (4, "onlyA", None, 1)
+    ]
     assert [s["position"] for s in shrunk["onlyASteps"]] == [4, 5]
     assert "only in A" in run_inprocess("diff", str(b.root), long, short).out
 
@@ -423,8 +448,7 @@ def test_synthetic_shapes(shape: str, tmp_path: Path) -> None:
     layers = [b.layer(f"l{i}") for i in range(4)]
     b.export(layers, shape=shape)
     b.export([*layers[:2], b.layer("changed"), b.layer("after")], shape=shape)
-    assert _statuses(_diff_json(b.root)) == [(1, SHARED), (2, SHARED), (3, CHANGED),
-                                             (4, REBUILT)]
+    assert _statuses(_diff_json(b.root)) == [(1, SHARED), (2, SHARED), (3, CHANGED), (4, REBUILT)]
 
 
 def test_a_layer_repeated_at_one_place_is_one_step(tmp_path: Path) -> None:
@@ -434,7 +458,6 @@ def test_a_layer_repeated_at_one_place_is_one_step(tmp_path: Path) -> None:
     b.export([r, x, x, y], parents=[-1, 0, 0, 2])  # x twice on r; y on the second x
     doc = _diff_json(b.root)
     assert _statuses(doc) == [(1, SHARED), (2, SHARED), (3, NEW)]
-
 
 
 # -- a step is a layer built at a time (found against real BuildKit, test_diff_buildkit.py) -----
@@ -463,7 +486,11 @@ def test_the_same_layer_built_again_is_changed(tmp_path: Path) -> None:
     assert "(the same layer, built again)" in run_inprocess("diff", str(b.root), a, new).out
     # The step that did not run again keeps its createdAt: shared, as before.
     assert _statuses(_diff_json(b.root, new, b.export([r, x, empty2, y2, b.layer("z")])))[:4] == [
-        (1, SHARED), (2, SHARED), (3, SHARED), (4, SHARED)]
+        (1, SHARED),
+        (2, SHARED),
+        (3, SHARED),
+        (4, SHARED),
+    ]
 
 
 def test_a_recompressed_export_shares_every_step(tmp_path: Path) -> None:
@@ -484,8 +511,7 @@ def test_a_recompressed_export_shares_every_step(tmp_path: Path) -> None:
     assert doc["sharedBytes"] == 0 and doc["onlyBBytes"] == sum(90 + i for i in range(4))
     # Re-compressed *and* built again is still a change.
     again = b.export([*zst[:2], _rebuilt_as(b, gz[2], "zstd2-again"), b.layer("after")])
-    assert _statuses(_diff_json(b.root, new, again)) == [(1, SHARED), (2, SHARED), (3, CHANGED),
-                                                         (4, REBUILT)]
+    assert _statuses(_diff_json(b.root, new, again)) == [(1, SHARED), (2, SHARED), (3, CHANGED), (4, REBUILT)]
 
 
 def test_steps_built_before_a(tmp_path: Path) -> None:
@@ -520,8 +546,10 @@ def test_steps_built_before_a(tmp_path: Path) -> None:
     assert {status[x["digest"]] for x in (base, fin1, fin2)} == {(SHARED, False)}
     # Steps built after A are not: a step added by B's own build.
     later = m.export([base, fin1, fin2, s1, s2, m.layer("added")], parents=[-1, 0, 1, 0, 3, 4])
-    assert [s["builtBeforeA"] for s in _diff_json(m.root, new, later)["steps"]
-            if s["status"] != SHARED] == [False]
+    assert [s["builtBeforeA"] for s in _diff_json(m.root, new, later)["steps"] if s["status"] != SHARED] == [
+        False
+    ]
+
 
 # -- deep chains: iterative walks only ---------------------------------------------------------
 def _chain_config(digests: list[str]) -> CacheConfig:
@@ -554,8 +582,15 @@ def test_deep_chain_cli(tmp_path: Path) -> None:
     result = run_inprocess("diff", str(b.root), "--json", timeout=120)
     assert result.code == 0, result.err
     doc = json.loads(result.out)
-    assert doc["counts"] == {"shared": 4000, "changed": 1, "rebuilt": 999, "new": 0,
-                             "aSteps": 5000, "bSteps": 5000, "onlyA": 0}
+    assert doc["counts"] == {
+        "shared": 4000,
+        "changed": 1,
+        "rebuilt": 999,
+        "new": 0,
+        "aSteps": 5000,
+        "bSteps": 5000,
+        "onlyA": 0,
+    }
     assert [d["position"] for d in doc["divergences"]] == [4001]
     text = run_inprocess("diff", str(b.root), timeout=120)
     assert text.code == 0 and "first divergence: position 4001" in text.out
@@ -581,9 +616,15 @@ def test_previous_on_tag(tmp_path: Path) -> None:
     doc = _diff_json(m.root)
     assert doc["aChosen"] == "previous-in-history" and doc["a"] == exports[1].digest
     # index.json naming two exports `a` (edited by hand): the older one is before the newer.
-    m.entries.insert(0, {"mediaType": mt.OCI_MANIFEST, "digest": exports[2].digest,
-                         "size": (m.root / "blobs" / "sha256" / exports[2].digest[7:]).stat().st_size,
-                         "annotations": {"org.opencontainers.image.ref.name": "a"}})
+    m.entries.insert(
+        0,
+        {
+            "mediaType": mt.OCI_MANIFEST,
+            "digest": exports[2].digest,
+            "size": (m.root / "blobs" / "sha256" / exports[2].digest[7:]).stat().st_size,
+            "annotations": {"org.opencontainers.image.ref.name": "a"},
+        },
+    )
     m.write_index()
     exports = api.history(m.root).exports
     assert [e.tags for e in exports] == [("a",), ("b",), ("a",)]

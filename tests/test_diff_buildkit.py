@@ -46,7 +46,7 @@ from clirun import run_inprocess
 
 from ocicache import api
 
-pytestmark = needs_buildkit
+pytestmark = [needs_buildkit, pytest.mark.slow]  # real BuildKit: seconds a test
 
 STEP_LINE = re.compile(r"^#(\d+) \[(?:(\S+) )?(\d+)/(\d+)\] (.*)$", re.M)
 STATE_LINE = re.compile(r"^#(\d+) (CACHED|DONE|ERROR|CANCELED)\b", re.M)
@@ -150,12 +150,23 @@ class Case:
     def cache(self) -> Path:
         return self.root / "cache"
 
-    def build(self, label: str, stages: list[Stage], files: dict[str, str], mode: str = "max",
-              final: str | None = None, extra: str = "") -> Build:
+    def build(
+        self,
+        label: str,
+        stages: list[Stage],
+        files: dict[str, str],
+        mode: str = "max",
+        final: str | None = None,
+        extra: str = "",
+    ) -> Build:
         ctx = write_context(self.root, label, stages, files)
-        r = self.bk.build(ctx, "--export-cache",
-                          f"type=local,dest={self.cache},mode={mode}{extra}",
-                          "--import-cache", f"type=local,src={self.cache}")
+        r = self.bk.build(
+            ctx,
+            "--export-cache",
+            f"type=local,dest={self.cache},mode={mode}{extra}",
+            "--import-cache",
+            f"type=local,src={self.cache}",
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         state, stage_of = parse_log(r.stderr)
         assert set(state) == {t for s in stages for t, _ in s.steps}, state
@@ -221,16 +232,18 @@ def check(case: Case) -> dict[str, dict[str, Any]]:
     text_of: dict[int, str | None] = {}
     for s in steps:
         parent_text = text_of.get(s["parentIndex"]) if s["parentIndex"] >= 0 else None
-        hits = [t for t, m in marker.items() if holds(files[s["index"]], m)
-                and before[t] == parent_text]
+        hits = [t for t, m in marker.items() if holds(files[s["index"]], m) and before[t] == parent_text]
         assert len(hits) <= 1, hits
         text_of[s["index"]] = hits[0] if hits else None
     mapped: dict[str, dict[str, Any]] = {}
     for s in steps:
         t = text_of[s["index"]]
         if t is None:
-            link = [x for x, m in marker.items()
-                    if "--link" in x and m in files[s["index"]] and s["parentIndex"] < 0]
+            link = [
+                x
+                for x, m in marker.items()
+                if "--link" in x and m in files[s["index"]] and s["parentIndex"] < 0
+            ]
             assert link, f"{cur.label}: B's step {s['layer']} is no step of the log"
             continue
         assert t not in mapped, f"{t!r} is two steps of B"
@@ -281,10 +294,20 @@ def _run(x: str, out: str) -> tuple[str, str]:
 
 def test_single_stage_middle_step_then_toggle_back(bk: Daemon, tmp_path: Path) -> None:
     def stages() -> list[Stage]:
-        return [Stage("app", (BUSYBOX, INSTALL, _run("a3", "a-3"),
-                              ("COPY in.txt /a-4", "a-4"),
-                              ("RUN cat /a-4 /a-3 > /a-5", "a-5"),
-                              ("RUN ls / > /a-6", "a-6")))]
+        return [
+            Stage(
+                "app",
+                (
+                    BUSYBOX,
+                    INSTALL,
+                    _run("a3", "a-3"),
+                    ("COPY in.txt /a-4", "a-4"),
+                    ("RUN cat /a-4 /a-3 > /a-5", "a-5"),
+                    ("RUN ls / > /a-6", "a-6"),
+                ),
+            )
+        ]
+
     c = _case(bk, tmp_path)
     c.build("a1", stages(), {"in.txt": "one\n"}, mode="min")
     c.build("a2", stages(), {"in.txt": "two!\n"}, mode="min")
@@ -299,15 +322,32 @@ def test_single_stage_middle_step_then_toggle_back(bk: Daemon, tmp_path: Path) -
 
 def _multi(case: str, b1: str = "", fin: str = "") -> list[Stage]:
     def builder(n: str, x: str) -> Stage:
-        return Stage(n, (BUSYBOX, INSTALL, _run(f"{case}{n}{x}", f"{case}-{n}-3"),
-                         (f"COPY in-{n}.txt /{case}-{n}-4", f"{case}-{n}-4"),
-                         (f"RUN cat /{case}-{n}-4 /{case}-{n}-3 > /{case}-{n}-5",
-                          f"{case}-{n}-5")))
-    return [builder("b1", b1), builder("b2", ""),
-            Stage("final", (BUSYBOX, INSTALL, _run(f"{case}final{fin}", f"{case}-f-3"),
-                            (f"COPY --from=b1 /{case}-b1-5 /{case}-f-4", f"{case}-f-4"),
-                            (f"COPY --from=b2 /{case}-b2-5 /{case}-f-5", f"{case}-f-5"),
-                            (f"RUN cat /{case}-f-4 /{case}-f-5 > /{case}-f-6", f"{case}-f-6")))]
+        return Stage(
+            n,
+            (
+                BUSYBOX,
+                INSTALL,
+                _run(f"{case}{n}{x}", f"{case}-{n}-3"),
+                (f"COPY in-{n}.txt /{case}-{n}-4", f"{case}-{n}-4"),
+                (f"RUN cat /{case}-{n}-4 /{case}-{n}-3 > /{case}-{n}-5", f"{case}-{n}-5"),
+            ),
+        )
+
+    return [
+        builder("b1", b1),
+        builder("b2", ""),
+        Stage(
+            "final",
+            (
+                BUSYBOX,
+                INSTALL,
+                _run(f"{case}final{fin}", f"{case}-f-3"),
+                (f"COPY --from=b1 /{case}-b1-5 /{case}-f-4", f"{case}-f-4"),
+                (f"COPY --from=b2 /{case}-b2-5 /{case}-f-5", f"{case}-f-5"),
+                (f"RUN cat /{case}-f-4 /{case}-f-5 > /{case}-f-6", f"{case}-f-6"),
+            ),
+        ),
+    ]
 
 
 def test_multi_stage_mode_max(bk: Daemon, tmp_path: Path) -> None:
@@ -319,14 +359,19 @@ def test_multi_stage_mode_max(bk: Daemon, tmp_path: Path) -> None:
     run = c.build("b2", _multi("m"), {**files, "in-b1.txt": "ONE!\n"})
     got = statuses(check(c))
     assert sorted(t for t, st in run.state.items() if st == "DONE") == sorted(
-        t for t, st in got.items() if st != "shared")
+        t for t, st in got.items() if st != "shared"
+    )
     assert [got[t] for t, _ in _multi("m")[0].steps[3:]] == ["changed", "rebuilt"]
     assert [got[t] for t, _ in _multi("m")[2].steps[3:]] == ["changed", "rebuilt", "rebuilt"]
     # (c) the final stage changed: only it ran.
     c.build("c1", _multi("m", fin="X"), {**files, "in-b1.txt": "ONE!\n"})
     got = statuses(check(c))
     assert [got[t] for t, _ in _multi("m", fin="X")[2].steps[2:]] == [
-        "changed", "rebuilt", "rebuilt", "rebuilt"]
+        "changed",
+        "rebuilt",
+        "rebuilt",
+        "rebuilt",
+    ]
     assert sum(st == "shared" for st in got.values()) == 8
     # A builder's RUN changed, its output did not: COPY --from stays CACHED (BuildKit keys it
     # on the files' content), so the final stage is the one build b2 exported (alsoIn).
@@ -346,15 +391,17 @@ def test_mode_min_then_max_then_min(bk: Daemon, tmp_path: Path) -> None:
     c.build("d2", _multi("n"), files, mode="max")
     mapped = check(c)
     builders = {t for s in _multi("n")[:2] for t, _ in s.steps} - {BUSYBOX[0], INSTALL[0]}
-    assert {(mapped[t]["status"], mapped[t]["builtBeforeA"]) for t in builders} == {
-        ("new", True)}
+    assert {(mapped[t]["status"], mapped[t]["builtBeforeA"]) for t in builders} == {("new", True)}
     assert {mapped[t]["status"] for t in set(mapped) - builders} == {"shared"}
     # mode=min with a builder change: the builder's steps ran but only the final chain is
     # exported; of it, COPY --from=b1 changed and what follows was rebuilt.
     run = c.build("d3", _multi("n"), {**files, "in-b1.txt": "ONE!\n"}, mode="min")
     got = statuses(check(c))
-    assert [got[t] for t in chain_of(_multi("n"), "final")] == [
-        "shared"] * 3 + ["changed", "rebuilt", "rebuilt"]
+    assert [got[t] for t in chain_of(_multi("n"), "final")] == ["shared"] * 3 + [
+        "changed",
+        "rebuilt",
+        "rebuilt",
+    ]
     # ... and the builder steps it took from the imported cache, not those it ran.
     extra = set(got) - set(chain_of(_multi("n"), "final"))
     assert extra == {t for t in builders if run.state[t] == "CACHED"} and extra
@@ -363,9 +410,21 @@ def test_mode_min_then_max_then_min(bk: Daemon, tmp_path: Path) -> None:
 
 def test_the_same_layer_built_again_link_and_recompression(bk: Daemon, tmp_path: Path) -> None:
     def stages(noop: str) -> list[Stage]:
-        return [Stage("e", (BUSYBOX, INSTALL, _run("e3", "e-3"), (noop, EMPTY),
-                            _run("e5", "e-5"), ("COPY --link in.txt /e-6", "e-6"),
-                            _run("e7", "e-7")))]
+        return [
+            Stage(
+                "e",
+                (
+                    BUSYBOX,
+                    INSTALL,
+                    _run("e3", "e-3"),
+                    (noop, EMPTY),
+                    _run("e5", "e-5"),
+                    ("COPY --link in.txt /e-6", "e-6"),
+                    _run("e7", "e-7"),
+                ),
+            )
+        ]
+
     c = _case(bk, tmp_path)
     files = {"in.txt": "linked\n"}
     c.build("e1", stages("RUN true"), files)
@@ -377,8 +436,7 @@ def test_the_same_layer_built_again_link_and_recompression(bk: Daemon, tmp_path:
     got = statuses(check(c))  # the empty layer holds no marker: its step maps to no text
     assert [got[t] for t, _ in stages("")[0].steps[4:]] == ["rebuilt"] * 3
     # Re-exported as zstd: new blobs for every step, every step CACHED: all shared.
-    run = c.build("e3", stages("RUN true && true"), files,
-                  extra=",compression=zstd,force-compression=true")
+    run = c.build("e3", stages("RUN true && true"), files, extra=",compression=zstd,force-compression=true")
     assert set(run.state.values()) == {"CACHED"}
     doc = diff_json(c.cache, c.builds[1].manifest, run.manifest)
     assert {s["status"] for s in doc["steps"]} == {"shared"} and doc["sharedBytes"] == 0

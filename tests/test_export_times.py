@@ -56,9 +56,16 @@ class Restored:
     restore_ns: int
 
 
-def history_then_restore(root: Path, n: int, tags: tuple[str, ...], gap_ns: int,
-                         restore_after_ns: int, spread_ns: int, seed: int = 0,
-                         preserved: int = 0) -> Restored:
+def history_then_restore(
+    root: Path,
+    n: int,
+    tags: tuple[str, ...],
+    gap_ns: int,
+    restore_after_ns: int,
+    spread_ns: int,
+    seed: int = 0,
+    preserved: int = 0,
+) -> Restored:
     """n exports (each builds one new step on top of the previous one), `gap_ns` apart, tags
     cycling; then a copy `restore_after_ns` after the last one, which rewrote every blob but
     those of the first `preserved` exports (an rsync that kept their times)."""
@@ -80,8 +87,7 @@ def history_then_restore(root: Path, n: int, tags: tuple[str, ...], gap_ns: int,
         keep.add(old[i])
         keep.update(x["digest"] for x in layers[i])
         keep.add(_config_of(root, old[i]))
-    copy_times([p for p in blob_paths(root) if "sha256:" + p.name not in keep], restore,
-               spread_ns, seed)
+    copy_times([p for p in blob_paths(root) if "sha256:" + p.name not in keep], restore, spread_ns, seed)
     return Restored(root, b, old, layers, used, restore)
 
 
@@ -122,8 +128,16 @@ CASES = [
 
 @pytest.mark.parametrize(("n", "tags", "gap", "after", "spread", "new_after"), CASES)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_restore_then_one_export(tmp_path: Path, n: int, tags: tuple[str, ...], gap: int,
-                                 after: int, spread: int, new_after: int, seed: int) -> None:
+def test_restore_then_one_export(
+    tmp_path: Path,
+    n: int,
+    tags: tuple[str, ...],
+    gap: int,
+    after: int,
+    spread: int,
+    new_after: int,
+    seed: int,
+) -> None:
     r = history_then_restore(tmp_path / "cache", n, tags, gap, after, spread, seed)
     new = new_export(r, new_after)
     replaced = r.old[-1]
@@ -151,8 +165,9 @@ def test_gc_keep_last_1_deletes_the_right_ones(tmp_path: Path) -> None:
 def test_rsync_that_kept_some_times(tmp_path: Path) -> None:
     """Exports copied earlier with their times (rsync -t) keep them; the ones copied later
     without are one batch; one new export on top."""
-    r = history_then_restore(tmp_path / "cache", 6, ("latest",), 2 * HOUR_NS, 3 * DAY, 5 * S,
-                             seed=2, preserved=2)
+    r = history_then_restore(
+        tmp_path / "cache", 6, ("latest",), 2 * HOUR_NS, 3 * DAY, 5 * S, seed=2, preserved=2
+    )
     new = new_export(r, 3 * MIN)
     exports = api.history(r.root).exports
     assert [e.digest for e in exports] == [new, *reversed(r.old)]
@@ -166,8 +181,9 @@ def test_rsync_that_kept_some_times(tmp_path: Path) -> None:
 
 def test_rsync_that_kept_layer_times_only(tmp_path: Path) -> None:
     """Layers kept their times, every manifest and config was rewritten at once."""
-    r = history_then_restore(tmp_path / "cache", 5, ("latest",), HOUR_NS, 2 * DAY, 0,
-                             preserved=5)  # (nothing copied yet)
+    r = history_then_restore(
+        tmp_path / "cache", 5, ("latest",), HOUR_NS, 2 * DAY, 0, preserved=5
+    )  # (nothing copied yet)
     docs = [*r.old, *(_config_of(r.root, m) for m in r.old)]
     copy_times([r.root / "blobs" / "sha256" / d[7:] for d in docs], r.restore_ns, 3 * S, 4)
     new = new_export(r, 20 * MIN)
@@ -284,8 +300,7 @@ def test_history_json_says_the_evidence(tmp_path: Path) -> None:
     new = new_export(r, 5 * MIN)
     doc = json.loads(run_cli("history", "--json", str(r.root)).stdout)
     got = [(e["digest"], e["createdFrom"], e["mtimeRejected"]) for e in doc["exports"]]
-    assert got == [(new, "mtime", None), *((d, "createdat", "copied-batch")
-                                           for d in reversed(r.old))]
+    assert got == [(new, "mtime", None), *((d, "createdat", "copied-batch") for d in reversed(r.old))]
     table = run_cli("history", str(r.root)).stdout
     assert table.count(" *") == 3 and "* no credible manifest mtime (a copy's" in table
     show = run_cli("show", str(r.root), "~1").stdout

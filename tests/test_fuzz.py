@@ -19,38 +19,66 @@ from ocicache.format import documents as docs
 from ocicache.format.digest import parse_digest
 from ocicache.synth import history_dir
 
-FAST = settings(max_examples=60, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FAST = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
-json_scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-                | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                                max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=20,
 )
 DIGEST = "sha256:" + "ab" * 32
-KEYS = ["schemaVersion", "mediaType", "manifests", "config", "layers", "records", "digest",
-        "size", "blob", "parent", "layer", "createdAt", "annotations", "inputs"]
-MEDIA = ["application/vnd.buildkit.cacheconfig.v0", "application/vnd.oci.image.manifest.v1+json",
-         "application/vnd.oci.image.index.v1+json",
-         "application/vnd.docker.distribution.manifest.list.v2+json",
-         "application/vnd.oci.image.layer.v1.tar+gzip"]
+KEYS = [
+    "schemaVersion",
+    "mediaType",
+    "manifests",
+    "config",
+    "layers",
+    "records",
+    "digest",
+    "size",
+    "blob",
+    "parent",
+    "layer",
+    "createdAt",
+    "annotations",
+    "inputs",
+]
+MEDIA = [
+    "application/vnd.buildkit.cacheconfig.v0",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+]
 # JSON shaped like our documents: the known keys, media types and digests, in any combination.
 doc_values = st.recursive(
     json_scalars | st.sampled_from([DIGEST, *MEDIA, -1, 0, 1, 2, 2**63, -(2**63)]),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-        st.sampled_from(KEYS) | st.text(max_size=5), inner, max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=5), inner, max_size=6)
+    ),
     max_leaves=30,
 )
 
 
 def _parse_all(doc: object) -> None:
-    for fn in (lambda d: docs.parse_index(d),
-               lambda d: docs.parse_cache_manifest(d, DIGEST, "m"),
-               lambda d: docs.parse_cache_config(d, DIGEST, "c"),
-               lambda d: docs.parse_other_manifest(d, DIGEST, "o")):
+    for fn in (
+        lambda d: docs.parse_index(d),
+        lambda d: docs.parse_cache_manifest(d, DIGEST, "m"),
+        lambda d: docs.parse_cache_config(d, DIGEST, "c"),
+        lambda d: docs.parse_other_manifest(d, DIGEST, "o"),
+    ):
         with contextlib.suppress(CorruptError):
             fn(doc)
 
@@ -111,6 +139,7 @@ def test_resolve(exports: list[Any], ref: str) -> None:
         resolve(exports, ref)
 
 
+@pytest.mark.slow
 def test_fixture_documents_survive_mutation() -> None:
     """Every real document with one key dropped or one value replaced: CorruptError or a value."""
     fixtures = Path(__file__).parent.parent / "fixtures" / "buildkit-v0.32.2"
@@ -128,8 +157,13 @@ def _mutate_walk(doc: Any, check: Any) -> None:
     stack: list[Any] = [doc]
     while stack:
         node = stack.pop()
-        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node)) \
-            if isinstance(node, list) else []
+        items = (
+            list(node.items())
+            if isinstance(node, dict)
+            else list(enumerate(node))
+            if isinstance(node, list)
+            else []
+        )
         for key, value in items:
             for replacement in (None, -1, 2**64, "x", {}):
                 node[key] = replacement
@@ -160,8 +194,7 @@ def test_whole_directory(index: Any, blobs: list[Any]) -> None:
             digests.append("sha256:" + hexpart)
         # Point the index (and the documents) at each other now and then.
         if isinstance(index, dict) and digests:
-            index["manifests"] = [{"mediaType": MEDIA[1], "digest": d, "size": 1}
-                                  for d in digests]
+            index["manifests"] = [{"mediaType": MEDIA[1], "digest": d, "size": 1} for d in digests]
             (root / "index.json").write_text(json.dumps(index))
         try:
             snap = api.read(root)
@@ -173,8 +206,7 @@ def test_whole_directory(index: Any, blobs: list[Any]) -> None:
 
 def _nodes(doc: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     out = [path]
-    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) \
-        else []
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else []
     for k, v in items:
         out.extend(_nodes(v, (*path, k)))
     return out
@@ -191,8 +223,11 @@ def _replace(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
 
 
 @settings(max_examples=60, deadline=None)
-@given(which=st.sampled_from(["config", "manifest"]), pick=st.integers(min_value=0),
-       value=doc_values | st.sampled_from([-1, 0, 1, 5, 2**63, "sha256:" + "0" * 64]))
+@given(
+    which=st.sampled_from(["config", "manifest"]),
+    pick=st.integers(min_value=0),
+    value=doc_values | st.sampled_from([-1, 0, 1, 5, 2**63, "sha256:" + "0" * 64]),
+)
 def test_mutated_export(which: str, pick: int, value: Any) -> None:
     """A real-shaped export with one node of its config or manifest replaced (digests kept
     right): history, show and check report it, never crash."""

@@ -30,18 +30,34 @@ FAR = BASE_NS + 1000 * 24 * HOUR_NS  # "now" long after every synthetic write
 
 
 # -- units ---------------------------------------------------------------------------------
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("36h", 36 * 3600), ("7d", 7 * 86400), ("90m", 5400), ("30s", 30), ("0", 0),
-    ("1h30m", 5400), ("2w", 14 * 86400),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("36h", 36 * 3600),
+        ("7d", 7 * 86400),
+        ("90m", 5400),
+        ("30s", 30),
+        ("0", 0),
+        ("1h30m", 5400),
+        ("2w", 14 * 86400),
+    ],
+)
 def test_durations(text: str, seconds: int) -> None:
     assert parse_duration_ns(text, "--grace") == seconds * S
 
 
-@pytest.mark.parametrize(("text", "n"), [
-    ("5GB", 5 * 10**9), ("500MiB", 500 << 20), ("1.5G", 1_500_000_000), ("1234", 1234),
-    ("10kB", 10_000), ("2KiB", 2048), ("0", 0),
-])
+@pytest.mark.parametrize(
+    ("text", "n"),
+    [
+        ("5GB", 5 * 10**9),
+        ("500MiB", 500 << 20),
+        ("1.5G", 1_500_000_000),
+        ("1234", 1234),
+        ("10kB", 10_000),
+        ("2KiB", 2048),
+        ("0", 0),
+    ],
+)
 def test_sizes(text: str, n: int) -> None:
     assert parse_size(text, "--max-size") == n
 
@@ -86,9 +102,12 @@ def test_keep_last_within_and_ref(tmp_path: Path) -> None:
     ex = api.history(root).exports
     newest_older = ex[1].created_ns
     assert newest_older is not None
-    r = api.gc(root, Policy(keep_last=1, keep_refs=(ex[5].digest[:19],),
-                            keep_within_ns=FAR - ex[2].created_ns),  # type: ignore[operator]
-               now_ns=FAR, dry_run=True)
+    r = api.gc(
+        root,
+        Policy(keep_last=1, keep_refs=(ex[5].digest[:19],), keep_within_ns=FAR - ex[2].created_ns),  # type: ignore[operator]
+        now_ns=FAR,
+        dry_run=True,
+    )
     rules = _rules(r)
     assert rules[ex[0].digest] == ["index", "keep-within"]
     assert rules[ex[1].digest] == ["keep-last", "keep-within"]
@@ -108,8 +127,7 @@ def test_keep_ref_not_found_deletes_nothing(tmp_path: Path) -> None:
 def test_every_tag_and_pin_is_kept(tmp_path: Path) -> None:
     root, b = _history(tmp_path, n=6, tags=("a", "b", "c"))
     old = api.history(root).exports[-1]
-    b.point("keepme", old.digest, old.manifest_size,
-            extra_annotations={"dev.ocicache.pinned": "true"})
+    b.point("keepme", old.digest, old.manifest_size, extra_annotations={"dev.ocicache.pinned": "true"})
     r = api.gc(root, Policy(), now_ns=FAR)
     kept = _rules(r)
     assert len(kept) == 4 and kept[old.digest] == ["pinned"]
@@ -138,8 +156,10 @@ def test_grace_protects_young_blobs_and_manifests_with_old_layers(tmp_path: Path
     ex = api.history(root).exports
     # An export in progress: re-uses the oldest export's (old) layers, writes a young config
     # and manifest, and has not updated index.json yet.
-    layer_docs = [{"mediaType": x.media_type, "digest": x.digest, "size": x.size,
-                   "annotations": dict(x.annotations)} for x in ex[2].layers]
+    layer_docs = [
+        {"mediaType": x.media_type, "digest": x.digest, "size": x.size, "annotations": dict(x.annotations)}
+        for x in ex[2].layers
+    ]
     b.tick(5 * 3600)  # the history is hours old; the export in progress is minutes old
     new_layer = b.layer("in-progress")
     now = b.clock_ns + 10 * 60 * S
@@ -151,6 +171,32 @@ def test_grace_protects_young_blobs_and_manifests_with_old_layers(tmp_path: Path
     after = api.history(root)
     assert next(e for e in after.exports if e.digest == young).complete
     assert_consistent(root)
+
+
+def test_stable_until_is_when_grace_runs_out(tmp_path: Path) -> None:
+    """gc_plan.stable_until (GcResult.stable_until_ns of a dry run): the plan holds until then."""
+    import shutil
+    import time
+
+    from ocicache.core.gc_plan import make_plan, stable_until
+
+    d = tmp_path / "cache"
+    shutil.copytree(FIXTURES / "f-tags", d)
+    now = time.time_ns()
+    for f in d.rglob("*"):
+        os.utime(f, ns=(now, now - 10 * 86400 * S), follow_symlinks=False)
+    young = sorted((d / "blobs" / "sha256").iterdir())[0]
+    os.utime(young, ns=(now, now - 600 * S))  # 10 minutes old
+    policy = Policy(keep_last=0, keep_within_ns=None, keep_refs=(), max_size=None, grace_ns=HOUR_NS)
+    snap = api.read(d)
+    until = stable_until(snap.inventory, snap.exports, policy, now)
+    assert until == now - 600 * S + HOUR_NS
+    plan = make_plan(snap.inventory, snap.exports, policy, now)
+    later = make_plan(snap.inventory, snap.exports, policy, until - 1)
+    assert (plan.kept, plan.blobs, plan.ingest) == (later.kept, later.blobs, later.ingest)
+    # Without keep_within and with every blob older than grace: forever.
+    old = Policy(keep_last=0, keep_within_ns=None, keep_refs=(), max_size=None, grace_ns=0)
+    assert stable_until(snap.inventory, snap.exports, old, now) == 1 << 62
 
 
 def test_young_config_without_manifest_keeps_its_layers(tmp_path: Path) -> None:
@@ -288,14 +334,18 @@ def test_concurrent_index_change_replans(tmp_path: Path, monkeypatch: pytest.Mon
     assert_consistent(root)
 
 
-def test_held_lock_is_never_contended(tmp_path: Path) -> None:
+def test_held_lock_is_never_contended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A process holding index.json.lock while index.json holds still (a stuck holder, not a
     write): gc never takes the lock (BuildKit's exporter fails the build at once on any
     holder), reads index.json as it is, says so, and goes on; the dry run too."""
     import fcntl
 
+    import ocicache.store.indexread as indexread
     from ocicache.ops import gc_apply
 
+    # Each of gc's reads of index.json waits this long for the holder first (2 s by default:
+    # 16 s for the two runs); how long is not what is tested here (test_index_safety.py).
+    monkeypatch.setattr(indexread, "WAIT_S", 0.2)
     root, _ = _history(tmp_path)
     fd = os.open(root / "index.json.lock", os.O_RDWR | os.O_CREAT)
     try:
@@ -338,10 +388,10 @@ def test_cli_text_report(tmp_path: Path, capsys: Any) -> None:
     assert "dry run: nothing was changed" in out
 
 
-@pytest.mark.parametrize(("opt", "value"), [("--grace", "soon"), ("--keep-within", "-1d"),
-                                            ("--max-size", "big")])
-def test_cli_bad_values_exit_2_naming_the_option(tmp_path: Path, capsys: Any, opt: str,
-                                                 value: str) -> None:
+@pytest.mark.parametrize(
+    ("opt", "value"), [("--grace", "soon"), ("--keep-within", "-1d"), ("--max-size", "big")]
+)
+def test_cli_bad_values_exit_2_naming_the_option(tmp_path: Path, capsys: Any, opt: str, value: str) -> None:
     root, _ = _history(tmp_path, n=2)
     code, _, err = cli(capsys, "gc", str(root), opt, value)
     assert code == 2 and opt in err
@@ -393,19 +443,37 @@ def test_foreign_index_deleted_before_the_manifests_it_references(tmp_path: Path
     root, b = _history(tmp_path, n=2)
     cfg = b.blob(compact({"architecture": "amd64", "os": "linux", "rootfs": {}}))
     layer = b.orphan("img")
-    image = b.blob(compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                       "digest": cfg, "size": 60},
-                            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                                        "digest": layer, "size": 64}]}))
-    index = b.blob(compact({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
-        {"mediaType": mt.OCI_MANIFEST, "digest": image, "size": 300}]}))
+    image = b.blob(
+        compact(
+            {
+                "schemaVersion": 2,
+                "mediaType": mt.OCI_MANIFEST,
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": cfg,
+                    "size": 60,
+                },
+                "layers": [
+                    {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": 64}
+                ],
+            }
+        )
+    )
+    index = b.blob(
+        compact(
+            {
+                "schemaVersion": 2,
+                "mediaType": mt.OCI_INDEX,
+                "manifests": [{"mediaType": mt.OCI_MANIFEST, "digest": image, "size": 300}],
+            }
+        )
+    )
     r = api.gc(root, Policy(), now_ns=FAR, dry_run=True)
     order = [d.digest for d in r.plan.blobs]
     assert order.index(index) < order.index(image) < order.index(cfg)
     assert [d.kind for d in r.plan.blobs] == sorted(
-        (d.kind for d in r.plan.blobs),
-        key=["manifest", "cache-config", "layer", "unknown"].index)
+        (d.kind for d in r.plan.blobs), key=["manifest", "cache-config", "layer", "unknown"].index
+    )
     # Referenced from index.json (a foreign entry), its whole closure is kept.
     b.point("image", index, 100, mt.OCI_INDEX)
     kept = api.gc(root, Policy(), now_ns=FAR)

@@ -45,20 +45,30 @@ def _gc_loop(root: Path, stop: threading.Event, codes: list[int], errors: list[s
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("OCICACHE_GC_SETTLE", None)  # gc's default settings
     while not stop.is_set():
-        p = subprocess.run([sys.executable, "-m", "ocicache", "gc", str(root)],
-                           capture_output=True, text=True, env=env, timeout=300)
+        p = subprocess.run(
+            [sys.executable, "-m", "ocicache", "gc", str(root)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         codes.append(p.returncode)
         if p.returncode not in (0, 7):
             errors.append(p.stderr)
 
 
+@pytest.mark.slow
 @needs_buildkit
 @pytest.mark.parametrize("strategy", ["default", "exchange"])
 def test_gc_during_real_exports_keeps_every_export_importable(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strategy: str) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strategy: str
+) -> None:
     """`default`: gc's own choice (here, dropping about half: blob by blob); `exchange`: gc
     swaps blobs/sha256 whole whenever it drops anything, BuildKit writing beside it."""
-    monkeypatch.delenv("OCICACHE_GC_SETTLE", raising=False)  # default settings in-process too
+    # The gc loop racing the exports runs with every default (_gc_loop), its 3 s settle wait
+    # included. The in-process gc after each build keeps the short settle of the other tests
+    # (conftest): no export can land while it runs (the builds are this thread's), so its wait
+    # would wait for nothing, 3 s a build (36 of this test's 55 s).
     if strategy == "exchange":
         monkeypatch.setenv(gc_apply.EXCHANGE_ENV, "always")  # the gc loop's processes too
     else:
@@ -84,8 +94,13 @@ def test_gc_during_real_exports_keeps_every_export_importable(
                 ager = threading.Timer(0.3 + 0.1 * (k % 5), _age, (cache, 3 * 3600))
                 ager.start()
                 for _ in range(3):
-                    r = bk.build(ctx[v], "--export-cache", f"type=local,dest={cache},mode=max",
-                                 "--import-cache", f"type=local,src={cache}")
+                    r = bk.build(
+                        ctx[v],
+                        "--export-cache",
+                        f"type=local,dest={cache},mode=max",
+                        "--import-cache",
+                        f"type=local,src={cache}",
+                    )
                     # BuildKit's exporter fails at once when anyone holds index.json.lock, even
                     # a shared reader (its own importer included); gc never takes it, but the
                     # read commands' instant of shared lock on an existing lock file can meet
@@ -110,7 +125,6 @@ def test_gc_during_real_exports_keeps_every_export_importable(
     current = json.loads((cache / "index.json").read_bytes())["manifests"][-1]["digest"]
     assert current == landed[-1]
     with daemon(tmp_path / "fresh") as fresh:  # an empty build cache: only the import helps
-        r = fresh.build(ctx["two"], "--import-cache",
-                        f"type=local,src={cache},digest={current}")
+        r = fresh.build(ctx["two"], "--import-cache", f"type=local,src={cache},digest={current}")
         assert r.returncode == 0, r.stderr[-2000:]
         assert cached_steps(r.stderr) == STEPS, r.stderr[-3000:]

@@ -71,7 +71,8 @@ def test_exchange_is_used_and_keeps_exactly_what_the_plan_keeps(tmp_path: Path) 
 
 
 def test_a_folder_appearing_just_before_the_exchange_is_put_back_whole(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Not a blob (a folder under a digest name, after gc's last look): it goes back into
     blobs/sha256 as it was, contents and all, and is left alone there."""
     root, _ = _cache(tmp_path)
@@ -92,7 +93,8 @@ def test_a_folder_appearing_just_before_the_exchange_is_put_back_whole(
 
 
 def test_a_blob_landing_just_before_the_exchange_is_put_back(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """BuildKit renames a new layer into blobs/sha256 after gc's last look: it lands in the
     folder gc exchanges out, and the settle links it back at once."""
     root, before = _cache(tmp_path)
@@ -116,7 +118,8 @@ def test_a_blob_landing_just_before_the_exchange_is_put_back(
 
 @pytest.mark.parametrize("then", ["gc", "pin", "repair"])
 def test_killed_right_after_the_exchange_the_next_run_settles_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, then: str) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, then: str
+) -> None:
     """A run dies between the exchange and its settle, with a blob BuildKit renamed in just
     before: the next gc, pin or repair reads the journal, puts back everything it does not
     name (the kept blobs' second links, the arrival), and drops it."""
@@ -172,7 +175,8 @@ def test_a_journal_cut_short_means_the_exchange_never_happened(tmp_path: Path) -
 
 @pytest.mark.parametrize("grace", [0, 3600])
 def test_a_blob_rewritten_since_the_plan_goes_back(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, grace: int) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, grace: int
+) -> None:
     """The exchange moves the whole folder: a dropped blob that is no longer the file the plan
     saw (written anew: another mtime) is found by the same lstat the blob-by-blob move makes,
     in the quarantine (at once with a grace, in the purge with `--grace 0`), and put back."""
@@ -226,7 +230,8 @@ def test_the_new_folder_gets_the_extended_attributes_of_the_old(tmp_path: Path) 
 
 
 def test_no_exchange_when_the_folder_cannot_be_made_alike(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An extended attribute of blobs/sha256 that cannot be read (or given to a new folder):
     gc moves blob by blob instead."""
     root, _ = _cache(tmp_path)
@@ -239,12 +244,12 @@ def test_no_exchange_when_the_folder_cannot_be_made_alike(
 
 
 def test_no_exchange_when_an_attribute_cannot_be_copied(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root, _ = _cache(tmp_path)
     ino = _folder(root)
     real = quarantine.xattrs
-    monkeypatch.setattr(gc_apply, "xattrs", lambda fd: {**(real(fd) or {}),
-                                                        "security.selinux": b"label\0"})
+    monkeypatch.setattr(gc_apply, "xattrs", lambda fd: {**(real(fd) or {}), "security.selinux": b"label\0"})
 
     def refuse(*args: Any) -> None:
         raise OSError(errno.EPERM, "Operation not permitted")
@@ -271,7 +276,8 @@ def test_no_exchange_without_hard_links(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_blobs_changing_before_the_exchange_mean_blob_by_blob(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A layer lands while gc links the kept blobs: blobs/sha256 is not the folder gc listed,
     so it does not exchange it (blob by blob never touches what it did not plan)."""
     root, before = _cache(tmp_path)

@@ -33,13 +33,16 @@ class Scenario:
 def scenarios(draw: st.DrawFn) -> Scenario:
     n = draw(st.integers(1, 6))
     tags = draw(st.sampled_from([("latest",), ("a", "b"), ("a", "b", "c")]))
-    exports = [{
-        "shape": draw(st.sampled_from("ABC")),
-        "tag": None if draw(st.integers(0, 5)) == 0 else tags[i % len(tags)],
-        "own": draw(st.integers(1, 3)),  # every export builds at least one new step
-        "reuse": draw(st.integers(0, 2)),  # layers re-used from earlier exports
-        "gap_h": draw(st.sampled_from([0.0, 0.5, 2.0, 30.0])),
-    } for i in range(n)]
+    exports = [
+        {
+            "shape": draw(st.sampled_from("ABC")),
+            "tag": None if draw(st.integers(0, 5)) == 0 else tags[i % len(tags)],
+            "own": draw(st.integers(1, 3)),  # every export builds at least one new step
+            "reuse": draw(st.integers(0, 2)),  # layers re-used from earlier exports
+            "gap_h": draw(st.sampled_from([0.0, 0.5, 2.0, 30.0])),
+        }
+        for i in range(n)
+    ]
     grace_h = draw(st.sampled_from([0.0, 1.0, 3.0]))
     policy = Policy(
         keep_last=draw(st.integers(0, 3)),
@@ -47,9 +50,14 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         max_size=draw(st.none() | st.integers(0, 3000)),
         grace_ns=int(grace_h * HOUR_NS),
     )
-    return Scenario(exports, draw(st.integers(0, 2)), draw(st.integers(0, 3)),
-                    draw(st.lists(st.sampled_from([0.1, 5.0]), max_size=2)), policy,
-                    draw(st.sampled_from([0.0, 0.5, 2.0, 48.0])))
+    return Scenario(
+        exports,
+        draw(st.integers(0, 2)),
+        draw(st.integers(0, 3)),
+        draw(st.lists(st.sampled_from([0.1, 5.0]), max_size=2)),
+        policy,
+        draw(st.sampled_from([0.0, 0.5, 2.0, 48.0])),
+    )
 
 
 def build(root: Path, sc: Scenario, draw_index: int = 0) -> int:
@@ -60,7 +68,7 @@ def build(root: Path, sc: Scenario, draw_index: int = 0) -> int:
     for i, e in enumerate(sc.exports):
         b.tick(e["gap_h"] * 3600)
         own = [b.layer(f"e{i}l{j}", size=40 + 13 * j) for j in range(e["own"])]
-        reused = written[-e["reuse"]:] if e["reuse"] and written else []
+        reused = written[-e["reuse"] :] if e["reuse"] and written else []
         layers = list({x["digest"]: x for x in [*base, *reused, *own]}.values())
         b.export(layers, tag=e["tag"], shape=e["shape"])
         written.extend(own)
@@ -72,6 +80,7 @@ def build(root: Path, sc: Scenario, draw_index: int = 0) -> int:
     return now
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sc=scenarios())
 def test_gc_invariants(sc: Scenario) -> None:
@@ -81,8 +90,7 @@ def test_gc_invariants(sc: Scenario) -> None:
         before = api.history(root)
         complete_before = {e.digest for e in before.exports if e.complete}
         index_blobs = {d for e in before.exports if e.referenced_by_index for d in e.blobs}
-        young = {b.digest for b in before.inventory.blobs.values()
-                 if now - b.mtime_ns < sc.policy.grace_ns}
+        young = {b.digest for b in before.inventory.blobs.values() if now - b.mtime_ns < sc.policy.grace_ns}
         history_before = stable_history(root)
         names_before = blob_names(root)
         policy = sc.policy
@@ -133,18 +141,27 @@ class Layout:
 @st.composite
 def layouts(draw: st.DrawFn) -> Layout:
     n = draw(st.integers(1, 5))
-    exports = [{
-        "shape": draw(st.sampled_from("ABC")),
-        "tag": draw(st.sampled_from([None, "latest", "a", "b"])),
-        "own": draw(st.integers(0, 3)),
-        "reuse": draw(st.integers(0, 3)),
-        # the same layers exported again in another shape: a second manifest over the same
-        # cache config blob (shared manifest-level content)
-        "twin": draw(st.sampled_from([None, None, "A", "B"])),
-    } for _ in range(n)]
-    return Layout(exports, draw(st.lists(st.integers(0, 30), max_size=4, unique=True)),
-                  draw(st.none() | st.integers(0, n - 1)), draw(st.integers(0, 2)),
-                  draw(st.integers(0, 2)), draw(st.booleans()), draw(st.integers(0, 20)))
+    exports = [
+        {
+            "shape": draw(st.sampled_from("ABC")),
+            "tag": draw(st.sampled_from([None, "latest", "a", "b"])),
+            "own": draw(st.integers(0, 3)),
+            "reuse": draw(st.integers(0, 3)),
+            # the same layers exported again in another shape: a second manifest over the same
+            # cache config blob (shared manifest-level content)
+            "twin": draw(st.sampled_from([None, None, "A", "B"])),
+        }
+        for _ in range(n)
+    ]
+    return Layout(
+        exports,
+        draw(st.lists(st.integers(0, 30), max_size=4, unique=True)),
+        draw(st.none() | st.integers(0, n - 1)),
+        draw(st.integers(0, 2)),
+        draw(st.integers(0, 2)),
+        draw(st.booleans()),
+        draw(st.integers(0, 20)),
+    )
 
 
 def write_layout(root: Path, lay: Layout) -> int:
@@ -157,7 +174,7 @@ def write_layout(root: Path, lay: Layout) -> int:
     manifests: list[str] = []
     for i, e in enumerate(lay.exports):
         own = [b.layer(f"e{i}l{j}", size=30 + 41 * j + i) for j in range(e["own"])]
-        reused = written[-e["reuse"]:] if e["reuse"] else []
+        reused = written[-e["reuse"] :] if e["reuse"] else []
         layers = list({x["digest"]: x for x in [*reused, *own]}.values()) or written[:1]
         manifests.append(b.export(layers, tag=e["tag"], shape=e["shape"]))
         if e["twin"] is not None and e["twin"] != e["shape"]:
@@ -165,12 +182,19 @@ def write_layout(root: Path, lay: Layout) -> int:
         written.extend(own)
     if lay.foreign:
         cfg = b.blob(compact({"architecture": "amd64", "os": "linux", "rootfs": {}}))
-        shared = written[:lay.foreign]
-        image = compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                    "digest": cfg, "size": 60},
-                         "layers": [{k: x[k] for k in ("mediaType", "digest", "size")}
-                                    for x in shared]})
+        shared = written[: lay.foreign]
+        image = compact(
+            {
+                "schemaVersion": 2,
+                "mediaType": mt.OCI_MANIFEST,
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": cfg,
+                    "size": 60,
+                },
+                "layers": [{k: x[k] for k in ("mediaType", "digest", "size")} for x in shared],
+            }
+        )
         b.point("image", b.blob(image), len(image))
     for o in range(lay.orphans):
         b.orphan(str(o))
@@ -193,8 +217,14 @@ def _freed(root: Path, keep: list[str], now: int, dry_run: bool = True) -> dict[
     return {b.digest: b.size for b in blobs}
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-          derandomize=True, database=None)
+@pytest.mark.slow
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+    database=None,
+)
 @given(lay=layouts())
 def test_unique_is_what_gc_frees_when_that_export_alone_is_dropped(lay: Layout) -> None:
     """UNIQUE (history, show) == the bytes `gc --grace 0` frees beyond what it frees anyway
@@ -209,9 +239,9 @@ def test_unique_is_what_gc_frees_when_that_export_alone_is_dropped(lay: Layout) 
         for e in exports:
             on_disk = [d for d in e.blobs if d in inv.blobs]
             assert e.size == sum(inv.blobs[d].size for d in on_disk)
-            assert e.missing_bytes == sum(x.size for x in (*e.layers, *([e.config] if e.config
-                                                                       else []))
-                                          if x.digest in e.missing)
+            assert e.missing_bytes == sum(
+                x.size for x in (*e.layers, *([e.config] if e.config else [])) if x.digest in e.missing
+            )
             assert e.unique_size <= e.size
             old = drop_from_index(root, e.digest)
             try:

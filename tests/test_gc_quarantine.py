@@ -42,17 +42,24 @@ def _repoint(root: Path, digest: str, tag: str = "latest") -> None:
     """BuildKit's index update: under its exclusive flock, drop the entry with `tag`, append
     one for `digest`, rewrite index.json in place (truncate + write)."""
     path = root / "blobs" / "sha256" / digest[7:]
-    size = path.stat().st_size if path.exists() else next(
-        (root / QUARANTINE).glob(f"q-*/sha256/{digest[7:]}")).stat().st_size
+    size = (
+        path.stat().st_size
+        if path.exists()
+        else next((root / QUARANTINE).glob(f"q-*/sha256/{digest[7:]}")).stat().st_size
+    )
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         with index_lock(fd, timeout=10):
             index = json.loads((root / "index.json").read_bytes())
-            entries = [e for e in index["manifests"]
-                       if e.get("annotations", {}).get(ANN_REF_NAME) != tag]
-            entries.append({"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                            "digest": digest, "size": size,
-                            "annotations": {ANN_REF_NAME: tag}})
+            entries = [e for e in index["manifests"] if e.get("annotations", {}).get(ANN_REF_NAME) != tag]
+            entries.append(
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": digest,
+                    "size": size,
+                    "annotations": {ANN_REF_NAME: tag},
+                }
+            )
             index["manifests"] = entries
             with open(root / "index.json", "r+b") as f:
                 f.truncate(0)
@@ -97,7 +104,8 @@ def _hook_wait(monkeypatch: pytest.MonkeyPatch, action: Any) -> list[int]:
 
 
 def test_default_gc_moves_into_the_quarantine_and_deletes_nothing(
-        cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch, strategy: str) -> None:
+    cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch, strategy: str
+) -> None:
     root, _ = cache
     monkeypatch.setenv(gc_apply.SETTLE_ENV, "0")
     before = blob_names(root)
@@ -111,7 +119,11 @@ def test_default_gc_moves_into_the_quarantine_and_deletes_nothing(
     for n in blob_names(root):
         st = (root / "blobs" / "sha256" / n).stat()
         assert (st.st_ino, st.st_mtime_ns, st.st_mode, st.st_nlink) == (
-            kept[n].st_ino, kept[n].st_mtime_ns, kept[n].st_mode, kept[n].st_nlink)
+            kept[n].st_ino,
+            kept[n].st_mtime_ns,
+            kept[n].st_mode,
+            kept[n].st_nlink,
+        )
     moved = {b.name for b in r.deleted}
     assert moved and r.quarantine is not None
     assert _held(root) == moved  # nothing deleted: every dropped blob is in the quarantine
@@ -125,7 +137,8 @@ def test_default_gc_moves_into_the_quarantine_and_deletes_nothing(
 
 
 def test_identical_export_landing_during_the_settle_is_put_back(
-        cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """BuildKit found the old manifest present (nothing to write), gc moved it, then BuildKit
     re-pointed `latest` at it: the final re-read puts it back with everything it names."""
     root, digests = cache
@@ -142,7 +155,8 @@ def test_identical_export_landing_during_the_settle_is_put_back(
 
 
 def test_identical_export_landing_after_gc_is_put_back_by_the_next_run(
-        cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root, digests = cache
     monkeypatch.setenv(gc_apply.SETTLE_ENV, "0")
     oldest = digests[-1]
@@ -166,13 +180,15 @@ def test_identical_export_landing_after_gc_is_put_back_by_the_next_run(
 
 
 def test_export_reusing_a_moved_layer_gets_it_back(
-        cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """BuildKit found an old layer present, gc moved it (its export was dropped), then BuildKit
     wrote a new config and manifest naming it and re-pointed index.json."""
     root, digests = cache
     oldest = digests[-1]
-    reused = [d for d in _layers_of(root, oldest)[:-1]
-              if d not in _layers_of(root, digests[0])]  # layers only the oldest export has
+    reused = [
+        d for d in _layers_of(root, oldest)[:-1] if d not in _layers_of(root, digests[0])
+    ]  # layers only the oldest export has
     assert reused
 
     def land() -> None:
@@ -181,8 +197,14 @@ def test_export_reusing_a_moved_layer_gets_it_back(
         b.entries = json.loads((root / "index.json").read_bytes())["manifests"]
         old = json.loads((root / "blobs" / "sha256" / digests[0][7:]).read_bytes())
         layers = [x for x in old["layers"]][:1]
-        layers.append({"mediaType": layers[0]["mediaType"], "digest": reused[0],
-                       "size": 64, "annotations": layers[0]["annotations"]})
+        layers.append(
+            {
+                "mediaType": layers[0]["mediaType"],
+                "digest": reused[0],
+                "size": 64,
+                "annotations": layers[0]["annotations"],
+            }
+        )
         layers.append(b.layer("brand-new", created_ns=time.time_ns()))
         new = b.export(layers, tag=None, mtime_ns=time.time_ns())
         _repoint(root, new)
@@ -198,7 +220,8 @@ def test_export_reusing_a_moved_layer_gets_it_back(
 
 
 def test_reused_layer_export_landing_after_gc_is_completed_by_the_next_run(
-        cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root, digests = cache
     monkeypatch.setenv(gc_apply.SETTLE_ENV, "0")
     oldest = digests[-1]
@@ -207,8 +230,9 @@ def test_reused_layer_export_landing_after_gc_is_completed_by_the_next_run(
     # The export lands after gc: its config and manifest are written, the layer is held.
     b = Builder(root)
     b.entries = json.loads((root / "index.json").read_bytes())["manifests"]
-    new = b.export(doc["layers"] + [b.layer("x", created_ns=time.time_ns())], tag=None,
-                   mtime_ns=time.time_ns())
+    new = b.export(
+        doc["layers"] + [b.layer("x", created_ns=time.time_ns())], tag=None, mtime_ns=time.time_ns()
+    )
     _repoint(root, new)
     assert not api.history(root).exports[0].complete
     api.gc(root, Policy())
@@ -218,7 +242,8 @@ def test_reused_layer_export_landing_after_gc_is_completed_by_the_next_run(
 
 
 def test_purged_once_older_than_grace_and_at_once_with_grace_0(
-        cache: tuple[Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache: tuple[Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root, _ = cache
     monkeypatch.setenv(gc_apply.SETTLE_ENV, "0")
     first = api.gc(root, Policy())
@@ -238,10 +263,10 @@ def test_purged_once_older_than_grace_and_at_once_with_grace_0(
     assert r.freed_bytes == sum(b.size for b in r.deleted)
 
 
-
 @pytest.mark.parametrize("grace", ["0", "1h"])
 def test_a_blob_written_anew_after_gc_moved_it_is_not_held_for_ever(
-        cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch, grace: str) -> None:
+    cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch, grace: str
+) -> None:
     """An export (or an image BuildKit writes into DIR) that checks for a blob after gc moved
     it finds it absent and writes it again: the quarantined copy is then a duplicate of a
     needed blob. It was kept with the needed ones, by every later gc too (.ocicache/ never
@@ -277,8 +302,10 @@ def test_a_blob_written_anew_after_gc_moved_it_is_not_held_for_ever(
     for d, data in saved.items():  # the copies in blobs/ are the ones kept
         assert (root / "blobs" / "sha256" / d[7:]).read_bytes() == data
 
-def test_quarantine_in_the_json_documents(cache: tuple[Path, list[str]],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_quarantine_in_the_json_documents(
+    cache: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from clirun import run_inprocess
 
     root, _ = cache
@@ -299,11 +326,17 @@ def test_quarantine_in_the_json_documents(cache: tuple[Path, list[str]],
 
 
 def _gc_proc(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "ocicache", "gc", str(root), *args],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ocicache", "gc", str(root), *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
+@pytest.mark.slow
 def test_two_gc_at_once_never_crash(tmp_path: Path) -> None:
     """Issue 10 item 8: two gc on one directory; anything already gone is simply gone."""
     for trial in range(3):
@@ -322,6 +355,7 @@ def test_two_gc_at_once_never_crash(tmp_path: Path) -> None:
         assert api.gc(root, Policy(grace_ns=0)).deleted == ()
 
 
+@pytest.mark.slow
 def test_pin_during_gc_is_never_left_dangling(tmp_path: Path) -> None:
     """Issue 10 item 3: pin and gc exclude each other (a flock on DIR): a pin that reported
     success names a manifest that is there, with its blobs, whatever the interleaving."""
@@ -392,6 +426,7 @@ def _exporter_loop(root: Path, scratch: Path, stop: threading.Event, landed: lis
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_back_to_back_gc_during_exports_loses_nothing(tmp_path: Path) -> None:
     """gc looping with default settings while exports land: after the loop and one more gc,
     every export that landed and is still current is complete; nothing was deleted for good."""

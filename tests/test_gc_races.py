@@ -29,13 +29,23 @@ ROOT = Path(__file__).parent.parent
 STRATEGIES = ("exchange", "rename")
 
 
-def _gc_process(root: Path, *args: str, delay: float, kill_after: int = -1,
-                strategy: str = "exchange") -> subprocess.Popen[bytes]:
-    env = {**os.environ, DELAY_ENV: str(delay), KILL_ENV: str(kill_after),
-           "PYTHONPATH": str(ROOT), EXCHANGE_ENV: "0" if strategy == "rename" else "always"}
-    return subprocess.Popen([sys.executable, "-m", "ocicache", "gc", str(root), *args],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+def _gc_process(
+    root: Path, *args: str, delay: float, kill_after: int = -1, strategy: str = "exchange"
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        DELAY_ENV: str(delay),
+        KILL_ENV: str(kill_after),
+        "PYTHONPATH": str(ROOT),
+        EXCHANGE_ENV: "0" if strategy == "rename" else "always",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "ocicache", "gc", str(root), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,24 +61,26 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[str]]:
     return root, blob_names(expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_sigkill_at_random_points_leaves_a_consistent_directory(
-        tmp_path: Path, template: tuple[Path, set[str]], strategy: str) -> None:
+    tmp_path: Path, template: tuple[Path, set[str]], strategy: str
+) -> None:
     tpl, expected = template
     rng = random.Random(20261127)
     killed_mid = 0
     dropped = len(blob_names(tpl)) - len(expected)
     # rename: blob moves + ingest file unlinks; exchange: kept blobs linked, the exchange,
     # ingest file unlinks, the purge's unlinks
-    total = (dropped + 4 * 5 if strategy == "rename"
-             else len(expected) + 1 + 4 * 5 + dropped)
+    total = dropped + 4 * 5 if strategy == "rename" else len(expected) + 1 + 4 * 5 + dropped
     for trial in range(14):
         root = tmp_path / f"t{trial}"
         shutil.copytree(tpl, root)
         before = blob_names(root)
         if trial < 10:  # a crash right after a random unlink (every phase boundary included)
-            proc = _gc_process(root, "--grace", "0", delay=0, kill_after=rng.randint(1, total),
-                               strategy=strategy)
+            proc = _gc_process(
+                root, "--grace", "0", delay=0, kill_after=rng.randint(1, total), strategy=strategy
+            )
         else:  # a kill at a random time (while planning, locking, deleting, or after)
             proc = _gc_process(root, "--grace", "0", delay=0.002, strategy=strategy)
             time.sleep(rng.uniform(0.1, 0.8))
@@ -137,10 +149,17 @@ def _exporter(root: Path, scratch: Path, delay: float, out: dict[str, str]) -> N
     try:
         with index_lock(fd, timeout=10):  # then index.json, under BuildKit's lock
             index = json.loads((root / "index.json").read_bytes())
-            entries = [e for e in index["manifests"]
-                       if e.get("annotations", {}).get(ANN_REF_NAME) != "latest"]
-            entries.append({"mediaType": manifest["mediaType"], "digest": digest, "size": size,
-                            "annotations": {ANN_REF_NAME: "latest"}})
+            entries = [
+                e for e in index["manifests"] if e.get("annotations", {}).get(ANN_REF_NAME) != "latest"
+            ]
+            entries.append(
+                {
+                    "mediaType": manifest["mediaType"],
+                    "digest": digest,
+                    "size": size,
+                    "annotations": {ANN_REF_NAME: "latest"},
+                }
+            )
             index["manifests"] = entries
             with open(root / "index.json", "r+b") as f:  # in place, like BuildKit
                 f.truncate(0)
@@ -150,9 +169,9 @@ def _exporter(root: Path, scratch: Path, delay: float, out: dict[str, str]) -> N
     out["digest"] = digest
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_concurrent_exporter_survives(tmp_path: Path, template: tuple[Path, set[str]],
-                                      strategy: str) -> None:
+def test_concurrent_exporter_survives(tmp_path: Path, template: tuple[Path, set[str]], strategy: str) -> None:
     """Only the safety property is asserted: whether the export raced gc's moves or not (the
     machine's load decides), the new export is complete and the directory consistent."""
     tpl, _ = template

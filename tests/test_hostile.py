@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from clirun import DOCUMENTED, Run, run_entry, run_inprocess, run_subprocess, tree
+from clirun import DOCUMENTED, Run, run_inprocess, run_subprocess, tree
 from foreign_helpers import Store, tar_gz
 
 from ocicache.format import mediatypes as mt
@@ -78,13 +78,18 @@ def sha(data: bytes) -> str:
 
 
 def index_with(base: Base, entries: list[dict[str, object]]) -> None:
-    (base.root / "index.json").write_bytes(compact(
-        {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}))
+    (base.root / "index.json").write_bytes(
+        compact({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries})
+    )
 
 
 def entry(digest: str, size: object = 10, tag: str = "latest") -> dict[str, object]:
-    return {"mediaType": mt.OCI_MANIFEST, "digest": digest, "size": size,
-            "annotations": {"org.opencontainers.image.ref.name": tag}}
+    return {
+        "mediaType": mt.OCI_MANIFEST,
+        "digest": digest,
+        "size": size,
+        "annotations": {"org.opencontainers.image.ref.name": tag},
+    }
 
 
 def secret_file(outside: Path, name: str, content: bytes | None = None) -> Path:
@@ -103,17 +108,27 @@ def swap_for_symlink(base: Base, digest: str, target: Path) -> None:
     p.symlink_to(target)
 
 
-def manifest_with(base: Base, config: dict[str, object], layers: list[str],
-                  tag: str = "latest") -> str:
+def manifest_with(base: Base, config: dict[str, object], layers: list[str], tag: str = "latest") -> str:
     """A shape-A cache manifest over a hand-written cache config, pointed at by `tag`."""
     b = base.b
     cdata = compact(config)
     cdig = b.blob(cdata)
-    descs = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d,
-              "size": blob(base.root, d).stat().st_size} for d in layers]
-    m = compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                 "config": {"mediaType": mt.CACHE_CONFIG, "digest": cdig, "size": len(cdata)},
-                 "layers": descs})
+    descs = [
+        {
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": d,
+            "size": blob(base.root, d).stat().st_size,
+        }
+        for d in layers
+    ]
+    m = compact(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.CACHE_CONFIG, "digest": cdig, "size": len(cdata)},
+            "layers": descs,
+        }
+    )
     mdig = b.blob(m)
     b.point(tag, mdig, len(m))
     return mdig
@@ -126,12 +141,16 @@ NEEDS_INDEX = {"history": 4, "show": 4}
 CASES: list[Case] = []
 
 
-def case(name: str, exits: dict[str, int] | None = None, codes: set[str] | None = None,
-         clean: bool = False,
-         ) -> Callable[[Callable[[Base, Path], str | None]], Callable[[Base, Path], str | None]]:
+def case(
+    name: str,
+    exits: dict[str, int] | None = None,
+    codes: set[str] | None = None,
+    clean: bool = False,
+) -> Callable[[Callable[[Base, Path], str | None]], Callable[[Base, Path], str | None]]:
     def wrap(fn: Callable[[Base, Path], str | None]) -> Callable[[Base, Path], str | None]:
         CASES.append(Case(name, fn, exits or {}, codes or set(), clean))
         return fn
+
     return wrap
 
 
@@ -178,10 +197,14 @@ def _unknown_alg(base: Base, outside: Path) -> str:
 
 @case("layer-digest-dotdot", BROKEN, {"invalid-document"})
 def _layer_dotdot(base: Base, outside: Path) -> str:
-    data = compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                    "config": {"mediaType": mt.CACHE_CONFIG, "digest": "sha256:../../../x",
-                               "size": 1},
-                    "layers": [{"mediaType": "x", "digest": "/etc/passwd", "size": 1}]})
+    data = compact(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.CACHE_CONFIG, "digest": "sha256:../../../x", "size": 1},
+            "layers": [{"mediaType": "x", "digest": "/etc/passwd", "size": 1}],
+        }
+    )
     d = base.b.blob(data)
     base.b.point("evil", d, len(data))
     return d
@@ -238,8 +261,7 @@ def _blob_dir(base: Base, outside: Path) -> str:
     return base.layers[0]
 
 
-@case("blobs-symlink", BROKEN,
-      {"index-missing-manifest", "stray"})
+@case("blobs-symlink", BROKEN, {"index-missing-manifest", "stray"})
 def _blobs_symlink(base: Base, outside: Path) -> str:
     (base.root / "blobs").rename(outside / "blobs")
     (base.root / "blobs").symlink_to(outside / "blobs")
@@ -308,8 +330,10 @@ def _index_huge(base: Base, outside: Path) -> str:
 def _index_big_valid(base: Base, outside: Path) -> None:
     """A valid index.json past the old 16 MiB read limit: read like any other."""
     size = blob(base.root, base.new).stat().st_size
-    big = {**entry(base.new, size), "annotations": {
-        "org.opencontainers.image.ref.name": "latest", "dev.example.note": "x" * (17 << 20)}}
+    big = {
+        **entry(base.new, size),
+        "annotations": {"org.opencontainers.image.ref.name": "latest", "dev.example.note": "x" * (17 << 20)},
+    }
     index_with(base, [big])
 
 
@@ -416,22 +440,29 @@ def _index_nan(base: Base, outside: Path) -> str:
     return "index.json"
 
 
-for _label, _size in (("negative", -1), ("fractional", 1.5), ("over-int64", 2**63),
-                      ("huge-float", "1e400"), ("string", "12")):
+for _label, _size in (
+    ("negative", -1),
+    ("fractional", 1.5),
+    ("over-int64", 2**63),
+    ("huge-float", "1e400"),
+    ("string", "12"),
+):
+
     def _mk(base: Base, outside: Path, size: object = _size) -> str:
         raw = size if isinstance(size, str) and size.startswith("1e") else json.dumps(size)
         e = compact(entry(base.new))
         e = e.replace(b'"size":10', b'"size":' + str(raw).encode())
-        (base.root / "index.json").write_bytes(
-            b'{"schemaVersion":2,"manifests":[' + e + b"]}")
+        (base.root / "index.json").write_bytes(b'{"schemaVersion":2,"manifests":[' + e + b"]}")
         return "index.json"
+
     CASES.append(Case(f"index-size-{_label}", _mk, TORN, {"invalid-document"}))
 
 
 @case("index-symlink-outside", TORN, {"torn-index"})
 def _index_symlink(base: Base, outside: Path) -> str:
-    target = secret_file(outside, "index.json", (base.root / "index.json").read_bytes()
-                         .replace(b"latest", SECRET.encode()))
+    target = secret_file(
+        outside, "index.json", (base.root / "index.json").read_bytes().replace(b"latest", SECRET.encode())
+    )
     (base.root / "index.json").unlink()
     (base.root / "index.json").symlink_to(target)
     return "index.json"
@@ -469,10 +500,16 @@ def _index_missing_manifest(base: Base, outside: Path) -> str:
 def _self_ref(base: Base, outside: Path) -> str:
     name = hashlib.sha256(b"self").hexdigest()
     digest = "sha256:" + name
-    data = compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                    "config": {"mediaType": mt.CACHE_CONFIG, "digest": digest, "size": 1},
-                    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                                "digest": digest, "size": 1}]})
+    data = compact(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.CACHE_CONFIG, "digest": digest, "size": 1},
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": 1}
+            ],
+        }
+    )
     put_raw(base.root, name, data)
     base.b.point("self", digest, len(data))
     return digest
@@ -481,8 +518,9 @@ def _self_ref(base: Base, outside: Path) -> str:
 @case("config-parent-loop", BROKEN, {"config-loop"})
 def _loop(base: Base, outside: Path) -> str:
     l0, l1 = base.layers[:2]
-    manifest_with(base, {"layers": [{"blob": l0, "parent": 1}, {"blob": l1}], "records": []},
-                  [l0, l1], tag="loop")
+    manifest_with(
+        base, {"layers": [{"blob": l0, "parent": 1}, {"blob": l1}], "records": []}, [l0, l1], tag="loop"
+    )
     return "parent links form a loop"
 
 
@@ -496,23 +534,39 @@ def _self_parent(base: Base, outside: Path) -> str:
 @case("config-out-of-range", BROKEN, {"config-out-of-range"})
 def _out_of_range(base: Base, outside: Path) -> str:
     l0 = base.layers[0]
-    manifest_with(base, {"layers": [{"blob": l0, "parent": 7}],
-                         "records": [{"digest": sha(b"r"), "layers": [{"layer": 9}]}]},
-                  [l0], tag="oor")
+    manifest_with(
+        base,
+        {"layers": [{"blob": l0, "parent": 7}], "records": [{"digest": sha(b"r"), "layers": [{"layer": 9}]}]},
+        [l0],
+        tag="oor",
+    )
     return "out of range"
 
 
-def _raw_export(base: Base, config: bytes, layers: list[str], tag: str,
-                edit: Callable[[bytes], bytes] = lambda m: m) -> str:
+def _raw_export(
+    base: Base, config: bytes, layers: list[str], tag: str, edit: Callable[[bytes], bytes] = lambda m: m
+) -> str:
     """A shape-A export over these exact config bytes; `edit` rewrites the manifest's bytes."""
     b = base.b
     cdig = b.blob(config)
-    descs = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d,
-              "size": blob(base.root, d).stat().st_size} for d in layers]
-    m = edit(compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                      "config": {"mediaType": mt.CACHE_CONFIG, "digest": cdig,
-                                 "size": len(config)},
-                      "layers": descs}))
+    descs = [
+        {
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": d,
+            "size": blob(base.root, d).stat().st_size,
+        }
+        for d in layers
+    ]
+    m = edit(
+        compact(
+            {
+                "schemaVersion": 2,
+                "mediaType": mt.OCI_MANIFEST,
+                "config": {"mediaType": mt.CACHE_CONFIG, "digest": cdig, "size": len(config)},
+                "layers": descs,
+            }
+        )
+    )
     mdig = b.blob(m)
     b.point(tag, mdig, len(m))
     return mdig
@@ -523,9 +577,13 @@ def _dup_manifest(base: Base, outside: Path) -> str:
     """A key repeated in a cache manifest: BuildKit (Go) keeps the last value, so does ocicache
     (the first value here is invalid); a warning, not an error."""
     l0 = base.layers[0]
-    return _raw_export(base, compact({"layers": [{"blob": l0, "parent": -1}], "records": []}),
-                       [l0], "dupm", lambda m: m.replace(b'{"schemaVersion":2,',
-                                                         b'{"schemaVersion":1,"schemaVersion":2,'))
+    return _raw_export(
+        base,
+        compact({"layers": [{"blob": l0, "parent": -1}], "records": []}),
+        [l0],
+        "dupm",
+        lambda m: m.replace(b'{"schemaVersion":2,', b'{"schemaVersion":1,"schemaVersion":2,'),
+    )
 
 
 @case("config-duplicate-keys", codes={"duplicate-key"})
@@ -549,14 +607,21 @@ def _deep_blob(base: Base, outside: Path) -> str:
 @case("blob-json-like-unreferenced", codes={"unreferenced-blob"})
 def _json_like(base: Base, outside: Path) -> str:
     """A blob that only starts like JSON (a layer of some unknown export): a leftover."""
-    return base.b.blob(b'{\x00\xff not json' * 100)
+    return base.b.blob(b"{\x00\xff not json" * 100)
 
 
 @case("manifest-oversize", codes={"oversize-document"})
 def _oversize(base: Base, outside: Path) -> str:
     l0 = base.layers[0]
-    return manifest_with(base, {"layers": [{"blob": l0, "parent": -1}], "records": [
-        {"digest": sha(str(i).encode())} for i in range(16_000)]}, [l0], tag="big")
+    return manifest_with(
+        base,
+        {
+            "layers": [{"blob": l0, "parent": -1}],
+            "records": [{"digest": sha(str(i).encode())} for i in range(16_000)],
+        },
+        [l0],
+        tag="big",
+    )
 
 
 @case("blob-mode-0666", codes={"mode-0666"})
@@ -646,9 +711,14 @@ def _foreign_index_of(base: Base, child: dict[str, object]) -> None:
 
 @case("foreign-child-invalid", BROKEN, {"invalid-document"})
 def _foreign_invalid(base: Base, outside: Path) -> str:
-    data = compact({"schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST,
-                    "config": {"mediaType": "x", "digest": "sha256:../../etc", "size": 1},
-                    "layers": []})
+    data = compact(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.DOCKER_MANIFEST,
+            "config": {"mediaType": "x", "digest": "sha256:../../etc", "size": 1},
+            "layers": [],
+        }
+    )
     d = base.b.blob(data)
     _foreign_index_of(base, {"mediaType": mt.DOCKER_MANIFEST, "digest": d, "size": len(data)})
     return d
@@ -672,7 +742,7 @@ def _big_digest() -> str:
     zeros = bytes(1 << 20)
     left = _BIG_SIZE - len(_BIG_HEAD)
     while left > 0:
-        h.update(zeros[:min(left, len(zeros))])
+        h.update(zeros[: min(left, len(zeros))])
         left -= len(zeros)
     return "sha256:" + h.hexdigest()
 
@@ -692,8 +762,16 @@ def _foreign_too_big(base: Base, outside: Path) -> str:
 def _foreign_size(base: Base, outside: Path) -> str:
     s = Store(base.root)
     layer = s.put(tar_gz("l", b"layer"), "application/vnd.oci.image.layer.v1.tar+gzip", "layer")
-    image = s.doc({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": s.empty(),
-                   "layers": [{**layer, "size": 7}]}, mt.OCI_MANIFEST, "manifest")
+    image = s.doc(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": s.empty(),
+            "layers": [{**layer, "size": 7}],
+        },
+        mt.OCI_MANIFEST,
+        "manifest",
+    )
     s.tag(image, "img")
     return str(layer["digest"])
 
@@ -734,8 +812,7 @@ def _restored(base: Base, outside: Path) -> None:
     t = base.b.clock_ns + 3 * DAY_NS
     _retime(base, t)
     base.b.clock_ns = t + 600 * 10**9
-    base.b.export([base.b.layer(f"l{i}", size=3000) for i in range(3)]
-                  + [base.b.layer("after", size=3000)])
+    base.b.export([base.b.layer(f"l{i}", size=3000) for i in range(3)] + [base.b.layer("after", size=3000)])
 
 
 @case("mtime-epoch")
@@ -753,8 +830,7 @@ def _odd_times(base: Base, outside: Path) -> None:
     """Step times a copy keeps as they are: none, Go's zero time, far future, not a time."""
     b = base.b
     descs = []
-    for i, when in enumerate(["", "0001-01-01T00:00:00Z", "2999-12-31T23:59:59.999999999Z",
-                              "yesterday"]):
+    for i, when in enumerate(["", "0001-01-01T00:00:00Z", "2999-12-31T23:59:59.999999999Z", "yesterday"]):
         d = b.layer(f"odd{i}", size=100)
         d["annotations"]["buildkit/createdat"] = when
         descs.append(d)
@@ -768,11 +844,11 @@ DEEP = 3000  # three times Python's default recursion limit
 @case("config-chain-deep")
 def _chain_deep(base: Base, outside: Path) -> None:
     """A cache config whose layers form one chain DEEP long (each the parent of the next)."""
-    layers = [base.b.blob(b"\x1f\x8b" + hashlib.sha256(str(i).encode()).digest())
-              for i in range(DEEP)]
-    config = {"layers": [{"blob": d, "parent": i - 1} for i, d in enumerate(layers)],
-              "records": [{"digest": sha(str(i).encode()), "layers": [{"layer": i}]}
-                          for i in range(DEEP)]}
+    layers = [base.b.blob(b"\x1f\x8b" + hashlib.sha256(str(i).encode()).digest()) for i in range(DEEP)]
+    config = {
+        "layers": [{"blob": d, "parent": i - 1} for i, d in enumerate(layers)],
+        "records": [{"digest": sha(str(i).encode()), "layers": [{"layer": i}]} for i in range(DEEP)],
+    }
     manifest_with(base, config, layers, tag="deep")
 
 
@@ -781,13 +857,27 @@ def _index_chain_deep(base: Base, outside: Path) -> None:
     """index.json names an OCI index nesting another, DEEP times, down to an image manifest."""
     b = base.b
     cfg = compact({"architecture": "amd64"})
-    m = compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                 "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                            "digest": b.blob(cfg), "size": len(cfg)}, "layers": []})
+    m = compact(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": b.blob(cfg),
+                "size": len(cfg),
+            },
+            "layers": [],
+        }
+    )
     digest, size, media_type = b.blob(m), len(m), mt.OCI_MANIFEST
     for _ in range(DEEP):
-        index = compact({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
-            {"mediaType": media_type, "digest": digest, "size": size}]})
+        index = compact(
+            {
+                "schemaVersion": 2,
+                "mediaType": mt.OCI_INDEX,
+                "manifests": [{"mediaType": media_type, "digest": digest, "size": size}],
+            }
+        )
         digest, size, media_type = b.blob(index), len(index), mt.OCI_INDEX
     b.point("image", digest, size, mt.OCI_INDEX)
 
@@ -840,8 +930,7 @@ def _build(tmp_path: Path, c: Case) -> tuple[Base, Path, str | None]:
 
 
 def _atimes(outside: Path) -> dict[str, int]:
-    return {str(p): p.lstat().st_atime_ns for p in outside.rglob("*")
-            if stat.S_ISREG(p.lstat().st_mode)}
+    return {str(p): p.lstat().st_atime_ns for p in outside.rglob("*") if stat.S_ISREG(p.lstat().st_mode)}
 
 
 def _assert_clean_run(r: Run, what: str) -> None:
@@ -881,35 +970,45 @@ def test_hostile_case(tmp_path: Path, c: Case) -> None:
     assert _atimes(outside) == atimes, f"{c.name}: a file outside DIR was read"
 
 
-# The command lines entry.py runs itself (listing, kept answers), each run twice: the second
-# may print the kept answer.
-ENTRY_LINES = (("history", "--json"), ("du",), ("du", "--json"), ("show",), ("blobs",),
-               ("gc", "--dry-run", "--json"))
+# The read command lines that take the listing, each run twice: the second reads the blob facts
+# the first kept.
+LISTED_LINES = (
+    ("history", "--json"),
+    ("du",),
+    ("du", "--json"),
+    ("show",),
+    ("blobs",),
+    ("gc", "--dry-run", "--json"),
+)
 
 
 def _no_now(out: str) -> str:
     return "\n".join(x for x in out.splitlines() if not x.startswith('  "now": '))
 
 
+@pytest.mark.slow  # every case x 6 lines x 3 runs: ~1,700 runs, a minute on a busy machine
 @pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])
-def test_hostile_case_fast_start(tmp_path: Path, c: Case) -> None:
-    """The console script's own path (entry.py) says what the typer app says, run after run."""
+def test_hostile_case_repeated_runs(tmp_path: Path, c: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run after run (with the blob facts kept between them), each says what a run that keeps
+    nothing says, and changes nothing."""
     base, outside, _ = _build(tmp_path, c)
     before, outside_before = tree(base.root), tree(outside)
-    for line in ENTRY_LINES:
+    for line in LISTED_LINES:
         args = (line[0], str(base.root), *line[1:])
-        want = run_inprocess(*args)
+        with monkeypatch.context() as m:
+            m.setenv("OCICACHE_NO_CACHE", "1")
+            want = run_inprocess(*args)
         for attempt in ("first", "again"):
-            got = run_entry(*args)
+            got = run_inprocess(*args)
             _assert_clean_run(got, f"{c.name}: {' '.join(line)} ({attempt})")
-            assert (got.code, _no_now(got.out), got.err) == (want.code, _no_now(want.out),
-                                                             want.err), f"{c.name}: {line}"
+            assert (got.code, _no_now(got.out), got.err) == (want.code, _no_now(want.out), want.err), (
+                f"{c.name}: {line}"
+            )
         assert tree(base.root) == before, f"{c.name}: {' '.join(line)} changed DIR"
     assert tree(outside) == outside_before
 
 
-@pytest.mark.parametrize("name", ["blob-symlink-outside", "blob-fifo", "index-sparse-4g",
-                                  "index-fifo"])
+@pytest.mark.parametrize("name", ["blob-symlink-outside", "blob-fifo", "index-sparse-4g", "index-fifo"])
 def test_hostile_subprocess(tmp_path: Path, name: str) -> None:
     """The same through a real process: no hang (timeout), no traceback, documented codes."""
     c = next(x for x in CASES if x.name == name)
@@ -953,8 +1052,11 @@ def test_unreadable_blob(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 # Every index.json repair has work on: torn, invalid, missing, or naming nothing on disk.
-REPAIR_CASES = [c for c in CASES if c.exits.get("history") == 4
-                or c.name in ("index-no-entries", "index-only-missing-foreign")]
+REPAIR_CASES = [
+    c
+    for c in CASES
+    if c.exits.get("history") == 4 or c.name in ("index-no-entries", "index-only-missing-foreign")
+]
 # Where repair must refuse (exit 6, nothing written), and what the refusal must say.
 REPAIR_REFUSES = {
     "index-sparse-4g": "256 MiB",  # over the limit: its entries cannot be read, so not dropped
@@ -992,6 +1094,7 @@ def test_hostile_repair(tmp_path: Path, c: Case) -> None:
 
 
 # -- hostile beyond the directory: the output stream, option values, command lines ------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["clean", "names-control-chars", "config-chain-deep"])
 @pytest.mark.parametrize("how", ["closed", "full", "broken-pipe"])
 def test_hostile_unwritable_stdout(tmp_path: Path, name: str, how: str) -> None:
@@ -1003,8 +1106,12 @@ def test_hostile_unwritable_stdout(tmp_path: Path, name: str, how: str) -> None:
     c = next(x for x in CASES if x.name == name)
     base, _outside, _ = _build(tmp_path, c)
     before = tree(base.root)
-    for argv in (("history", "DIR"), ("check", "--quick", "DIR"), ("show", "DIR"),
-                 ("gc", "DIR", "--dry-run", "--keep-last", "1")):
+    for argv in (
+        ("history", "DIR"),
+        ("check", "--quick", "DIR"),
+        ("show", "DIR"),
+        ("gc", "DIR", "--dry-run", "--keep-last", "1"),
+    ):
         r = run_to(how, *(str(base.root) if a == "DIR" else a for a in argv))
         _assert_clean_run(r, f"{name}: {how}: {argv[0]}")
         assert r.code == 8, (argv, r.err)
@@ -1020,30 +1127,36 @@ HOSTILE_VALUES = ["9" * 400, "9" * 5000, "1e400", "nan", "inf", "-1", "\u0661", 
 
 @pytest.mark.parametrize("option", ["--grace", "--keep-within", "--max-size", "--keep-last"])
 def test_hostile_option_values(tmp_path: Path, option: str) -> None:
-    """Every value is taken exactly or is a usage error (exit 2), through both starts."""
+    """Every value is taken exactly or is a usage error (exit 2)."""
     c = next(x for x in CASES if x.name == "clean")
     base, _outside, _ = _build(tmp_path, c)
     before = tree(base.root)
     for value in HOSTILE_VALUES + [v + "h" for v in HOSTILE_VALUES]:
-        for start in (run_inprocess, run_entry):
-            r = start("gc", str(base.root), "--dry-run", option, value)
-            _assert_clean_run(r, f"{option} {value[:20]!r}")
-            assert r.code in (0, 2), (option, value[:20], r.err)
-            if r.code == 2:
-                assert r.err.startswith("ocicache: error: ") and "Usage:" not in r.err
+        r = run_inprocess("gc", str(base.root), "--dry-run", option, value)
+        _assert_clean_run(r, f"{option} {value[:20]!r}")
+        assert r.code in (0, 2), (option, value[:20], r.err)
+        if r.code == 2:
+            assert r.err.startswith("ocicache: error: ") and "Usage:" not in r.err
     assert tree(base.root) == before
 
 
-@pytest.mark.parametrize("argv", [("history", "DIR", "--bogus"), ("gc", "DIR", "--keep-last"),
-                                  ("check", "DIR", "-j", "x"), ("show",), ("nosuch", "DIR"),
-                                  ("ref", "DIR", "--format", "\x1b[2J")])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("history", "DIR", "--bogus"),
+        ("gc", "DIR", "--keep-last"),
+        ("check", "DIR", "-j", "x"),
+        ("show",),
+        ("nosuch", "DIR"),
+        ("ref", "DIR", "--format", "\x1b[2J"),
+    ],
+)
 def test_hostile_command_lines(tmp_path: Path, argv: tuple[str, ...]) -> None:
-    """A bad command line is one `ocicache: error:` line (and a hint), exit 2, both starts."""
+    """A bad command line is one `ocicache: error:` line (and a hint), exit 2."""
     c = next(x for x in CASES if x.name == "clean")
     base, _outside, _ = _build(tmp_path, c)
     args = [str(base.root) if a == "DIR" else a for a in argv]
-    for start in (run_inprocess, run_entry):
-        r = start(*args)
-        _assert_clean_run(r, " ".join(argv))
-        assert r.code == 2 and r.out == "" and r.err.startswith("ocicache: error: "), r.err
-        assert "Usage:" not in r.err and "Error:" not in r.err
+    r = run_inprocess(*args)
+    _assert_clean_run(r, " ".join(argv))
+    assert r.code == 2 and r.out == "" and r.err.startswith("ocicache: error: "), r.err
+    assert "Usage:" not in r.err and "Error:" not in r.err

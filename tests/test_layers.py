@@ -38,8 +38,7 @@ def _imports(path: Path) -> list[tuple[int, str]]:
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             if node.module == "ocicache":
-                out.extend((node.lineno, f"ocicache.{a.name}") for a in node.names
-                           if a.name != "__version__")
+                out.extend((node.lineno, f"ocicache.{a.name}") for a in node.names if a.name != "__version__")
             elif node.module.startswith("ocicache."):
                 out.append((node.lineno, node.module))
         elif isinstance(node, ast.Import):
@@ -48,19 +47,25 @@ def _imports(path: Path) -> list[tuple[int, str]]:
 
 
 def _edges() -> list[tuple[str, int, str]]:
-    return [(_module_name(p), line, target)
-            for p in sorted(PACKAGE.rglob("*.py")) for line, target in _imports(p)]
+    return [
+        (_module_name(p), line, target) for p in sorted(PACKAGE.rglob("*.py")) for line, target in _imports(p)
+    ]
 
 
 def test_every_module_is_in_a_layer() -> None:
-    strays = [m for m in map(_module_name, PACKAGE.rglob("*.py"))
-              if m not in OUTSIDE and _layer(m) not in LAYERS]
+    strays = [
+        m for m in map(_module_name, PACKAGE.rglob("*.py")) if m not in OUTSIDE and _layer(m) not in LAYERS
+    ]
     assert not strays, f"modules outside the layers {LAYERS}: {strays}"
 
 
 def test_no_relative_imports() -> None:
-    relative = [f"{p.name}:{n.lineno}" for p in PACKAGE.rglob("*.py")
-                for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.ImportFrom) and n.level]
+    relative = [
+        f"{p.name}:{n.lineno}"
+        for p in PACKAGE.rglob("*.py")
+        for n in ast.walk(ast.parse(p.read_text()))
+        if isinstance(n, ast.ImportFrom) and n.level
+    ]
     assert not relative
 
 
@@ -81,8 +86,11 @@ def test_nothing_in_the_layers_imports_synth() -> None:
 
 
 def test_core_reaches_storage_only_through_the_seam() -> None:
-    leaks = [f"{m}:{line} imports {t}" for m, line, t in _edges()
-             if _layer(m) == "core" and _layer(t) == "store" and t != "ocicache.store.base"]
+    leaks = [
+        f"{m}:{line} imports {t}"
+        for m, line, t in _edges()
+        if _layer(m) == "core" and _layer(t) == "store" and t != "ocicache.store.base"
+    ]
     assert not leaks, "core below the seam:\n" + "\n".join(leaks)
 
 
@@ -90,8 +98,11 @@ def test_the_local_directory_satisfies_the_store_protocol() -> None:
     from ocicache.store.base import Store
     from ocicache.store.layout import Layout
 
-    members = [n for n, v in vars(Store).items() if (not n.startswith("_") and callable(v))
-               or isinstance(v, property)]
+    members = [
+        n
+        for n, v in vars(Store).items()
+        if (not n.startswith("_") and callable(v)) or isinstance(v, property)
+    ]
     assert members and "scan_blobs" in members
     missing = [n for n in members if not hasattr(Layout, n) and n != "root"]
     assert not missing, f"Layout lacks {missing}"

@@ -16,8 +16,7 @@ from ocicache.store.listing import FIND, Listing
 REPO = Path(__file__).parent.parent
 FIXTURES = sorted(p for p in (REPO / "fixtures" / "buildkit-v0.32.2").iterdir() if p.is_dir())
 
-pytestmark = pytest.mark.skipif(not any(os.access(f, os.X_OK) for f in FIND),
-                                reason="no GNU find")
+pytestmark = pytest.mark.skipif(not any(os.access(f, os.X_OK) for f in FIND), reason="no GNU find")
 
 
 def _both(d: Path) -> tuple[BlobScan, BlobScan | None]:
@@ -80,7 +79,7 @@ def test_another_directory_is_not_used(tmp_path: Path) -> None:
 
 
 def test_changed_after_listing_keeps_the_listing_view(tmp_path: Path) -> None:
-    """The scan is the listing's snapshot: what the memo's key names (memo.py fences the rest)."""
+    """The scan is the listing's snapshot, taken when find ran; a second scan stats anew."""
     d = tmp_path / "c"
     shutil.copytree(FIXTURES[0], d)
     listing = Listing(str(d))

@@ -53,8 +53,7 @@ def test_a_symlinked_lock_file_is_refused(tmp_path: Path, root_fd: int) -> None:
 
 
 @pytest.mark.parametrize("kind", ["fifo", "directory", "socket", "symlink-dangling"])
-def test_a_lock_path_that_is_not_a_file_is_refused_at_once(tmp_path: Path, root_fd: int,
-                                                            kind: str) -> None:
+def test_a_lock_path_that_is_not_a_file_is_refused_at_once(tmp_path: Path, root_fd: int, kind: str) -> None:
     """O_NONBLOCK|O_NOFOLLOW, then fstat: a FIFO never blocks the open, nothing is waited on."""
     import time
 
@@ -62,8 +61,10 @@ def test_a_lock_path_that_is_not_a_file_is_refused_at_once(tmp_path: Path, root_
     make_special(lock, kind, tmp_path / "nowhere")
     started = time.monotonic()
     for shared in (False, True):
-        with pytest.raises(RefusedError, match="not a regular file") as e, \
-                index_lock(root_fd, timeout=5, shared=shared):
+        with (
+            pytest.raises(RefusedError, match="not a regular file") as e,
+            index_lock(root_fd, timeout=5, shared=shared),
+        ):
             pass
         assert e.value.file == "index.json.lock"
     assert time.monotonic() - started < 2

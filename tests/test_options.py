@@ -4,7 +4,7 @@ a usage error (exit 2, `ocicache: error: ...` naming the option), never a crash 
 from __future__ import annotations
 
 import pytest
-from clirun import run_entry, run_inprocess
+from clirun import run_inprocess
 from conftest import FIXTURES, copy_tree
 
 from ocicache.base.errors import UsageError
@@ -13,14 +13,56 @@ from ocicache.base.units import MAX_BYTES, MAX_NS, NS_PER_S, parse_duration_ns, 
 HUGE = "9" * 400
 HUGER = "9" * 5000  # past int()'s own 4300-digit limit
 # What a user (or a script gone wrong) may type where a number goes.
-NUMBERS = [HUGE, HUGER, "1e400", "1e3", "nan", "NaN", "inf", "-inf", "-1", "-0", "0x10",
-           "1_000", "\u0661", "\uff11", "1.5.5", "", " ", "--", "1" + "0" * 30, f"0.{HUGER}"]
-DURATIONS = [*NUMBERS, f"{HUGE}h", f"{HUGER}s", "1e400s", "nan s", "infh", "-1h", "1h-1m",
-             f"{2**63}s", "106752d", f"0.{HUGER}h", "\u0661h"]
-SIZES = [*NUMBERS, f"{HUGE}GB", f"{HUGER}KiB", "1e400B", "nanGB", "8EiB", "9.3EB", f"{2**63}",
-         f"0.{HUGER}GB", "\u0661GB", "5XB"]
-OPTIONS = {"--grace": DURATIONS, "--keep-within": DURATIONS, "--max-size": SIZES,
-           "--keep-last": NUMBERS}
+NUMBERS = [
+    HUGE,
+    HUGER,
+    "1e400",
+    "1e3",
+    "nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "-1",
+    "-0",
+    "0x10",
+    "1_000",
+    "\u0661",
+    "\uff11",
+    "1.5.5",
+    "",
+    " ",
+    "--",
+    "1" + "0" * 30,
+    f"0.{HUGER}",
+]
+DURATIONS = [
+    *NUMBERS,
+    f"{HUGE}h",
+    f"{HUGER}s",
+    "1e400s",
+    "nan s",
+    "infh",
+    "-1h",
+    "1h-1m",
+    f"{2**63}s",
+    "106752d",
+    f"0.{HUGER}h",
+    "\u0661h",
+]
+SIZES = [
+    *NUMBERS,
+    f"{HUGE}GB",
+    f"{HUGER}KiB",
+    "1e400B",
+    "nanGB",
+    "8EiB",
+    "9.3EB",
+    f"{2**63}",
+    f"0.{HUGER}GB",
+    "\u0661GB",
+    "5XB",
+]
+OPTIONS = {"--grace": DURATIONS, "--keep-within": DURATIONS, "--max-size": SIZES, "--keep-last": NUMBERS}
 
 
 @pytest.fixture(scope="module")
@@ -28,29 +70,29 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(copy_tree(FIXTURES / "a-history-min", tmp_path_factory.mktemp("o") / "a"))
 
 
-@pytest.mark.parametrize(("option", "value"),
-                         [(o, v) for o, values in OPTIONS.items() for v in values],
-                         ids=lambda x: x[:24] if isinstance(x, str) else x)
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [(o, v) for o, values in OPTIONS.items() for v in values],
+    ids=lambda x: x[:24] if isinstance(x, str) else x,
+)
 def test_gc_option_values(cache: str, option: str, value: str) -> None:
-    for start in (run_inprocess, run_entry):
-        r = start("gc", cache, "--dry-run", option, value)
-        assert r.code in (0, 2), f"{option} {value[:30]!r}: exit {r.code}\n{r.err[:500]}"
-        assert "internal error" not in r.err and "Traceback" not in r.err
-        if r.code == 2:
-            assert r.err.startswith("ocicache: error: "), r.err[:300]
-            assert option in r.err.splitlines()[0]
-            assert len(r.err) < 1000  # a 5,000-digit value is not echoed whole
-            assert r.out == ""
+    r = run_inprocess("gc", cache, "--dry-run", option, value)
+    assert r.code in (0, 2), f"{option} {value[:30]!r}: exit {r.code}\n{r.err[:500]}"
+    assert "internal error" not in r.err and "Traceback" not in r.err
+    if r.code == 2:
+        assert r.err.startswith("ocicache: error: "), r.err[:300]
+        assert option in r.err.splitlines()[0]
+        assert len(r.err) < 1000  # a 5,000-digit value is not echoed whole
+        assert r.out == ""
 
 
 @pytest.mark.parametrize("value", [*NUMBERS, "2000", "1025", "1024"], ids=lambda x: x[:24])
 def test_check_jobs_values(cache: str, value: str) -> None:
-    for start in (run_inprocess, run_entry):
-        r = start("check", "--quick", "-j", value, cache)
-        assert r.code in (0, 2), f"-j {value[:30]!r}: exit {r.code}\n{r.err[:500]}"
-        assert "internal error" not in r.err
-        if r.code == 2:
-            assert r.err.startswith("ocicache: error: ") and "--jobs" in r.err
+    r = run_inprocess("check", "--quick", "-j", value, cache)
+    assert r.code in (0, 2), f"-j {value[:30]!r}: exit {r.code}\n{r.err[:500]}"
+    assert "internal error" not in r.err
+    if r.code == 2:
+        assert r.err.startswith("ocicache: error: ") and "--jobs" in r.err
 
 
 def test_exact_and_bounded_durations() -> None:

@@ -1,6 +1,6 @@
 """A stdout that cannot take the output (closed, full, a reader that went away) is exit 8 with
 one line that says so (nothing for a broken pipe, like other Unix tools), never a traceback or
-exit 70, through both starts; a real gc whose report is lost says on stderr what it deleted."""
+exit 70, for every command; a real gc whose report is lost says on stderr what it deleted."""
 
 from __future__ import annotations
 
@@ -26,18 +26,26 @@ def run_to(how: str, *args: str) -> Run:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     argv = [sys.executable, "-m", "ocicache", *args]
     if how == "closed":
-        p = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *argv], stderr=subprocess.PIPE,
-                           text=True, env=env, timeout=120, cwd="/")
+        p = subprocess.run(
+            ["sh", "-c", 'exec "$@" >&-', "sh", *argv],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=120,
+            cwd="/",
+        )
     elif how == "full":
         with open("/dev/full", "w") as full:
-            p = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, text=True, env=env,
-                               timeout=120, cwd="/")
+            p = subprocess.run(
+                argv, stdout=full, stderr=subprocess.PIPE, text=True, env=env, timeout=120, cwd="/"
+            )
     else:
         r, w = os.pipe()
         os.close(r)
         try:
-            p = subprocess.run(argv, stdout=w, stderr=subprocess.PIPE, text=True, env=env,
-                               timeout=120, cwd="/")
+            p = subprocess.run(
+                argv, stdout=w, stderr=subprocess.PIPE, text=True, env=env, timeout=120, cwd="/"
+            )
         finally:
             os.close(w)
     return Run(p.returncode, "", p.stderr)
@@ -51,21 +59,32 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_tree(FIXTURES / "f-tags", tmp_path_factory.mktemp("out") / "f-tags")
 
 
-# Plain lines (entry.py's fast start) and lines only the typer app runs.
+# Read lines (the listing begun), other commands, and what click prints itself (--help).
 LINES = [
-    ("history", "DIR"), ("history", "DIR", "--json"), ("show", "DIR", "alpha"), ("blobs", "DIR"),
-    ("du", "DIR"), ("du", "DIR", "--json"), ("check", "DIR", "--quick"), ("check", "DIR"),
-    ("gc", "DIR", "--dry-run"), ("gc", "DIR", "--dry-run", "--json"),
-    ("gc", "DIR", "--dry-run", "--keep-last", "1"), ("history", "DIR", "--no-trunc", "--json"),
-    ("ref", "DIR"), ("ref", "DIR", "--all"), ("ref", "--explain", "type=local,src=DIR"),
-    ("--version",), ("gc", "--help"), ("--help",),
+    ("history", "DIR"),
+    ("history", "DIR", "--json"),
+    ("show", "DIR", "alpha"),
+    ("blobs", "DIR"),
+    ("du", "DIR"),
+    ("du", "DIR", "--json"),
+    ("check", "DIR", "--quick"),
+    ("check", "DIR"),
+    ("gc", "DIR", "--dry-run"),
+    ("gc", "DIR", "--dry-run", "--json"),
+    ("gc", "DIR", "--dry-run", "--keep-last", "1"),
+    ("history", "DIR", "--no-trunc", "--json"),
+    ("ref", "DIR"),
+    ("ref", "DIR", "--all"),
+    ("ref", "--explain", "type=local,src=DIR"),
+    ("--version",),
+    ("gc", "--help"),
+    ("--help",),
 ]
 
 
 def _lines_for(how: str) -> list[object]:
     marks = [needs_dev_full] if how == "full" else []
-    return [pytest.param(how, line, id=f"{how}: {' '.join(line)}", marks=marks)
-            for line in LINES]
+    return [pytest.param(how, line, id=f"{how}: {' '.join(line)}", marks=marks) for line in LINES]
 
 
 def _assert_output_error(r: Run, how: str, what: str) -> None:
@@ -75,10 +94,11 @@ def _assert_output_error(r: Run, how: str, what: str) -> None:
     if how == "broken-pipe":
         assert r.err == "", f"{what}: a broken pipe is quiet\n{r.err}"
     else:
-        want = ("stdout is closed" if how == "closed" else "No space left on device")
+        want = "stdout is closed" if how == "closed" else "No space left on device"
         assert r.err == f"ocicache: error: stdout: cannot write the output: {want}\n", r.err
 
 
+@pytest.mark.slow  # 54 real processes: half a second each
 @pytest.mark.parametrize(("how", "line"), [p for h in HOW for p in _lines_for(h)])
 def test_unwritable_stdout_is_exit_8(cache: Path, how: str, line: tuple[str, ...]) -> None:
     args = [a.replace("DIR", str(cache)) for a in line]
@@ -91,8 +111,7 @@ def test_nothing_to_write_is_not_an_error(cache: Path, tmp_path: Path) -> None:
     assert (r.code, r.err) == (0, "")
 
 
-@pytest.mark.parametrize("how", [pytest.param(h, marks=[needs_dev_full] if h == "full" else [])
-                                 for h in HOW])
+@pytest.mark.parametrize("how", [pytest.param(h, marks=[needs_dev_full] if h == "full" else []) for h in HOW])
 def test_real_gc_says_what_it_deleted_when_its_report_is_lost(tmp_path: Path, how: str) -> None:
     root = copy_tree(FIXTURES / "k-interrupted-export", tmp_path / "k")
     before = {p.name for p in (root / "blobs" / "sha256").iterdir()}
@@ -116,8 +135,12 @@ def test_closed_stderr_too(cache: Path) -> None:
     """Both closed: still exit 8 (nobody to tell), no crash on the way."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for line in (("history", str(cache)), ("gc", str(cache), "--dry-run", "--keep-last", "1")):
-        p = subprocess.run(["sh", "-c", 'exec "$@" >&- 2>&-', "sh", sys.executable, "-m",
-                            "ocicache", *line], env=env, timeout=120, cwd="/")
+        p = subprocess.run(
+            ["sh", "-c", 'exec "$@" >&- 2>&-', "sh", sys.executable, "-m", "ocicache", *line],
+            env=env,
+            timeout=120,
+            cwd="/",
+        )
         assert p.returncode == EXIT_OUTPUT
 
 
@@ -130,9 +153,18 @@ def test_full_stderr_does_not_crash(cache: Path) -> None:
     if not broken.exists():
         shutil.copytree(cache, broken)
         (broken / "index.json").write_text("{torn")
-    for line, code in ((("history", str(broken)), 4), (("show", str(cache), "nosuch"), 5),
-                       (("history", str(cache)), 0)):
+    for line, code in (
+        (("history", str(broken)), 4),
+        (("show", str(cache), "nosuch"), 5),
+        (("history", str(cache)), 0),
+    ):
         with open("/dev/full", "w") as full:
-            p = subprocess.run([sys.executable, "-m", "ocicache", *line], stdout=subprocess.PIPE,
-                               stderr=full, env=env, timeout=120, cwd="/")
+            p = subprocess.run(
+                [sys.executable, "-m", "ocicache", *line],
+                stdout=subprocess.PIPE,
+                stderr=full,
+                env=env,
+                timeout=120,
+                cwd="/",
+            )
         assert p.returncode == code, line

@@ -49,7 +49,7 @@ def reset_true(d: Path) -> set[str]:
         if not path.exists():
             continue
         doc = json.loads(path.read_bytes())
-        children = ([doc["config"], *doc["layers"]] if "config" in doc else doc["manifests"])
+        children = [doc["config"], *doc["layers"]] if "config" in doc else doc["manifests"]
         keep.update(c["digest"] for c in children)
     gone = set()
     for blob in (d / "blobs" / "sha256").iterdir():
@@ -61,8 +61,9 @@ def reset_true(d: Path) -> set[str]:
 
 # -- pin / unpin keep every other entry -------------------------------------------------------
 @pytest.mark.parametrize("case", WITH_INDEX)
-def test_pin_unpin_leave_other_entries_untouched(case: str, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_pin_unpin_leave_other_entries_untouched(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     d = copy_case(case, tmp_path / case)
     original = (d / "index.json").read_bytes()
     before, tops = _entries(d), _tops(d)
@@ -82,8 +83,7 @@ def test_pin_unpin_leave_other_entries_untouched(case: str, tmp_path: Path,
     # history shows the pin; ref and explain resolve it.
     code, out, _ = run(capsys, "history", str(d))
     assert "keep-1 (pin)" in out
-    assert run(capsys, "ref", str(d), "keep-1")[1] == (
-        f"type=local,src={d},digest={oldest.digest}\n")
+    assert run(capsys, "ref", str(d), "keep-1")[1] == (f"type=local,src={d},digest={oldest.digest}\n")
     code, out, _ = run(capsys, "ref", "--explain", f"type=local,src={d},tag=keep-1")
     assert code == 0, out
     code, out, _ = run(capsys, "unpin", str(d), "keep-1")
@@ -114,8 +114,9 @@ def test_pin_json_and_repin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert code == 0 and doc["replaced"] == [exports[3].digest]
     assert f"moved release/1.0 from {exports[3].digest} to {exports[2].digest}" in err
     entries = [json.loads(t) for t in _entries(d)]
-    assert [e["digest"] for e in entries if e["annotations"].get(ANN_REF_NAME) ==
-            "release/1.0"] == [exports[2].digest]
+    assert [e["digest"] for e in entries if e["annotations"].get(ANN_REF_NAME) == "release/1.0"] == [
+        exports[2].digest
+    ]
     code, out, _ = run(capsys, "unpin", str(d), "release/1.0", "--json")
     doc = json.loads(out)
     assert validate(doc, "unpin") == []
@@ -145,8 +146,9 @@ def test_ref_name_grammar_accepts(name: str) -> None:
     validate_name(name)
 
 
-@pytest.mark.parametrize("name", ["", "-a", "a-", "a//b", "/a", "a/", "a b", "a---b", "a..b",
-                                  "é", "a\n", "a,b", "a=b"])
+@pytest.mark.parametrize(
+    "name", ["", "-a", "a-", "a//b", "/a", "a/", "a b", "a---b", "a..b", "é", "a\n", "a,b", "a=b"]
+)
 def test_ref_name_grammar_rejects(name: str) -> None:
     with pytest.raises(UsageError):
         validate_name(name)
@@ -163,8 +165,7 @@ def test_refuses_what_ref_refuses(tmp_path: Path) -> None:
     assert (d / "index.json").read_bytes() == before
 
 
-def test_torn_index_is_never_rewritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                       ) -> None:
+def test_torn_index_is_never_rewritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = copy_case("f-tags", tmp_path / "f")
     torn = (d / "index.json").read_bytes()[:200]
     (d / "index.json").write_bytes(torn)
@@ -215,8 +216,9 @@ def test_pin_survives_gc(tmp_path: Path) -> None:
 
 # -- crash safety ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("fail_at", ["write", "fsync", "rename", "transform"])
-def test_failure_mid_rewrite_leaves_old_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              fail_at: str) -> None:
+def test_failure_mid_rewrite_leaves_old_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: str
+) -> None:
     d = copy_case("f-tags", tmp_path / "f")
     before = (d / "index.json").read_bytes()
     real_write = os.write
@@ -227,8 +229,10 @@ def test_failure_mid_rewrite_leaves_old_index(tmp_path: Path, monkeypatch: pytes
         raise OSError(28, "injected failure")
 
     if fail_at == "transform":
+
         def bad_name(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("injected failure")
+
         monkeypatch.setattr("ocicache.core.pins.pin_entry", bad_name)
     else:
         monkeypatch.setattr(indexwrite.os, fail_at, boom)
@@ -261,6 +265,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_rewrites_never_tears_index(tmp_path: Path) -> None:
     """Kill a process that pins and unpins in a loop at random moments: index.json is always
     the old or the new document, never torn, and no temp file outlives the next rewrite."""
@@ -273,8 +278,7 @@ def test_sigkill_during_rewrites_never_tears_index(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
     states = {"old": 0, "new": 0}
     for _ in range(8):
-        proc = subprocess.Popen([sys.executable, "-c", _LOOP, str(d)], env=env,
-                                stdout=subprocess.PIPE)
+        proc = subprocess.Popen([sys.executable, "-c", _LOOP, str(d)], env=env, stdout=subprocess.PIPE)
         assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
         time.sleep(rng.uniform(0.05, 0.4))
         proc.send_signal(signal.SIGKILL)

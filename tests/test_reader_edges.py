@@ -47,12 +47,25 @@ def test_missing_parent_means_layer_zero(tmp_path: Path) -> None:
     b = Builder(tmp_path)
     layers = sorted([b.layer("a"), b.layer("b")], key=lambda x: x["digest"])
     # layers[1] has no "parent" key: its parent is layer 0, which is the root
-    config = compact({"layers": [{"blob": layers[0]["digest"], "parent": -1},
-                                 {"blob": layers[1]["digest"]}], "records": []})
+    config = compact(
+        {
+            "layers": [{"blob": layers[0]["digest"], "parent": -1}, {"blob": layers[1]["digest"]}],
+            "records": [],
+        }
+    )
     cd = b.blob(config)
-    manifest = compact({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                        "config": {"mediaType": "application/vnd.buildkit.cacheconfig.v0",
-                                   "digest": cd, "size": len(config)}, "layers": layers})
+    manifest = compact(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.buildkit.cacheconfig.v0",
+                "digest": cd,
+                "size": len(config),
+            },
+            "layers": layers,
+        }
+    )
     md = b.blob(manifest)
     b.point("latest", md, len(manifest))
     stack = api.show(tmp_path, "latest").layers
@@ -109,11 +122,16 @@ def test_foreign_entry_is_listed_and_counted_as_reachable(tmp_path: Path) -> Non
     b, _ = three_exports(tmp_path)
     cfg = b.blob(b'{"architecture":"amd64","os":"linux"}')
     layer = b.orphan("img")
-    image = compact({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                     "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                "digest": cfg, "size": 37},
-                     "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                                 "digest": layer, "size": 64}]})
+    image = compact(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 37},
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": 64}
+            ],
+        }
+    )
     md = b.blob(image)
     b.point("image", md, len(image))
     doc = json.loads(run_cli("history", str(tmp_path), "--json").stdout)
@@ -202,8 +220,9 @@ def test_index_entry_without_ref_name_is_current(tmp_path: Path) -> None:
     old = b.export([b.layer("r")])
     new = b.export([b.layer("r"), b.layer("s")], tag=None)
     data = (tmp_path / "blobs" / "sha256" / new[7:]).read_bytes()
-    b.entries = [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": new,
-                  "size": len(data)}]
+    b.entries = [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": new, "size": len(data)}
+    ]
     b.write_index()
     exports = {e.digest: e for e in api.history(tmp_path).exports}
     assert exports[new].current and exports[new].tags == ()

@@ -41,7 +41,7 @@ def _unrender(line: str, fmt: str) -> str:
     if fmt == "bake":
         assert line.startswith("cache-from = [") and line.endswith("]")
         # An HCL string with only \\ \" \n \r \t escapes reads like a JSON string.
-        literal = line[len("cache-from = ["):-1]
+        literal = line[len("cache-from = [") : -1]
         return str(json.loads(literal)).replace("$${", "${").replace("%%{", "%{")
     if fmt == "gha":
         yaml = pytest.importorskip("yaml")
@@ -57,21 +57,22 @@ def _expected_default(case: str) -> str:
     for m in final["manifests"]:
         if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == "latest":
             return str(m["digest"])
-    exports = [b for b in groundtruth(case)["builds"] if b["kind"] == "export"
-               and b.get("manifest_digest")]
+    exports = [b for b in groundtruth(case)["builds"] if b["kind"] == "export" and b.get("manifest_digest")]
     return str(exports[-1]["manifest_digest"])
 
 
 # -- every export of every fixture, in every format ---------------------------------------------
 @pytest.mark.parametrize("case", CASES)
-def test_ref_every_export_every_format(case: str, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_ref_every_export_every_format(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = copy_case(case, tmp_path / case)
     snap = api.history(d)
     digests = [e.digest for e in snap.exports]
     on_disk = {b["digest"] for b in groundtruth(case)["final"]["blobs_on_disk"]}
-    built = {b["manifest_digest"] for b in groundtruth(case)["builds"]
-             if b.get("manifest_digest") and b["manifest_digest"] in on_disk}
+    built = {
+        b["manifest_digest"]
+        for b in groundtruth(case)["builds"]
+        if b.get("manifest_digest") and b["manifest_digest"] in on_disk
+    }
     assert built <= set(digests)  # every export BuildKit wrote that is still on disk
     want = {dg: f"type=local,src={d},digest={dg}" for dg in digests}
     for fmt in LINE_FORMATS:
@@ -90,7 +91,8 @@ def test_ref_every_export_every_format(case: str, tmp_path: Path,
     assert validate(doc, "ref") == []
     assert doc["spec"] == want[_expected_default(case)]
     assert {f: _unrender(line, f) for f, line in doc["lines"].items()} == {
-        f: doc["spec"] for f in LINE_FORMATS}
+        f: doc["spec"] for f in LINE_FORMATS
+    }
     code, out, _ = run(capsys, "ref", str(d), "--all", "--json")
     doc = json.loads(out)
     assert validate(doc, "refs") == []
@@ -100,8 +102,7 @@ def test_ref_every_export_every_format(case: str, tmp_path: Path,
 def test_ref_by_tag_and_position(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = copy_case("f-tags", tmp_path / "f")
     index = json.loads((d / "index.json").read_bytes())
-    by_tag = {m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"]
-              for m in index["manifests"]}
+    by_tag = {m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"] for m in index["manifests"]}
     for tag, digest in by_tag.items():
         assert run(capsys, "ref", str(d), tag)[1] == f"type=local,src={d},digest={digest}\n"
     assert run(capsys, "ref", str(d), "~0")[1] == f"type=local,src={d},digest={by_tag['latest']}\n"
@@ -125,7 +126,7 @@ def test_spec_csv_round_trip(path: str) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.text(st.sampled_from(' ,"\'abc:#é$\\{}-'), min_size=1, max_size=20))
+@given(st.text(st.sampled_from(" ,\"'abc:#é$\\{}-"), min_size=1, max_size=20))
 def test_gha_line_round_trip(tail: str) -> None:
     spec = spec_mod.local_spec("/c/" + tail, digest=D)
     assert _unrender(spec_mod.render(spec, "gha"), "gha") == spec
@@ -138,8 +139,7 @@ def test_quoting_only_when_needed() -> None:
     assert spec_mod.local_spec("/a b", digest=D) == f"type=local,src=/a b,digest={D}"
 
 
-def test_real_directory_with_commas_quotes_spaces(tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_real_directory_with_commas_quotes_spaces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = copy_case("a-history-min", tmp_path / 'my cache, "new" é')
     for fmt in LINE_FORMATS:
         code, out, err = run(capsys, "ref", str(d), "~2", "--format", fmt)
@@ -191,8 +191,9 @@ def test_refuses_config_over_limit(tmp_path: Path, capsys: pytest.CaptureFixture
     digest = b.export(_layers(b, 1))
     doc = json.loads((b.root / "blobs/sha256" / digest[7:]).read_bytes())
     config = json.loads((b.root / "blobs/sha256" / doc["config"]["digest"][7:]).read_bytes())
-    config["records"].extend({"digest": "sha256:" + hashlib.sha256(str(i).encode()).hexdigest()}
-                             for i in range(IMPORT_LIMIT // 70))
+    config["records"].extend(
+        {"digest": "sha256:" + hashlib.sha256(str(i).encode()).hexdigest()} for i in range(IMPORT_LIMIT // 70)
+    )
     data = json.dumps(config, separators=(",", ":")).encode()
     assert len(data) > IMPORT_LIMIT
     doc["config"] = {**doc["config"], "digest": b.blob(data), "size": len(data)}
@@ -257,7 +258,10 @@ def test_explain_against_a_directory(tmp_path: Path, capsys: pytest.CaptureFixtu
     doc = _explain(f"type=local,src={d},tag=beta,digest={old.digest},mode=max,foo=1")
     assert doc["corrected"] == good and doc["outcome"] == "imports"
     assert {(f["key"], f["severity"]) for f in doc["findings"]} >= {
-        ("tag", "note"), ("mode", "note"), ("foo", "note")}
+        ("tag", "note"),
+        ("mode", "note"),
+        ("foo", "note"),
+    }
     # A digest prefix, the cache config's digest, a digest not in the directory.
     doc = _explain(f"type=local,src={d},digest={old.digest[:19]}")
     assert doc["outcome"] == "fails" and doc["corrected"] == good

@@ -209,9 +209,7 @@ def test_cacheconfig_parent_minus_2() -> None:
 
 def test_cacheconfig_missing_blob() -> None:
     config = _config([{"blob": DIGEST, "parent": -1}, {"parent": 0}])
-    assert validate(config, "cacheconfig") == [
-        Violation("layers[1].blob", "'blob' is a required property")
-    ]
+    assert validate(config, "cacheconfig") == [Violation("layers[1].blob", "'blob' is a required property")]
 
 
 def test_cacheconfig_missing_parent_is_fine_and_extra_keys_allowed() -> None:
@@ -355,8 +353,10 @@ JSON_VALUES = st.recursive(
 )
 
 
+# 50 documents a schema: the 19 schemas share their $ref'd parts (descriptor, digest, ...), which
+# so meet ~950 of them (150 a schema took 19 s).
 @pytest.mark.parametrize("name", schema_names())
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(document=JSON_VALUES)
 def test_validate_never_raises(name: str, document: object) -> None:
     violations = validate(document, name)

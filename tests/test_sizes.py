@@ -32,8 +32,7 @@ def freed_by_dropping(root: Path, digest: str, now: int) -> int:
     everyone = [e.digest for e in api.history(root).exports]
 
     def freed(keep: list[str]) -> set[tuple[str, int]]:
-        plan = api.gc(root, Policy(grace_ns=0, keep_refs=tuple(keep)), now_ns=now,
-                      dry_run=True).plan
+        plan = api.gc(root, Policy(grace_ns=0, keep_refs=tuple(keep)), now_ns=now, dry_run=True).plan
         return {(b.digest, b.size) for b in plan.blobs}
 
     return sum(n for _, n in freed([d for d in everyone if d != digest]) - freed(everyone))
@@ -50,11 +49,13 @@ def two(tmp_path: Path) -> tuple[Builder, dict[str, Any], str, str]:
 
 
 def test_a_missing_layer_counts_in_neither_size_nor_unique(
-        two: tuple[Builder, dict[str, Any], str, str]) -> None:
+    two: tuple[Builder, dict[str, Any], str, str],
+) -> None:
     b, _, older, _ = two
     before = by_digest(b.root)[older]
-    layer_b = next(x for x in before.layers if x.digest not in
-                   {y.digest for y in by_digest(b.root)[two[3]].layers})
+    layer_b = next(
+        x for x in before.layers if x.digest not in {y.digest for y in by_digest(b.root)[two[3]].layers}
+    )
     blob(b.root, layer_b.digest).unlink()
     e = by_digest(b.root)[older]
     assert e.missing == (layer_b.digest,)
@@ -63,8 +64,7 @@ def test_a_missing_layer_counts_in_neither_size_nor_unique(
     assert e.unique_size == freed_by_dropping(b.root, older, b.clock_ns + HOUR_NS)
 
 
-def test_a_missing_shared_layer_counts_for_nobody(
-        two: tuple[Builder, dict[str, Any], str, str]) -> None:
+def test_a_missing_shared_layer_counts_for_nobody(two: tuple[Builder, dict[str, Any], str, str]) -> None:
     b, shared, older, newer = two
     before = by_digest(b.root)
     blob(b.root, shared["a"]["digest"]).unlink()
@@ -74,8 +74,7 @@ def test_a_missing_shared_layer_counts_for_nobody(
         assert after[d].unique_size == before[d].unique_size  # it was never unique
 
 
-def test_missing_bytes_in_json_table_and_show(
-        two: tuple[Builder, dict[str, Any], str, str]) -> None:
+def test_missing_bytes_in_json_table_and_show(two: tuple[Builder, dict[str, Any], str, str]) -> None:
     b, shared, older, newer = two
     blob(b.root, shared["base"]["digest"]).unlink()
     doc = json.loads(run_cli("history", "--json", str(b.root)).stdout)
@@ -95,44 +94,52 @@ def test_missing_bytes_in_json_table_and_show(
 def test_complete_exports_show_no_missing_note(tmp_path: Path) -> None:
     d = copy_fixture("f-tags", tmp_path, restore_mtimes=True)
     assert "missing" not in run_cli("history", str(d)).stdout
-    assert all(x["missingBytes"] == 0 for x in
-               json.loads(run_cli("history", "--json", str(d)).stdout)["exports"])
+    assert all(
+        x["missingBytes"] == 0 for x in json.loads(run_cli("history", "--json", str(d)).stdout)["exports"]
+    )
 
 
-def test_what_a_foreign_image_shares_is_not_unique(
-        two: tuple[Builder, dict[str, Any], str, str]) -> None:
+def test_what_a_foreign_image_shares_is_not_unique(two: tuple[Builder, dict[str, Any], str, str]) -> None:
     b, _, older, _ = two
     e = by_digest(b.root)[older]
-    own = [x for x in e.layers if x.digest not in {y.digest for y in
-                                                   by_digest(b.root)[two[3]].layers}]
+    own = [x for x in e.layers if x.digest not in {y.digest for y in by_digest(b.root)[two[3]].layers}]
     cfg = b.blob(compact({"architecture": "amd64", "os": "linux", "rootfs": {}}))
-    image = compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                     "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                "digest": cfg, "size": 60},
-                     "layers": [{"mediaType": x.media_type, "digest": x.digest, "size": x.size}
-                                for x in own]})
+    image = compact(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 60},
+            "layers": [{"mediaType": x.media_type, "digest": x.digest, "size": x.size} for x in own],
+        }
+    )
     b.point("image", b.blob(image), len(image))
     after = by_digest(b.root)[older]
     assert after.size == e.size and after.unique_size == e.unique_size - 1000
     assert after.unique_size == freed_by_dropping(b.root, older, b.clock_ns + HOUR_NS)
 
 
-def test_a_layer_only_the_cache_config_names_is_counted_like_gc_counts_it(
-        tmp_path: Path) -> None:
+def test_a_layer_only_the_cache_config_names_is_counted_like_gc_counts_it(tmp_path: Path) -> None:
     """gc keeps what a kept export's cache config names, even when its manifest does not list
     it; dropping that export frees it: SIZE and UNIQUE count it too."""
     b = Builder(tmp_path)
     base = b.layer("base", 700)
     b.export([base, b.layer("x", 300)])
     extra = b.layer("only-in-config", 2000)
-    config = compact({"layers": [{"blob": base["digest"], "parent": -1},
-                                 {"blob": extra["digest"]}],
-                      "records": [{"digest": "sha256:" + "1" * 64}]})
+    config = compact(
+        {
+            "layers": [{"blob": base["digest"], "parent": -1}, {"blob": extra["digest"]}],
+            "records": [{"digest": "sha256:" + "1" * 64}],
+        }
+    )
     cdig = b.blob(config)
-    manifest = compact({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                        "config": {"mediaType": mt.CACHE_CONFIG, "digest": cdig,
-                                   "size": len(config)},
-                        "layers": [base]})
+    manifest = compact(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.CACHE_CONFIG, "digest": cdig, "size": len(config)},
+            "layers": [base],
+        }
+    )
     odd = b.blob(manifest)
     b.export([base, b.layer("y", 300)])  # the current one
     e = by_digest(tmp_path)[odd]

@@ -23,7 +23,11 @@ class OcicacheError(Exception):
     exit_code = EXIT_CORRUPT
 
     def __init__(
-        self, message: str, *, file: str | None = None, where: str | None = None,
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        where: str | None = None,
         hint: str | None = None,
     ) -> None:
         super().__init__(message)
@@ -60,8 +64,16 @@ class TooLargeError(CorruptError):
     """A file is larger than ocicache will read (a named limit, far past any real directory):
     not torn, not invalid, just not read. Writers refuse rather than drop what they cannot read."""
 
-    def __init__(self, message: str, *, limit: int, limit_name: str, file: str | None = None,
-                 where: str | None = None, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: int,
+        limit_name: str,
+        file: str | None = None,
+        where: str | None = None,
+        hint: str | None = None,
+    ) -> None:
         super().__init__(message, file=file, where=where, hint=hint)
         self.limit = limit
         self.limit_name = limit_name
@@ -106,5 +118,7 @@ def missing_manifest_hint(directory: object, name: str | None, pin: bool = False
     if name is None:
         return "re-export that build (--cache-to) to replace the entry"
     force = "" if pin else " --force"
-    return (f"re-export, or `ocicache unpin {shlex.quote(str(directory))} {shlex.quote(name)}"
-            f"{force}` to remove the entry")
+    return (
+        f"re-export, or `ocicache unpin {shlex.quote(str(directory))} {shlex.quote(name)}"
+        f"{force}` to remove the entry"
+    )

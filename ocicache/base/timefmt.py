@@ -42,6 +42,8 @@ def remember(text: str, value: int | None) -> None:
 def remembered() -> dict[str, int | None]:
     """Every answer parse_rfc3339_ns gave in this process (for the blob cache to keep)."""
     return _memo
+
+
 _MEMO_MAX = 1 << 20
 _days: dict[tuple[int, int, int], int | None] = {}
 
@@ -87,11 +89,16 @@ def _midnight(year: int, month: int, day: int) -> int | None:
 def _parse_go(text: str) -> int | None:
     """The form BuildKit writes (`2026-09-21T10:11:12.123456789Z`, ASCII digits), without the
     regex; None sends anything else (and anything odd) to the general parser."""
-    if (text[4] != "-" or text[7] != "-" or text[10] != "T" or text[13] != ":"
-            or text[16] != ":" or text[19] != "."):
+    if (
+        text[4] != "-"
+        or text[7] != "-"
+        or text[10] != "T"
+        or text[13] != ":"
+        or text[16] != ":"
+        or text[19] != "."
+    ):
         return None
-    digits = (text[:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16] + text[17:19]
-              + text[20:29])
+    digits = text[:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16] + text[17:19] + text[20:29]
     if not (digits.isascii() and digits.isdigit()) or text[:4] == "0001":
         return None
     h, mi, s = int(text[11:13]), int(text[14:16]), int(text[17:19])

@@ -60,11 +60,11 @@ def parse_duration_ns(text: str, option: str) -> int:
             total += part
         pos = m.end()
     if not s or pos != len(s):
-        raise UsageError(f"{option}: {_shown(text)} is not a duration "
-                         "(e.g. 30s, 90m, 36h, 7d, 0)")
+        raise UsageError(f"{option}: {_shown(text)} is not a duration (e.g. 30s, 90m, 36h, 7d, 0)")
     if total > MAX_NS:
-        raise UsageError(f"{option}: {_shown(text)} is too long (at most about 292 years, "
-                         f"{MAX_NS // NS_PER_S // 86400}d)")
+        raise UsageError(
+            f"{option}: {_shown(text)} is too long (at most about 292 years, {MAX_NS // NS_PER_S // 86400}d)"
+        )
     return total
 
 
@@ -72,12 +72,10 @@ def parse_size(text: str, option: str) -> int:
     """`5GB` (10^9), `500MiB` (2^20), `1.5G`, `123` (bytes) as bytes; UsageError naming `option`."""
     m = _SIZE.fullmatch(text.strip())
     if not m or (m.group(4) and not m.group(3)):
-        raise UsageError(f"{option}: {_shown(text)} is not a size "
-                         "(e.g. 5GB, 500MiB, 1.5G, 1000000)")
+        raise UsageError(f"{option}: {_shown(text)} is not a size (e.g. 5GB, 500MiB, 1.5G, 1000000)")
     whole, fraction, prefix, iec, _ = m.groups()
     base = 1024 if iec else 1000
     value = _scaled(whole, fraction, base ** _SIZE_POWER[prefix.lower()])
     if value is None or value > MAX_BYTES:
-        raise UsageError(f"{option}: {_shown(text)} is too large (at most 8 EiB, "
-                         f"{MAX_BYTES} bytes)")
+        raise UsageError(f"{option}: {_shown(text)} is too large (at most 8 EiB, {MAX_BYTES} bytes)")
     return value

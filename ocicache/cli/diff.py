@@ -6,26 +6,35 @@ from pathlib import Path
 
 import typer
 
-from ocicache.cli.options import DirArg, JsonOpt, NoTruncOpt
+from ocicache.cli import output
+from ocicache.cli.options import DirArg, JsonOpt, NoTruncOpt, now
+from ocicache.store.listing import begin
 
 _REF = "Tag, digest, digest prefix (7+ hex) or ~N"
-AArg = typer.Argument(None, help=f"{_REF}; default: the export before B on its tag, else the "
-                      "one before it in history.", show_default=False)
+AArg = typer.Argument(
+    None,
+    help=f"{_REF}; default: the export before B on its tag, else the one before it in history.",
+    show_default=False,
+)
 BArg = typer.Argument(None, help=f"{_REF}; default: the newest export.", show_default=False)
 
 
-def register(app: typer.Typer) -> None:
-    from ocicache.cli import app as cli
-    from ocicache.cli.app import echo, warn
-
-    @app.command()
-    def diff(directory: Path = DirArg, a: str | None = AArg, b: str | None = BArg,
-             json: bool = JsonOpt, no_trunc: bool = NoTruncOpt) -> None:
-        """Why did the cache miss? Two exports' steps side by side: shared, changed, rebuilt, new."""
+def diff(
+    directory: Path = DirArg,
+    a: str | None = AArg,
+    b: str | None = BArg,
+    json: bool = JsonOpt,
+    no_trunc: bool = NoTruncOpt,
+) -> None:
+    """Why did the cache miss? Two exports' steps side by side: shared, changed, rebuilt, new."""
+    with begin(directory) as listing:
         from ocicache import api
         from ocicache.cli import render, render_diff
 
-        snap, result = api.diff(directory, a, b)
-        warn(snap.warnings)
-        echo(render.dumps(render_diff.diff_json(str(snap.root), result, snap.warnings)) if json
-             else render_diff.diff_text(result, cli.now(), no_trunc))
+        snap, result = api.diff(directory, a, b, listing, use_cache=True)
+    output.warn(snap.warnings)
+    output.out(
+        render.dumps(render_diff.diff_json(str(snap.root), result, snap.warnings))
+        if json
+        else render_diff.diff_text(result, now(), no_trunc)
+    )

@@ -20,8 +20,13 @@ def _t(ns: int | None) -> str | None:
 
 
 def _export(d: ExportDecision) -> dict[str, Any]:
-    doc: dict[str, Any] = {"digest": d.digest, "tags": list(d.tags), "pins": list(d.pins),
-                           "created": _t(d.created_ns), "size": d.size}
+    doc: dict[str, Any] = {
+        "digest": d.digest,
+        "tags": list(d.tags),
+        "pins": list(d.pins),
+        "created": _t(d.created_ns),
+        "size": d.size,
+    }
     if d.reason is None:
         doc["rules"] = list(d.rules)
     else:
@@ -41,8 +46,7 @@ def gc_json(r: GcResult, directory: str) -> dict[str, Any]:
         "now": _t(plan.now_ns),
         "policy": {
             "keepLast": pol.keep_last,
-            "keepWithinSeconds": None if pol.keep_within_ns is None
-            else pol.keep_within_ns // 1_000_000_000,
+            "keepWithinSeconds": None if pol.keep_within_ns is None else pol.keep_within_ns // 1_000_000_000,
             "keep": list(pol.keep_refs),
             "maxSize": pol.max_size,
             "graceSeconds": pol.grace_ns // 1_000_000_000,
@@ -60,16 +64,18 @@ def gc_json(r: GcResult, directory: str) -> dict[str, Any]:
         "strays": list(plan.strays),
         "warnings": list(r.warnings),
     }
-    doc["removed"][KIND_INGEST] = {"entries": removed[KIND_INGEST][0],
-                                   "bytes": removed[KIND_INGEST][1]}
+    doc["removed"][KIND_INGEST] = {"entries": removed[KIND_INGEST][0], "bytes": removed[KIND_INGEST][1]}
     q = r.quarantine
     if q is not None:
         doc["quarantine"] = {
             "directory": QUARANTINE,
-            "movedBlobs": q.moved[0], "movedBytes": q.moved[1],
+            "movedBlobs": q.moved[0],
+            "movedBytes": q.moved[1],
             "restored": list(q.restored),
-            "purgedBlobs": q.purged[0], "purgedBytes": q.purged[1],
-            "heldBlobs": q.held[0], "heldBytes": q.held[1],
+            "purgedBlobs": q.purged[0],
+            "purgedBytes": q.purged[1],
+            "heldBlobs": q.held[0],
+            "heldBytes": q.held[1],
             "purgeAfter": _t(q.purge_after_ns),
         }
     return doc
@@ -83,15 +89,22 @@ def quarantine_lines(r: GcResult) -> list[str]:
     out: list[str] = []
     would = "would be " if r.dry_run else ""
     if q.restored:
-        out.append(f"put back {_n(len(q.restored), 'blob')} from {QUARANTINE}/: index.json or a "
-                   "new export needs them")
+        out.append(
+            f"put back {_n(len(q.restored), 'blob')} from {QUARANTINE}/: index.json or a "
+            "new export needs them"
+        )
     if q.held[0]:
         grace = r.plan.policy.grace_ns // 1_000_000_000
-        when = (f"after {format_rfc3339(q.purge_after_ns)}" if q.purge_after_ns is not None
-                else f"{grace} s after gc moves them")
-        out.append(f"{size(q.held[1])} ({_n(q.held[0], 'blob')}) {would}held in {QUARANTINE}/: "
-                   f"a build that needs them gets them back; a gc deletes them {when} "
-                   "(--grace)")
+        when = (
+            f"after {format_rfc3339(q.purge_after_ns)}"
+            if q.purge_after_ns is not None
+            else f"{grace} s after gc moves them"
+        )
+        out.append(
+            f"{size(q.held[1])} ({_n(q.held[0], 'blob')}) {would}held in {QUARANTINE}/: "
+            f"a build that needs them gets them back; a gc deletes them {when} "
+            "(--grace)"
+        )
     return out
 
 
@@ -119,26 +132,48 @@ def _tag_cell(d: ExportDecision, no_trunc: bool) -> str:
 def gc_text(r: GcResult, now: datetime, no_trunc: bool = False) -> str:
     plan = r.plan
     verb = "would remove" if r.dry_run else "removed"
-    rows = [[_digest(d.digest, no_trunc), _tag_cell(d, no_trunc), ago(d.created_ns, now),
-             size(d.size), "kept: " + ", ".join(d.rules)] for d in plan.kept]
-    rows += [[_digest(d.digest, no_trunc), _tag_cell(d, no_trunc), ago(d.created_ns, now),
-              size(d.size), "dropped" + (" (max-size)" if d.reason == "max-size" else "")]
-             for d in plan.dropped]
-    out = [table(rows, ["EXPORT", "TAGS", "EXPORTED", "SIZE", "GC"]) if rows
-           else "no exports", ""]
+    rows = [
+        [
+            _digest(d.digest, no_trunc),
+            _tag_cell(d, no_trunc),
+            ago(d.created_ns, now),
+            size(d.size),
+            "kept: " + ", ".join(d.rules),
+        ]
+        for d in plan.kept
+    ]
+    rows += [
+        [
+            _digest(d.digest, no_trunc),
+            _tag_cell(d, no_trunc),
+            ago(d.created_ns, now),
+            size(d.size),
+            "dropped" + (" (max-size)" if d.reason == "max-size" else ""),
+        ]
+        for d in plan.dropped
+    ]
+    out = [table(rows, ["EXPORT", "TAGS", "EXPORTED", "SIZE", "GC"]) if rows else "no exports", ""]
     removed = r.removed()
     kinds = [*BLOB_KINDS, KIND_INGEST]
-    out.append(table([[k + (" entries" if k == KIND_INGEST else " blobs"), str(removed[k][0]),
-                       size(removed[k][1])] for k in kinds],
-                     ["WHAT", verb.upper(), "SIZE"]))
+    out.append(
+        table(
+            [
+                [k + (" entries" if k == KIND_INGEST else " blobs"), str(removed[k][0]), size(removed[k][1])]
+                for k in kinds
+            ],
+            ["WHAT", verb.upper(), "SIZE"],
+        )
+    )
     out.append("")
     # The sizes freed; and, when they overstate it (sparse files, hard links kept elsewhere),
     # what the disk gets back.
     on_disk = freed_allocated(r)
     shown = f" ({size(on_disk)} on disk)" if on_disk < r.freed_bytes else ""
-    out.append(f"{'would free' if r.dry_run else 'freed'} {size(r.freed_bytes)}{shown}; "
-               f"{size(r.kept_bytes)} kept ({_n(len(plan.kept), 'export')} kept, "
-               f"{len(plan.dropped)} dropped)")
+    out.append(
+        f"{'would free' if r.dry_run else 'freed'} {size(r.freed_bytes)}{shown}; "
+        f"{size(r.kept_bytes)} kept ({_n(len(plan.kept), 'export')} kept, "
+        f"{len(plan.dropped)} dropped)"
+    )
     out.extend(quarantine_lines(r))
     if r.dry_run:
         out.append("dry run: nothing was changed")
@@ -150,10 +185,11 @@ def deleted_lines(r: GcResult) -> list[str]:
     what was deleted, one line each, so that it is not lost with the report."""
     removed = r.removed()
     blobs = sum(removed[k][0] for k in BLOB_KINDS)
-    lines = [f"ocicache: gc removed {_n(blobs, 'blob')} and "
-             f"{_n(removed[KIND_INGEST][0], 'ingest entry').replace('entrys', 'entries')} "
-             f"({size(r.freed_bytes)}) but could not write its report; removed:"]
-    lines += [f"removed {b.kind} blobs/{b.algorithm}/{b.name} ({b.size} bytes)"
-              for b in r.deleted]
+    lines = [
+        f"ocicache: gc removed {_n(blobs, 'blob')} and "
+        f"{_n(removed[KIND_INGEST][0], 'ingest entry').replace('entrys', 'entries')} "
+        f"({size(r.freed_bytes)}) but could not write its report; removed:"
+    ]
+    lines += [f"removed {b.kind} blobs/{b.algorithm}/{b.name} ({b.size} bytes)" for b in r.deleted]
     lines += [safe(f"removed ingest/{i.name} ({i.bytes} bytes)") for i in r.ingest_deleted]
     return lines

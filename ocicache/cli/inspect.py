@@ -1,56 +1,99 @@
-"""`history`, `show`, `blobs`, `du`: the read-only inspection commands."""
+"""`history`, `show`, `blobs`, `du`: the read-only inspection commands.
+
+Each begins GNU find's listing of DIR (listing.py) as soon as typer has parsed it, then loads
+the modules that read DIR while find stats it on the other core. The CLI keeps what it learns
+about blob digests between runs (`use_cache=True`; OCICACHE_NO_CACHE=1 turns it off).
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 
 import typer
 
-from ocicache.cli import inspect_run as run
-from ocicache.cli.options import DirArg, JsonOpt, NoTruncOpt
+from ocicache.cli import output
+from ocicache.cli.options import DirArg, JsonOpt, NoTruncOpt, now
+from ocicache.store.listing import begin
 
 
-def register(app: typer.Typer) -> None:
-    from ocicache.cli import app as cli
-    from ocicache.cli.app import echo, warn
+def history(
+    directory: Path = DirArg,
+    json: bool = JsonOpt,
+    no_trunc: bool = NoTruncOpt,
+    show_all: bool = typer.Option(
+        False, "--all", help="Also list index.json's foreign entries (images, artifacts: not cache exports)."
+    ),
+) -> None:
+    """Every export in DIR, newest first: the current one of each tag and every older one."""
+    with begin(directory) as listing:
+        from ocicache import api
+        from ocicache.cli import render
 
-    def clock() -> datetime:
-        return cli.now()  # looked up at call time, so tests can replace cli.now
+        snap = api.history(directory, listing, use_cache=True)
+    output.warn(snap.warnings)
+    output.out(
+        render.dumps(render.history_json(snap))
+        if json
+        else render.history_table(snap, now(), no_trunc, show_all)
+    )
 
-    @app.command()
-    def history(directory: Path = DirArg, json: bool = JsonOpt,
-                no_trunc: bool = NoTruncOpt,
-                show_all: bool = typer.Option(
-                    False, "--all", help="Also list index.json's foreign entries (images, "
-                                         "artifacts: not cache exports).")) -> None:
-        """Every export in DIR, newest first: the current one of each tag and every older one."""
-        run.history(directory, json, no_trunc, echo, warn, clock, show_all=show_all)
 
-    @app.command()
-    def show(directory: Path = DirArg,
-             ref: str = typer.Argument("~0", help="Tag, digest, digest prefix (7+ hex) or ~N.",
-                                       metavar="REF"),
-             json: bool = JsonOpt, no_trunc: bool = NoTruncOpt) -> None:
-        """One export: its layers in stack order, with sizes, times, diffIDs and origins."""
-        run.show(directory, ref, json, no_trunc, echo, warn, clock)
+def show(
+    directory: Path = DirArg,
+    ref: str = typer.Argument("~0", help="Tag, digest, digest prefix (7+ hex) or ~N.", metavar="REF"),
+    json: bool = JsonOpt,
+    no_trunc: bool = NoTruncOpt,
+) -> None:
+    """One export: its layers in stack order, with sizes, times, diffIDs and origins."""
+    with begin(directory) as listing:
+        from ocicache import api
+        from ocicache.cli import render
 
-    @app.command()
-    def blobs(directory: Path = DirArg, json: bool = JsonOpt, no_trunc: bool = NoTruncOpt,
-              unreferenced: bool = typer.Option(False, "--unreferenced",
-                                                help="Only blobs no export references.")) -> None:
-        """Every blob: size, kind, how many exports reference it; unreferenced ones marked."""
-        run.blobs(directory, json, no_trunc, unreferenced, echo, warn, clock)
+        result = api.show(directory, ref, listing, use_cache=True)
+    output.warn(result.snapshot.warnings)
+    output.out(render.dumps(render.show_json(result)) if json else render.show_text(result, now(), no_trunc))
 
-    @app.command()
-    def du(directory: Path = DirArg, json: bool = JsonOpt,
-           apparent_size: bool = typer.Option(
-               False, "--apparent-size",
-               help="Sizes only (what the files hold), not the blocks they take on disk.")
-           ) -> None:
-        """Where the bytes are: index.json's exports, older exports, nothing, ingest/.
 
-        SIZE is what the files hold; ON DISK the blocks they take (a sparse file its real
-        blocks, a hard-linked file once), as `du` counts.
-        """
-        run.du(directory, json, echo, warn, apparent=apparent_size)
+def blobs(
+    directory: Path = DirArg,
+    json: bool = JsonOpt,
+    no_trunc: bool = NoTruncOpt,
+    unreferenced: bool = typer.Option(False, "--unreferenced", help="Only blobs no export references."),
+) -> None:
+    """Every blob: size, kind, how many exports reference it; unreferenced ones marked."""
+    with begin(directory) as listing:
+        from ocicache import api
+        from ocicache.cli import render
+
+        snap, rows = api.blobs(directory, listing, use_cache=True)
+    if unreferenced:
+        rows = [r for r in rows if not r.exports and not r.from_index]
+    output.warn(snap.warnings)
+    output.out(
+        render.dumps(render.blobs_json(snap, rows))
+        if json
+        else render.blobs_table(snap, rows, now(), no_trunc)
+    )
+
+
+def du(
+    directory: Path = DirArg,
+    json: bool = JsonOpt,
+    apparent_size: bool = typer.Option(
+        False, "--apparent-size", help="Sizes only (what the files hold), not the blocks they take on disk."
+    ),
+) -> None:
+    """Where the bytes are: index.json's exports, older exports, nothing, ingest/.
+
+    SIZE is what the files hold; ON DISK the blocks they take (a sparse file its real
+    blocks, a hard-linked file once), as `du` counts.
+    """
+    with begin(directory) as listing:
+        from ocicache import api
+        from ocicache.cli import render
+
+        snap, usage = api.du(directory, listing, use_cache=True)
+    output.warn(snap.warnings)
+    output.out(
+        render.dumps(render.du_json(snap, usage)) if json else render.du_table(snap, usage, apparent_size)
+    )

@@ -1,6 +1,9 @@
-"""The arguments and options every typer command shares (one definition, one help text)."""
+"""What every typer command shares: arguments and options (one definition, one help text), the
+clock of tables' relative times."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import typer
 
@@ -10,3 +13,8 @@ DIR_HELP = "The cache directory (--cache-to type=local,dest=DIR)."
 DirArg = typer.Argument(..., help=DIR_HELP, show_default=False, metavar="DIR")
 JsonOpt = typer.Option(False, "--json", help="Print a versioned JSON document.")
 NoTruncOpt = typer.Option(False, "--no-trunc", help="Print full digests.")
+
+
+def now() -> datetime:
+    """The time `now` for relative times in tables (the library takes it as a parameter)."""
+    return datetime.now(UTC)

@@ -1,9 +1,9 @@
-"""stdout and stderr of every command, and the one error boundary (both starts use it).
+"""stdout and stderr of every command, and the one error boundary (app.main runs every command in it).
 
 Data goes to stdout: a stdout that cannot take it (closed, a full disk, a reader that went away)
 is an `OutputError` (exit 8), never a traceback, and never a silent success. Messages go to
 stderr, best effort: when stderr itself is gone there is nobody left to tell, and the exit code
-still says what happened. Nothing here imports typer (entry.py's fast start uses it).
+still says what happened.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def out(text: str) -> None:
     if stream is None:
         raise OutputError("cannot write the output: stdout is closed")
     try:
-        stream.write(text + "\n")
+        stream.write(text)  # (not text + "\n": that would copy a 20 MB document once more)
+        stream.write("\n")
         stream.flush()
     except OSError as e:
         raise output_error(e) from None
@@ -54,8 +55,7 @@ def out(text: str) -> None:
 
 def output_error(e: OSError) -> OutputError:
     if e.errno == errno.EPIPE:
-        return OutputError("cannot write the output: the reader went away (broken pipe)",
-                           quiet=True)
+        return OutputError("cannot write the output: the reader went away (broken pipe)", quiet=True)
     if e.errno == errno.EBADF:
         return OutputError("cannot write the output: stdout is closed")
     return OutputError(f"cannot write the output: {e.strerror or e}")
@@ -94,7 +94,8 @@ def err(text: str) -> None:
     if stream is None:
         return
     try:
-        stream.write(text + "\n")
+        stream.write(text)  # (not text + "\n": that would copy a 20 MB document once more)
+        stream.write("\n")
         stream.flush()
     except (OSError, ValueError):
         pass

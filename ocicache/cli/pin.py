@@ -7,125 +7,144 @@ from pathlib import Path
 
 import typer
 
-from ocicache import api
 from ocicache.base.errors import EXIT_WONT_IMPORT, UsageError
-from ocicache.cli import render, render_pin
+from ocicache.cli import output
 from ocicache.cli.options import DIR_HELP, DirArg, JsonOpt
 from ocicache.cli.textsafe import safe
 from ocicache.core import spec as spec_mod
 
 _FORMATS = ", ".join(spec_mod.FORMATS)
-OptDirArg = typer.Argument(None, help=DIR_HELP + " Not needed with --explain.",
-                           show_default=False, metavar="DIR")
-OptRefArg = typer.Argument(None, help="Tag, pin, digest, digest prefix (7+ hex) or ~N; default: "
-                           "the newest export of tag `latest`, else the newest.",
-                           show_default=False, metavar="REF")
-RefArg = typer.Argument(..., help="The export: tag, digest, digest prefix (7+ hex) or ~N.",
-                        show_default=False, metavar="REF")
-NameArg = typer.Argument(..., help="The ref name to register (OCI ref-name grammar).",
-                         show_default=False, metavar="NAME")
+OptDirArg = typer.Argument(
+    None, help=DIR_HELP + " Not needed with --explain.", show_default=False, metavar="DIR"
+)
+OptRefArg = typer.Argument(
+    None,
+    help="Tag, pin, digest, digest prefix (7+ hex) or ~N; default: "
+    "the newest export of tag `latest`, else the newest.",
+    show_default=False,
+    metavar="REF",
+)
+RefArg = typer.Argument(
+    ..., help="The export: tag, digest, digest prefix (7+ hex) or ~N.", show_default=False, metavar="REF"
+)
+NameArg = typer.Argument(
+    ..., help="The ref name to register (OCI ref-name grammar).", show_default=False, metavar="NAME"
+)
 PinNameArg = typer.Argument(..., help="The pin to remove.", show_default=False, metavar="NAME")
 
 
-def register(app: typer.Typer) -> None:
-    from ocicache.cli.app import echo, warn
+def ref(
+    directory: Path | None = OptDirArg,
+    ref: str | None = OptRefArg,
+    fmt: str = typer.Option("bare", "--format", "-f", help=f"One of: {_FORMATS}."),
+    all_: bool = typer.Option(False, "--all", help="One spec per export, newest first."),
+    explain: str | None = typer.Option(
+        None,
+        "--explain",
+        metavar="SPEC",
+        help="Say what BuildKit does with a --cache-from value you have, and correct it.",
+    ),
+    json: bool = typer.Option(False, "--json", help="Same as --format json."),
+) -> None:
+    """Print the --cache-from spec that imports an export (type=local,src=DIR,digest=...)."""
+    from ocicache import api
+    from ocicache.cli import render, render_pin
 
-    @app.command()
-    def ref(
-        directory: Path | None = OptDirArg,
-        ref: str | None = OptRefArg,
-        fmt: str = typer.Option("bare", "--format", "-f", help=f"One of: {_FORMATS}."),
-        all_: bool = typer.Option(False, "--all", help="One spec per export, newest first."),
-        explain: str | None = typer.Option(
-            None, "--explain", metavar="SPEC",
-            help="Say what BuildKit does with a --cache-from value you have, and correct it."),
-        json: bool = typer.Option(False, "--json", help="Same as --format json."),
-    ) -> None:
-        """Print the --cache-from spec that imports an export (type=local,src=DIR,digest=...)."""
-        if json:
-            fmt = "json"
-        if fmt not in spec_mod.FORMATS:
-            raise UsageError(f"--format {fmt!r}: one of {_FORMATS}")
-        if explain is not None:
-            if ref is not None or all_:
-                raise UsageError("--explain takes a SPEC and at most DIR (used when SPEC has "
-                                 "no src)")
-            x = api.explain(explain, directory)
-            if fmt == "json":
-                echo(render.dumps(render_pin.explain_json(x)))
-            else:
-                echo(render_pin.explain_text(x, fmt))
-            if not x.works:
-                raise typer.Exit(EXIT_WONT_IMPORT)
-            return
-        if directory is None:
-            raise UsageError("missing DIR", hint="ocicache ref DIR [REF]")
-        if all_:
-            if ref is not None:
-                raise UsageError("--all takes no REF")
-            snap, results = api.ref_all(directory)
-            warn(snap.warnings)
-            if fmt == "json":
-                echo(render.dumps(render_pin.refs_json(snap, results)))
-                return
-            for r in results:
-                if r.spec is None:
-                    warn([f"~{r.position} {r.export.digest}: not importable: "
-                          f"{r.readiness.refusal}"])
-                    continue
-                warn([f"~{r.position} {r.export.digest[:19]}: {w}" for w in r.warnings])
-                echo(safe(spec_mod.render(r.spec, fmt)))
-            return
-        snap, result = api.ref(directory, ref)
-        warn(snap.warnings)
-        warn(result.warnings)
-        assert result.spec is not None
+    if json:
+        fmt = "json"
+    if fmt not in spec_mod.FORMATS:
+        raise UsageError(f"--format {fmt!r}: one of {_FORMATS}")
+    if explain is not None:
+        if ref is not None or all_:
+            raise UsageError("--explain takes a SPEC and at most DIR (used when SPEC has no src)")
+        x = api.explain(explain, directory, use_cache=True)
         if fmt == "json":
-            echo(render.dumps(render_pin.ref_json(snap, result)))
+            output.out(render.dumps(render_pin.explain_json(x)))
         else:
-            echo(safe(spec_mod.render(result.spec, fmt)))
-
-    @app.command()
-    def pin(
-        directory: Path = DirArg,
-        ref: str = RefArg,
-        name: str = NameArg,
-        force: bool = typer.Option(False, "--force",
-                                   help="Move NAME when it already pins another export, or "
-                                        "replace an entry of that name BuildKit wrote."),
-        fmt: str = typer.Option("bare", "--format", "-f", help=f"One of: {_FORMATS}."),
-        json: bool = JsonOpt,
-    ) -> None:
-        """Register an export in index.json under NAME: cache-from tag=NAME works, gc and
-        BuildKit's reset=true keep it. Prints the tag spec."""
-        if fmt not in spec_mod.FORMATS:
-            raise UsageError(f"--format {fmt!r}: one of {_FORMATS}")
-        result, spec = api.pin(directory, ref, name, force=force)
-        warn([f"moved {name} from {old} to {result.export.digest}"
-              for old in dict.fromkeys(result.replaced) if old != result.export.digest])
-        warn(spec.warnings)
-        root = spec.src
-        if json or fmt == "json":
-            echo(render.dumps(render_pin.pin_json(root, result, spec)))
+            output.out(render_pin.explain_text(x, fmt))
+        if not x.works:
+            raise typer.Exit(EXIT_WONT_IMPORT)
+        return
+    if directory is None:
+        raise UsageError("missing DIR", hint="ocicache ref DIR [REF]")
+    if all_:
+        if ref is not None:
+            raise UsageError("--all takes no REF")
+        snap, results = api.ref_all(directory, use_cache=True)
+        output.warn(snap.warnings)
+        if fmt == "json":
+            output.out(render.dumps(render_pin.refs_json(snap, results)))
             return
-        assert spec.spec is not None
-        if not result.changed:
-            warn([f"{name} already pins {result.export.digest[:19]}; nothing changed"])
-        echo(safe(spec_mod.render(spec.spec, fmt)))
+        for r in results:
+            if r.spec is None:
+                output.warn([f"~{r.position} {r.export.digest}: not importable: {r.readiness.refusal}"])
+                continue
+            output.warn([f"~{r.position} {r.export.digest[:19]}: {w}" for w in r.warnings])
+            output.out(safe(spec_mod.render(r.spec, fmt)))
+        return
+    snap, result = api.ref(directory, ref, use_cache=True)
+    output.warn(snap.warnings)
+    output.warn(result.warnings)
+    assert result.spec is not None
+    if fmt == "json":
+        output.out(render.dumps(render_pin.ref_json(snap, result)))
+    else:
+        output.out(safe(spec_mod.render(result.spec, fmt)))
 
-    @app.command()
-    def unpin(
-        directory: Path = DirArg,
-        name: str = PinNameArg,
-        force: bool = typer.Option(False, "--force",
-                                   help="Also remove an entry BuildKit wrote (a tag)."),
-        json: bool = JsonOpt,
-    ) -> None:
-        """Remove the pin NAME from index.json (gc may then delete that export)."""
-        result = api.unpin(directory, name, force=force)
-        root = os.path.abspath(directory)
-        if json:
-            echo(render.dumps(render_pin.unpin_json(root, result)))
-            return
-        for digest, was_pin in result.removed:
-            echo(safe(f"unpinned {name} {digest}" if was_pin else f"removed tag {name} {digest}"))
+
+def pin(
+    directory: Path = DirArg,
+    ref: str = RefArg,
+    name: str = NameArg,
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Move NAME when it already pins another export, or "
+        "replace an entry of that name BuildKit wrote.",
+    ),
+    fmt: str = typer.Option("bare", "--format", "-f", help=f"One of: {_FORMATS}."),
+    json: bool = JsonOpt,
+) -> None:
+    """Register an export in index.json under NAME: cache-from tag=NAME works, gc and
+    BuildKit's reset=true keep it. Prints the tag spec."""
+    from ocicache import api
+    from ocicache.cli import render, render_pin
+
+    if fmt not in spec_mod.FORMATS:
+        raise UsageError(f"--format {fmt!r}: one of {_FORMATS}")
+    result, spec = api.pin(directory, ref, name, force=force, use_cache=True)
+    output.warn(
+        [
+            f"moved {name} from {old} to {result.export.digest}"
+            for old in dict.fromkeys(result.replaced)
+            if old != result.export.digest
+        ]
+    )
+    output.warn(spec.warnings)
+    root = spec.src
+    if json or fmt == "json":
+        output.out(render.dumps(render_pin.pin_json(root, result, spec)))
+        return
+    assert spec.spec is not None
+    if not result.changed:
+        output.warn([f"{name} already pins {result.export.digest[:19]}; nothing changed"])
+    output.out(safe(spec_mod.render(spec.spec, fmt)))
+
+
+def unpin(
+    directory: Path = DirArg,
+    name: str = PinNameArg,
+    force: bool = typer.Option(False, "--force", help="Also remove an entry BuildKit wrote (a tag)."),
+    json: bool = JsonOpt,
+) -> None:
+    """Remove the pin NAME from index.json (gc may then delete that export)."""
+    from ocicache import api
+    from ocicache.cli import render, render_pin
+
+    result = api.unpin(directory, name, force=force)
+    root = os.path.abspath(directory)
+    if json:
+        output.out(render.dumps(render_pin.unpin_json(root, result)))
+        return
+    for digest, was_pin in result.removed:
+        output.out(safe(f"unpinned {name} {digest}" if was_pin else f"removed tag {name} {digest}"))

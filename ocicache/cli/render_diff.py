@@ -94,10 +94,15 @@ def diff_json(directory: str, r: Diff, warnings: list[str]) -> dict[str, Any]:
         "aChosen": r.a_from,
         "sameExport": r.same_export,
         "commonSteps": r.common_steps,
-        "counts": {"shared": c.count(SHARED), "changed": c.count(CHANGED),
-                   "rebuilt": c.count(REBUILT), "new": c.count(NEW),
-                   "aSteps": len(c.a.steps), "bSteps": len(c.b.steps),
-                   "onlyA": len(c.only_a)},
+        "counts": {
+            "shared": c.count(SHARED),
+            "changed": c.count(CHANGED),
+            "rebuilt": c.count(REBUILT),
+            "new": c.count(NEW),
+            "aSteps": len(c.a.steps),
+            "bSteps": len(c.b.steps),
+            "onlyA": len(c.only_a),
+        },
         "steps": steps,
         "onlyASteps": [_step_json(c.a, c.a.steps[i]) for i in c.only_a],
         "divergences": divergences,
@@ -129,17 +134,25 @@ def divergence_text(r: Diff, d: Divergence, no_trunc: bool = False) -> str:
     """One branch point in words."""
     c = r.comparison
     parent = c.b.steps[d.parent] if d.parent >= 0 else None
-    where = (f"position {parent.depth + 1} (on {_digest(parent.layer, no_trunc)})" if parent
-             else "position 1 (a root)")
+    where = (
+        f"position {parent.depth + 1} (on {_digest(parent.layer, no_trunc)})"
+        if parent
+        else "position 1 (a root)"
+    )
     kind = _kind(r, d)
     if kind == CHANGED:
-        again = (" (the same layer, built again)"
-                 if c.a.steps[d.a].layer == c.b.steps[d.b].layer else "")
-        after = ("; nothing is built on it" if not d.below_b else
-                 "; the step built on it was rebuilt (its parent changed)" if d.below_b == 1 else
-                 f"; the {d.below_b} steps built on it were rebuilt (their parent changed)")
-        return (f"{where}: changed: B has {_about(c.b, d.b, no_trunc)} where A had "
-                f"{_about(c.a, d.a, no_trunc)}{again}{after}")
+        again = " (the same layer, built again)" if c.a.steps[d.a].layer == c.b.steps[d.b].layer else ""
+        after = (
+            "; nothing is built on it"
+            if not d.below_b
+            else "; the step built on it was rebuilt (its parent changed)"
+            if d.below_b == 1
+            else f"; the {d.below_b} steps built on it were rebuilt (their parent changed)"
+        )
+        return (
+            f"{where}: changed: B has {_about(c.b, d.b, no_trunc)} where A had "
+            f"{_about(c.a, d.a, no_trunc)}{again}{after}"
+        )
     if kind == NEW:
         after = f"; {_plural(d.below_b, 'more new step')} on it" if d.below_b else ""
         return f"{where}: new: B has {_about(c.b, d.b, no_trunc)} where A had no step{after}"
@@ -149,16 +162,22 @@ def divergence_text(r: Diff, d: Divergence, no_trunc: bool = False) -> str:
 
 def _head(r: Diff, now: datetime, no_trunc: bool) -> str:
     """Which two exports, as a small table (its cells escaped like every table's)."""
-    how = {A_PREVIOUS_ON_TAG: "the export before B on its tag",
-           A_PREVIOUS_IN_HISTORY: "the export before B in history"}.get(r.a_from, "")
-    rows = [[name, f"~{pos}", _digest(e.digest, no_trunc), _tag_cell(e), ago(e.created_ns, now),
-             note]
-            for name, e, pos, note in (("A", r.a, r.a_position, how),
-                                       ("B", r.b, r.b_position, ""))]
+    how = {
+        A_PREVIOUS_ON_TAG: "the export before B on its tag",
+        A_PREVIOUS_IN_HISTORY: "the export before B in history",
+    }.get(r.a_from, "")
+    rows = [
+        [name, f"~{pos}", _digest(e.digest, no_trunc), _tag_cell(e), ago(e.created_ns, now), note]
+        for name, e, pos, note in (("A", r.a, r.a_position, how), ("B", r.b, r.b_position, ""))
+    ]
     if not how:
         rows = [row[:-1] for row in rows]
-    return table(rows, ["", "EXPORT", "DIGEST", "TAGS", "EXPORTED", "CHOSEN AS"] if how
-                 else ["", "EXPORT", "DIGEST", "TAGS", "EXPORTED"])
+    return table(
+        rows,
+        ["", "EXPORT", "DIGEST", "TAGS", "EXPORTED", "CHOSEN AS"]
+        if how
+        else ["", "EXPORT", "DIGEST", "TAGS", "EXPORTED"],
+    )
 
 
 def _stamp(ns: int | None) -> str:
@@ -183,8 +202,7 @@ def diff_text(r: Diff, now: datetime, no_trunc: bool = False) -> str:
         depth = (c.b.steps[row.b] if row.b >= 0 else c.a.steps[row.a]).depth
         indent = "· " * min(row.level, _MAX_INDENT) + ("… " if row.level > _MAX_INDENT else "")
         status = c.status[row.b] if row.b >= 0 else "only in A"
-        cells = [f"{indent}{depth}", *_cells(c.a, row.a, no_trunc), status,
-                 *_cells(c.b, row.b, no_trunc)]
+        cells = [f"{indent}{depth}", *_cells(c.a, row.a, no_trunc), status, *_cells(c.b, row.b, no_trunc)]
         if also:
             n = r.also_in[row.b] if row.b >= 0 else -1
             before = row.b >= 0 and r.built_before_a[row.b]
@@ -192,8 +210,7 @@ def diff_text(r: Diff, now: datetime, no_trunc: bool = False) -> str:
         rows.append(cells)
     out.append("")
     if rows:
-        headers = ["POS", "A LAYER", "A SIZE", "A CREATED", "STATUS", "B LAYER", "B SIZE",
-                   "B CREATED"]
+        headers = ["POS", "A LAYER", "A SIZE", "A CREATED", "STATUS", "B LAYER", "B SIZE", "B CREATED"]
         out.append(table(rows, [*headers, "ALSO IN"] if also else headers))
     else:
         out.append("neither export has a step")
@@ -202,8 +219,7 @@ def diff_text(r: Diff, now: datetime, no_trunc: bool = False) -> str:
         out.append("A and B are the same export: every step is shared")
     else:
         if not r.common_steps and c.b.steps and c.a.steps:
-            out.append("no step in common: B shares no step with A (another base, or its "
-                       "first step changed)")
+            out.append("no step in common: B shares no step with A (another base, or its first step changed)")
         divs = c.divergences
         if divs:
             out.append(f"first divergence: {divergence_text(r, divs[0], no_trunc)}")
@@ -212,17 +228,23 @@ def diff_text(r: Diff, now: datetime, no_trunc: bool = False) -> str:
                 out.extend(f"  {divergence_text(r, d, no_trunc)}" for d in divs[1:])
         elif c.b.steps:
             out.append("no divergence: B has every step of A, at the same places")
-    out.append(f"steps of B: {c.count(SHARED)} shared, {c.count(CHANGED)} changed, "
-               f"{c.count(REBUILT)} rebuilt, {c.count(NEW)} new (of {len(c.b.steps)}); "
-               f"A has {_plural(len(c.a.steps), 'step')}, {len(c.a.steps) - c.count(SHARED)} "
-               "not in B")
+    out.append(
+        f"steps of B: {c.count(SHARED)} shared, {c.count(CHANGED)} changed, "
+        f"{c.count(REBUILT)} rebuilt, {c.count(NEW)} new (of {len(c.b.steps)}); "
+        f"A has {_plural(len(c.a.steps), 'step')}, {len(c.a.steps) - c.count(SHARED)} "
+        "not in B"
+    )
     n_before = sum(r.built_before_a)
     if n_before:
-        out.append(f"built before A: {_plural(n_before, 'step')} of B that A does not share "
-                   f"{'was' if n_before == 1 else 'were'} built before A's newest step (createdAt): "
-                   "B's build did not run them, BuildKit re-used them (from its own cache or an "
-                   "older export)")
-    out.append(f"layers: {size(r.shared_bytes)} shared, {size(r.only_a_bytes)} only in A, "
-               f"{size(r.only_b_bytes)} only in B")
+        out.append(
+            f"built before A: {_plural(n_before, 'step')} of B that A does not share "
+            f"{'was' if n_before == 1 else 'were'} built before A's newest step (createdAt): "
+            "B's build did not run them, BuildKit re-used them (from its own cache or an "
+            "older export)"
+        )
+    out.append(
+        f"layers: {size(r.shared_bytes)} shared, {size(r.only_a_bytes)} only in A, "
+        f"{size(r.only_b_bytes)} only in B"
+    )
     out.append(f"evidence: each step's {', '.join(EVIDENCE[:-1])} and {EVIDENCE[-1]}; {LIMIT}")
     return "\n".join(out)

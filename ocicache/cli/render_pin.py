@@ -28,8 +28,7 @@ def _export(e: Export, position: int) -> dict[str, Any]:
 
 def ref_item(r: RefResult) -> dict[str, Any]:
     """One export's import spec (spec and lines null when refused, with the reason)."""
-    lines = ({f: spec_mod.render(r.spec, f) for f in LINE_FORMATS} if r.spec is not None
-             else None)
+    lines = {f: spec_mod.render(r.spec, f) for f in LINE_FORMATS} if r.spec is not None else None
     return {
         "type": "local",
         "src": r.src,
@@ -50,8 +49,12 @@ def ref_json(snap: Snapshot, r: RefResult) -> dict[str, Any]:
 
 
 def refs_json(snap: Snapshot, results: list[RefResult]) -> dict[str, Any]:
-    return {"schema": "ocicache/refs@1", "directory": str(snap.root),
-            "refs": [ref_item(r) for r in results], "warnings": snap.warnings}
+    return {
+        "schema": "ocicache/refs@1",
+        "directory": str(snap.root),
+        "refs": [ref_item(r) for r in results],
+        "warnings": snap.warnings,
+    }
 
 
 def explain_json(x: cachefrom.Explanation) -> dict[str, Any]:
@@ -63,8 +66,7 @@ def explain_json(x: cachefrom.Explanation) -> dict[str, Any]:
         "directory": x.directory,
         "outcome": x.outcome,
         "works": x.works,
-        "findings": [{"severity": f.severity, "key": f.key, "message": f.message}
-                     for f in x.findings],
+        "findings": [{"severity": f.severity, "key": f.key, "message": f.message} for f in x.findings],
         "corrected": x.corrected,
         "changed": x.changed,
         "export": _export(x.export, -1) | {"position": None} if x.export else None,

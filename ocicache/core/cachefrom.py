@@ -25,10 +25,20 @@ from ocicache.format.digest import is_valid_digest
 from ocicache.format.documents import IMPORT_LIMIT
 
 # Options of a local cache *export* (`--cache-to type=local,...`): meaningless on import.
-EXPORT_KEYS = frozenset({
-    "dest", "mode", "oci-mediatypes", "image-manifest", "compression", "compression-level",
-    "force-compression", "ignore-error", "reset", "store",
-})
+EXPORT_KEYS = frozenset(
+    {
+        "dest",
+        "mode",
+        "oci-mediatypes",
+        "image-manifest",
+        "compression",
+        "compression-level",
+        "force-compression",
+        "ignore-error",
+        "reset",
+        "store",
+    }
+)
 IMPORT_KEYS = ("src", "tag", "digest")
 
 SEV_ERROR = "error"  # the build fails
@@ -71,19 +81,22 @@ def readiness(inv: Inventory, e: Export) -> Readiness:
     if e.shape is None or e.problems:
         reasons.extend(e.problems or ("manifest blob is missing or unreadable",))
     elif e.manifest_size > IMPORT_LIMIT:
-        reasons.append(f"manifest is {e.manifest_size} bytes; BuildKit refuses to import "
-                       f"a manifest over 1 MiB ({IMPORT_LIMIT} bytes)")
+        reasons.append(
+            f"manifest is {e.manifest_size} bytes; BuildKit refuses to import "
+            f"a manifest over 1 MiB ({IMPORT_LIMIT} bytes)"
+        )
     config = e.config
     if not reasons and config is not None:
         blob = inv.blobs.get(config.digest)
         if blob is None:
             reasons.append(f"cache config {config.digest} is missing")
         elif max(blob.size, config.size) > IMPORT_LIMIT:
-            reasons.append(f"cache config is {max(blob.size, config.size)} bytes; BuildKit "
-                           f"refuses to import a cache config over 1 MiB ({IMPORT_LIMIT} bytes)")
+            reasons.append(
+                f"cache config is {max(blob.size, config.size)} bytes; BuildKit "
+                f"refuses to import a cache config over 1 MiB ({IMPORT_LIMIT} bytes)"
+            )
         elif blob.size != config.size:
-            reasons.append(f"cache config is {blob.size} bytes on disk, the manifest says "
-                           f"{config.size}")
+            reasons.append(f"cache config is {blob.size} bytes on disk, the manifest says {config.size}")
     if reasons:
         return Readiness("; ".join(reasons), (), (), ())
     config_digest = config.digest if config else None
@@ -95,14 +108,12 @@ def readiness(inv: Inventory, e: Export) -> Readiness:
     warnings: list[str] = []
     for d in missing:
         if d in roots:
-            warnings.append(f"base layer {d} is missing: BuildKit fails the build when it "
-                            f"needs it")
+            warnings.append(f"base layer {d} is missing: BuildKit fails the build when it needs it")
         else:
             warnings.append(f"layer {d} is missing: the steps that produced it will rebuild")
     for d in e.wrong_size:
         if d != config_digest:
-            warnings.append(f"layer {d} has the wrong size on disk: the step that uses it "
-                            f"may fail")
+            warnings.append(f"layer {d} has the wrong size on disk: the step that uses it may fail")
     return Readiness(None, tuple(warnings), missing, base)
 
 
@@ -147,8 +158,7 @@ class Explanation:
         self.findings.append(Finding(severity, key, message))
 
     def worsen(self, outcome: str) -> None:
-        rank = [OUTCOME_UNCHECKED, OUTCOME_IMPORTS, OUTCOME_PARTIAL, OUTCOME_SKIPPED,
-                OUTCOME_FAILS]
+        rank = [OUTCOME_UNCHECKED, OUTCOME_IMPORTS, OUTCOME_PARTIAL, OUTCOME_SKIPPED, OUTCOME_FAILS]
         if rank.index(outcome) > rank.index(self.outcome):
             self.outcome = outcome
 
@@ -182,22 +192,34 @@ def check_digest(x: Explanation, view: DirView, digest: str) -> str | None:
     if digest in inv.configs:
         owners = [o for o in view.exports if o.config and o.config.digest == digest]
         if owners:
-            x.add(SEV_WARNING, "digest", "names a cache config, not a cache manifest: BuildKit "
-                  "cannot load it and skips the import; the corrected spec names the export "
-                  "(manifest) of that config")
+            x.add(
+                SEV_WARNING,
+                "digest",
+                "names a cache config, not a cache manifest: BuildKit "
+                "cannot load it and skips the import; the corrected spec names the export "
+                "(manifest) of that config",
+            )
             x.worsen(OUTCOME_SKIPPED)
             _judge_export(x, inv, owners[0], "digest", quiet=True)
             return owners[0].digest
     holders = [o for o in view.exports if any(layer.digest == digest for layer in o.layers)]
     if holders:
-        x.add(SEV_WARNING, "digest", "names a layer, not a cache manifest: BuildKit skips the "
-              "import; the corrected spec names the newest export holding that layer")
+        x.add(
+            SEV_WARNING,
+            "digest",
+            "names a layer, not a cache manifest: BuildKit skips the "
+            "import; the corrected spec names the newest export holding that layer",
+        )
         x.worsen(OUTCOME_SKIPPED)
         _judge_export(x, inv, holders[0], "digest", quiet=True)
         return holders[0].digest
     what = "a blob that is not a cache manifest" if digest in inv.blobs else "no blob"
-    x.add(SEV_WARNING, "digest", f"names {what} in {view.inventory.root}: BuildKit skips "
-          "the import (v0.32; older versions fail the build)")
+    x.add(
+        SEV_WARNING,
+        "digest",
+        f"names {what} in {view.inventory.root}: BuildKit skips "
+        "the import (v0.32; older versions fail the build)",
+    )
     x.worsen(OUTCOME_SKIPPED)
     return None
 
@@ -211,13 +233,15 @@ def expand_prefix(view: DirView, value: str) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
-def _judge_export(x: Explanation, inv: Inventory, e: Export, key: str,
-                  quiet: bool = False) -> None:
+def _judge_export(x: Explanation, inv: Inventory, e: Export, key: str, quiet: bool = False) -> None:
     x.export = e
     r = readiness(inv, e)
     if not r.ok:
-        x.add(SEV_WARNING, key, f"export {e.digest[:19]} cannot be imported: {r.refusal}; "
-              "BuildKit skips the import")
+        x.add(
+            SEV_WARNING,
+            key,
+            f"export {e.digest[:19]} cannot be imported: {r.refusal}; BuildKit skips the import",
+        )
         x.worsen(OUTCOME_SKIPPED)
         return
     for w in r.warnings:
@@ -251,8 +275,12 @@ def explain(text: str, read_dir: DirReader, fallback_dir: str | None = None) -> 
         last = parsed.type if key == "type" else parsed.get(key)
         x.add(SEV_NOTE, key, f"given more than once: the last value ({last!r}) wins")
     if parsed.registry_short_form:
-        x.add(SEV_NOTE, None, "a value without `=` is buildx's short form of "
-              "type=registry,ref=VALUE; only type=local caches are checked")
+        x.add(
+            SEV_NOTE,
+            None,
+            "a value without `=` is buildx's short form of "
+            "type=registry,ref=VALUE; only type=local caches are checked",
+        )
         x.outcome = OUTCOME_UNCHECKED
         return x
     type_ = parsed.type
@@ -276,19 +304,27 @@ def explain(text: str, read_dir: DirReader, fallback_dir: str | None = None) -> 
         if val is None:
             continue
         if src is None:
-            x.add(SEV_ERROR, wrong, f"a local cache import has no `{wrong}` key: BuildKit fails "
-                  'the whole build with "local cache importer requires src"; use '
-                  f"src={val}")
+            x.add(
+                SEV_ERROR,
+                wrong,
+                f"a local cache import has no `{wrong}` key: BuildKit fails "
+                'the whole build with "local cache importer requires src"; use '
+                f"src={val}",
+            )
         else:
             x.add(SEV_NOTE, wrong, f"ignored by a local cache import (src={src} is used)")
     if src is None:
         if not any(parsed.get(k) is not None for k in ("ref", "dest")):
-            x.add(SEV_ERROR, "src", 'missing: BuildKit fails the whole build with "local cache '
-                  'importer requires src"')
+            x.add(
+                SEV_ERROR,
+                "src",
+                'missing: BuildKit fails the whole build with "local cache importer requires src"',
+            )
         x.worsen(OUTCOME_FAILS)
     elif src == "":
-        x.add(SEV_ERROR, "src", 'empty: BuildKit fails the whole build with "local cache '
-              'importer requires src"')
+        x.add(
+            SEV_ERROR, "src", 'empty: BuildKit fails the whole build with "local cache importer requires src"'
+        )
         x.worsen(OUTCOME_FAILS)
         candidate = None
     for key, _ in parsed.attrs:
@@ -302,18 +338,30 @@ def explain(text: str, read_dir: DirReader, fallback_dir: str | None = None) -> 
     view: DirView | None = None
     if candidate and candidate.startswith("~"):
         expanded = os.path.expanduser(candidate)
-        x.add(SEV_WARNING, "src", f"{candidate}: no shell expands `~` inside a --cache-from "
-              f"value, so BuildKit looks for a directory literally named so; use {expanded}")
+        x.add(
+            SEV_WARNING,
+            "src",
+            f"{candidate}: no shell expands `~` inside a --cache-from "
+            f"value, so BuildKit looks for a directory literally named so; use {expanded}",
+        )
         x.worsen(OUTCOME_SKIPPED)
         candidate = expanded
     if candidate:
         if not candidate.startswith("/"):
-            x.add(SEV_NOTE, "src", "a relative path: BuildKit resolves it against the "
-                  "directory the build client (buildx/buildctl) runs in")
+            x.add(
+                SEV_NOTE,
+                "src",
+                "a relative path: BuildKit resolves it against the "
+                "directory the build client (buildx/buildctl) runs in",
+            )
         got = read_dir(candidate)
         if isinstance(got, str):
-            x.add(SEV_WARNING, "src", f"{candidate}: {got}: if so where the build runs too, "
-                  "BuildKit skips the import (\"local cache import at ... not found\")")
+            x.add(
+                SEV_WARNING,
+                "src",
+                f"{candidate}: {got}: if so where the build runs too, "
+                'BuildKit skips the import ("local cache import at ... not found")',
+            )
             x.worsen(OUTCOME_SKIPPED)
         else:
             view = got
@@ -326,13 +374,20 @@ def explain(text: str, read_dir: DirReader, fallback_dir: str | None = None) -> 
     tag_ok = False
     if digest is not None and digest != "":
         if tag is not None:
-            x.add(SEV_NOTE, "tag", "ignored: with digest= BuildKit loads that manifest and "
-                  "never reads index.json")
+            x.add(
+                SEV_NOTE,
+                "tag",
+                "ignored: with digest= BuildKit loads that manifest and never reads index.json",
+            )
         if not is_digest(digest):
             full = expand_prefix(view, digest) if view else None
             extra = f"; it is the prefix of {full}" if full else ""
-            x.add(SEV_ERROR, "digest", f"{digest!r} is not a valid digest (sha256: and 64 "
-                  f"lower-case hex digits){extra}: BuildKit cannot load it")
+            x.add(
+                SEV_ERROR,
+                "digest",
+                f"{digest!r} is not a valid digest (sha256: and 64 "
+                f"lower-case hex digits){extra}: BuildKit cannot load it",
+            )
             x.worsen(OUTCOME_FAILS)
             new_digest = full
             if full and view:
@@ -363,8 +418,9 @@ def by_digest(view: DirView, digest: str) -> Export:
     return next(e for e in view.exports if e.digest == digest)
 
 
-def _judge_tag(x: Explanation, view: DirView | None, tag: str | None,
-               fallback: bool) -> tuple[bool, str | None]:
+def _judge_tag(
+    x: Explanation, view: DirView | None, tag: str | None, fallback: bool
+) -> tuple[bool, str | None]:
     """Judge the tag lookup BuildKit does when no usable digest is given: whether it works,
     and the tag to write (None for the default `latest`)."""
     if view is None:
@@ -379,8 +435,12 @@ def _judge_tag(x: Explanation, view: DirView | None, tag: str | None,
     if name not in tags:
         known = ", ".join(sorted(tags)) or "none"
         key = "tag" if tag else None
-        x.add(SEV_WARNING, key, f"tag {name!r} is not in index.json (tags: {known}): BuildKit "
-              f"skips the import (\"no digest found for tag {name}\")")
+        x.add(
+            SEV_WARNING,
+            key,
+            f"tag {name!r} is not in index.json (tags: {known}): BuildKit "
+            f'skips the import ("no digest found for tag {name}")',
+        )
         x.worsen(OUTCOME_SKIPPED)
         return False, None
     digest = tags[name]
@@ -388,8 +448,11 @@ def _judge_tag(x: Explanation, view: DirView | None, tag: str | None,
     if fallback:
         x.add(SEV_NOTE, "tag", f"the corrected spec uses tag {name!r} instead")
     if e is None:
-        x.add(SEV_WARNING, "tag", f"tag {name!r} names {digest}, which is not a cache "
-              "manifest: BuildKit skips the import")
+        x.add(
+            SEV_WARNING,
+            "tag",
+            f"tag {name!r} names {digest}, which is not a cache manifest: BuildKit skips the import",
+        )
         x.worsen(OUTCOME_SKIPPED)
         return False, None
     _judge_export(x, inv, e, "tag")

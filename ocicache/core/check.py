@@ -94,8 +94,11 @@ def _rel(digest: str) -> str:
         return digest
 
 
-def check(snap: Snapshot, hashes: Mapping[str, HashResult] | None = None,
-          violations: Mapping[str, tuple[Violation, ...]] | None = None) -> CheckResult:
+def check(
+    snap: Snapshot,
+    hashes: Mapping[str, HashResult] | None = None,
+    violations: Mapping[str, tuple[Violation, ...]] | None = None,
+) -> CheckResult:
     """Every finding about `snap`; `hashes` (digest -> result) adds digest verification and
     `violations` (file -> every schema violation, see `schema_violations`) lists each one."""
     out = _Collector(snap, violations or {})
@@ -108,8 +111,8 @@ def check(snap: Snapshot, hashes: Mapping[str, HashResult] | None = None,
     order = {s: i for i, s in enumerate(SEVERITIES)}
     findings = sorted(
         dict.fromkeys(out.findings),  # the same finding found twice is reported once
-        key=lambda f: (order[f.severity], f.code, f.file, f.digest or "", f.where,
-                       f.export or "", f.message))
+        key=lambda f: (order[f.severity], f.code, f.file, f.digest or "", f.where, f.export or "", f.message),
+    )
     inv = snap.inventory
     return CheckResult(
         directory=snap.root,
@@ -141,8 +144,18 @@ class _Collector:
             self._stack = (e.digest, stack(self.inv, e))
         return self._stack[1]
 
-    def add(self, severity: str, code: str, file: str, message: str, *, digest: str | None = None,
-            where: str = "", export: str | None = None, steps: tuple[Step, ...] = ()) -> None:
+    def add(
+        self,
+        severity: str,
+        code: str,
+        file: str,
+        message: str,
+        *,
+        digest: str | None = None,
+        where: str = "",
+        export: str | None = None,
+        steps: tuple[Step, ...] = (),
+    ) -> None:
         self.findings.append(Finding(severity, code, file, digest, where, message, export, steps))
 
     def invalid(self, file: str, where: str, message: str, digest: str | None = None) -> None:
@@ -151,8 +164,7 @@ class _Collector:
         if not found:
             self.add(ERROR, "invalid-document", file, message, digest=digest, where=where)
         for v in found:
-            self.add(ERROR, "invalid-document", file, v.message, digest=digest,
-                     where=v.path or "(root)")
+            self.add(ERROR, "invalid-document", file, v.message, digest=digest, where=v.path or "(root)")
 
     # -- index.json and oci-layout -------------------------------------------------------------
     def index(self) -> None:
@@ -163,40 +175,70 @@ class _Collector:
                 self.add(WARNING, "unusable-lock", LOCK_FILE, p.message)
         if err is not None:
             if isinstance(err, TooLargeError):
-                self.add(ERROR, "oversize-index", err.file or INDEX_JSON,
-                         f"{err.message}: its exports and tags are unknown to ocicache")
+                self.add(
+                    ERROR,
+                    "oversize-index",
+                    err.file or INDEX_JSON,
+                    f"{err.message}: its exports and tags are unknown to ocicache",
+                )
             elif err.message == "missing":
-                self.add(ERROR, "missing-index", INDEX_JSON,
-                         "missing: no tag can be imported (`ocicache repair` rebuilds it)")
+                self.add(
+                    ERROR,
+                    "missing-index",
+                    INDEX_JSON,
+                    "missing: no tag can be imported (`ocicache repair` rebuilds it)",
+                )
             elif err.where:  # a schema violation: the JSON parsed, the document is wrong
                 self.invalid(err.file or INDEX_JSON, err.where, err.message)
             else:
-                self.add(ERROR, "torn-index", err.file or INDEX_JSON,
-                         f"{err.message} (`ocicache repair` rebuilds it)")
+                self.add(
+                    ERROR,
+                    "torn-index",
+                    err.file or INDEX_JSON,
+                    f"{err.message} (`ocicache repair` rebuilds it)",
+                )
         if inv.blobs and inv.names_nothing_present():
-            self.add(WARNING, "index-names-nothing", INDEX_JSON,
-                     "names no blob on disk: gc refuses to act on it without --all (it would "
-                     "delete every blob); `ocicache repair` points `latest` at the newest export")
+            self.add(
+                WARNING,
+                "index-names-nothing",
+                INDEX_JSON,
+                "names no blob on disk: gc refuses to act on it without --all (it would "
+                "delete every blob); `ocicache repair` points `latest` at the newest export",
+            )
         if inv.index is not None:
             for entry in inv.index.entries:
                 d = entry.descriptor.digest
                 if d not in inv.blobs:
                     tag = entry.ref_name or "(no ref name)"
                     hint = missing_manifest_hint(inv.root, entry.ref_name, entry.pinned)
-                    self.add(ERROR, "index-missing-manifest", INDEX_JSON,
-                             f"tag {tag}: manifest {d} is missing; importing this tag fails "
-                             f"({hint}){inv.missing_note(d)}",
-                             digest=d, where=f"manifests[{entry.position}]",
-                             export=d)
+                    self.add(
+                        ERROR,
+                        "index-missing-manifest",
+                        INDEX_JSON,
+                        f"tag {tag}: manifest {d} is missing; importing this tag fails "
+                        f"({hint}){inv.missing_note(d)}",
+                        digest=d,
+                        where=f"manifests[{entry.position}]",
+                        export=d,
+                    )
                 elif inv.blobs[d].size != entry.descriptor.size:
-                    self.add(ERROR, "size-mismatch", INDEX_JSON,
-                             f"says {entry.descriptor.size} bytes, manifest {d} has "
-                             f"{inv.blobs[d].size}", digest=d,
-                             where=f"manifests[{entry.position}].size", export=d)
+                    self.add(
+                        ERROR,
+                        "size-mismatch",
+                        INDEX_JSON,
+                        f"says {entry.descriptor.size} bytes, manifest {d} has {inv.blobs[d].size}",
+                        digest=d,
+                        where=f"manifests[{entry.position}].size",
+                        export=d,
+                    )
         if isinstance(inv.oci_layout, Exception):
             # BuildKit's importer never reads oci-layout: harmless to imports, still wrong.
-            self.add(WARNING, "invalid-document", OCI_LAYOUT, str(getattr(
-                inv.oci_layout, "message", inv.oci_layout)))
+            self.add(
+                WARNING,
+                "invalid-document",
+                OCI_LAYOUT,
+                str(getattr(inv.oci_layout, "message", inv.oci_layout)),
+            )
 
     # -- every blob ----------------------------------------------------------------------------
     def blobs(self, hashes: Mapping[str, HashResult] | None) -> None:
@@ -206,17 +248,27 @@ class _Collector:
             if h is not None and h.error is not None:
                 self.add(ERROR, "unreadable-blob", blob.relpath, h.error, digest=digest)
             elif h is not None and h.actual != digest:
-                self.add(ERROR, "digest-mismatch", blob.relpath,
-                         f"content hashes to {h.actual}", digest=digest)
+                self.add(
+                    ERROR, "digest-mismatch", blob.relpath, f"content hashes to {h.actual}", digest=digest
+                )
             elif h is not None and h.bytes_read != blob.size:
-                self.add(ERROR, "size-mismatch", blob.relpath,
-                         f"changed while checking ({blob.size} bytes, read {h.bytes_read})",
-                         digest=digest)
+                self.add(
+                    ERROR,
+                    "size-mismatch",
+                    blob.relpath,
+                    f"changed while checking ({blob.size} bytes, read {h.bytes_read})",
+                    digest=digest,
+                )
             if blob.mode & 0o022:
                 # An export killed between rename and chmod leaves 0666 (FORMAT.md).
-                self.add(NOTE, "mode-0666", blob.relpath,
-                         f"mode {stat.S_IMODE(blob.mode):04o}, BuildKit leaves blobs 0444 "
-                         "(an interrupted export?)", digest=digest)
+                self.add(
+                    NOTE,
+                    "mode-0666",
+                    blob.relpath,
+                    f"mode {stat.S_IMODE(blob.mode):04o}, BuildKit leaves blobs 0444 "
+                    "(an interrupted export?)",
+                    digest=digest,
+                )
         for digest, e in inv.bad_docs.items():
             if digest in self.layer_digests:
                 continue  # a layer that happens to start with "{": not a document
@@ -225,15 +277,19 @@ class _Collector:
                 continue
             if e.message.startswith(_UNREADABLE):
                 if hashes is None or hashes.get(digest, _NO_HASH).error is None:
-                    self.add(ERROR, "unreadable-blob", e.file or _rel(digest), e.message,
-                             digest=digest)
+                    self.add(ERROR, "unreadable-blob", e.file or _rel(digest), e.message, digest=digest)
                 continue
             if digest in self.referenced:  # a manifest or cache config an export needs
                 self.invalid(e.file or _rel(digest), e.where or "", e.message, digest)
             elif e.where:  # JSON, but not a document we know: nothing depends on it
-                self.add(WARNING, "invalid-document", e.file or _rel(digest),
-                         f"{e.message} (no export references it)", digest=digest,
-                         where=e.where)
+                self.add(
+                    WARNING,
+                    "invalid-document",
+                    e.file or _rel(digest),
+                    f"{e.message} (no export references it)",
+                    digest=digest,
+                    where=e.where,
+                )
             # else: it only starts like JSON (a layer of an unknown export?): see leftovers.
         for p in inv.problems:
             if p.message.startswith("cannot read"):
@@ -245,23 +301,38 @@ class _Collector:
         """A document not read because of its size: what it says (and references) is unknown."""
         file = e.file or _rel(digest)
         if digest in self.referenced:
-            self.add(ERROR, "document-too-big", file,
-                     f"{e.message}: a document an export or index.json needs, not read: what "
-                     "it references is unknown (gc keeps it, and refuses to run while "
-                     "index.json needs it)", digest=digest)
+            self.add(
+                ERROR,
+                "document-too-big",
+                file,
+                f"{e.message}: a document an export or index.json needs, not read: what "
+                "it references is unknown (gc keeps it, and refuses to run while "
+                "index.json needs it)",
+                digest=digest,
+            )
         else:
-            self.add(WARNING, "document-too-big", file,
-                     f"{e.message}: starts like JSON, not read (no export references it; gc "
-                     "keeps it: it could be a manifest)", digest=digest)
+            self.add(
+                WARNING,
+                "document-too-big",
+                file,
+                f"{e.message}: starts like JSON, not read (no export references it; gc "
+                "keeps it: it could be a manifest)",
+                digest=digest,
+            )
 
     def duplicate_keys(self) -> None:
         for file, found in self.violations.items():
             for v in found:
                 if isinstance(v, DuplicateKey):
-                    self.add(WARNING, "duplicate-key", file,
-                             f"key {v.key!r} appears more than once: BuildKit (Go's encoding/json) "
-                             "uses the last value, and so does ocicache", digest=_digest_of(file),
-                             where=v.path)
+                    self.add(
+                        WARNING,
+                        "duplicate-key",
+                        file,
+                        f"key {v.key!r} appears more than once: BuildKit (Go's encoding/json) "
+                        "uses the last value, and so does ocicache",
+                        digest=_digest_of(file),
+                        where=v.path,
+                    )
 
     # -- every export --------------------------------------------------------------------------
     def exports(self) -> None:
@@ -275,52 +346,86 @@ class _Collector:
         if e.shape is not None:
             manifest = inv.manifests[e.digest]
             if e.digest in {d.digest for d in (*manifest.layers, *manifest.others)} or (
-                    manifest.config is not None and manifest.config.digest == e.digest):
-                self.add(ERROR, "self-reference", rel,
-                         "manifest references itself (its digest cannot be right)",
-                         digest=e.digest, export=e.digest)
+                manifest.config is not None and manifest.config.digest == e.digest
+            ):
+                self.add(
+                    ERROR,
+                    "self-reference",
+                    rel,
+                    "manifest references itself (its digest cannot be right)",
+                    digest=e.digest,
+                    export=e.digest,
+                )
             if manifest.config is None:
-                self.add(ERROR, "no-cache-config", rel,
-                         "cache manifest names no cache config: importing it fails",
-                         digest=e.digest, export=e.digest)
+                self.add(
+                    ERROR,
+                    "no-cache-config",
+                    rel,
+                    "cache manifest names no cache config: importing it fails",
+                    digest=e.digest,
+                    export=e.digest,
+                )
         config = e.config.digest if e.config else None
         names = (*e.tags, *(f"{p} (pin)" for p in e.pins))
         tags = f" ({', '.join(names)})" if names else ""
         for doc, kind in ((e.digest, "manifest"), (config, "cache config")):
             big = inv.blobs.get(doc) if doc else None
             if big is not None and big.size > docs.IMPORT_LIMIT:
-                self.add(WARNING, "oversize-document", big.relpath,
-                         f"{kind} of {big.size} bytes: BuildKit refuses to import one over "
-                         f"{docs.IMPORT_LIMIT} bytes (1 MiB)", digest=doc, export=e.digest)
+                self.add(
+                    WARNING,
+                    "oversize-document",
+                    big.relpath,
+                    f"{kind} of {big.size} bytes: BuildKit refuses to import one over "
+                    f"{docs.IMPORT_LIMIT} bytes (1 MiB)",
+                    digest=doc,
+                    export=e.digest,
+                )
         for d in e.missing:
             if d == config:
-                self.add(ERROR, "missing-blob", _rel(d),
-                         f"cache config of export {e.digest}{tags} is missing: importing it fails"
-                         f"{inv.missing_note(d)}",
-                         digest=d, export=e.digest)
+                self.add(
+                    ERROR,
+                    "missing-blob",
+                    _rel(d),
+                    f"cache config of export {e.digest}{tags} is missing: importing it fails"
+                    f"{inv.missing_note(d)}",
+                    digest=d,
+                    export=e.digest,
+                )
             else:
                 steps = self._steps(e, d)
-                self.add(ERROR, "missing-blob", _rel(d),
-                         f"layer of export {e.digest}{tags} is missing: {_describe(steps)}"
-                         f"{inv.missing_note(d)}",
-                         digest=d, export=e.digest, steps=steps)
+                self.add(
+                    ERROR,
+                    "missing-blob",
+                    _rel(d),
+                    f"layer of export {e.digest}{tags} is missing: {_describe(steps)}{inv.missing_note(d)}",
+                    digest=d,
+                    export=e.digest,
+                    steps=steps,
+                )
         sizes = {x.digest: x.size for x in e.layers}
         if e.config is not None:
             sizes[e.config.digest] = e.config.size
         for d in e.wrong_size:
             blob = inv.blobs[d]
-            self.add(ERROR, "size-mismatch", blob.relpath,
-                     f"export {e.digest}{tags} says {sizes.get(d)} bytes, the file has {blob.size}",
-                     digest=d, export=e.digest)
+            self.add(
+                ERROR,
+                "size-mismatch",
+                blob.relpath,
+                f"export {e.digest}{tags} says {sizes.get(d)} bytes, the file has {blob.size}",
+                digest=d,
+                export=e.digest,
+            )
         cc = e.cache_config
         if cc is not None and cc.digest not in seen_configs:
             seen_configs.add(cc.digest)
             for p in cc.problems:
                 where, _, message = p.partition(": ")
-                code = "config-loop" if "loop" in message or "own parent" in message \
-                    else "config-out-of-range"
-                self.add(ERROR, code, _rel(cc.digest), message, digest=cc.digest, where=where,
-                         export=e.digest)
+                code = (
+                    "config-loop" if "loop" in message or "own parent" in message else "config-out-of-range"
+                )
+                self.add(
+                    ERROR, code, _rel(cc.digest), message, digest=cc.digest, where=where, export=e.digest
+                )
 
     def _steps(self, e: Export, missing: str) -> tuple[Step, ...]:
         """The steps an import of `e` would rebuild (or fail on) without layer `missing`.
@@ -365,10 +470,15 @@ class _Collector:
         for digest, why in sorted(inv.foreign_unknown.items()):
             if digest in inv.bad_docs:
                 continue  # reported with its parse error (invalid-document, document-too-big)
-            self.add(ERROR, "invalid-document", _rel(digest),
-                     f"{why}: {inv.reached_from(digest)} names it as a "
-                     f"{inv.foreign_roles.get(digest, 'manifest')}; what it references is "
-                     "unknown (gc refuses)", digest=digest)
+            self.add(
+                ERROR,
+                "invalid-document",
+                _rel(digest),
+                f"{why}: {inv.reached_from(digest)} names it as a "
+                f"{inv.foreign_roles.get(digest, 'manifest')}; what it references is "
+                "unknown (gc refuses)",
+                digest=digest,
+            )
         for parent, refs in sorted(inv.foreign_refs.items()):
             named = INDEX_JSON if parent == INDEX_JSON else _rel(parent)
             for ref in refs:
@@ -377,14 +487,23 @@ class _Collector:
                     if parent == INDEX_JSON:
                         continue  # index-missing-manifest (index())
                     severity = NOTE if ref.where in ("subject", "referrer") else WARNING
-                    self.add(severity, "foreign-missing-blob", _rel(ref.digest),
-                             f"{ref.role} named by {named} ({ref.where}) is missing: that "
-                             "image or artifact is incomplete", digest=ref.digest,
-                             where=ref.where)
+                    self.add(
+                        severity,
+                        "foreign-missing-blob",
+                        _rel(ref.digest),
+                        f"{ref.role} named by {named} ({ref.where}) is missing: that "
+                        "image or artifact is incomplete",
+                        digest=ref.digest,
+                        where=ref.where,
+                    )
                 elif ref.size is not None and ref.size != blob.size and parent != INDEX_JSON:
-                    self.add(ERROR, "size-mismatch", blob.relpath,
-                             f"{named} ({ref.where}) says {ref.size} bytes, the file has "
-                             f"{blob.size}", digest=ref.digest)
+                    self.add(
+                        ERROR,
+                        "size-mismatch",
+                        blob.relpath,
+                        f"{named} ({ref.where}) says {ref.size} bytes, the file has {blob.size}",
+                        digest=ref.digest,
+                    )
 
     # -- leftovers the layout allows -----------------------------------------------------------
     def leftovers(self) -> None:
@@ -393,30 +512,45 @@ class _Collector:
             code = "bad-name" if s.reason.startswith("name is not a digest") else "stray"
             self.add(WARNING, code, s.relpath, s.reason)
         for entry in inv.ingest:
-            what = "no data file" if entry.data_size is None else (
-                f"{entry.data_size} of {entry.total if entry.total is not None else '?'} bytes")
-            self.add(NOTE, "stale-ingest", entry.relpath,
-                     f"interrupted write ({what}); BuildKit never cleans ingest/")
+            what = (
+                "no data file"
+                if entry.data_size is None
+                else (f"{entry.data_size} of {entry.total if entry.total is not None else '?'} bytes")
+            )
+            self.add(
+                NOTE,
+                "stale-ingest",
+                entry.relpath,
+                f"interrupted write ({what}); BuildKit never cleans ingest/",
+            )
         held = inv.quarantine
         if held.blobs:
-            self.add(NOTE, "quarantine", QUARANTINE,
-                     f"{len(held.blobs)} blob(s), {held.bytes} bytes gc moved out of blobs/: put "
-                     "back when an export needs them, deleted by a gc once older than --grace")
+            self.add(
+                NOTE,
+                "quarantine",
+                QUARANTINE,
+                f"{len(held.blobs)} blob(s), {held.bytes} bytes gc moved out of blobs/: put "
+                "back when an export needs them, deleted by a gc once older than --grace",
+            )
         for odd in held.odd:
             self.add(WARNING, "stray", odd, "not a blob gc quarantined; left alone")
         referenced = self.referenced
         # A document we could not read may reference blobs that look unreferenced.
-        doubtful = sum(1 for e in inv.bad_docs.values()
-                       if e.where or e.message.startswith((*_UNREADABLE, docs.TOO_BIG)))
+        doubtful = sum(
+            1 for e in inv.bad_docs.values() if e.where or e.message.startswith((*_UNREADABLE, docs.TOO_BIG))
+        )
         doubtful += sum(1 for d in inv.foreign_unknown if d not in inv.bad_docs)
-        caveat = (f"; {doubtful} unreadable or invalid document(s) may reference it"
-                  if doubtful else "")
+        caveat = f"; {doubtful} unreadable or invalid document(s) may reference it" if doubtful else ""
         for digest, blob in inv.blobs.items():
             err = inv.bad_docs.get(digest, _NO_ERROR)
-            if digest not in referenced and not err.where and not err.message.startswith(
-                    docs.TOO_BIG):
-                self.add(NOTE, "unreferenced-blob", blob.relpath,
-                         f"{blob.size} bytes no export references{caveat}", digest=digest)
+            if digest not in referenced and not err.where and not err.message.startswith(docs.TOO_BIG):
+                self.add(
+                    NOTE,
+                    "unreferenced-blob",
+                    blob.relpath,
+                    f"{blob.size} bytes no export references{caveat}",
+                    digest=digest,
+                )
 
 
 @dataclass(frozen=True)
@@ -462,7 +596,8 @@ def schema_violations(store: Store, snap: Snapshot) -> dict[str, tuple[Violation
                 continue  # the first read's findings stand
             found = docs.duplicate_keys(data)
             out.setdefault(file, []).extend(
-                DuplicateKey(path, f"duplicate key {key!r}", key) for path, key in found)
+                DuplicateKey(path, f"duplicate key {key!r}", key) for path, key in found
+            )
     return {file: tuple(found) for file, found in out.items() if found}
 
 
@@ -484,10 +619,11 @@ def _describe(steps: tuple[Step, ...]) -> str:
     rebuild = [s for s in steps if s.effect == EFFECT_REBUILD]
     parts = []
     if fails:
-        parts.append(f"it is a root (base) layer: an import fails on {len(fails)} step(s) "
-                     f"built on it ({', '.join(f'layers[{s.layer}]' for s in fails)})")
+        parts.append(
+            f"it is a root (base) layer: an import fails on {len(fails)} step(s) "
+            f"built on it ({', '.join(f'layers[{s.layer}]' for s in fails)})"
+        )
     if rebuild:
-        where = ", ".join(f"layers[{s.layer}]" if s.layer >= 0 else "an unplaced layer"
-                          for s in rebuild)
+        where = ", ".join(f"layers[{s.layer}]" if s.layer >= 0 else "an unplaced layer" for s in rebuild)
         parts.append(f"an import rebuilds {len(rebuild)} step(s) ({where})")
     return "; ".join(parts) if parts else "an import rebuilds its step"

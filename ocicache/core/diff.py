@@ -55,8 +55,10 @@ A_PREVIOUS_ON_TAG = "previous-on-tag"
 A_PREVIOUS_IN_HISTORY = "previous-in-history"
 
 EVIDENCE = ("layer digest", "size", "createdAt", "position")
-LIMIT = ("cache keys are opaque digests and BuildKit stores no Dockerfile text, so this shows "
-         "where the chains part, not which instruction or file changed")
+LIMIT = (
+    "cache keys are opaque digests and BuildKit stores no Dockerfile text, so this shows "
+    "where the chains part, not which instruction or file changed"
+)
 
 SizeOf = Callable[[str], int | None]
 
@@ -159,29 +161,40 @@ def require_config(e: Export, role: str) -> CacheConfig:
     hint = "`ocicache check DIR` says what is wrong; without a cache config the steps are unknown"
     if e.shape is None:
         why = e.problems[0] if e.problems else "unreadable"
-        raise CorruptError(f"{role} ({e.digest}) cannot be used: {why}",
-                           file=_blob_path(e.digest), hint=hint)
+        raise CorruptError(f"{role} ({e.digest}) cannot be used: {why}", file=_blob_path(e.digest), hint=hint)
     if e.config is None:
-        raise CorruptError(f"{role} ({e.digest}): the manifest names no cache config",
-                           file=_blob_path(e.digest), hint=hint)
+        raise CorruptError(
+            f"{role} ({e.digest}): the manifest names no cache config", file=_blob_path(e.digest), hint=hint
+        )
     config = e.cache_config
     if config is None:
         if e.config.digest in e.missing:
             why = "is missing"
         else:
-            found = next((p for p in e.problems if p.startswith("cache config unreadable: ")),
-                         "cache config unreadable: unknown")
-            why = "cannot be used: " + found[len("cache config unreadable: "):]
-        raise CorruptError(f"the cache config of {role} ({e.digest}) {why}",
-                           file=_blob_path(e.config.digest), hint=hint)
+            found = next(
+                (p for p in e.problems if p.startswith("cache config unreadable: ")),
+                "cache config unreadable: unknown",
+            )
+            why = "cannot be used: " + found[len("cache config unreadable: ") :]
+        raise CorruptError(
+            f"the cache config of {role} ({e.digest}) {why}", file=_blob_path(e.config.digest), hint=hint
+        )
     if config.problems:
-        raise CorruptError(f"the cache config of {role} ({e.digest}) is invalid: "
-                           f"{config.problems[0]}", file=_blob_path(config.digest), hint=hint)
+        raise CorruptError(
+            f"the cache config of {role} ({e.digest}) is invalid: {config.problems[0]}",
+            file=_blob_path(config.digest),
+            hint=hint,
+        )
     return config
 
 
-def tree_of(config: CacheConfig, descriptors: Mapping[str, Descriptor], places: Places,
-            size_of: SizeOf | None = None, diff_ids: Mapping[str, str] | None = None) -> Tree:
+def tree_of(
+    config: CacheConfig,
+    descriptors: Mapping[str, Descriptor],
+    places: Places,
+    size_of: SizeOf | None = None,
+    diff_ids: Mapping[str, str] | None = None,
+) -> Tree:
     """The steps of a (problem-free) cache config in stack order.
 
     A step the config lists twice at the same place is one step (its children are merged).
@@ -223,8 +236,9 @@ def tree_of(config: CacheConfig, descriptors: Mapping[str, Descriptor], places: 
         if seen[i]:
             continue  # a loop; the reader reports those and require_config refuses them
         seen[i] = True
-        key = places.key(group_key[parent_group] if parent_group >= 0 else -1,
-                         content(layers[i].blob), created(i))
+        key = places.key(
+            group_key[parent_group] if parent_group >= 0 else -1, content(layers[i].blob), created(i)
+        )
         g = group.get(key)
         if g is None:
             g = group[key] = len(group_key)
@@ -246,8 +260,7 @@ def tree_of(config: CacheConfig, descriptors: Mapping[str, Descriptor], places: 
     steps: list[Step] = []
     children: list[list[int]] = []
     roots: list[int] = []
-    stack = [(g, -1, i + 1) for i, g in reversed(list(enumerate(sorted(root_groups,
-                                                                        key=group_order))))]
+    stack = [(g, -1, i + 1) for i, g in reversed(list(enumerate(sorted(root_groups, key=group_order))))]
     while stack:
         g, parent, ordinal = stack.pop()
         i = group_indexes[g][0]
@@ -255,9 +268,18 @@ def tree_of(config: CacheConfig, descriptors: Mapping[str, Descriptor], places: 
         d = descriptors.get(blob)
         size = d.size if d else (size_of(blob) if size_of else None)
         me = len(steps)
-        steps.append(Step(group_key[g], i, blob, parent,
-                          steps[parent].depth + 1 if parent >= 0 else 1, ordinal, size,
-                          created(i)))
+        steps.append(
+            Step(
+                group_key[g],
+                i,
+                blob,
+                parent,
+                steps[parent].depth + 1 if parent >= 0 else 1,
+                ordinal,
+                size,
+                created(i),
+            )
+        )
         children.append([])
         (children[parent] if parent >= 0 else roots).append(me)
         ordered = sorted(group_kids[g], key=group_order)
@@ -348,10 +370,9 @@ def compare(a: Tree, b: Tree) -> Comparison:
             else:
                 status[k] = NEW if status[pb] == NEW else REBUILT
             if parent_shared:
-                divergences.append(Divergence(pb, cp[k], k,
-                                              below_a[cp[k]] if cp[k] >= 0 else 0, below_b[k]))
+                divergences.append(Divergence(pb, cp[k], k, below_a[cp[k]] if cp[k] >= 0 else 0, below_b[k]))
         if parent_shared:
-            for k in a_open[len(b_open):]:
+            for k in a_open[len(b_open) :]:
                 divergences.append(Divergence(pb, k, -1, below_a[k], 0))
 
     place(-1)
@@ -426,8 +447,13 @@ def layer_sizes(e: Export, size_of: SizeOf | None = None) -> dict[str, int]:
     return out
 
 
-def diff_exports(exports: Sequence[Export], a_ref: str | None, b_ref: str | None,
-                 size_of: SizeOf | None = None, foreign: Sequence[IndexEntry] = ()) -> Diff:
+def diff_exports(
+    exports: Sequence[Export],
+    a_ref: str | None,
+    b_ref: str | None,
+    size_of: SizeOf | None = None,
+    foreign: Sequence[IndexEntry] = (),
+) -> Diff:
     """Resolve A and B (REFs as in `show`) and compare them.
 
     B defaults to the newest export; A to the export before B on the same tag, else the one
@@ -446,23 +472,29 @@ def diff_exports(exports: Sequence[Export], a_ref: str | None, b_ref: str | None
         if j is None:
             j, a_from = bi + 1, A_PREVIOUS_IN_HISTORY
         if j >= len(exports):
-            what = ("the only export in this directory" if len(exports) == 1 else
-                    "the oldest export")
-            raise NotFoundError(f"{b.digest} is {what}: nothing before it to compare it with",
-                                hint="give A and B: `ocicache diff DIR A B`")
+            what = "the only export in this directory" if len(exports) == 1 else "the oldest export"
+            raise NotFoundError(
+                f"{b.digest} is {what}: nothing before it to compare it with",
+                hint="give A and B: `ocicache diff DIR A B`",
+            )
         a = exports[j]
     places = Places()
     configs = [require_config(e, role) for e, role in ((a, "A"), (b, "B"))]
     diff_ids = _diff_ids((a, b))
-    trees = [tree_of(config, {d.digest: d for d in e.layers}, places, size_of, diff_ids)
-             for e, config in zip((a, b), configs, strict=True)]
+    trees = [
+        tree_of(config, {d.digest: d for d in e.layers}, places, size_of, diff_ids)
+        for e, config in zip((a, b), configs, strict=True)
+    ]
     comparison = compare(trees[0], trees[1])
     sa, sb = layer_sizes(a, size_of), layer_sizes(b, size_of)
     return Diff(
-        a=a, b=b, a_position=exports.index(a), b_position=bi, a_from=a_from,
+        a=a,
+        b=b,
+        a_position=exports.index(a),
+        b_position=bi,
+        a_from=a_from,
         comparison=comparison,
-        also_in=_also_in(exports[bi + 1:], bi + 1, a.digest, comparison, places, size_of,
-                         diff_ids),
+        also_in=_also_in(exports[bi + 1 :], bi + 1, a.digest, comparison, places, size_of, diff_ids),
         built_before_a=built_before(comparison),
         exports=tuple(e.digest for e in exports),
         shared_bytes=sum(s for d, s in sb.items() if d in sa),
@@ -492,12 +524,21 @@ def built_before(c: Comparison) -> tuple[bool, ...]:
     if not times:
         return (False,) * len(c.b.steps)
     newest_a = max(times)
-    return tuple(st != SHARED and s.created_ns is not None and 0 < s.created_ns < newest_a
-                 for s, st in zip(c.b.steps, c.status, strict=True))
+    return tuple(
+        st != SHARED and s.created_ns is not None and 0 < s.created_ns < newest_a
+        for s, st in zip(c.b.steps, c.status, strict=True)
+    )
 
 
-def _also_in(older: Sequence[Export], first: int, skip: str, c: Comparison, places: Places,
-             size_of: SizeOf | None, diff_ids: dict[str, str] | None = None) -> tuple[int, ...]:
+def _also_in(
+    older: Sequence[Export],
+    first: int,
+    skip: str,
+    c: Comparison,
+    places: Places,
+    size_of: SizeOf | None,
+    diff_ids: dict[str, str] | None = None,
+) -> tuple[int, ...]:
     """Per B step A does not share: the newest export older than B (A aside, `first` being
     the ~N of older[0]) that holds that same step at the same place, else -1. BuildKit may
     have re-used the step from there (or from its own cache: that leaves no trace here)."""

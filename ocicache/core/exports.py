@@ -125,7 +125,8 @@ def build_exports(inv: Inventory) -> list[Export]:
     if inv.index is not None:
         for entry in inv.index.entries:
             by_digest.setdefault(entry.descriptor.digest, []).append(
-                (entry.position, entry.ref_name, entry.pinned))
+                (entry.position, entry.ref_name, entry.pinned)
+            )
     digests = set(inv.manifests)
     # An index.json entry whose manifest is missing or unreadable is an export we cannot read;
     # one that is a foreign manifest (not a cache, even an invalid one) is not an export at all.
@@ -135,9 +136,9 @@ def build_exports(inv: Inventory) -> list[Export]:
     reached = {f.digest: reach.closure(inv, [f.digest], docs=docs) for f in facts}
     holders = reach.Holders(inv, reached, reach.always_kept(inv), closed=True)
     rejected = _judge_mtimes(inv.blobs, facts)
-    return order_newest_first([
-        _finish(f, inv, reached[f.digest], holders.alone(f.digest), rejected.get(f.digest))
-        for f in facts])
+    return order_newest_first(
+        [_finish(f, inv, reached[f.digest], holders.alone(f.digest), rejected.get(f.digest)) for f in facts]
+    )
 
 
 def _facts(inv: Inventory, digest: str, entries: list[tuple[int, str | None, bool]]) -> _Facts:
@@ -185,8 +186,11 @@ def _facts(inv: Inventory, digest: str, entries: list[tuple[int, str | None, boo
             present += b.size
             if b.size != sizes[d]:
                 wrong.append(d)
-    steps = [t for t in map(parse_rfc3339_ns, [layer.annotations.get(ANN_CREATED)
-                                              for layer in layers.values()]) if t is not None]
+    steps = [
+        t
+        for t in map(parse_rfc3339_ns, [layer.annotations.get(ANN_CREATED) for layer in layers.values()])
+        if t is not None
+    ]
     if cache_config is not None:
         steps.extend(cache_config.layer_created.values())
     return _Facts(
@@ -211,8 +215,10 @@ def _judge_mtimes(blobs: dict[str, BlobFile], facts: Iterable[_Facts]) -> dict[s
     """Digest -> why its manifest's mtime is not its export time, for every export whose mtime
     is not credible (module docstring). Decided per export, never for the whole directory."""
     rejected: dict[str, str] = {}
-    dated = sorted((f for f in facts if f.blob_mtime is not None and f.manifest is not None),
-                   key=lambda f: (f.blob_mtime, f.digest))
+    dated = sorted(
+        (f for f in facts if f.blob_mtime is not None and f.manifest is not None),
+        key=lambda f: (f.blob_mtime, f.digest),
+    )
     late: list[_Facts] = []
     for f in dated:
         mtime, step = f.blob_mtime, f.newest_step
@@ -297,8 +303,7 @@ class _Writes:
         return later - earlier <= self.allowance(self.upto[hi] - self.upto[lo])
 
 
-def _finish(f: _Facts, inv: Inventory, reached: set[str], unique: set[str],
-            rejected: str | None) -> Export:
+def _finish(f: _Facts, inv: Inventory, reached: set[str], unique: set[str], rejected: str | None) -> Export:
     mtime, newest = f.blob_mtime, f.newest_step
     created: int | None
     if mtime is not None and rejected is None:

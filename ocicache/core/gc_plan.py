@@ -113,9 +113,10 @@ class BlobDeletion:
 
 
 _new = object.__new__
-_SET_DELETION = tuple(BlobDeletion.__dict__[f].__set__  # slot descriptors: C-level setters
-                      for f in ("algorithm", "name", "kind", "size", "mtime_ns", "allocated",
-                                "inode", "links"))
+_SET_DELETION = tuple(
+    BlobDeletion.__dict__[f].__set__  # slot descriptors: C-level setters
+    for f in ("algorithm", "name", "kind", "size", "mtime_ns", "allocated", "inode", "links")
+)
 
 
 def _deletion(b: BlobFile, kind: str) -> BlobDeletion:
@@ -168,8 +169,7 @@ class Plan:
         return summarize(self.blobs, self.ingest)
 
 
-def summarize(blobs: Iterable[BlobDeletion],
-              ingest: Iterable[IngestDeletion]) -> dict[str, tuple[int, int]]:
+def summarize(blobs: Iterable[BlobDeletion], ingest: Iterable[IngestDeletion]) -> dict[str, tuple[int, int]]:
     """(count, bytes) per kind, every kind present (zeros included)."""
     out = {k: (0, 0) for k in (*BLOB_KINDS, KIND_INGEST)}
     for b in blobs:
@@ -198,17 +198,24 @@ def allocated_freed(blobs: Iterable[BlobDeletion], ingest: Iterable[IngestDeleti
     return freed
 
 
-def make_plan(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns: int,
-              metadata_bytes: int = 0) -> Plan:
+def make_plan(
+    inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns: int, metadata_bytes: int = 0
+) -> Plan:
     """The plan for one read of DIR; RefusedError when it cannot be sure what is needed."""
     if inv.index_error is not None:
         e = inv.index_error
         hint = e.hint
         if inv.index_raw is None and not inv.manifests and e.message == "missing":
-            hint = ("blobs/ holds no cache manifest, so `ocicache repair` has nothing to point "
-                    "index.json at; an export to DIR (--cache-to type=local,dest=DIR) writes one")
-        raise RefusedError(f"{e.message}; nothing deleted (which exports are current is unknown)",
-                           file=e.file or INDEX_JSON, where=e.where, hint=hint)
+            hint = (
+                "blobs/ holds no cache manifest, so `ocicache repair` has nothing to point "
+                "index.json at; an export to DIR (--cache-to type=local,dest=DIR) writes one"
+            )
+        raise RefusedError(
+            f"{e.message}; nothing deleted (which exports are current is unknown)",
+            file=e.file or INDEX_JSON,
+            where=e.where,
+            hint=hint,
+        )
     _require_known_foreign(inv)
     warnings: list[str] = []
     rules = _rules(inv, exports, policy, now_ns)
@@ -216,18 +223,21 @@ def make_plan(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns:
     for digest in rules:
         _require_known_references(inv, by_digest[digest])
     for digest, err in sorted(inv.bad_docs.items()):
-        warnings.append(f"{inv.blobs[digest].relpath}: kept: unparseable JSON could be a "
-                        f"manifest ({err.message})" if digest in inv.blobs else str(err))
+        warnings.append(
+            f"{inv.blobs[digest].relpath}: kept: unparseable JSON could be a manifest ({err.message})"
+            if digest in inv.blobs
+            else str(err)
+        )
     protected = _protected_roots(inv, policy, now_ns)
     ingest_stale = tuple(i for i in inv.ingest if not _young(i.mtime_ns, now_ns, policy.grace_ns))
 
-    size_before = (metadata_bytes + sum(b.size for b in inv.blobs.values())
-                   + sum(i.bytes for i in inv.ingest))
+    size_before = metadata_bytes + sum(b.size for b in inv.blobs.values()) + sum(i.bytes for i in inv.ingest)
     grace = policy.grace_ns
 
     def old_bytes(digests: Iterable[str]) -> int:
-        return sum([b.size for b in map(inv.blobs.__getitem__, digests)
-                    if now_ns - b.mtime_ns >= grace])  # not _young, inline: 50k blobs
+        return sum(
+            [b.size for b in map(inv.blobs.__getitem__, digests) if now_ns - b.mtime_ns >= grace]
+        )  # not _young, inline: 50k blobs
 
     # What no kept export and no protected root reaches is freed (reach.Holders: the rule
     # history's UNIQUE uses), but a blob younger than grace.
@@ -237,8 +247,9 @@ def make_plan(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns:
     if policy.max_size is not None:
         after = size_before - sum(i.bytes for i in ingest_stale) - old_bytes(freed)
         # Oldest first among exports only soft rules keep; never an index.json one.
-        candidates = [e.digest for e in reversed(exports)
-                      if e.digest in rules and set(rules[e.digest]) <= _SOFT_RULES]
+        candidates = [
+            e.digest for e in reversed(exports) if e.digest in rules and set(rules[e.digest]) <= _SOFT_RULES
+        ]
         while after > policy.max_size and candidates:
             victim = candidates.pop(0)
             del rules[victim]
@@ -247,13 +258,18 @@ def make_plan(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns:
             freed |= more
             after -= old_bytes(more)
         if after > policy.max_size:
-            warnings.append(f"still over --max-size: {after} bytes kept > {policy.max_size}; "
-                            "what is left is needed by index.json, --keep, or is younger "
-                            "than --grace")
+            warnings.append(
+                f"still over --max-size: {after} bytes kept > {policy.max_size}; "
+                "what is left is needed by index.json, --keep, or is younger "
+                "than --grace"
+            )
     kinds = {d: _STEP_OF.get(k, k) for d, k in blob_kinds(inv).items()}
     unknown = KIND_UNKNOWN
-    deletions = [_deletion(b, kinds.get(d, unknown))
-                 for d, b in inv.blobs.items() if d in freed and now_ns - b.mtime_ns >= grace]
+    deletions = [
+        _deletion(b, kinds.get(d, unknown))
+        for d, b in inv.blobs.items()
+        if d in freed and now_ns - b.mtime_ns >= grace
+    ]
     if deletions and not policy.allow_empty_index:
         _require_index_protects_something(inv, deletions)
     removed = sum(d.size for d in deletions) + sum(i.bytes for i in ingest_stale)
@@ -261,16 +277,18 @@ def make_plan(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns:
         warnings.append(f"{stray.relpath}: {stray.reason}; left alone")
     warnings.extend(str(p) for p in inv.problems if p.file == LOCK_FILE)
     kept = tuple(_decision(e, tuple(rules[e.digest]), None) for e in exports if e.digest in rules)
-    dropped = tuple(_decision(e, (), DROP_MAX_SIZE if e.digest in dropped_by_size else DROP_NO_RULE)
-                    for e in exports if e.digest not in rules)
+    dropped = tuple(
+        _decision(e, (), DROP_MAX_SIZE if e.digest in dropped_by_size else DROP_NO_RULE)
+        for e in exports
+        if e.digest not in rules
+    )
     return Plan(
         policy=policy,
         now_ns=now_ns,
         kept=kept,
         dropped=dropped,
         blobs=_deletion_order(inv, deletions),
-        ingest=tuple(IngestDeletion(i.name, i.bytes, i.mtime_ns, i.allocated)
-                     for i in ingest_stale),
+        ingest=tuple(IngestDeletion(i.name, i.bytes, i.mtime_ns, i.allocated) for i in ingest_stale),
         size_before=size_before,
         kept_bytes=size_before - removed,
         strays=tuple(s.relpath for s in inv.strays),
@@ -293,16 +311,19 @@ def stable_until(inv: Inventory, exports: Sequence[Export], policy: Policy, now_
 
     make_plan depends on the clock only through `_young` (flips when now reaches mtime + grace)
     and --keep-within (flips when now passes created + keep_within); for any now in
-    [now_ns, stable_until) every such test gives what it gave at now_ns. (A dry run's kept
-    answer is reused only inside that window: memo.py.)
+    [now_ns, stable_until) every such test gives what it gave at now_ns. (A dry run's
+    GcResult.stable_until_ns.)
     """
     grace, kw = policy.grace_ns, policy.keep_within_ns
-    marks = itertools.chain((b.mtime_ns for b in inv.blobs.values()),
-                            (i.mtime_ns for i in inv.ingest),
-                            (e.mtime_ns for e in exports if e.mtime_ns is not None))
+    marks = itertools.chain(
+        (b.mtime_ns for b in inv.blobs.values()),
+        (i.mtime_ns for i in inv.ingest),
+        (e.mtime_ns for e in exports if e.mtime_ns is not None),
+    )
     edges = itertools.chain(
         (m + grace for m in marks),
-        () if kw is None else (e.created_ns + kw + 1 for e in exports if e.created_ns is not None))
+        () if kw is None else (e.created_ns + kw + 1 for e in exports if e.created_ns is not None),
+    )
     return min((t for t in edges if t > now_ns), default=_FOREVER)
 
 
@@ -314,8 +335,7 @@ def _young(mtime_ns: int, now_ns: int, grace_ns: int) -> bool:
     return now_ns - mtime_ns < grace_ns
 
 
-def _rules(inv: Inventory, exports: Sequence[Export], policy: Policy,
-           now_ns: int) -> dict[str, list[str]]:
+def _rules(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns: int) -> dict[str, list[str]]:
     """Every kept export's digest -> the rules that keep it (in a fixed order)."""
     rules: dict[str, list[str]] = {}
 
@@ -332,7 +352,7 @@ def _rules(inv: Inventory, exports: Sequence[Export], policy: Policy,
         if e.digest in inv.foreign_closure:
             add(e.digest, RULE_FOREIGN)
     older = [e for e in exports if e.digest not in rules]
-    for e in older[:max(policy.keep_last, 0)]:
+    for e in older[: max(policy.keep_last, 0)]:
         add(e.digest, RULE_KEEP_LAST)
     if policy.keep_within_ns is not None:
         for e in exports:
@@ -353,24 +373,36 @@ def _require_known_references(inv: Inventory, e: Export) -> None:
     if e.digest not in inv.blobs and inv.held(e.digest):
         raise RefusedError(
             "index.json references this manifest and it is held in gc's quarantine; a gc "
-            "without --dry-run puts it back first", file=INDEX_JSON, where=e.digest,
-            hint="run `ocicache gc DIR` (it restores what index.json needs before planning)")
+            "without --dry-run puts it back first",
+            file=INDEX_JSON,
+            where=e.digest,
+            hint="run `ocicache gc DIR` (it restores what index.json needs before planning)",
+        )
     if e.digest not in inv.blobs:
         name, pin = (e.tags[0], False) if e.tags else (e.pins[0], True) if e.pins else (None, False)
         raise RefusedError(
             "index.json references this manifest but it is missing; which blobs it needs is "
-            "unknown, so nothing is deleted", file=INDEX_JSON, where=e.digest,
-            hint=missing_manifest_hint(inv.root, name, pin))
+            "unknown, so nothing is deleted",
+            file=INDEX_JSON,
+            where=e.digest,
+            hint=missing_manifest_hint(inv.root, name, pin),
+        )
     if e.digest not in inv.manifests:
         err = inv.bad_docs.get(e.digest)
         raise RefusedError(
             f"kept manifest cannot be parsed ({err.message if err else 'not a cache manifest'}); "
-            "nothing deleted", file=inv.blobs[e.digest].relpath, where=where)
+            "nothing deleted",
+            file=inv.blobs[e.digest].relpath,
+            where=where,
+        )
     if e.config is not None and e.config.digest in inv.blobs and e.cache_config is None:
         err = inv.bad_docs.get(e.config.digest)
         raise RefusedError(
             f"kept export's cache config cannot be parsed ({err.message if err else 'unknown'});"
-            " nothing deleted", file=inv.blobs[e.config.digest].relpath, where=where)
+            " nothing deleted",
+            file=inv.blobs[e.config.digest].relpath,
+            where=where,
+        )
 
 
 def _require_known_foreign(inv: Inventory) -> None:
@@ -381,9 +413,11 @@ def _require_known_foreign(inv: Inventory) -> None:
         raise RefusedError(
             f"{why}: index.json reaches this document (through an entry that is no cache "
             "export: an image, an artifact) and which blobs it needs is unknown; nothing deleted",
-            file=blob.relpath if blob is not None else digest, where=inv.reached_from(digest),
+            file=blob.relpath if blob is not None else digest,
+            where=inv.reached_from(digest),
             hint="`ocicache check DIR` says more; remove the index.json entry that reaches it "
-                 "(`ocicache unpin DIR NAME --force`) to let gc run")
+            "(`ocicache unpin DIR NAME --force`) to let gc run",
+        )
 
 
 def _require_index_protects_something(inv: Inventory, deletions: Sequence[BlobDeletion]) -> None:
@@ -393,15 +427,20 @@ def _require_index_protects_something(inv: Inventory, deletions: Sequence[BlobDe
         return
     assert inv.index is not None
     entries = inv.index.entries
-    what = ("has no entries" if not entries else
-            f"names nothing on disk ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
-            "no manifest present)")
+    what = (
+        "has no entries"
+        if not entries
+        else f"names nothing on disk ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
+        "no manifest present)"
+    )
     n, size = len(deletions), sum(d.size for d in deletions)
     raise RefusedError(
         f"{what}: gc would delete every blob it holds ({n} blob{'' if n == 1 else 's'}, "
-        f"{size} bytes); nothing deleted", file=INDEX_JSON,
+        f"{size} bytes); nothing deleted",
+        file=INDEX_JSON,
         hint="`ocicache repair DIR` points `latest` at the newest export; `ocicache gc --all "
-             "DIR` deletes everything index.json does not name")
+        "DIR` deletes everything index.json does not name",
+    )
 
 
 def _protected_roots(inv: Inventory, policy: Policy, now_ns: int) -> list[str]:
@@ -436,8 +475,7 @@ def _deletion_order(inv: Inventory, deletions: list[BlobDeletion]) -> tuple[Blob
     out: list[BlobDeletion] = []
     for kind in BLOB_KINDS:
         # (algorithm, name) orders as the digest does: no algorithm name is a prefix of another
-        out.extend(steps[kind] if kind == KIND_MANIFEST else
-                   sorted(steps[kind], key=_ALG_NAME))
+        out.extend(steps[kind] if kind == KIND_MANIFEST else sorted(steps[kind], key=_ALG_NAME))
     return tuple(out)
 
 

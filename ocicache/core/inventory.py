@@ -3,7 +3,6 @@
 ocicache.ops.read builds an Inventory; everything in ocicache.core reads it.
 """
 
-
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,8 +17,7 @@ from ocicache.format.names import INDEX_JSON, QUARANTINE
 from ocicache.store.base import BlobFile, IngestEntry, QuarantineScan, Stray
 
 SNIFF_BYTES = 64
-HELD_NOTE = (f"held in gc's quarantine, {QUARANTINE}/: the next `ocicache gc`, `pin` or `repair` "
-             "puts it back")
+HELD_NOTE = f"held in gc's quarantine, {QUARANTINE}/: the next `ocicache gc`, `pin` or `repair` puts it back"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +92,8 @@ class Inventory:
         entries whose manifest is gone): it protects nothing, and a gc (or BuildKit's
         reset=true) on its word would delete every blob."""
         return self.index is not None and not any(
-            e.descriptor.digest in self.blobs for e in self.index.entries)
+            e.descriptor.digest in self.blobs for e in self.index.entries
+        )
 
     def warn(self, file: str, where: str, message: str, severity: str = "warning") -> None:
         self.problems.append(Problem(severity, file, where, message))
@@ -110,7 +109,7 @@ class Inventory:
                     continue
                 if parent != INDEX_JSON:
                     return f"{ref.where} of {parent}"
-                tag = names.get(int(ref.where[len("manifests["):-1]))
+                tag = names.get(int(ref.where[len("manifests[") : -1]))
                 return f"{INDEX_JSON} {ref.where}" + (f" (tag {tag})" if tag else "")
         return ""
 
@@ -118,11 +117,12 @@ class Inventory:
         """The index.json entries that name foreign content on disk (images, artifacts)."""
         if self.index is None:
             return []
-        return [e for e in self.index.entries
-                if e.descriptor.digest in self.blobs and self.is_foreign(e.descriptor.digest)]
+        return [
+            e
+            for e in self.index.entries
+            if e.descriptor.digest in self.blobs and self.is_foreign(e.descriptor.digest)
+        ]
 
     def is_foreign(self, digest: str) -> bool:
         """True for a manifest that is not a cache manifest (parsed, or that failed its schema)."""
         return digest in self.foreign or self.kinds.get(digest) == docs.KIND_MANIFEST
-
-

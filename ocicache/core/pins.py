@@ -37,7 +37,7 @@ def validate_name(name: str) -> None:
         raise UsageError(
             f"{name!r} is not a valid OCI ref name",
             hint="letters and digits, separated by one of - . _ : @ + or --, "
-                 "components joined by /; e.g. release-1.2 or team/base",
+            "components joined by /; e.g. release-1.2 or team/base",
         )
 
 
@@ -72,12 +72,14 @@ def pin_entry(e: Export, name: str, now: datetime) -> RawEntry:
     """The index.json entry of a pin: like BuildKit's entries, plus our mark."""
     assert e.media_type is not None
     when = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return RawEntry.new({
-        "mediaType": e.media_type,
-        "digest": e.digest,
-        "size": e.manifest_size,
-        "annotations": {ANN_REF_NAME: name, ANN_PINNED: when},
-    })
+    return RawEntry.new(
+        {
+            "mediaType": e.media_type,
+            "digest": e.digest,
+            "size": e.manifest_size,
+            "annotations": {ANN_REF_NAME: name, ANN_PINNED: when},
+        }
+    )
 
 
 def verify_manifest(store: Store, e: Export) -> None:
@@ -86,14 +88,13 @@ def verify_manifest(store: Store, e: Export) -> None:
     try:
         data = store.read_blob(d, max(e.manifest_size, 1))
     except FileNotFoundError:
-        raise RefusedError("the manifest blob disappeared (a concurrent gc or reset?)",
-                           file=blob_relpath(d)) from None
+        raise RefusedError(
+            "the manifest blob disappeared (a concurrent gc or reset?)", file=blob_relpath(d)
+        ) from None
     except CorruptError as err:
-        raise RefusedError(f"cannot re-read the manifest: {err.message}",
-                           file=blob_relpath(d)) from None
+        raise RefusedError(f"cannot re-read the manifest: {err.message}", file=blob_relpath(d)) from None
     if d.algorithm == "sha256" and hashlib.sha256(data).hexdigest() != d.encoded:
-        raise RefusedError("the manifest blob does not match its digest",
-                           file=blob_relpath(d))
+        raise RefusedError("the manifest blob does not match its digest", file=blob_relpath(d))
 
 
 def names_foreign(store: Store, digest: str) -> bool:
@@ -107,9 +108,14 @@ def names_foreign(store: Store, digest: str) -> bool:
         return False
 
 
-def pin_transform(e: Export, name: str, now: datetime, force: bool,
-                  found: dict[str, object],
-                  is_foreign: Callable[[str], bool] = lambda digest: False) -> Transform:
+def pin_transform(
+    e: Export,
+    name: str,
+    now: datetime,
+    force: bool,
+    found: dict[str, object],
+    is_foreign: Callable[[str], bool] = lambda digest: False,
+) -> Transform:
     """The index.json transform of `pin`: drop our entries with `name`, append the new one.
 
     Refuses (unless `force`) to replace an entry BuildKit wrote, or to move a pin that names
@@ -123,13 +129,14 @@ def pin_transform(e: Export, name: str, now: datetime, force: bool,
             digest = str(theirs[0].doc.get("digest"))
             if is_foreign(digest):
                 raise RefusedError(
-                    f"{name!r} names an image or artifact in index.json ({digest}), not a "
-                    "cache export",
+                    f"{name!r} names an image or artifact in index.json ({digest}), not a cache export",
                     hint="choose another NAME; --force replaces that entry, and gc then "
-                         "deletes what only that image reaches")
+                    "deletes what only that image reaches",
+                )
             raise RefusedError(
                 f"{name!r} is a tag BuildKit wrote (it names {digest})",
-                hint="choose another NAME, or --force to replace that entry")
+                hint="choose another NAME, or --force to replace that entry",
+            )
         if len(same) == 1 and _is_pin(same[0]) and same[0].doc.get("digest") == e.digest:
             found["replaced"] = ()
             return entries  # already pinned: nothing to write
@@ -138,7 +145,8 @@ def pin_transform(e: Export, name: str, now: datetime, force: bool,
             raise RefusedError(
                 f"{name!r} already pins {moved[0].doc.get('digest')}; not moved to {e.digest} "
                 "(that export would lose the pin's protection from gc and reset=true)",
-                hint="--force moves the pin; or choose another NAME")
+                hint="--force moves the pin; or choose another NAME",
+            )
         found["replaced"] = tuple(str(x.doc.get("digest")) for x in same)
         kept = [x for x in entries if _entry_name(x) != name]
         return [*kept, pin_entry(e, name, now)]
@@ -146,8 +154,9 @@ def pin_transform(e: Export, name: str, now: datetime, force: bool,
     return transform
 
 
-def unpin_transform(name: str, force: bool, found: dict[str, object],
-                    is_foreign: Callable[[str], bool] = lambda digest: False) -> Transform:
+def unpin_transform(
+    name: str, force: bool, found: dict[str, object], is_foreign: Callable[[str], bool] = lambda digest: False
+) -> Transform:
     """The index.json transform of `unpin`: remove our entries named `name`. `is_foreign`
     tells an entry naming an image or artifact from a cache export's tag (for the refusal)."""
 
@@ -155,20 +164,22 @@ def unpin_transform(name: str, force: bool, found: dict[str, object],
         same = [x for x in entries if _entry_name(x) == name]
         if not same:
             names = sorted({n for x in entries if (n := _entry_name(x)) is not None})
-            raise NotFoundError(f"{name!r}: no index.json entry has this ref name "
-                                f"(names: {', '.join(names) or 'none'})")
+            raise NotFoundError(
+                f"{name!r}: no index.json entry has this ref name (names: {', '.join(names) or 'none'})"
+            )
         ours = [x for x in same if _is_pin(x)]
         if not ours and not force:
             digest = str(same[0].doc.get("digest"))
             if is_foreign(digest):
                 raise RefusedError(
-                    f"{name!r} names an image or artifact in index.json ({digest}), not an "
-                    "ocicache pin",
+                    f"{name!r} names an image or artifact in index.json ({digest}), not an ocicache pin",
                     hint="--force removes it anyway (the image then has nothing pointing at "
-                         "it: gc deletes what only it reaches)")
+                    "it: gc deletes what only it reaches)",
+                )
             raise RefusedError(
                 f"{name!r} is a tag BuildKit wrote, not an ocicache pin",
-                hint="--force removes it anyway (its export then has nothing pointing at it)")
+                hint="--force removes it anyway (its export then has nothing pointing at it)",
+            )
         drop = same if force else ours
         found["removed"] = tuple((str(x.doc.get("digest")), _is_pin(x)) for x in drop)
         ids = {id(x) for x in drop}

@@ -45,8 +45,12 @@ def documents(inv: Inventory) -> set[str]:
     return set(inv.manifests) | set(inv.configs) | set(inv.foreign)
 
 
-def closure(inv: Inventory, roots: Iterable[str], stop: set[str] | frozenset[str] = frozenset(),
-            docs: set[str] | None = None) -> set[str]:
+def closure(
+    inv: Inventory,
+    roots: Iterable[str],
+    stop: set[str] | frozenset[str] = frozenset(),
+    docs: set[str] | None = None,
+) -> set[str]:
     """`roots` and every blob they reference, transitively (iterative: any depth), and the OCI
     referrers (documents in blobs/ whose `subject` is one of them) of everything reached, with
     what they reference; the walk does not enter `stop` (a set closed under references, that
@@ -86,15 +90,18 @@ class Holders(Generic[K]):
     returned for its roots), so it is not walked again.
     """
 
-    def __init__(self, inv: Inventory, groups: Mapping[K, Iterable[str]], kept: Iterable[str],
-                 *, closed: bool = False) -> None:
+    def __init__(
+        self, inv: Inventory, groups: Mapping[K, Iterable[str]], kept: Iterable[str], *, closed: bool = False
+    ) -> None:
         self.inv = inv
         docs = documents(inv)
         self.kept = closure(inv, kept, docs=docs)
         self.reached: dict[K, set[str]] = {
-            key: (roots if isinstance(roots, set) else set(roots)) if closed
+            key: (roots if isinstance(roots, set) else set(roots))
+            if closed
             else closure(inv, roots, self.kept, docs)
-            for key, roots in groups.items()}
+            for key, roots in groups.items()
+        }
         self.count: Counter[str] = Counter()
         for blobs in self.reached.values():
             self.count.update(blobs)

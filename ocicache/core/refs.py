@@ -33,8 +33,9 @@ def resolve(exports: Sequence[Export], ref: str, foreign: Sequence[IndexEntry] =
             if e.digest == ref:
                 return e
         _not_foreign(ref, [e for e in foreign if e.descriptor.digest == ref])
-        raise NotFoundError(f"{ref}: no export with this manifest digest",
-                            hint="`ocicache history DIR` lists the exports")
+        raise NotFoundError(
+            f"{ref}: no export with this manifest digest", hint="`ocicache history DIR` lists the exports"
+        )
     by_tag = [e for e in exports if ref in e.tags or ref in e.pins]
     if by_tag:
         return by_tag[0]
@@ -42,21 +43,36 @@ def resolve(exports: Sequence[Export], ref: str, foreign: Sequence[IndexEntry] =
     if m:
         hexpart = m.group(1)
         algorithm = ref.split(":", 1)[0] if ":" in ref else None
-        hits = [e for e in exports if e.digest.split(":", 1)[1].startswith(hexpart)
-                and (algorithm is None or e.digest.startswith(algorithm + ":"))]
+        hits = [
+            e
+            for e in exports
+            if e.digest.split(":", 1)[1].startswith(hexpart)
+            and (algorithm is None or e.digest.startswith(algorithm + ":"))
+        ]
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
             names = ", ".join(e.digest[:19] for e in hits[:5])
-            raise NotFoundError(f"{ref}: ambiguous digest prefix ({len(hits)} exports: {names})",
-                                hint="give more hex digits")
-    _not_foreign(ref, [e for e in foreign if e.ref_name == ref] or [
-        e for e in foreign if m and e.descriptor.digest.split(":", 1)[1].startswith(m.group(1))
-        and (":" not in ref or e.descriptor.digest.startswith(ref.split(":", 1)[0] + ":"))])
+            raise NotFoundError(
+                f"{ref}: ambiguous digest prefix ({len(hits)} exports: {names})", hint="give more hex digits"
+            )
+    _not_foreign(
+        ref,
+        [e for e in foreign if e.ref_name == ref]
+        or [
+            e
+            for e in foreign
+            if m
+            and e.descriptor.digest.split(":", 1)[1].startswith(m.group(1))
+            and (":" not in ref or e.descriptor.digest.startswith(ref.split(":", 1)[0] + ":"))
+        ],
+    )
     known = sorted({t for e in exports for t in (*e.tags, *e.pins)})
     tags = ", ".join(known) if known else "none"
-    raise NotFoundError(f"{ref}: no export with this tag or digest (tags: {tags})",
-                        hint="REF is a tag, a digest, a digest prefix of 7+ hex digits, or ~N")
+    raise NotFoundError(
+        f"{ref}: no export with this tag or digest (tags: {tags})",
+        hint="REF is a tag, a digest, a digest prefix of 7+ hex digits, or ~N",
+    )
 
 
 def _not_foreign(ref: str, hits: Sequence[IndexEntry]) -> None:
@@ -70,4 +86,5 @@ def _not_foreign(ref: str, hits: Sequence[IndexEntry]) -> None:
         f"{ref}: names foreign content, not a cache export: index.json manifests[{e.position}] "
         f"{d.digest} ({d.media_type.removeprefix('application/')}{tag}), an image or artifact",
         hint="gc keeps foreign content whole; it cannot be shown, compared, pinned or "
-             "imported as a cache; `ocicache history --all DIR` lists it")
+        "imported as a cache; `ocicache history --all DIR` lists it",
+    )

@@ -17,9 +17,13 @@ KIND_UNKNOWN = "unknown"
 # list, and an image config (or any blob a foreign manifest names in `config`).
 KIND_INDEX = mt.ROLE_INDEX
 KIND_IMAGE_CONFIG = mt.ROLE_CONFIG
-_ROLE_KINDS = {mt.ROLE_MANIFEST: KIND_MANIFEST, mt.ROLE_INDEX: KIND_INDEX,
-               mt.ROLE_CONFIG: KIND_IMAGE_CONFIG, mt.ROLE_LAYER: KIND_LAYER,
-               mt.ROLE_CACHE_CONFIG: KIND_CONFIG}
+_ROLE_KINDS = {
+    mt.ROLE_MANIFEST: KIND_MANIFEST,
+    mt.ROLE_INDEX: KIND_INDEX,
+    mt.ROLE_CONFIG: KIND_IMAGE_CONFIG,
+    mt.ROLE_LAYER: KIND_LAYER,
+    mt.ROLE_CACHE_CONFIG: KIND_CONFIG,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +71,11 @@ def stack(inv: Inventory, export: Export) -> list[StackLayer]:
         while todo:
             i, depth = todo.pop()
             layer = config.layers[i]
-            out.append(_stack_layer(inv, i, layer.parent, depth, layer.blob, descriptors,
-                                    config.layer_created.get(i)))
+            out.append(
+                _stack_layer(
+                    inv, i, layer.parent, depth, layer.blob, descriptors, config.layer_created.get(i)
+                )
+            )
             todo.extend((child, depth + 1) for child in reversed(ordered(children.get(i, []))))
     placed = {s.digest for s in out}
     for digest in sorted(descriptors):
@@ -77,11 +84,21 @@ def stack(inv: Inventory, export: Export) -> list[StackLayer]:
     return out
 
 
-def _stack_layer(inv: Inventory, i: int, parent: int, depth: int, digest: str,
-                 descriptors: dict[str, Descriptor], created: int | None) -> StackLayer:
+def _stack_layer(
+    inv: Inventory,
+    i: int,
+    parent: int,
+    depth: int,
+    digest: str,
+    descriptors: dict[str, Descriptor],
+    created: int | None,
+) -> StackLayer:
     d = descriptors.get(digest)
     return StackLayer(
-        index=i, parent=parent, depth=depth, digest=digest,
+        index=i,
+        parent=parent,
+        depth=depth,
+        digest=digest,
         media_type=d.media_type if d else None,
         size=d.size if d else (inv.blobs[digest].size if digest in inv.blobs else None),
         created_ns=(d.created_ns if d else None) or created,
@@ -148,8 +165,15 @@ def blob_rows(inv: Inventory, exports: list[Export]) -> list[BlobRow]:
     kinds = blob_kinds(inv)
     indexed = reachable_from_index(inv, exports)
     return [
-        BlobRow(b.digest, b.size, kinds.get(b.digest, KIND_UNKNOWN), counts.get(b.digest, 0),
-                b.digest in indexed, b.mtime_ns, b.mode)
+        BlobRow(
+            b.digest,
+            b.size,
+            kinds.get(b.digest, KIND_UNKNOWN),
+            counts.get(b.digest, 0),
+            b.digest in indexed,
+            b.mtime_ns,
+            b.mode,
+        )
         for b in inv.blobs.values()
     ]
 
@@ -166,12 +190,12 @@ class Usage:
     allocated: int = 0
 
 
-CATEGORIES = ("index", "older-exports", "unreferenced", "ingest", "quarantine", "stray",
-              "metadata")
+CATEGORIES = ("index", "older-exports", "unreferenced", "ingest", "quarantine", "stray", "metadata")
 
 
-def disk_usage(inv: Inventory, exports: list[Export], metadata: list[int],
-               metadata_allocated: list[int] | None = None) -> list[Usage]:
+def disk_usage(
+    inv: Inventory, exports: list[Export], metadata: list[int], metadata_allocated: list[int] | None = None
+) -> list[Usage]:
     """Where the bytes are: reachable from index.json, only from older exports, from nothing,
     interrupted writes in ingest/, stray entries in blobs/, and the layout's own files."""
     indexed = reachable_from_index(inv, exports)
@@ -188,8 +212,9 @@ def disk_usage(inv: Inventory, exports: list[Export], metadata: list[int],
         return allocated
 
     for b in inv.blobs.values():
-        cat = ("index" if b.digest in indexed else
-               "older-exports" if b.digest in referenced else "unreferenced")
+        cat = (
+            "index" if b.digest in indexed else "older-exports" if b.digest in referenced else "unreferenced"
+        )
         a = acc[cat]
         a[0] += 1
         a[1] += b.size
@@ -259,8 +284,10 @@ def foreign_entries(inv: Inventory) -> list[ForeignEntry]:
                 if blob is None:
                     missing.add(ref.digest)
                 elif ref.size is not None and ref.size != blob.size:
-                    problems.append(f"{ref.digest}: {parent} ({ref.where}) says {ref.size} "
-                                    f"bytes, the file has {blob.size}")
+                    problems.append(
+                        f"{ref.digest}: {parent} ({ref.where}) says {ref.size} "
+                        f"bytes, the file has {blob.size}"
+                    )
                 if mt.is_document_role(ref.role):
                     documents.add(ref.digest)
                 if ref.digest not in seen:
@@ -268,10 +295,18 @@ def foreign_entries(inv: Inventory) -> list[ForeignEntry]:
                     stack.append(ref.digest)
         other = inv.foreign.get(digest)
         present = [d for d in seen if d in inv.blobs]
-        out.append(ForeignEntry(
-            position=entry.position, digest=digest, media_type=entry.descriptor.media_type,
-            ref_name=entry.ref_name, kind=kinds.get(digest, KIND_MANIFEST),
-            artifact_type=other.artifact_type if other is not None else None,
-            blobs=len(present), size=sum(inv.blobs[d].size for d in present),
-            missing=tuple(sorted(missing)), problems=tuple(sorted(set(problems)))))
+        out.append(
+            ForeignEntry(
+                position=entry.position,
+                digest=digest,
+                media_type=entry.descriptor.media_type,
+                ref_name=entry.ref_name,
+                kind=kinds.get(digest, KIND_MANIFEST),
+                artifact_type=other.artifact_type if other is not None else None,
+                blobs=len(present),
+                size=sum(inv.blobs[d].size for d in present),
+                missing=tuple(sorted(missing)),
+                problems=tuple(sorted(set(problems))),
+            )
+        )
     return out

@@ -22,8 +22,8 @@ FORMATS = ("bare", "buildx", "buildctl", "bake", "gha", "json")
 
 # Prefixes a user may paste along with the value (from a shell line, a bake file, a workflow).
 _PREFIXES = re.compile(
-    r"^\s*(?:--cache-from[= ]|--import-cache[= ]|cache-from\s*[:=]|cache_from\s*[:=])\s*",
-    re.IGNORECASE)
+    r"^\s*(?:--cache-from[= ]|--import-cache[= ]|cache-from\s*[:=]|cache_from\s*[:=])\s*", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,9 @@ def split_csv(value: str) -> list[str]:
     try:
         rows = list(csv.reader(io.StringIO(value, newline=""), strict=True))
     except csv.Error as e:
-        raise UsageError(f"cannot read the spec as CSV: {e}",
-                         hint='quote a field holding "," or \'"\' in double quotes') from None
+        raise UsageError(
+            f"cannot read the spec as CSV: {e}", hint='quote a field holding "," or \'"\' in double quotes'
+        ) from None
     if len(rows) != 1:
         raise UsageError("the spec must be a single line of comma-separated key=value fields")
     return rows[0]
@@ -72,8 +73,9 @@ def parse(value: str) -> Spec:
     for field in fields:
         key, sep, val = field.partition("=")
         if not sep:
-            raise UsageError(f"invalid value {field!r}: every field is key=value (buildx: "
-                             f"\"invalid value {field}\")")
+            raise UsageError(
+                f'invalid value {field!r}: every field is key=value (buildx: "invalid value {field}")'
+            )
         key = key.lower()
         if key in attrs or (key == "type" and type_ is not None):
             repeated.append(key)

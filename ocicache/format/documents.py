@@ -1,28 +1,23 @@
-"""Strict JSON decoding and parsing of index.json, cache manifests and cache configs into model values.
+"""JSON documents as text: strict loading, what a blob is (classify), and the messages.
 
-Errors say where: `CorruptError(file=..., where="manifests[2].digest", ...)`.
+The reading rules of JSON itself live here (loads_strict, loads_blob: UTF-8, no NaN/Infinity,
+bounded nesting and integers, repeated keys); fastdecode.py is the one decoder from a document
+to its model value, and jsonschema (schema.py) explains what it refuses: errors say where,
+`CorruptError(file=..., where="manifests[2].digest", ...)`, in jsonschema's words.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ocicache.base.errors import CorruptError
-from ocicache.base.timefmt import parse_rfc3339_ns
+from ocicache.format import fastdecode
 from ocicache.format import mediatypes as mt
-from ocicache.format.fastvalid import certainly_valid
-from ocicache.format.model import (
-    CacheConfig,
-    CacheManifest,
-    ConfigLayer,
-    Descriptor,
-    Index,
-    IndexEntry,
-    OtherManifest,
-)
+from ocicache.format.fastdecode import FOREIGN_SCHEMA, Rejected
+from ocicache.format.model import CacheConfig, CacheManifest, Index, OtherManifest
 
 # Largest JSON document we will decode. BuildKit itself refuses to import a manifest or config
 # over 1 MiB; bigger ones exist on disk (large mode=max configs, manifests of 100k layers are
@@ -32,10 +27,10 @@ JSON_LIMIT = 256 << 20
 IMPORT_LIMIT = 1 << 20  # BuildKit's own limit on manifests and configs it imports
 TOO_BIG = "too big to read"  # the start of too_big()'s message
 
-KIND_CACHE_MANIFEST = "cache-manifest"
-KIND_CACHE_CONFIG = "cache-config"
-KIND_MANIFEST = "manifest"  # an image manifest / index that is not a cache manifest
-KIND_UNKNOWN_JSON = "unknown-json"
+KIND_CACHE_MANIFEST = mt.KIND_CACHE_MANIFEST
+KIND_CACHE_CONFIG = mt.KIND_CACHE_CONFIG
+KIND_MANIFEST = mt.KIND_MANIFEST
+KIND_UNKNOWN_JSON = mt.KIND_UNKNOWN_JSON
 
 
 class _DuplicateKey(ValueError):
@@ -72,8 +67,7 @@ def loads_blob(data: bytes, file: str) -> Any:
     return _loads(data, file, None)
 
 
-def _loads(data: bytes, file: str,
-           pairs: Callable[[list[tuple[str, Any]]], dict[str, Any]] | None) -> Any:
+def _loads(data: bytes, file: str, pairs: Callable[[list[tuple[str, Any]]], dict[str, Any]] | None) -> Any:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -89,8 +83,11 @@ def _loads(data: bytes, file: str,
         # decoder then fails at the very end, or inside a string it never saw closed.
         torn = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")
         what = "truncated JSON" if torn else "malformed JSON"
-        raise CorruptError(f"{what} ({e.msg.removesuffix(' starting at')} at line {e.lineno} "
-                           f"column {e.colno}; {len(data)} bytes)", file=file) from None
+        raise CorruptError(
+            f"{what} ({e.msg.removesuffix(' starting at')} at line {e.lineno} "
+            f"column {e.colno}; {len(data)} bytes)",
+            file=file,
+        ) from None
     except RecursionError:
         raise CorruptError("JSON nested too deeply", file=file) from None
     except ValueError as e:
@@ -148,18 +145,27 @@ def looks_like_json(head: bytes) -> bool:
 
 
 def validate(doc: object, schema: str, file: str) -> None:
-    """Validate against one of our schemas; raise CorruptError naming the first violation."""
-    # jsonschema costs ~0.1 s per 200-layer manifest: a fast conservative check accepts the
-    # documents that are certainly valid, jsonschema judges (and explains) the rest.
-    if certainly_valid(doc, schema):
-        return
+    """Check `doc` against one of our input schemas; CorruptError naming the first violation."""
+    try:
+        fastdecode.check(doc, schema)
+    except Rejected as e:
+        raise explain(doc, schema, file, e) from None
+
+
+def explain(doc: object, schema: str, file: str, rejected: Rejected | None = None) -> CorruptError:
+    """The error of a document the decoder refused: jsonschema's first violation of `schema`
+    (the one users see), with how many more there are."""
     from ocicache.format.schema import validate as schema_validate
 
     violations = schema_validate(doc, schema)
     if violations:
         v = violations[0]
         more = f" (+{len(violations) - 1} more)" if len(violations) > 1 else ""
-        raise CorruptError(f"{v.message}{more}", file=file, where=v.path or "(root)")
+        return CorruptError(f"{v.message}{more}", file=file, where=v.path or "(root)")
+    # The decoder and the schema disagree (tests/test_decoder_schemas.py says they never do):
+    # the decoder's own words, rather than a document taken for valid.
+    where, message = (rejected.where, rejected.message) if rejected else ("", "invalid")
+    return CorruptError(message, file=file, where=where or "(root)")
 
 
 # The top-level mediaType a cache manifest of each shape may have (absent is allowed: clients
@@ -181,14 +187,18 @@ def classify(doc: object) -> str:
     media_type = doc.get("mediaType")
     if "config" in doc and "layers" in doc:
         config = doc.get("config")
-        if (isinstance(config, dict) and config.get("mediaType") == mt.CACHE_CONFIG
-                and media_type in _SHAPE_A_TYPES):
+        if (
+            isinstance(config, dict)
+            and config.get("mediaType") == mt.CACHE_CONFIG
+            and media_type in _SHAPE_A_TYPES
+        ):
             return KIND_CACHE_MANIFEST
         return KIND_MANIFEST
     manifests = doc.get("manifests")
     if isinstance(manifests, list):
         if media_type in _SHAPE_BC_TYPES and any(
-                isinstance(m, dict) and m.get("mediaType") == mt.CACHE_CONFIG for m in manifests):
+            isinstance(m, dict) and m.get("mediaType") == mt.CACHE_CONFIG for m in manifests
+        ):
             return KIND_CACHE_MANIFEST
         return KIND_MANIFEST
     if isinstance(media_type, str) and media_type in mt.DOCUMENT_TYPES:
@@ -196,41 +206,42 @@ def classify(doc: object) -> str:
     return KIND_UNKNOWN_JSON
 
 
-def descriptor(obj: Mapping[str, Any]) -> Descriptor:
-    """A Descriptor from an already-validated descriptor object."""
-    ann = obj.get("annotations") or {}
-    return Descriptor(obj["mediaType"], obj["digest"], obj["size"], ann)
-
-
 def parse_index(doc: object, file: str = "index.json") -> Index:
     """index.json: an OCI image index whose entries are the tags' cache manifests."""
-    validate(doc, "image-index", file)
-    assert isinstance(doc, dict)
-    entries = tuple(IndexEntry(i, descriptor(m)) for i, m in enumerate(doc["manifests"]))
-    media_type = doc.get("mediaType")
-    return Index(entries, media_type if isinstance(media_type, str) else None, doc)
+    try:
+        return fastdecode.convert_index(doc)
+    except Rejected as e:
+        raise explain(doc, "image-index", file, e) from None
 
 
 def parse_cache_manifest(doc: object, digest: str, file: str) -> CacheManifest:
     """A cache manifest of shape A (image manifest), B (OCI index) or C (Docker list)."""
     doc = _object(doc, file)
-    if "config" in doc:
-        validate(doc, "image-manifest", file)
-        media_type = doc.get("mediaType") or mt.OCI_MANIFEST
-        config = descriptor(doc["config"])
-        layers, others = _split(doc["layers"])
-        return CacheManifest(digest, mt.SHAPE_A, media_type, config, layers, others)
-    media_type = doc.get("mediaType") or mt.OCI_INDEX
-    schema = _list_schema(doc)
-    validate(doc, schema, file)
-    shape = mt.SHAPE_C if schema == "docker-manifest-list" else mt.SHAPE_B
-    configs = [descriptor(m) for m in doc["manifests"] if m["mediaType"] == mt.CACHE_CONFIG]
-    rest = [m for m in doc["manifests"] if m["mediaType"] != mt.CACHE_CONFIG]
-    layers, others = _split(rest)
-    # BuildKit writes exactly one cache config (last); extra ones are reported by `check`.
-    cache_config = configs[-1] if configs else None
-    return CacheManifest(digest, shape, media_type, cache_config, layers,
-                         others + tuple(configs[:-1]))
+    schema = "image-manifest" if "config" in doc else _list_schema(doc)
+    try:
+        return fastdecode.convert_cache_manifest(doc, schema, digest)
+    except Rejected as e:
+        raise explain(doc, schema, file, e) from None
+
+
+def parse_other_manifest(doc: object, digest: str, file: str) -> OtherManifest:
+    """A foreign manifest, index or artifact manifest (of any media type: OCI, Docker v2 schema
+    2, ...): every descriptor it holds under config, layers, manifests, blobs and subject, in
+    that order. CorruptError when one of them is not a valid descriptor (what the document
+    references is then unknown)."""
+    doc = _object(doc, file)
+    try:
+        return fastdecode.convert_other_manifest(doc, digest)
+    except Rejected as e:
+        raise explain(doc, FOREIGN_SCHEMA, file, e) from None
+
+
+def parse_cache_config(doc: object, digest: str, file: str) -> CacheConfig:
+    """The cache config: layer parent links (missing parent = 0, -1 = root) and record times."""
+    try:
+        return fastdecode.convert_cache_config(doc, digest)
+    except Rejected as e:
+        raise explain(doc, "cacheconfig", file, e) from None
 
 
 def schema_for(doc: object) -> str | None:
@@ -258,90 +269,27 @@ def _object(doc: object, file: str) -> dict[str, Any]:
     return doc
 
 
-def _split(items: list[Mapping[str, Any]]) -> tuple[tuple[Descriptor, ...], tuple[Descriptor, ...]]:
-    layers: list[Descriptor] = []
-    others: list[Descriptor] = []
-    for item in items:
-        d = descriptor(item)
-        (others if d.media_type in mt.MANIFEST_TYPES else layers).append(d)
-    return tuple(layers), tuple(others)
+Parsed = tuple[str | None, object | None, CorruptError | None]  # kind, model value, error
 
 
-FOREIGN_SCHEMA = "foreign-manifest"
-
-
-def parse_other_manifest(doc: object, digest: str, file: str) -> OtherManifest:
-    """A foreign manifest, index or artifact manifest (of any media type: OCI, Docker v2 schema
-    2, ...): every descriptor it holds under config, layers, manifests, blobs and subject, in
-    that order. CorruptError when one of them is not a valid descriptor (what the document
-    references is then unknown)."""
-    doc = _object(doc, file)
-    validate(doc, FOREIGN_SCHEMA, file)
-    children: list[Descriptor] = []
-    keys: list[str] = []
-    for key in mt.DESCRIPTOR_KEYS:
-        value = doc.get(key)
-        if value is None:
-            continue
-        items = value if isinstance(value, list) else [value]
-        children.extend(descriptor(x) for x in items)
-        keys.extend([key] * len(items))
-    media_type = doc.get("mediaType") or (mt.OCI_MANIFEST if "config" in doc else mt.OCI_INDEX)
-    artifact = doc.get("artifactType")
-    return OtherManifest(digest, media_type, tuple(children), tuple(keys),
-                         artifact if isinstance(artifact, str) else None)
-
-
-def parse_cache_config(doc: object, digest: str, file: str) -> CacheConfig:
-    """The cache config: layer parent links (missing parent = 0, -1 = root) and record times."""
-    validate(doc, "cacheconfig", file)
-    assert isinstance(doc, dict)
-    layers = tuple(ConfigLayer(x["blob"], x.get("parent", 0)) for x in doc.get("layers") or [])
-    records = doc.get("records") or []
-    results = ((r, j, ref["layer"], ref.get("createdAt"))
-               for r, record in enumerate(records)
-               for j, ref in enumerate(record.get("layers") or []))
-    return cache_config(digest, layers, len(records), results)
-
-
-def cache_config(digest: str, layers: tuple[ConfigLayer, ...], record_count: int,
-                 results: Iterable[tuple[int, int, int, object]]) -> CacheConfig:
-    """The CacheConfig of a valid cache config, from its layers and every result of its records
-    as (record index, result index, layer index, createdAt or None): the one place (shared with
-    fastdecode) that finds range and loop problems and each layer's newest createdAt."""
-    n = len(layers)
-    problems: list[str] = []
-    for i, layer in enumerate(layers):
-        if layer.parent != -1 and not 0 <= layer.parent < n:
-            problems.append(f"layers[{i}].parent: {layer.parent} is out of range (0..{n - 1})")
-        elif layer.parent == i:
-            problems.append(f"layers[{i}].parent: a layer cannot be its own parent")
-    if not problems:
-        problems.extend(_loops(layers))
-    created: dict[int, int] = {}
-    for r, j, idx, created_at in results:
-        if not 0 <= idx < n:
-            problems.append(f"records[{r}].layers[{j}].layer: {idx} is out of range")
-            continue
-        ns = parse_rfc3339_ns(created_at)
-        if ns is not None and ns > created.get(idx, -1):
-            created[idx] = ns
-    return CacheConfig(digest, layers, record_count, created, tuple(problems))
-
-
-def _loops(layers: tuple[ConfigLayer, ...]) -> list[str]:
-    """Every layer whose parent chain comes back to itself (FORMAT.md: loops are invalid)."""
-    state = [0] * len(layers)  # 0 new, 1 on the current path, 2 known to reach a root
-    problems: list[str] = []
-    for start in range(len(layers)):
-        path: list[int] = []
-        i = start
-        while i != -1 and state[i] == 0:
-            state[i] = 1
-            path.append(i)
-            i = layers[i].parent
-        if i != -1 and state[i] == 1:
-            problems.append(f"layers[{i}].parent: parent links form a loop")
-        for j in path:
-            state[j] = 2
-    return problems
+def read_document(data: bytes, digest: str, file: str) -> Parsed:
+    """Kind, model value and error of a JSON blob's bytes. The decoder reads the bytes itself
+    when it can (fastdecode.decode_blob: every document BuildKit writes); otherwise they are
+    decoded here as Python values (the rules of loads_blob, and its messages), classified, and
+    converted by the same decoder, jsonschema explaining what it refuses."""
+    fast = fastdecode.decode_blob(data, digest, file)
+    if fast is not None:
+        return fast[0], fast[1], None
+    kind: str | None = None
+    try:
+        doc = loads_blob(data, file)
+        kind = classify(doc)  # kept even when parsing fails below
+        if kind == KIND_CACHE_MANIFEST:
+            return kind, parse_cache_manifest(doc, digest, file), None
+        if kind == KIND_CACHE_CONFIG:
+            return kind, parse_cache_config(doc, digest, file), None
+        if kind == KIND_MANIFEST:
+            return kind, parse_other_manifest(doc, digest, file), None
+        return kind, None, None
+    except CorruptError as e:
+        return kind, None, e

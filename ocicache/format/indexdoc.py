@@ -47,8 +47,13 @@ Transform = Callable[[list[RawEntry]], list[RawEntry]]
 def go_json(doc: object) -> str:
     """Compact JSON as Go's encoding/json writes it (HTML-safe escapes, raw UTF-8)."""
     text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    for char, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                      ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for char, esc in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(char, esc)
     return text
 
@@ -59,7 +64,7 @@ def _skip(text: str, i: int) -> int:
 
 
 def _expect(text: str, i: int, char: str) -> int:
-    if text[i:i + 1] != char:
+    if text[i : i + 1] != char:
         raise CorruptError(f"expected {char!r} at offset {i}", file=INDEX_JSON)
     return _skip(text, i + 1)
 
@@ -68,7 +73,7 @@ def _members(text: str, i: int) -> tuple[list[tuple[str, str, str]], int]:
     """(key, raw key, raw value) of the object starting at text[i] == '{'; the end offset."""
     out: list[tuple[str, str, str]] = []
     i = _expect(text, i, "{")
-    if text[i:i + 1] == "}":
+    if text[i : i + 1] == "}":
         return out, i + 1
     while True:
         start = i
@@ -79,10 +84,10 @@ def _members(text: str, i: int) -> tuple[list[tuple[str, str, str]], int]:
         _, i = _DECODER.raw_decode(text, i)
         out.append((key, raw_key, text[start:i]))
         i = _skip(text, i)
-        if text[i:i + 1] == ",":
+        if text[i : i + 1] == ",":
             i = _skip(text, i + 1)
             continue
-        if text[i:i + 1] != "}":
+        if text[i : i + 1] != "}":
             raise CorruptError(f"expected ',' or '}}' at offset {i}", file=INDEX_JSON)
         return out, i + 1
 
@@ -91,14 +96,14 @@ def _elements(text: str) -> list[str]:
     """The raw text of each element of a JSON array."""
     out: list[str] = []
     i = _expect(text, _skip(text, 0), "[")
-    if text[i:i + 1] == "]":
+    if text[i : i + 1] == "]":
         return out
     while True:
         start = i
         _, i = _DECODER.raw_decode(text, i)
         out.append(text[start:i])
         i = _skip(text, i)
-        if text[i:i + 1] == ",":
+        if text[i : i + 1] == ",":
             i = _skip(text, i + 1)
             continue
         return out
@@ -114,8 +119,7 @@ def split_index(data: bytes) -> tuple[list[tuple[str, str, str]], list[RawEntry]
     text = data.decode("utf-8")
     members, end = _members(text, _skip(text, 0))
     raw = dict((k, v) for k, _, v in members)
-    entries = [RawEntry(t, e) for t, e in zip(_elements(raw["manifests"]), doc["manifests"],
-                                              strict=True)]
+    entries = [RawEntry(t, e) for t, e in zip(_elements(raw["manifests"]), doc["manifests"], strict=True)]
     return members, entries, text[end:]
 
 

@@ -18,11 +18,13 @@ INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 # Media types of documents that reference other blobs by descriptors (foreign content is walked
 # through them); every other media type names a leaf (a config, a layer, a payload).
 DOCUMENT_TYPES = MANIFEST_TYPES | {OCI_ARTIFACT_MANIFEST}
-CONFIG_TYPES = frozenset({
-    "application/vnd.oci.image.config.v1+json",
-    "application/vnd.docker.container.image.v1+json",
-    OCI_EMPTY,
-})
+CONFIG_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.docker.container.image.v1+json",
+        OCI_EMPTY,
+    }
+)
 
 # Layer types seen in BuildKit caches (FORMAT.md); others are accepted as layers too when
 # a cache manifest lists them, but these are the ones whose bytes we never need to sniff.
@@ -44,6 +46,12 @@ LAYER_TYPES = frozenset(
 SHAPE_A = "A"  # OCI image manifest, config = cache config
 SHAPE_B = "B"  # OCI index holding layers + cache config
 SHAPE_C = "C"  # Docker manifest list, docker layer types
+
+# What a JSON blob is (documents.classify; the decoder's answers carry these).
+KIND_CACHE_MANIFEST = "cache-manifest"
+KIND_CACHE_CONFIG = "cache-config"
+KIND_MANIFEST = "manifest"  # an image manifest / index that is not a cache manifest
+KIND_UNKNOWN_JSON = "unknown-json"
 
 
 def is_layer_type(media_type: str) -> bool:

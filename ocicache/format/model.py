@@ -39,7 +39,7 @@ class Descriptor:
         out = []
         for key, value in sorted(self.annotations.items()):
             if key.startswith(ANN_SOURCE_PREFIX):
-                out.append(f"{key[len(ANN_SOURCE_PREFIX):]}/{value}")
+                out.append(f"{key[len(ANN_SOURCE_PREFIX) :]}/{value}")
         return tuple(out)
 
 
@@ -140,12 +140,13 @@ class OtherManifest:
         return f"{key}[{sum(1 for k in self.keys[:i] if k == key)}]"
 
 
-_set_descriptor = tuple(Descriptor.__dict__[f].__set__  # slot setters (frozen dataclass)
-                        for f in ("media_type", "digest", "size", "annotations"))
+_set_descriptor = tuple(
+    Descriptor.__dict__[f].__set__  # slot setters (frozen dataclass)
+    for f in ("media_type", "digest", "size", "annotations")
+)
 
 
-def new_descriptor(media_type: str, digest: str, size: int,
-                   annotations: dict[str, str]) -> Descriptor:
+def new_descriptor(media_type: str, digest: str, size: int, annotations: dict[str, str]) -> Descriptor:
     """Descriptor(...) without the frozen-dataclass __init__ (a read makes ~60k: the blob cache
     and fastdecode use this)."""
     d: Descriptor = object.__new__(Descriptor)

@@ -1,5 +1,9 @@
 """The one place JSON Schemas are loaded and applied.
 
+The decoder (fastdecode.py) decides what is valid; jsonschema explains: it gives the message,
+with its path, of a document the decoder refuses (documents.explain), and `check`'s full list
+of violations. tests/test_decoder_schemas.py holds the two to the same verdicts.
+
 The schemas (draft 2020-12) ship inside the package as ``ocicache.schemas`` (the repository's
 ``schemas/`` folder) and are read with importlib.resources, so they are found when installed.
 A schema is named by its file name without ``.json`` (``"descriptor"``, ``"cacheconfig"``,
@@ -8,7 +12,7 @@ A schema is named by its file name without ``.json`` (``"descriptor"``, ``"cache
 
 ``validate`` turns every schema violation into a ``Violation`` with a readable path
 (``layers[3].parent``) and a short message. jsonschema and referencing are imported lazily:
-the CLI pays for them only when it validates something.
+the CLI pays for them only when something is invalid.
 """
 
 from __future__ import annotations

@@ -62,6 +62,7 @@ import stat
 import time
 from collections.abc import Iterable
 from contextlib import suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -220,8 +221,7 @@ class _Progress:
 
     def know(self, scan: QuarantineScan) -> None:
         if self.held is None:
-            self.held = {(q.batch, q.algorithm, q.name): q for q in scan.blobs
-                         if q.batch != self.batch.name}
+            self.held = {(q.batch, q.algorithm, q.name): q for q in scan.blobs if q.batch != self.batch.name}
             self.odd = scan.odd
 
     def mine(self) -> list[BlobDeletion]:
@@ -235,8 +235,9 @@ class _Progress:
         out = scan.by_digest() if scan is not None else {}
         name, made = self.batch.name, batch_ns(self.batch.name) or 0
         for b in self.mine():
-            out[b.digest] = quarantined(name, made, b.algorithm, b.name, b.size,
-                                        0 if b.links > 1 else b.allocated)
+            out[b.digest] = quarantined(
+                name, made, b.algorithm, b.name, b.size, 0 if b.links > 1 else b.allocated
+            )
         return out
 
     def moved(self, blobs: list[BlobDeletion]) -> None:
@@ -254,35 +255,65 @@ class _Progress:
                 self.held.pop((q.batch, q.algorithm, q.name), None)
 
 
-def gc(directory: str | os.PathLike[str], policy: Policy, *, now_ns: int | None = None,
-       dry_run: bool = False,
-       listing: Listing | None = None) -> GcResult:
+def gc(
+    directory: str | os.PathLike[str],
+    policy: Policy,
+    *,
+    now_ns: int | None = None,
+    dry_run: bool = False,
+    listing: Listing | None = None,
+    use_cache: bool = False,
+) -> GcResult:
     """Plan and (unless dry_run) apply gc on DIR. RefusedError: nothing unsafe was done.
 
     `listing` (a find listing of DIR begun earlier) is only taken by a dry run: a real gc
-    stats the blobs itself, under its own timing."""
+    stats the blobs itself, under its own timing. `use_cache`: read with what earlier runs
+    learned about blob digests, and keep what this one learns ($XDG_CACHE_HOME/ocicache)."""
+    token = _KEEP_FACTS.set(use_cache)
+    try:
+        return _gc(directory, policy, now_ns, dry_run, listing)
+    finally:
+        _KEEP_FACTS.reset(token)
+
+
+# Whether this gc call reads with the blob facts (gc's `use_cache`), for every read it makes.
+_KEEP_FACTS: ContextVar[bool] = ContextVar("ocicache_gc_keep_facts", default=False)
+
+
+def _gc(
+    directory: str | os.PathLike[str],
+    policy: Policy,
+    now_ns: int | None,
+    dry_run: bool,
+    listing: Listing | None,
+) -> GcResult:
     now = time.time_ns() if now_ns is None else now_ns
     delay = float(os.environ.get(DELAY_ENV, "0") or 0)
     with Layout(directory, listing if dry_run else None) as layout:
         if dry_run:
-            _, inv, exports, plan = _read_and_plan(layout, policy, now,
-                                                   dry_run=True)
-            return GcResult(plan, True, (), (), plan.kept_bytes, 0, plan.warnings,
-                            stable_until(inv, exports, policy, now),
-                            _dry_quarantine(inv.quarantine, plan, now))
+            _, inv, exports, plan = _read_and_plan(layout, policy, now, dry_run=True)
+            return GcResult(
+                plan,
+                True,
+                (),
+                (),
+                plan.kept_bytes,
+                0,
+                plan.warnings,
+                stable_until(inv, exports, policy, now),
+                _dry_quarantine(inv.quarantine, plan, now),
+            )
         _require_writable_fs(layout)
         _require_usable_lock(layout)
         with gc_lock(layout):
-            progress = _Progress(new_batch(layout),
-                                 kill_after=int(os.environ.get(KILL_ENV, "-1") or -1))
+            progress = _Progress(new_batch(layout), kill_after=int(os.environ.get(KILL_ENV, "-1") or -1))
             try:
                 return _run(layout, policy, now, delay, progress)
             finally:
                 progress.batch.close()
 
 
-def _run(layout: Layout, policy: Policy, now: int, delay: float,
-         progress: _Progress) -> GcResult:
+def _run(layout: Layout, policy: Policy, now: int, delay: float, progress: _Progress) -> GcResult:
     recover_exchanges(layout)  # a run killed mid-exchange: finish its settle first
     for attempt in range(MAX_REPLANS + 1):
         if attempt:
@@ -302,9 +333,12 @@ def _run(layout: Layout, policy: Policy, now: int, delay: float,
         if done:
             break
     else:
-        raise BusyError(f"the directory changed {MAX_REPLANS} times while gc ran (a build "
-                        "exporting?); what was moved is consistent", file=str(layout.root),
-                        hint="run gc again when the build has finished")
+        raise BusyError(
+            f"the directory changed {MAX_REPLANS} times while gc ran (a build "
+            "exporting?); what was moved is consistent",
+            file=str(layout.root),
+            hint="run gc again when the build has finished",
+        )
     if progress.deleted:
         _wait(_settle_seconds(policy))
     # The final re-read: whatever index.json or a new export needs now is put back.
@@ -314,33 +348,47 @@ def _run(layout: Layout, policy: Policy, now: int, delay: float,
     cutoff = purge_now - policy.grace_ns + 1
     others = progress.others()
     tick = progress.unlinked if progress.kill_after > 0 else None
-    purged = purge(layout, others.blobs if others is not None else (), cutoff, keep,
-                   mine=(progress.batch.name, progress.mine()), tick=tick)
+    purged = purge(
+        layout,
+        others.blobs if others is not None else (),
+        cutoff,
+        keep,
+        mine=(progress.batch.name, progress.mine()),
+        tick=tick,
+    )
     if purged.mismatched:
         _put_back_rewritten(layout, purged.mismatched, progress)
     purge_strays(layout, cutoff)
     remove_empty_quarantine(layout)  # and DIR/.ocicache with it when nothing else is there
     report = QuarantineReport(
         moved=(len(progress.deleted), sum(b.size for b in progress.deleted)),
-        restored=tuple(progress.restored), purged=(purged.count, purged.bytes),
+        restored=tuple(progress.restored),
+        purged=(purged.count, purged.bytes),
         held=(purged.held, purged.held_bytes),
         purge_after_ns=None if purged.first_ns is None else purged.first_ns + policy.grace_ns,
-        purged_allocated=purged.allocated)
-    return GcResult(plan, False, tuple(progress.deleted), tuple(progress.ingest),
-                    plan.size_before - progress.attempt_bytes, attempt,
-                    (*plan.warnings, *progress.warnings), None, report)
+        purged_allocated=purged.allocated,
+    )
+    return GcResult(
+        plan,
+        False,
+        tuple(progress.deleted),
+        tuple(progress.ingest),
+        plan.size_before - progress.attempt_bytes,
+        attempt,
+        (*plan.warnings, *progress.warnings),
+        None,
+        report,
+    )
 
 
-def _put_back_rewritten(layout: Layout, blobs: list[QuarantinedBlob],
-                        progress: _Progress) -> None:
+def _put_back_rewritten(layout: Layout, blobs: list[QuarantinedBlob], progress: _Progress) -> None:
     """Exchanged blobs the purge found changed since the plan (written anew: BuildKit's, so
     the plan's judgement of them no longer holds): back into blobs/, left alone like the
     blob-by-blob moves leave them, and not counted as deleted."""
     restore(layout, blobs)
     back = {(q.algorithm, q.name) for q in blobs}
     for q in sorted(blobs, key=lambda q: q.name):
-        progress.warnings.append(f"{BLOBS}/{q.algorithm}/{q.name}: re-written since the plan; "
-                                 "left alone")
+        progress.warnings.append(f"{BLOBS}/{q.algorithm}/{q.name}: re-written since the plan; left alone")
     kept = [b for b in progress.deleted if (b.algorithm, b.name) not in back]
     progress.attempt_bytes -= sum(b.size for b in progress.deleted) - sum(b.size for b in kept)
     progress.deleted = kept
@@ -379,8 +427,9 @@ def _wait(seconds: float) -> None:
         time.sleep(seconds)
 
 
-def _restore_then_plan(layout: Layout, policy: Policy, now: int,
-                       progress: _Progress) -> tuple[bytes | None, Inventory, Plan]:
+def _restore_then_plan(
+    layout: Layout, policy: Policy, now: int, progress: _Progress
+) -> tuple[bytes | None, Inventory, Plan]:
     """Put back what a plan made now needs (until nothing more comes back), then plan."""
     for _ in range(4):
         progress.folders = _folder_stamps(layout)
@@ -392,16 +441,16 @@ def _restore_then_plan(layout: Layout, policy: Policy, now: int,
     return index, inv, plan
 
 
-def _restore_needed(layout: Layout, policy: Policy, now: int, progress: _Progress,
-                    cached: bool) -> tuple[bytes | None, set[str]]:
+def _restore_needed(
+    layout: Layout, policy: Policy, now: int, progress: _Progress, cached: bool
+) -> tuple[bytes | None, set[str]]:
     """The final pass: put back what is needed now; return index.json and the needed set.
     `cached`: read with the blob cache (many blobs are left in blobs/)."""
     keep: set[str] = set()
     index: bytes | None = None
     for _ in range(4):
         # (what the quarantine holds is only notes in this read: put back by `progress`)
-        index, inv, exports = _read(layout, policy, now, cached=cached,
-                                    quarantine=progress.others())
+        index, inv, exports = _read(layout, policy, now, cached=cached, quarantine=progress.others())
         progress.know(inv.quarantine)
         keep = _needed(inv, exports, policy, now)
         if not _put_back(layout, inv, keep, progress):
@@ -444,23 +493,33 @@ def _dry_quarantine(scan: QuarantineScan, plan: Plan, now: int) -> QuarantineRep
     held_b = sum(q.size for q in young) + (0 if plan.policy.grace_ns == 0 else moved[1])
     # Only what is already held has a purge time; what a real run would move gets one then.
     first = min((q.batch_ns for q in young), default=None)
-    return QuarantineReport(moved, (), purged, (held_n, held_b),
-                            None if first is None else first + plan.policy.grace_ns,
-                            sum(q.allocated for q in old))
+    return QuarantineReport(
+        moved,
+        (),
+        purged,
+        (held_n, held_b),
+        None if first is None else first + plan.policy.grace_ns,
+        sum(q.allocated for q in old),
+    )
 
 
-def _read_and_plan(layout: Layout, policy: Policy, now: int,
-                   dry_run: bool = False
-                   ) -> tuple[bytes | None, Inventory, list[Export], Plan]:
+def _read_and_plan(
+    layout: Layout, policy: Policy, now: int, dry_run: bool = False
+) -> tuple[bytes | None, Inventory, list[Export], Plan]:
     """index.json (read under the lock, briefly), then everything else, then the plan."""
     index, inv, exports = _read(layout, policy, now, dry_run)
     plan = make_plan(inv, exports, policy, now, _metadata_bytes(layout))
     return index, inv, exports, plan
 
 
-def _read(layout: Layout, policy: Policy, now: int, dry_run: bool = False,
-          cached: bool = True, quarantine: QuarantineScan | None = None
-          ) -> tuple[bytes | None, Inventory, list[Export]]:
+def _read(
+    layout: Layout,
+    policy: Policy,
+    now: int,
+    dry_run: bool = False,
+    cached: bool = True,
+    quarantine: QuarantineScan | None = None,
+) -> tuple[bytes | None, Inventory, list[Export]]:
     """index.json (read under the lock, briefly), then everything else.
 
     A dry run takes no lock it would have to create (like the read commands): BuildKit's
@@ -474,8 +533,7 @@ def _read(layout: Layout, policy: Policy, now: int, dry_run: bool = False,
         # fails the build at once on any holder, shared or not); BusyError when a write stays
         # in progress. A real gc reads it the same way: what it plans from a read that is stale
         # by the time it moves blobs, the re-reads and the quarantine put right.
-        inv = read_inventory(layout, _blob_cache(layout) if cached else None,
-                             quarantine=quarantine)
+        inv = read_inventory(layout, _blob_cache(layout) if cached else None, quarantine=quarantine)
         index = inv.index_raw
     except CorruptError:
         # reads it again and records why it is unusable
@@ -483,10 +541,11 @@ def _read(layout: Layout, policy: Policy, now: int, dry_run: bool = False,
     return index, inv, build_exports(inv)
 
 
-def _blob_cache(layout: Layout) -> BlobCache:
+def _blob_cache(layout: Layout) -> BlobCache | None:
     """What earlier runs learned about digests (a digest names its content for good), so a
-    repeated gc opens only new blobs (cache.py; off with OCICACHE_NO_CACHE=1)."""
-    return BlobCache.default(layout.root)
+    repeated gc opens only new blobs (cache.py; off with OCICACHE_NO_CACHE=1); None unless
+    this gc was asked to use it."""
+    return BlobCache.default(layout.root) if _KEEP_FACTS.get() else None
 
 
 def _metadata_bytes(layout: Layout) -> int:
@@ -505,15 +564,20 @@ def _require_usable_lock(layout: Layout) -> None:
     if probe.fd is not None:
         os.close(probe.fd)
     if probe.state == UNUSABLE:
-        raise RefusedError(f"is {probe.reason}, not a regular file: BuildKit cannot lock this "
-                           "directory; nothing deleted", file=LOCK_FILE,
-                           hint="remove it, then run gc again")
+        raise RefusedError(
+            f"is {probe.reason}, not a regular file: BuildKit cannot lock this directory; nothing deleted",
+            file=LOCK_FILE,
+            hint="remove it, then run gc again",
+        )
 
 
 def _require_writable_fs(layout: Layout) -> None:
     if os.fstatvfs(layout.root_fd).f_flag & os.ST_RDONLY:
-        raise RefusedError("read-only file system; nothing deleted", file=str(layout.root),
-                           hint="use --dry-run to see what gc would delete")
+        raise RefusedError(
+            "read-only file system; nothing deleted",
+            file=str(layout.root),
+            hint="use --dry-run to see what gc would delete",
+        )
 
 
 def _require_writable_dirs(layout: Layout, plan: Plan) -> None:
@@ -523,9 +587,11 @@ def _require_writable_dirs(layout: Layout, plan: Plan) -> None:
         fds.add(_ingest_fd(layout))
     for fd in fds:
         if fd is not None and not os.access(".", os.W_OK, dir_fd=fd):
-            raise RefusedError("no write permission on blobs/ or ingest/; nothing deleted",
-                               file=str(layout.root),
-                               hint="run gc as the user that runs the builds")
+            raise RefusedError(
+                "no write permission on blobs/ or ingest/; nothing deleted",
+                file=str(layout.root),
+                hint="run gc as the user that runs the builds",
+            )
 
 
 def _index_changed(layout: Layout, index: bytes | None) -> bool:
@@ -548,7 +614,7 @@ def _new_json(layout: Layout, algorithm: str, names: Iterable[str]) -> bool:
             continue
         if not stat.S_ISREG(st.st_mode) or st.st_size > docs.JSON_LIMIT:
             continue  # a new layer: younger than grace (or not planned), never moved
-        blob = BlobFile(algorithm, name, st.st_size, st.st_mtime_ns, st.st_mode)
+        blob = BlobFile(f"{algorithm}:{name}", st.st_size, st.st_mtime_ns, st.st_mode)
         try:
             if docs.looks_like_json(layout.read_blob_head(blob, 64)):
                 return True
@@ -593,23 +659,35 @@ def _settle(layout: Layout, limit_s: float = 10.0) -> None:
         last = now
 
 
-def _execute(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
-             stamp: object, progress: _Progress,
-             delay: float) -> bool:
+def _execute(
+    layout: Layout,
+    inv: Inventory,
+    plan: Plan,
+    index: bytes | None,
+    stamp: object,
+    progress: _Progress,
+    delay: float,
+) -> bool:
     """Run the plan; False when the directory changed and a re-plan is due."""
     exchanged = _exchange(layout, inv, plan, index, stamp, progress, delay)
     if exchanged is False:
         return False
-    if exchanged is None and not _move_one_by_one(layout, inv, plan, index, stamp, progress,
-                                                  delay):
+    if exchanged is None and not _move_one_by_one(layout, inv, plan, index, stamp, progress, delay):
         return False
     if plan.ingest:
         _delete_ingest(layout, plan, progress, delay)
     return True
 
 
-def _move_one_by_one(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
-                     stamp: object, progress: _Progress, delay: float) -> bool:
+def _move_one_by_one(
+    layout: Layout,
+    inv: Inventory,
+    plan: Plan,
+    index: bytes | None,
+    stamp: object,
+    progress: _Progress,
+    delay: float,
+) -> bool:
     """The plan's blobs into the batch blob by blob, phase by phase (PHASES)."""
     known: dict[str, set[str]] = {}
     for b in inv.blobs.values():
@@ -651,8 +729,15 @@ def _folder_stamps(layout: Layout) -> dict[str, tuple[int, int, int]]:
     return out
 
 
-def _exchange(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
-              stamp: object, progress: _Progress, delay: float) -> bool | None:
+def _exchange(
+    layout: Layout,
+    inv: Inventory,
+    plan: Plan,
+    index: bytes | None,
+    stamp: object,
+    progress: _Progress,
+    delay: float,
+) -> bool | None:
     """Move the plan's blobs in by exchanging blobs/<algorithm> whole (quarantine.py): True when
     done; False when the directory changed (re-plan); None when not done (too few dropped for
     it to pay, an export writing, strays, no way to make a folder alike or to exchange): then
@@ -662,8 +747,11 @@ def _exchange(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
     algorithms = {b.algorithm for b in plan.blobs}
     algorithm = algorithms.pop()
     where = f"{BLOBS}/{algorithm}"
-    if algorithms or progress.batch.has(algorithm) or any(
-            s in (BLOBS, where) or s.startswith(f"{where}/") for s in plan.strays):
+    if (
+        algorithms
+        or progress.batch.has(algorithm)
+        or any(s in (BLOBS, where) or s.startswith(f"{where}/") for s in plan.strays)
+    ):
         return None  # strays are never touched, not even moved and back
     old_fd = layout.blob_dir_fd(algorithm)
     before = progress.folders.get(algorithm)
@@ -678,8 +766,11 @@ def _exchange(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
         old = os.fstat(old_fd)
         at = os.stat(algorithm, dir_fd=parent, follow_symlinks=False)
         attrs = xattrs(old_fd)
-        if ((at.st_dev, at.st_ino) != (old.st_dev, old.st_ino) or attrs is None
-                or not os.access(".", os.W_OK, dir_fd=parent)):
+        if (
+            (at.st_dev, at.st_ino) != (old.st_dev, old.st_ino)
+            or attrs is None
+            or not os.access(".", os.W_OK, dir_fd=parent)
+        ):
             return None
         # What is in the folder now: the plan's read, unless it changed since that began.
         looked = _folder_stamp(old_fd)
@@ -687,8 +778,9 @@ def _exchange(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
             names = [b.name for b in inv.blobs.values() if b.algorithm == algorithm]
         else:
             entries = list(os.scandir(old_fd))
-            if any(not e.is_file(follow_symlinks=False)
-                   or not is_hex_name(algorithm, e.name) for e in entries):
+            if any(
+                not e.is_file(follow_symlinks=False) or not is_hex_name(algorithm, e.name) for e in entries
+            ):
                 return None  # a stray appeared
             names = [e.name for e in entries]
             known = {b.name for b in inv.blobs.values() if b.algorithm == algorithm}
@@ -697,8 +789,7 @@ def _exchange(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
         kept = [n for n in names if n not in dropped]
         if _index_changed(layout, index):
             return False
-        if len(dropped) <= EXCHANGE_RATIO * len(kept) and os.environ.get(
-                EXCHANGE_ENV) != "always":
+        if len(dropped) <= EXCHANGE_RATIO * len(kept) and os.environ.get(EXCHANGE_ENV) != "always":
             return None
         new_fd = progress.batch.folder_like(algorithm, old, attrs)
         if new_fd is None:
@@ -713,8 +804,7 @@ def _exchange(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
         # listing (else re-plan; or blob by blob, which never touches what it did not plan).
         # The folder last, right before the exchange: a blob renamed in after it is in the
         # folder exchanged out, and the settle links it back.
-        if (stamp is not _ANY and _ingest_stamp(layout) != stamp) or _index_changed(layout,
-                                                                                   index):
+        if (stamp is not _ANY and _ingest_stamp(layout) != stamp) or _index_changed(layout, index):
             _undo_folder(layout, progress, algorithm)
             return False
         if _folder_stamp(old_fd) != looked:
@@ -741,8 +831,7 @@ def _exchange(layout: Layout, inv: Inventory, plan: Plan, index: bytes | None,
     return True
 
 
-def _link_kept(old_fd: int, new_fd: int, kept: list[str], progress: _Progress,
-               delay: float) -> bool:
+def _link_kept(old_fd: int, new_fd: int, kept: list[str], progress: _Progress, delay: float) -> bool:
     """Hard-link the kept blobs into the new folder; False when this filesystem cannot."""
     for name in kept:
         if delay:
@@ -767,8 +856,7 @@ def _undo_folder(layout: Layout, progress: _Progress, algorithm: str) -> None:
     remove_dropped(layout, batch, algorithm)
 
 
-def _verify_exchanged(layout: Layout, moved: list[BlobDeletion],
-                      progress: _Progress) -> list[BlobDeletion]:
+def _verify_exchanged(layout: Layout, moved: list[BlobDeletion], progress: _Progress) -> list[BlobDeletion]:
     """The lstat each blob-by-blob move makes, made in the quarantine after an exchange: a
     blob that is not the file the plan saw goes back into blobs/ (left alone)."""
     name, made = progress.batch.name, batch_ns(progress.batch.name) or 0
@@ -784,15 +872,13 @@ def _verify_exchanged(layout: Layout, moved: list[BlobDeletion],
             ok.append(b)
             continue
         back.append(QuarantinedBlob(name, made, b.algorithm, b.name, b.size))
-        progress.warnings.append(f"{BLOBS}/{b.algorithm}/{b.name}: re-written since the plan; "
-                                 "left alone")
+        progress.warnings.append(f"{BLOBS}/{b.algorithm}/{b.name}: re-written since the plan; left alone")
     if back:
         restore(layout, back)
     return ok
 
 
-def _move_blob(layout: Layout, blob: BlobDeletion, progress: _Progress,
-                 delay: float) -> int | None:
+def _move_blob(layout: Layout, blob: BlobDeletion, progress: _Progress, delay: float) -> int | None:
     if blob.algorithm not in ALGORITHMS or not is_hex_name(blob.algorithm, blob.name):
         return None  # never: the plan only holds scanned digest names; checked again anyway
     fd = layout.blob_dir_fd(blob.algorithm)
@@ -839,8 +925,9 @@ def _delete_ingest(layout: Layout, plan: Plan, progress: _Progress, delay: float
         os.close(fd)
 
 
-def _delete_ingest_entry(ingest_fd: int, entry: IngestDeletion, plan: Plan,
-                         progress: _Progress, delay: float) -> bool:
+def _delete_ingest_entry(
+    ingest_fd: int, entry: IngestDeletion, plan: Plan, progress: _Progress, delay: float
+) -> bool:
     rel = f"{INGEST}/{entry.name}"
     try:
         st = os.stat(entry.name, dir_fd=ingest_fd, follow_symlinks=False)
@@ -917,4 +1004,5 @@ def _post_check(layout: Layout, before: bytes | None, progress: _Progress) -> No
             progress.warnings.append(
                 f"{INDEX_JSON}: manifests[{entry.position}]: a concurrent export re-pointed a "
                 f"tag at {Layout.blob_relpath(d)}, which gc had moved into {QUARANTINE} and "
-                "could not put back; run gc again")
+                "could not put back; run gc again"
+            )

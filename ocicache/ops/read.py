@@ -15,7 +15,6 @@ referrers stored in blobs/ (a `subject` naming something reachable) are reachabl
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from ocicache.base.errors import (
@@ -42,9 +41,12 @@ class IndexBytes:
     data: bytes | None
 
 
-def read_inventory(store: Store, cache: BlobCache | None = None,
-                   index_bytes: IndexBytes | None = None,
-                   quarantine: QuarantineScan | None = None) -> Inventory:
+def read_inventory(
+    store: Store,
+    cache: BlobCache | None = None,
+    index_bytes: IndexBytes | None = None,
+    quarantine: QuarantineScan | None = None,
+) -> Inventory:
     """Read DIR once: index.json, oci-layout, blobs/ (stat), ingest/, and every JSON blob.
 
     With a `cache`, blobs whose digest (and size) it knows are not opened, and what this read
@@ -55,14 +57,21 @@ def read_inventory(store: Store, cache: BlobCache | None = None,
     index, index_error, index_raw, lock_warnings = _read_index(store, index_bytes)
     oci_layout = _read_oci_layout(store)
     scan = store.scan_blobs()
-    inv = Inventory(store.root, index, index_error, oci_layout, scan.blobs, scan.strays,
-                    store.scan_ingest(), index_raw=index_raw)
+    inv = Inventory(
+        store.root,
+        index,
+        index_error,
+        oci_layout,
+        scan.blobs,
+        scan.strays,
+        store.scan_ingest(),
+        index_raw=index_raw,
+    )
     inv.quarantine = store.scan_quarantine() if quarantine is None else quarantine
     for warning in lock_warnings:
         inv.warn(LOCK_FILE, "", warning.removeprefix(f"{LOCK_FILE}: "))
     if index_error is not None:
-        inv.warn(index_error.file or INDEX_JSON, index_error.where or "", index_error.message,
-                 "error")
+        inv.warn(index_error.file or INDEX_JSON, index_error.where or "", index_error.message, "error")
     if isinstance(oci_layout, CorruptError):
         inv.warn(OCI_LAYOUT, "", oci_layout.message)
     for stray in scan.strays:
@@ -76,8 +85,9 @@ def read_inventory(store: Store, cache: BlobCache | None = None,
 _REPAIR_HINT = "`ocicache repair DIR` can rebuild it from blobs/"
 
 
-def _read_index(store: Store, index_bytes: IndexBytes | None
-                ) -> tuple[Index | None, OcicacheError | None, bytes | None, tuple[str, ...]]:
+def _read_index(
+    store: Store, index_bytes: IndexBytes | None
+) -> tuple[Index | None, OcicacheError | None, bytes | None, tuple[str, ...]]:
     """(index, why it is unusable, its bytes, warnings about the lock). Read between BuildKit's
     writes (indexread.py): a write in progress raises BusyError, so a torn index here is
     really torn and `repair` is the hint."""
@@ -96,8 +106,10 @@ def _read_index(store: Store, index_bytes: IndexBytes | None
             data = index_bytes.data
     except TooLargeError as e:
         if e.hint is None:
-            e.hint = ("ocicache does not read an index.json that large; if it is garbage, "
-                      "move it aside, then `ocicache repair DIR` rebuilds one")
+            e.hint = (
+                "ocicache does not read an index.json that large; if it is garbage, "
+                "move it aside, then `ocicache repair DIR` rebuilds one"
+            )
         return None, e, None, warnings
     except CorruptError as e:
         return None, e, None, warnings
@@ -137,7 +149,6 @@ class _Reader:
         self.done: set[str] = set()  # sniffed or parsed
         self.parsed: set[str] = set()  # read and decoded (or found too big to read)
         self.walked: set[str] = set()  # foreign documents whose references were followed
-        self._fast = _fast_path()
 
     def run(self) -> None:
         inv = self.inv
@@ -163,9 +174,12 @@ class _Reader:
         where = f"manifests[{entry.position}]"
         if digest not in self.inv.blobs:
             hint = missing_manifest_hint(self.inv.root, entry.ref_name, entry.pinned)
-            self.inv.warn(INDEX_JSON, where, f"{digest}: manifest blob is missing ({hint})"
-                          f"{self.inv.missing_note(digest)}",
-                          "error")
+            self.inv.warn(
+                INDEX_JSON,
+                where,
+                f"{digest}: manifest blob is missing ({hint}){self.inv.missing_note(digest)}",
+                "error",
+            )
             return
         self._parse_blob(self.inv.blobs[digest], top_level=True)
         if digest not in self.inv.manifests:
@@ -173,9 +187,18 @@ class _Reader:
             # index.json entry names is read as a manifest, whatever its descriptor says.
             d = entry.descriptor
             role = mt.role_of("", d.media_type)
-            self._walk_foreign([ForeignRef(INDEX_JSON, where, digest, d.size, d.media_type,
-                                           role if mt.is_document_role(role)
-                                           else mt.ROLE_MANIFEST)])
+            self._walk_foreign(
+                [
+                    ForeignRef(
+                        INDEX_JSON,
+                        where,
+                        digest,
+                        d.size,
+                        d.media_type,
+                        role if mt.is_document_role(role) else mt.ROLE_MANIFEST,
+                    )
+                ]
+            )
 
     # -- foreign content -----------------------------------------------------------------------
     def _walk_foreign(self, stack: list[ForeignRef]) -> None:
@@ -221,13 +244,23 @@ class _Reader:
             return _cache_manifest_refs(manifest)
         other = inv.foreign.get(digest)
         if other is not None:
-            return [ForeignRef(digest, other.where(i), c.digest, c.size, c.media_type,
-                               mt.role_of(other.key(i), c.media_type))
-                    for i, c in enumerate(other.children)]
+            return [
+                ForeignRef(
+                    digest,
+                    other.where(i),
+                    c.digest,
+                    c.size,
+                    c.media_type,
+                    mt.role_of(other.key(i), c.media_type),
+                )
+                for i, c in enumerate(other.children)
+            ]
         config = inv.configs.get(digest)
         if config is not None:
-            return [ForeignRef(digest, f"layers[{i}].blob", x.blob, None, None, mt.ROLE_LAYER)
-                    for i, x in enumerate(config.layers)]
+            return [
+                ForeignRef(digest, f"layers[{i}].blob", x.blob, None, None, mt.ROLE_LAYER)
+                for i, x in enumerate(config.layers)
+            ]
         err = inv.bad_docs.get(digest)
         if err is not None:
             why = f"cannot be parsed ({err.message})"
@@ -244,8 +277,10 @@ class _Reader:
         return []
 
     def _referrer_refs(self, digest: str) -> list[ForeignRef]:
-        return [ForeignRef(digest, "referrer", r, None, self.inv.foreign[r].media_type,
-                           mt.ROLE_MANIFEST) for r in self.inv.referrers.get(digest, ())]
+        return [
+            ForeignRef(digest, "referrer", r, None, self.inv.foreign[r].media_type, mt.ROLE_MANIFEST)
+            for r in self.inv.referrers.get(digest, ())
+        ]
 
     def _referrers(self) -> None:
         """OCI referrers stored in blobs/ (a foreign document with a `subject`): those whose
@@ -272,8 +307,12 @@ class _Reader:
         if inv.index is not None:
             needed.update(e.descriptor.digest for e in inv.index.entries)
         for digest, role in inv.foreign_roles.items():
-            if (not mt.is_document_role(role) and digest in inv.bad_docs
-                    and digest not in needed and digest not in self.walked):
+            if (
+                not mt.is_document_role(role)
+                and digest in inv.bad_docs
+                and digest not in needed
+                and digest not in self.walked
+            ):
                 del inv.bad_docs[digest]
 
     def _sniff(self, digest: str, blob: BlobFile) -> None:
@@ -336,9 +375,14 @@ class _Reader:
             key = (d.digest, d.size, d.media_type, tuple(d.annotations.items()))
             return seen.setdefault(key, d)
 
-        return CacheManifest(m.digest, m.shape, m.media_type,
-                             one(m.config) if m.config is not None else None,
-                             tuple([one(d) for d in m.layers]), tuple([one(d) for d in m.others]))
+        return CacheManifest(
+            m.digest,
+            m.shape,
+            m.media_type,
+            one(m.config) if m.config is not None else None,
+            tuple([one(d) for d in m.layers]),
+            tuple([one(d) for d in m.others]),
+        )
 
     def _read_and_parse(self, blob: BlobFile) -> Parsed | None:
         """Read, decode, classify and parse one blob; None when the file could not be read
@@ -351,7 +395,7 @@ class _Reader:
         except OSError as e:
             self.inv.bad_docs[blob.digest] = CorruptError(f"cannot read: {e}", file=blob.relpath)
             return None
-        kind, value, error = self._decode(data, blob.digest, blob.relpath)
+        kind, value, error = docs.read_document(data, blob.digest, blob.relpath)
         if isinstance(value, CacheManifest):
             value = self._share(value)
         # What was read is what the digest names only if the size is right (a truncated file
@@ -360,72 +404,48 @@ class _Reader:
             self.cache.put_parsed(blob.digest, blob.size, kind, value, error)
         return kind, value, error
 
-    def _decode(self, data: bytes, digest: str, file: str) -> Parsed:
-        """Kind, value and error of one blob's bytes: fastdecode's answer when it is sure,
-        else the slow path's (decode, classify, validate, parse in Python)."""
-        fast = self._fast(data, digest, file) if self._fast is not None else None
-        if fast is not None:
-            return fast[0], fast[1], None
-        kind: str | None = None
-        try:
-            doc = docs.loads_blob(data, file)
-            kind = docs.classify(doc)  # kept even when parsing fails below
-            return kind, _parse(kind, doc, digest, file), None
-        except CorruptError as e:
-            return kind, None, e
-
     def _after_manifest(self, manifest: CacheManifest) -> None:
         is_layer, common = mt.is_layer_type, mt.LAYER_TYPES
-        self.known_layers.update([layer.digest for layer in manifest.layers
-                                  if layer.media_type in common or is_layer(layer.media_type)])
+        self.known_layers.update(
+            [
+                layer.digest
+                for layer in manifest.layers
+                if layer.media_type in common or is_layer(layer.media_type)
+            ]
+        )
         config = manifest.config
         if config is None:
-            self.inv.warn(_blob_rel(manifest.digest), "", "cache manifest names no cache config",
-                          "error")
+            self.inv.warn(_blob_rel(manifest.digest), "", "cache manifest names no cache config", "error")
             return
         blob = self.inv.blobs.get(config.digest)
         if blob is not None:
             self._parse_blob(blob)
 
 
-def _parse(kind: str, doc: object, digest: str, file: str) -> object | None:
-    """The model value of a decoded JSON blob of this kind (the slow path); CorruptError when
-    it breaks its schema."""
-    if kind == docs.KIND_CACHE_MANIFEST:
-        return docs.parse_cache_manifest(doc, digest, file)
-    if kind == docs.KIND_CACHE_CONFIG:
-        return docs.parse_cache_config(doc, digest, file)
-    if kind == docs.KIND_MANIFEST:
-        return docs.parse_other_manifest(doc, digest, file)
-    return None
-
-
-def _fast_path() -> Callable[[bytes, str, str], tuple[str, object] | None] | None:
-    """fastdecode.decode_blob, or None when msgspec cannot be imported: a dependency, but the
-    slow path alone still gives every answer (~0.8 s slower on 300 big exports)."""
-    try:
-        from ocicache.format.fastdecode import decode_blob
-    except ImportError:
-        return None
-    return decode_blob
-
-
 def _cache_manifest_refs(m: CacheManifest) -> list[ForeignRef]:
     """A cache manifest reached from foreign content: its cache config, layers and others."""
     out: list[ForeignRef] = []
     if m.config is not None:
-        out.append(ForeignRef(m.digest, "config", m.config.digest, m.config.size,
-                              m.config.media_type, mt.ROLE_CACHE_CONFIG))
-    out.extend(ForeignRef(m.digest, f"layers[{i}]", d.digest, d.size, d.media_type, mt.ROLE_LAYER)
-               for i, d in enumerate(m.layers))
-    out.extend(ForeignRef(m.digest, f"others[{i}]", d.digest, d.size, d.media_type,
-                          mt.role_of("manifests", d.media_type)) for i, d in enumerate(m.others))
+        out.append(
+            ForeignRef(
+                m.digest, "config", m.config.digest, m.config.size, m.config.media_type, mt.ROLE_CACHE_CONFIG
+            )
+        )
+    out.extend(
+        ForeignRef(m.digest, f"layers[{i}]", d.digest, d.size, d.media_type, mt.ROLE_LAYER)
+        for i, d in enumerate(m.layers)
+    )
+    out.extend(
+        ForeignRef(
+            m.digest, f"others[{i}]", d.digest, d.size, d.media_type, mt.role_of("manifests", d.media_type)
+        )
+        for i, d in enumerate(m.others)
+    )
     return out
 
 
 # Roles, weakest first: a blob reached under several roles is shown as the strongest.
-_ROLE_ORDER = (mt.ROLE_LAYER, mt.ROLE_CONFIG, mt.ROLE_CACHE_CONFIG, mt.ROLE_MANIFEST,
-               mt.ROLE_INDEX)
+_ROLE_ORDER = (mt.ROLE_LAYER, mt.ROLE_CONFIG, mt.ROLE_CACHE_CONFIG, mt.ROLE_MANIFEST, mt.ROLE_INDEX)
 
 
 def _stronger(old: str | None, new: str) -> str:

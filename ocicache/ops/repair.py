@@ -25,5 +25,3 @@ def repair(directory: str | os.PathLike[str], dry_run: bool = False) -> RepairPl
                 require_readable_size(data)
                 replace_index(layout.root_fd, data)
         return final
-
-

@@ -20,12 +20,12 @@ from ocicache.format.digest import Digest
 from ocicache.format.names import BLOBS, QUARANTINE
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BlobFile:
-    """One entry of `blobs/<algorithm>/` as lstat saw it."""
+    """One entry of `blobs/<algorithm>/` as lstat saw it (one per blob: 50k+ in a big cache,
+    so a plain slotted record holding the digest string once)."""
 
-    algorithm: str
-    name: str
+    digest: str  # "<algorithm>:<encoded>", the file's name under blobs/<algorithm>/
     size: int
     mtime_ns: int
     mode: int
@@ -36,8 +36,12 @@ class BlobFile:
     links: int = 1
 
     @property
-    def digest(self) -> str:
-        return f"{self.algorithm}:{self.name}"
+    def algorithm(self) -> str:
+        return self.digest[: self.digest.index(":")]
+
+    @property
+    def name(self) -> str:
+        return self.digest[self.digest.index(":") + 1 :]
 
     @property
     def relpath(self) -> str:
@@ -46,7 +50,6 @@ class BlobFile:
     @property
     def regular(self) -> bool:
         return stat.S_ISREG(self.mode)
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +134,6 @@ class BlobScan:
 
     blobs: dict[str, BlobFile]
     strays: tuple[Stray, ...]
-
 
 
 @dataclass(frozen=True, slots=True)

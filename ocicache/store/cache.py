@@ -148,8 +148,9 @@ class BlobCache:
         if self.path is not None:
             self._new[self._pool(digest)] = (size, NOT_JSON)
 
-    def put_parsed(self, digest: str, size: int, kind: str | None, value: object | None,
-                   error: CorruptError | None) -> None:
+    def put_parsed(
+        self, digest: str, size: int, kind: str | None, value: object | None, error: CorruptError | None
+    ) -> None:
         if self.path is None:
             return
         # The model value itself is kept (no copy while reading); it becomes tuples at save.
@@ -211,20 +212,30 @@ class BlobCache:
         if tag == "M":
             _, shape, media_type, config, layers, others = value
             desc = self._descriptor
-            return CacheManifest(digest, shape, media_type,
-                                 desc(config) if config is not None else None,
-                                 tuple([desc(x) for x in layers]),
-                                 tuple([desc(x) for x in others]))
+            return CacheManifest(
+                digest,
+                shape,
+                media_type,
+                desc(config) if config is not None else None,
+                tuple([desc(x) for x in layers]),
+                tuple([desc(x) for x in others]),
+            )
         if tag == "C":
             _, layers, records, created, problems = value
-            return CacheConfig(digest, tuple([new_config_layer(b, p) for b, p in layers]),
-                               records, dict(created), tuple(problems))
+            return CacheConfig(
+                digest,
+                tuple([new_config_layer(b, p) for b, p in layers]),
+                records,
+                dict(created),
+                tuple(problems),
+            )
         if tag == "O":
             _, media_type, children, keys, artifact_type = value
             if len(keys) != len(children):
                 raise ValueError("malformed cached foreign manifest")
-            return OtherManifest(digest, media_type, tuple(self._descriptor(x) for x in children),
-                                 tuple(keys), artifact_type)
+            return OtherManifest(
+                digest, media_type, tuple(self._descriptor(x) for x in children), tuple(keys), artifact_type
+            )
         raise ValueError(f"unknown cached value {tag!r} for {kind!r}")
 
 
@@ -249,15 +260,30 @@ class _Pool:
     def value(self, value: object) -> tuple[Any, ...]:
         desc = self.desc
         if isinstance(value, CacheManifest):
-            return ("M", value.shape, value.media_type,
-                    desc(value.config) if value.config is not None else None,
-                    tuple(desc(x) for x in value.layers), tuple(desc(x) for x in value.others))
+            return (
+                "M",
+                value.shape,
+                value.media_type,
+                desc(value.config) if value.config is not None else None,
+                tuple(desc(x) for x in value.layers),
+                tuple(desc(x) for x in value.others),
+            )
         if isinstance(value, CacheConfig):
-            return ("C", tuple((self(x.blob), x.parent) for x in value.layers),
-                    value.record_count, tuple(value.layer_created.items()), value.problems)
+            return (
+                "C",
+                tuple((self(x.blob), x.parent) for x in value.layers),
+                value.record_count,
+                tuple(value.layer_created.items()),
+                value.problems,
+            )
         if isinstance(value, OtherManifest):
-            return ("O", value.media_type, tuple(desc(x) for x in value.children),
-                    tuple(value.keys), value.artifact_type)
+            return (
+                "O",
+                value.media_type,
+                tuple(desc(x) for x in value.children),
+                tuple(value.keys),
+                value.artifact_type,
+            )
         raise TypeError(f"cannot cache {type(value).__name__}")
 
 

@@ -27,7 +27,6 @@ CHUNK = 1 << 20  # 1 MiB reads
 SMALL = 32 << 10
 
 
-
 @dataclass(frozen=True, slots=True)
 class Progress:
     """How far a verification run is: bytes and blobs done of the total, and elapsed seconds."""
@@ -50,8 +49,11 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def hash_blob(layout: Layout, blob: BlobFile, on_bytes: Callable[[int], None] | None = None,
-              ) -> HashResult:
+def hash_blob(
+    layout: Layout,
+    blob: BlobFile,
+    on_bytes: Callable[[int], None] | None = None,
+) -> HashResult:
     """Hash one blob with its own algorithm (sha256 / sha512) in 1 MiB reads."""
     try:
         fd = layout.open_blob_fd(blob)
@@ -94,9 +96,13 @@ def _hash_large(fd: int, h: hashlib._Hash, on_bytes: Callable[[int], None] | Non
     return total
 
 
-def verify_blobs(layout: Layout, blobs: Iterable[BlobFile], workers: int | None = None,
-                 progress: ProgressCallback | None = None, interval: float = 0.2,
-                 ) -> dict[str, HashResult]:
+def verify_blobs(
+    layout: Layout,
+    blobs: Iterable[BlobFile],
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+    interval: float = 0.2,
+) -> dict[str, HashResult]:
     """Re-hash every blob in parallel; results by digest. `progress` is called every `interval`."""
     todo = sorted(blobs, key=lambda b: (-b.size, b.digest))
     total_bytes = sum(b.size for b in todo)
@@ -159,4 +165,3 @@ def _why(e: OSError | CorruptError) -> str:
     if isinstance(e, FileNotFoundError):
         return "vanished while checking"
     return f"cannot open: {e.strerror or e}"
-

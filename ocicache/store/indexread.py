@@ -64,9 +64,11 @@ def read_index(layout: Layout, wait_s: float | None = None) -> IndexRead:
     while True:
         probe = probe_shared(root_fd)
         if probe.state == UNUSABLE and not warnings:
-            warnings.append(f"{LOCK_FILE}: {probe.reason}, not a regular file: BuildKit cannot "
-                            "lock this directory (its imports and exports of it fail or hang); "
-                            "remove it. index.json was read without the lock")
+            warnings.append(
+                f"{LOCK_FILE}: {probe.reason}, not a regular file: BuildKit cannot "
+                "lock this directory (its imports and exports of it fail or hang); "
+                "remove it. index.json was read without the lock"
+            )
         pause = delay
         if probe.state == BUSY:
             data, stable = _double_read(layout)
@@ -101,16 +103,16 @@ def read_index(layout: Layout, wait_s: float | None = None) -> IndexRead:
         except CorruptError:
             pass
         else:
-            why = (f"held by another process for {wait:g} s" if busy
-                   else "index.json kept changing")
+            why = f"held by another process for {wait:g} s" if busy else "index.json kept changing"
             warnings.append(f"{LOCK_FILE}: {why}: index.json was read without BuildKit's lock")
             return IndexRead(data, doc, None, tuple(warnings))
-    why = ("index.json.lock is held by another process" if busy
-           else "it kept changing while it was read")
-    raise BusyError(f"a write is in progress: index.json is being rewritten ({why})",
-                    file=INDEX_JSON,
-                    hint="try again when the build has finished (a write in progress is not "
-                         "damage: index.json is complete again when it ends)")
+    why = "index.json.lock is held by another process" if busy else "it kept changing while it was read"
+    raise BusyError(
+        f"a write is in progress: index.json is being rewritten ({why})",
+        file=INDEX_JSON,
+        hint="try again when the build has finished (a write in progress is not "
+        "damage: index.json is complete again when it ends)",
+    )
 
 
 def _judged(data: bytes | None, warnings: list[str]) -> IndexRead:
@@ -145,8 +147,9 @@ def _double_read(layout: Layout) -> tuple[bytes | None, bool]:
     second = layout.read_top_stat(INDEX_JSON)
     if first is None or second is None:
         return None, first is None and second is None
-    stable = (first[0] == second[0] and _unmoved(first) and _unmoved(second)
-              and _key(first[2]) == _key(second[1]))
+    stable = (
+        first[0] == second[0] and _unmoved(first) and _unmoved(second) and _key(first[2]) == _key(second[1])
+    )
     return first[0], stable
 
 

@@ -26,8 +26,7 @@ from ocicache.store.layout import Layout
 from ocicache.store.lock import index_lock
 
 TEMP_PREFIX = ".index.json.ocicache-"
-_WRITE_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                | getattr(os, "O_CLOEXEC", 0))
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
 def rewrite_index(layout: Layout, transform: Transform, timeout: float = 10.0) -> Rewrite:
@@ -42,11 +41,13 @@ def rewrite_index(layout: Layout, transform: Transform, timeout: float = 10.0) -
         try:
             data = layout.read_top(INDEX_JSON)
         except TooLargeError as e:
-            raise RefusedError(f"{e.message}; not rewritten (every entry it holds would be "
-                               "lost)", file=INDEX_JSON) from None
+            raise RefusedError(
+                f"{e.message}; not rewritten (every entry it holds would be lost)", file=INDEX_JSON
+            ) from None
         if data is None:
-            raise CorruptError("missing", file=INDEX_JSON,
-                               hint="`ocicache repair DIR` can rebuild it from blobs/")
+            raise CorruptError(
+                "missing", file=INDEX_JSON, hint="`ocicache repair DIR` can rebuild it from blobs/"
+            )
         try:
             members, before, tail = split_index(data)
         except CorruptError as e:  # read under our exclusive lock: nobody is writing it
@@ -68,9 +69,11 @@ def rewrite_index(layout: Layout, transform: Transform, timeout: float = 10.0) -
 def require_readable_size(data: bytes) -> None:
     """Refuse to write an index.json larger than ocicache reads back (layout.INDEX_LIMIT)."""
     if len(data) > INDEX_LIMIT:
-        raise RefusedError(f"the new index.json would be {len(data)} bytes, over ocicache's "
-                           f"{INDEX_LIMIT_NAME} ({INDEX_LIMIT} bytes); not written",
-                           file=INDEX_JSON)
+        raise RefusedError(
+            f"the new index.json would be {len(data)} bytes, over ocicache's "
+            f"{INDEX_LIMIT_NAME} ({INDEX_LIMIT} bytes); not written",
+            file=INDEX_JSON,
+        )
 
 
 def replace_index(root_fd: int, data: bytes, mode: int = 0o644) -> None:

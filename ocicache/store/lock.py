@@ -77,19 +77,21 @@ def _open_for_writer(root_fd: int) -> int:
         fd = os.open(LOCK_FILE, _FLAGS, 0o644, dir_fd=root_fd)
     except OSError as e:
         if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise RefusedError(f"cannot create the lock file: {e.strerror}",
-                               file=LOCK_FILE) from None
+            raise RefusedError(f"cannot create the lock file: {e.strerror}", file=LOCK_FILE) from None
         what = _open_error(e)
         if what.startswith("a "):
-            raise RefusedError(f"is {what}, not a regular file: refusing to lock through it",
-                               file=LOCK_FILE, hint=_HINT) from None
-        raise RefusedError(f"{what}: refusing to go on without BuildKit's lock",
-                           file=LOCK_FILE) from None
+            raise RefusedError(
+                f"is {what}, not a regular file: refusing to lock through it", file=LOCK_FILE, hint=_HINT
+            ) from None
+        raise RefusedError(f"{what}: refusing to go on without BuildKit's lock", file=LOCK_FILE) from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise RefusedError(f"is {file_kind(st.st_mode)}, not a regular file: refusing to lock "
-                           "through it", file=LOCK_FILE, hint=_HINT)
+        raise RefusedError(
+            f"is {file_kind(st.st_mode)}, not a regular file: refusing to lock through it",
+            file=LOCK_FILE,
+            hint=_HINT,
+        )
     return fd
 
 
@@ -102,8 +104,11 @@ def index_lock(root_fd: int, timeout: float = 10.0, shared: bool = False) -> Ite
     delay = 0.005
 
     def busy() -> BusyError:
-        return BusyError("held by another process (a BuildKit export?)", file=LOCK_FILE,
-                         hint="try again when the build has finished")
+        return BusyError(
+            "held by another process (a BuildKit export?)",
+            file=LOCK_FILE,
+            hint="try again when the build has finished",
+        )
 
     while True:
         fd = _open_for_writer(root_fd)
@@ -128,8 +133,11 @@ def index_lock(root_fd: int, timeout: float = 10.0, shared: bool = False) -> Ite
         except FileNotFoundError:
             st = None
         if st is not None and not stat.S_ISREG(st.st_mode):
-            raise RefusedError(f"is {file_kind(st.st_mode)}, not a regular file: refusing to "
-                               "lock through it", file=LOCK_FILE, hint=_HINT)
+            raise RefusedError(
+                f"is {file_kind(st.st_mode)}, not a regular file: refusing to lock through it",
+                file=LOCK_FILE,
+                hint=_HINT,
+            )
         if time.monotonic() >= deadline:
             raise busy()
     key = _dir_key(root_fd)

@@ -79,8 +79,7 @@ def _open_dir(name: str, parent_fd: int, create: bool, where: str) -> int:
             raise
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise RefusedError("is not a directory (a symlink?); refusing to use it",
-                               file=where) from None
+            raise RefusedError("is not a directory (a symlink?); refusing to use it", file=where) from None
         raise
     try:
         os.mkdir(name, 0o755, dir_fd=parent_fd)
@@ -108,8 +107,7 @@ def gc_lock(layout: Layout, timeout: float = 120.0) -> Iterator[None]:
     (its lock is index.json.lock). Where the filesystem has no flock on directories, gc, pin and
     repair still never undo each other: gc re-reads index.json after its moves and puts back
     what a pin names, and pin checks under BuildKit's lock that what it pins is present."""
-    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0),
-                 dir_fd=layout.root_fd)
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0), dir_fd=layout.root_fd)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -118,9 +116,11 @@ def gc_lock(layout: Layout, timeout: float = 120.0) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise BusyError("another ocicache gc, pin or repair is running on this "
-                                    "directory", file=str(layout.root),
-                                    hint="try again when it has finished") from None
+                    raise BusyError(
+                        "another ocicache gc, pin or repair is running on this directory",
+                        file=str(layout.root),
+                        hint="try again when it has finished",
+                    ) from None
                 time.sleep(0.05)
             except OSError:
                 break  # no flock here (some network filesystems): see above
@@ -157,15 +157,15 @@ class Batch:
         if self._alg_fds is None:
             self._alg_fds = {}
         if algorithm not in self._alg_fds:
-            self._alg_fds[algorithm] = _open_dir(algorithm, self._batch_fd(), True,
-                                                 f"{QUARANTINE}/{self.name}/{algorithm}")
+            self._alg_fds[algorithm] = _open_dir(
+                algorithm, self._batch_fd(), True, f"{QUARANTINE}/{self.name}/{algorithm}"
+            )
         return self._alg_fds[algorithm]
 
     def has(self, algorithm: str) -> bool:
         return bool(self._alg_fds) and algorithm in (self._alg_fds or {})
 
-    def folder_like(self, algorithm: str, like: os.stat_result,
-                    like_xattrs: dict[str, bytes]) -> int | None:
+    def folder_like(self, algorithm: str, like: os.stat_result, like_xattrs: dict[str, bytes]) -> int | None:
         """A new, empty `<algorithm>/` folder in this batch with the owner, group, mode and
         extended attributes (ACLs, security label) of blobs/<algorithm> (`like`, `like_xattrs`),
         to take that folder's place (`take_folder`); None when this batch already has one, or
@@ -192,8 +192,7 @@ class Batch:
                         os.setxattr(fd, key, value)
             os.fchmod(fd, want[2])  # after chown (may clear setgid) and ACLs (set the mask)
             st = os.fstat(fd)
-            alike = ((st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == want
-                     and xattrs(fd) == like_xattrs)
+            alike = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == want and xattrs(fd) == like_xattrs
         except OSError:
             alike = False
         if not alike:
@@ -215,18 +214,19 @@ class Batch:
         if not exchange(parent_fd, algorithm, self._fd, algorithm):
             return False
         came = os.stat(algorithm, dir_fd=self._fd, follow_symlinks=False)
-        if (came.st_dev, came.st_ino) != (old.st_dev, old.st_ino) or not stat.S_ISDIR(
-                came.st_mode):
+        if (came.st_dev, came.st_ino) != (old.st_dev, old.st_ino) or not stat.S_ISDIR(came.st_mode):
             if not exchange(parent_fd, algorithm, self._fd, algorithm):
-                raise RefusedError("an exchanged folder could not be swapped back",
-                                   file=f"{BLOBS}/{algorithm}")
+                raise RefusedError(
+                    "an exchanged folder could not be swapped back", file=f"{BLOBS}/{algorithm}"
+                )
             return False
         os.fsync(parent_fd)
         os.fsync(self._fd)
         # Our fd is now blobs/<algorithm>'s: this batch's folder is the one that came in.
         os.close(self._alg_fds.pop(algorithm))
-        self._alg_fds[algorithm] = _open_dir(algorithm, self._fd, False,
-                                             f"{QUARANTINE}/{self.name}/{algorithm}")
+        self._alg_fds[algorithm] = _open_dir(
+            algorithm, self._fd, False, f"{QUARANTINE}/{self.name}/{algorithm}"
+        )
         return True
 
     def drop_folder(self, algorithm: str) -> None:
@@ -295,12 +295,15 @@ def xattrs(fd: int) -> dict[str, bytes] | None:
     return out
 
 
-_SET_HELD = tuple(QuarantinedBlob.__dict__[f].__set__  # slot descriptors: C-level setters
-                  for f in ("batch", "batch_ns", "algorithm", "name", "size", "allocated"))
+_SET_HELD = tuple(
+    QuarantinedBlob.__dict__[f].__set__  # slot descriptors: C-level setters
+    for f in ("batch", "batch_ns", "algorithm", "name", "size", "allocated")
+)
 
 
-def quarantined(batch: str, made: int, algorithm: str, name: str, size: int,
-                allocated: int) -> QuarantinedBlob:
+def quarantined(
+    batch: str, made: int, algorithm: str, name: str, size: int, allocated: int
+) -> QuarantinedBlob:
     """QuarantinedBlob(...) without the frozen-dataclass __init__ (one per blob a run moves)."""
     q: QuarantinedBlob = object.__new__(QuarantinedBlob)
     s_batch, s_made, s_alg, s_name, s_size, s_alloc = _SET_HELD
@@ -332,11 +335,14 @@ def move_in(layout: Layout, batch: Batch, algorithm: str, name: str) -> bool:
     except OSError as e:
         rel = f"{BLOBS}/{algorithm}/{name}"
         if e.errno == errno.EXDEV:
-            raise RefusedError(f"{QUARANTINE} is on another filesystem than {BLOBS}/; "
-                               "stopped (what is left is consistent)", file=rel) from None
+            raise RefusedError(
+                f"{QUARANTINE} is on another filesystem than {BLOBS}/; stopped (what is left is consistent)",
+                file=rel,
+            ) from None
         if e.errno in _CANNOT_WRITE:
-            raise RefusedError(f"cannot move into {QUARANTINE}: {e.strerror}; stopped (what "
-                               "is left is consistent)", file=rel) from None
+            raise RefusedError(
+                f"cannot move into {QUARANTINE}: {e.strerror}; stopped (what is left is consistent)", file=rel
+            ) from None
         raise
     return True
 
@@ -480,9 +486,12 @@ def write_dropped(layout: Layout, batch: str, algorithm: str, names: Iterable[st
     own = own_dir_fd(layout)
     assert own is not None
     try:
-        fd = os.open(_journal(batch, algorithm),
-                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-                     | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=own)
+        fd = os.open(
+            _journal(batch, algorithm),
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+            0o600,
+            dir_fd=own,
+        )
         try:
             chunk: list[str] = []
             for name in itertools.chain(names, (_END,)):
@@ -502,15 +511,16 @@ def write_dropped(layout: Layout, batch: str, algorithm: str, names: Iterable[st
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _read_dropped(own: int, journal: str) -> set[str]:
     """The names a journal lists; empty when it was not written whole (the exchange it was
     written for never happened: everything in the batch folder goes back)."""
     try:
-        fd = os.open(journal, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-                     | getattr(os, "O_CLOEXEC", 0), dir_fd=own)
+        fd = os.open(
+            journal, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=own
+        )
     except OSError:
         return set()
     try:
@@ -538,8 +548,9 @@ def remove_dropped(layout: Layout, batch: str, algorithm: str) -> None:
         os.close(own)
 
 
-def settle_exchange(layout: Layout, batch: str, algorithm: str,
-                    dropped: Mapping[str, _T]) -> tuple[list[_T], list[str]]:
+def settle_exchange(
+    layout: Layout, batch: str, algorithm: str, dropped: Mapping[str, _T]
+) -> tuple[list[_T], list[str]]:
     """After an exchange of blobs/<algorithm> into `batch`: every entry of the batch's
     `<algorithm>/` that is not a regular file named in `dropped` goes back into blobs/ (the
     kept blobs, linked there before the exchange, lose their quarantine name; a blob a writer
@@ -580,7 +591,7 @@ def recover_exchanges(layout: Layout) -> list[str]:
         journals = sorted(n for n in os.listdir(own) if n.endswith(_DROPPED))
         back: list[str] = []
         for journal in journals:
-            batch, _, algorithm = journal[:-len(_DROPPED)].rpartition(".")
+            batch, _, algorithm = journal[: -len(_DROPPED)].rpartition(".")
             if batch_ns(batch) is None or algorithm not in ALGORITHMS:
                 continue
             names = dict.fromkeys(_read_dropped(own, journal))
@@ -624,8 +635,9 @@ def read_quarantined(layout: Layout, q: QuarantinedBlob, limit: int = docs.JSON_
     if fd is None:
         return None
     try:
-        f = os.open(q.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-                    | getattr(os, "O_CLOEXEC", 0), dir_fd=fd)
+        f = os.open(
+            q.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=fd
+        )
     except OSError:
         return None
     finally:
@@ -648,8 +660,9 @@ def read_quarantined(layout: Layout, q: QuarantinedBlob, limit: int = docs.JSON_
         os.close(f)
 
 
-def restore_plan(layout: Layout, missing: set[str],
-                 held: dict[str, QuarantinedBlob], present: set[str]) -> list[QuarantinedBlob]:
+def restore_plan(
+    layout: Layout, missing: set[str], held: dict[str, QuarantinedBlob], present: set[str]
+) -> list[QuarantinedBlob]:
     """What to put back so that every digest of `missing` held in the quarantine is back with
     everything it references: a post-order walk (children first), iterative."""
     order: list[QuarantinedBlob] = []
@@ -716,9 +729,16 @@ class Purged:
 _Job = tuple[int, str, int, "list[Any]", bool]  # folder fd, batch, made, blobs, check them
 
 
-def purge(layout: Layout, held: Iterable[QuarantinedBlob], older_than_ns: int,
-          keep: set[str], *, mine: tuple[str, Sequence[Planned]] | None = None,
-          workers: int = PURGE_WORKERS, tick: Callable[[], None] | None = None) -> Purged:
+def purge(
+    layout: Layout,
+    held: Iterable[QuarantinedBlob],
+    older_than_ns: int,
+    keep: set[str],
+    *,
+    mine: tuple[str, Sequence[Planned]] | None = None,
+    workers: int = PURGE_WORKERS,
+    tick: Callable[[], None] | None = None,
+) -> Purged:
     """Unlink every quarantined blob of a batch made before `older_than_ns` (but those in
     `keep` that are not back in blobs/), then the emptied folders; anything gone is simply
     gone, anything not a regular file is left alone.
@@ -735,8 +755,9 @@ def purge(layout: Layout, held: Iterable[QuarantinedBlob], older_than_ns: int,
     by_folder: dict[tuple[str, str], tuple[int, bool, list[Any]]] = {}
 
     def take(batch: str, made: int, blob: QuarantinedBlob | Planned, check: bool) -> None:
-        if made >= older_than_ns or (blob.digest in keep and not _back_in_blobs(
-                layout, blob.algorithm, blob.name, blob.size)):
+        if made >= older_than_ns or (
+            blob.digest in keep and not _back_in_blobs(layout, blob.algorithm, blob.name, blob.size)
+        ):
             out.hold(made, blob.size)
             return
         by_folder.setdefault((batch, blob.algorithm), (made, check, []))[2].append(blob)
@@ -748,14 +769,18 @@ def purge(layout: Layout, held: Iterable[QuarantinedBlob], older_than_ns: int,
         names = {d.partition(":")[2] for d in keep}
         lists: dict[str, list[Any]] = {}
         for b in mine[1]:
-            if made >= older_than_ns or (b.name in names and b.digest in keep and not
-                                         _back_in_blobs(layout, b.algorithm, b.name, b.size)):
+            if made >= older_than_ns or (
+                b.name in names
+                and b.digest in keep
+                and not _back_in_blobs(layout, b.algorithm, b.name, b.size)
+            ):
                 out.hold(made, b.size)
                 continue
             alg_list = lists.get(b.algorithm)
             if alg_list is None:
-                alg_list = lists[b.algorithm] = by_folder.setdefault(
-                    (batch, b.algorithm), (made, True, []))[2]
+                alg_list = lists[b.algorithm] = by_folder.setdefault((batch, b.algorithm), (made, True, []))[
+                    2
+                ]
             alg_list.append(b)
     folders = _Folders(layout)
     try:
@@ -764,8 +789,7 @@ def purge(layout: Layout, held: Iterable[QuarantinedBlob], older_than_ns: int,
             fd = folders.get(batch, algorithm)
             if fd is None:
                 continue
-            jobs.extend((fd, batch, made, blobs[i:i + _CHUNK], check)
-                        for i in range(0, len(blobs), _CHUNK))
+            jobs.extend((fd, batch, made, blobs[i : i + _CHUNK], check) for i in range(0, len(blobs), _CHUNK))
         lock = threading.Lock()
 
         def run(job: _Job) -> None:
@@ -781,8 +805,9 @@ def purge(layout: Layout, held: Iterable[QuarantinedBlob], older_than_ns: int,
     return out
 
 
-def _unlink_all(fd: int, batch: str, made: int, blobs: list[Any], check: bool,
-                tick: Callable[[], None] | None) -> Purged:
+def _unlink_all(
+    fd: int, batch: str, made: int, blobs: list[Any], check: bool, tick: Callable[[], None] | None
+) -> Purged:
     """One purge thread's share: lstat (a regular file; with `check`, the one the plan saw),
     then unlink."""
     out = Purged()
@@ -800,8 +825,9 @@ def _unlink_all(fd: int, batch: str, made: int, blobs: list[Any], check: bool,
             continue
         except OSError as e:
             if e.errno in _CANNOT_WRITE:
-                raise RefusedError(f"cannot purge: {e.strerror}",
-                                   file=f"{QUARANTINE}/{batch}/{q.algorithm}/{name}") from None
+                raise RefusedError(
+                    f"cannot purge: {e.strerror}", file=f"{QUARANTINE}/{batch}/{q.algorithm}/{name}"
+                ) from None
             raise
         out.count += 1
         out.bytes += q.size
