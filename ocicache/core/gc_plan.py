@@ -124,8 +124,9 @@ def _deletion(b: BlobFile, kind: str) -> BlobDeletion:
     object.__setattr__ per field: 50k deletions at 50k blobs)."""
     d: BlobDeletion = _new(BlobDeletion)
     s_alg, s_name, s_kind, s_size, s_mtime, s_alloc, s_inode, s_links = _SET_DELETION
-    s_alg(d, b.algorithm)
-    s_name(d, b.name)
+    algorithm, _, name = b.digest.partition(":")  # (BlobFile's properties split it twice)
+    s_alg(d, algorithm)
+    s_name(d, name)
     s_kind(d, kind)
     s_size(d, b.size)
     s_mtime(d, b.mtime_ns)

@@ -56,6 +56,7 @@ already gone (another gc, a reset) is simply gone.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import signal
 import stat
@@ -156,6 +157,11 @@ class GcResult:
 
     def removed(self) -> dict[str, tuple[int, int]]:
         """Per kind, what left blobs/ (into the quarantine) and ingest/: (count, bytes)."""
+        return dict(self._removed)
+
+    @functools.cached_property
+    def _removed(self) -> dict[str, tuple[int, int]]:
+        # (a report asks several times; one pass over 50k deletions each)
         if self.dry_run:
             return self.plan.removed()
         return summarize(self.deleted, self.ingest_deleted)
