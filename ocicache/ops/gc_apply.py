@@ -780,8 +780,11 @@ def _exchange(
             return None
         # What is in the folder now: the plan's read, unless it changed since that began.
         looked = _folder_stamp(old_fd)
+        prefix = f"{algorithm}:"
+        cut = len(prefix)
+        planned = [d[cut:] for d in inv.blobs if d.startswith(prefix)]
         if looked == before:
-            names = [b.name for b in inv.blobs.values() if b.algorithm == algorithm]
+            names = planned
         else:
             entries = list(os.scandir(old_fd))
             if any(
@@ -789,9 +792,10 @@ def _exchange(
             ):
                 return None  # a stray appeared
             names = [e.name for e in entries]
-            known = {b.name for b in inv.blobs.values() if b.algorithm == algorithm}
+            known = set(planned)
             if _new_json(layout, algorithm, [n for n in names if n not in known]):
                 return False
+        del planned
         kept = [n for n in names if n not in dropped]
         if _index_changed(layout, index):
             return False
