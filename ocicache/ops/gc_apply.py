@@ -782,9 +782,8 @@ def _exchange(
         looked = _folder_stamp(old_fd)
         prefix = f"{algorithm}:"
         cut = len(prefix)
-        planned = [d[cut:] for d in inv.blobs if d.startswith(prefix)]
-        if looked == before:
-            names = planned
+        if looked == before:  # (no list of the 50k names: only the kept ones)
+            kept = [d[cut:] for d in inv.blobs if d.startswith(prefix) and d[cut:] not in dropped]
         else:
             entries = list(os.scandir(old_fd))
             if any(
@@ -792,11 +791,11 @@ def _exchange(
             ):
                 return None  # a stray appeared
             names = [e.name for e in entries]
-            known = set(planned)
+            known = {d[cut:] for d in inv.blobs if d.startswith(prefix)}
             if _new_json(layout, algorithm, [n for n in names if n not in known]):
                 return False
-        del planned
-        kept = [n for n in names if n not in dropped]
+            del known, entries
+            kept = [n for n in names if n not in dropped]
         if _index_changed(layout, index):
             return False
         if len(dropped) <= EXCHANGE_RATIO * len(kept) and os.environ.get(EXCHANGE_ENV) != "always":
