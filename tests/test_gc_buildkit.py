@@ -28,6 +28,7 @@ from gc_helpers import assert_consistent
 
 from ocicache import api
 from ocicache.core.gc_plan import Policy
+from ocicache.ops import gc_apply
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,11 +59,20 @@ def _gc_loop(root: Path, stop: threading.Event, codes: list[int], errors: list[s
 
 @pytest.mark.slow
 @needs_buildkit
-def test_gc_during_real_exports_keeps_every_export_importable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", ["default", "exchange"])
+def test_gc_during_real_exports_keeps_every_export_importable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strategy: str
+) -> None:
+    """`default`: gc's own choice (here, dropping about half: blob by blob); `exchange`: gc
+    swaps blobs/sha256 whole whenever it drops anything, BuildKit writing beside it."""
     # The gc loop racing the exports runs with every default (_gc_loop), its 3 s settle wait
     # included. The in-process gc after each build keeps the short settle of the other tests
     # (conftest): no export can land while it runs (the builds are this thread's), so its wait
     # would wait for nothing, 3 s a build (36 of this test's 55 s).
+    if strategy == "exchange":
+        monkeypatch.setenv(gc_apply.EXCHANGE_ENV, "always")  # the gc loop's processes too
+    else:
+        monkeypatch.delenv(gc_apply.EXCHANGE_ENV, raising=False)
     cache = tmp_path / "cache"
     with daemon(tmp_path / "bk") as bk:
         ctx = {v: context(tmp_path, v) for v in ("one", "two")}

@@ -191,14 +191,48 @@ def _same_as_blob_by_blob(tmp_path: Path, root: Path, r: Any) -> None:
     assert blob_names(root) == blob_names(other)
 
 
+def test_the_new_folder_gets_the_extended_attributes_of_the_old(tmp_path: Path) -> None:
+    """blobs/sha256 carries extended attributes (here a user one; an ACL or a security label
+    alike): the folder put in its place carries the same."""
+    root, _ = _cache(tmp_path)
+    folder = root / "blobs" / "sha256"
+    try:
+        os.setxattr(folder, "user.ocicache-test", b"kept")
+    except OSError:
+        pytest.skip("no user extended attributes here")
+    ino = _folder(root)
+    api.gc(root, Policy())
+    assert _folder(root) != ino
+    assert os.getxattr(folder, "user.ocicache-test") == b"kept"
+    assert_consistent(root)
+
+
 def test_no_exchange_when_the_folder_cannot_be_made_alike(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """blobs/sha256 carries extended attributes (an ACL, a security label) a new folder might
-    not get: gc moves blob by blob instead."""
+    """An extended attribute of blobs/sha256 that cannot be read (or given to a new folder):
+    gc moves blob by blob instead."""
     root, _ = _cache(tmp_path)
     ino = _folder(root)
-    monkeypatch.setattr(gc_apply, "xattrs", lambda fd: ["security.selinux"])
+    monkeypatch.setattr(gc_apply, "xattrs", lambda fd: None)
+    r = api.gc(root, Policy())
+    assert _folder(root) == ino
+    _same_as_blob_by_blob(tmp_path, root, r)
+    assert_consistent(root)
+
+
+def test_no_exchange_when_an_attribute_cannot_be_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, _ = _cache(tmp_path)
+    ino = _folder(root)
+    real = quarantine.xattrs
+    monkeypatch.setattr(gc_apply, "xattrs", lambda fd: {**(real(fd) or {}), "security.selinux": b"label\0"})
+
+    def refuse(*args: Any) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "setxattr", refuse)
     r = api.gc(root, Policy())
     assert _folder(root) == ino
     _same_as_blob_by_blob(tmp_path, root, r)

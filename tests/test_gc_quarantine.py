@@ -77,7 +77,7 @@ def _layers_of(root: Path, digest: str) -> list[str]:
 def strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test both ways gc moves what it drops: blobs/sha256 exchanged whole for a folder of
     what it keeps (what these directories get: they drop most blobs), or blob by blob."""
-    monkeypatch.setenv(gc_apply.EXCHANGE_ENV, "0" if request.param == "rename" else "1")
+    monkeypatch.setenv(gc_apply.EXCHANGE_ENV, "0" if request.param == "rename" else "always")
     return str(request.param)
 
 

@@ -37,7 +37,7 @@ def _gc_process(
         DELAY_ENV: str(delay),
         KILL_ENV: str(kill_after),
         "PYTHONPATH": str(ROOT),
-        EXCHANGE_ENV: "0" if strategy == "rename" else "1",
+        EXCHANGE_ENV: "0" if strategy == "rename" else "always",
     }
     return subprocess.Popen(
         [sys.executable, "-m", "ocicache", "gc", str(root), *args],

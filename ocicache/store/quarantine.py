@@ -165,10 +165,11 @@ class Batch:
     def has(self, algorithm: str) -> bool:
         return bool(self._alg_fds) and algorithm in (self._alg_fds or {})
 
-    def folder_like(self, algorithm: str, like: os.stat_result) -> int | None:
-        """A new, empty `<algorithm>/` folder in this batch with the owner, group and mode of
-        `like` (blobs/<algorithm>'s lstat), to take that folder's place (`take_folder`); None
-        when this batch already has one, or it cannot be made alike (then it is not made)."""
+    def folder_like(self, algorithm: str, like: os.stat_result, like_xattrs: dict[str, bytes]) -> int | None:
+        """A new, empty `<algorithm>/` folder in this batch with the owner, group, mode and
+        extended attributes (ACLs, security label) of blobs/<algorithm> (`like`, `like_xattrs`),
+        to take that folder's place (`take_folder`); None when this batch already has one, or
+        it cannot be made alike (then it is not made)."""
         if self.has(algorithm):
             return None
         bfd = self._batch_fd()
@@ -182,9 +183,16 @@ class Batch:
             st = os.fstat(fd)
             if (st.st_uid, st.st_gid) != want[:2]:
                 os.fchown(fd, like.st_uid, like.st_gid)  # gc run as root on a user's cache
-            os.fchmod(fd, want[2])  # after chown, which may clear setgid
+            have = xattrs(fd)
+            if have is not None and have != like_xattrs:
+                for key in sorted(set(have) - set(like_xattrs)):
+                    os.removexattr(fd, key)
+                for key, value in sorted(like_xattrs.items()):
+                    if have.get(key) != value:
+                        os.setxattr(fd, key, value)
+            os.fchmod(fd, want[2])  # after chown (may clear setgid) and ACLs (set the mask)
             st = os.fstat(fd)
-            alike = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == want and not xattrs(fd)
+            alike = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == want and xattrs(fd) == like_xattrs
         except OSError:
             alike = False
         if not alike:
@@ -271,12 +279,20 @@ def exchange(a_fd: int, a_name: str, b_fd: int, b_name: str) -> bool:
     return int(fn(a_fd, os.fsencode(a_name), b_fd, os.fsencode(b_name), _RENAME_EXCHANGE)) == 0
 
 
-def xattrs(fd: int) -> list[str]:
-    """The extended attributes of an open file (ACLs, security labels); [] where unsupported."""
+def xattrs(fd: int) -> dict[str, bytes] | None:
+    """The extended attributes of an open file (ACLs, security label, user attributes) that
+    this process can list; {} where unsupported, None when one cannot be read."""
     try:
-        return os.listxattr(fd)
+        names = os.listxattr(fd)
     except OSError:
-        return []
+        return {}
+    out: dict[str, bytes] = {}
+    for name in names:
+        try:
+            out[name] = os.getxattr(fd, name)
+        except OSError:
+            return None
+    return out
 
 
 _SET_HELD = tuple(
