@@ -15,6 +15,7 @@ EXIT_NOT_FOUND = 5  # REF names no export (or more than one)
 EXIT_REFUSED = 6  # a deleting/rewriting command refused to act (fail closed)
 EXIT_BUSY = 7  # BuildKit holds index.json.lock; try again
 EXIT_OUTPUT = 8  # the output could not be written (stdout closed, full, a broken pipe)
+EXIT_REGISTRY = 9  # a registry could not be reached or would not answer (network, TLS, 401/403, 5xx)
 
 
 class OcicacheError(Exception):
@@ -95,6 +96,13 @@ class BusyError(OcicacheError):
     """BuildKit (or another ocicache) holds the index.json lock."""
 
     exit_code = EXIT_BUSY
+
+
+class RegistryError(OcicacheError):
+    """A registry could not be reached, refused our credentials, kept failing (5xx, 429 after
+    retries), redirected to another host, or answered outside the distribution API."""
+
+    exit_code = EXIT_REGISTRY
 
 
 class OutputError(OcicacheError):
