@@ -26,6 +26,7 @@ from ocicache.format.names import INDEX_JSON, LOCK_FILE, OCI_LAYOUT
 from ocicache.ops.read import read_inventory
 from ocicache.store.cache import BlobCache
 from ocicache.store.layout import Layout
+from ocicache.store.targets import RegistrySource, Target, open_store, resolve_target
 
 # ref/pin/check/explain modules are imported where they are used: the read commands (most
 # runs) then start ~50 ms sooner.
@@ -42,9 +43,7 @@ if TYPE_CHECKING:
     from ocicache.store.listing import Listing
 
 
-def read(
-    directory: str | os.PathLike[str], use_cache: bool = False, listing: Listing | None = None
-) -> Snapshot:
+def read(directory: Target, use_cache: bool = False, listing: Listing | None = None) -> Snapshot:
     """Read DIR once (no writes to DIR, no lock file created): every export and blob it holds.
 
     index.json is read between BuildKit's in-place rewrites (indexread.py): under a shared
@@ -57,16 +56,31 @@ def read(
     does. `listing`, a find listing of DIR begun earlier (listing.py), saves stat-ing every blob.
     The other reading functions below take the same two parameters.
     """
-    with Layout(directory, listing) as layout:
-        cache = BlobCache.default(layout.root) if use_cache else None
-        inv = read_inventory(layout, cache)
+    with open_store(directory, listing, use_cache=use_cache) as store:
+        local = isinstance(store, Layout)
+        cache = BlobCache.default(store.root) if use_cache and local else None
+        inv = read_inventory(store, cache)
         sizes, allocated = [], []
         for name in (INDEX_JSON, OCI_LAYOUT, LOCK_FILE):
-            st = layout.stat_top(name)
+            st = store.stat_top(name)
             if st is not None:
                 sizes.append(st.st_size)
                 allocated.append(st.st_blocks * 512)
-    return Snapshot(layout.root, inv, build_exports(inv), tuple(sizes), tuple(allocated))
+    return Snapshot(store.root, inv, build_exports(inv), tuple(sizes), tuple(allocated))
+
+
+def _for_ref(directory: Target, ref: str | None) -> Target:
+    """A registry read also looks for the manifest a full digest REF names (an older export
+    nothing else lists: the user's word that it was one)."""
+    from ocicache.format.digest import parse_digest
+
+    resolved = resolve_target(directory)
+    if isinstance(resolved, RegistrySource) and ref is not None and ":" in ref:
+        try:
+            return resolved.with_digests(str(parse_digest(ref)))
+        except OcicacheError:
+            return resolved
+    return resolved
 
 
 def history(
@@ -82,7 +96,7 @@ def show(
     directory: str | os.PathLike[str], ref: str, listing: Listing | None = None, *, use_cache: bool = False
 ) -> ShowResult:
     """One export, REF as a tag, digest, digest prefix or ~N; its layers in stack order."""
-    snap = history(directory, listing, use_cache=use_cache)
+    snap = history(_for_ref(directory, ref), listing, use_cache=use_cache)
     export = resolve(snap.exports, ref, snap.inventory.foreign_entries())
     return ShowResult(snap, export, snap.exports.index(export), reports.stack(snap.inventory, export))
 
@@ -106,14 +120,29 @@ def du(
 
 
 # -- ref, pin, unpin (cache-from specs and pins) ----------------------------------------------
-def _ref_result(snap: Snapshot, export: Export) -> RefResult:
+def _ref_result(snap: Snapshot, export: Export, directory: Target) -> RefResult:
     from ocicache.core import cachefrom
-    from ocicache.core import spec as spec_mod
 
     r = cachefrom.readiness(snap.inventory, export)
     src = str(snap.root)
-    spec = spec_mod.local_spec(src, digest=export.digest) if r.ok else None
+    spec = import_spec(directory, snap, digest=export.digest) if r.ok else None
     return RefResult(export, snap.exports.index(export), src, spec, r)
+
+
+def import_spec(
+    directory: Target, snap: Snapshot | None, *, digest: str | None = None, tag: str | None = None
+) -> str:
+    """The --cache-from spec of an export (by digest) or of a tag: type=local,src=DIR,... or
+    type=registry,ref=HOST/REPO@DIGEST (with registry.insecure=true over plain HTTP)."""
+    from ocicache.core import spec as spec_mod
+
+    resolved = resolve_target(directory)
+    if isinstance(resolved, RegistrySource):
+        t = resolved.target
+        name = f"{t.host}/{t.repo}" + (f"@{digest}" if digest is not None else f":{tag}")
+        return spec_mod.registry_spec(name, t.insecure)
+    src = str(snap.root) if snap is not None else os.path.abspath(resolved)
+    return spec_mod.local_spec(src, digest=digest, tag=tag)
 
 
 def ref(
@@ -128,14 +157,15 @@ def ref(
     # problem is in snap.warnings); only tags become unknown.
     from ocicache.core import cachefrom
 
+    directory = _for_ref(directory, ref)
     snap = read(directory, use_cache)
     if ref is None:
-        export = cachefrom.default_export(snap.exports)
+        export = cachefrom.default_export(snap.exports, _default_tag(directory))
         if export is None:
             raise NotFoundError("no exports in this directory", file=str(snap.root))
     else:
         export = resolve(snap.exports, ref, snap.inventory.foreign_entries())
-    result = _ref_result(snap, export)
+    result = _ref_result(snap, export, directory)
     if result.spec is None:
         hint = "`ocicache history DIR` lists the exports and their state"
         if export.digest not in snap.inventory.blobs and (export.tags or export.pins):
@@ -149,12 +179,18 @@ def ref(
     return snap, result
 
 
+def _default_tag(directory: Target) -> str | None:
+    """The tag a registry target names (registry://HOST/REPO:TAG): REF's default there."""
+    resolved = resolve_target(directory)
+    return resolved.target.tag if isinstance(resolved, RegistrySource) else None
+
+
 def ref_all(
     directory: str | os.PathLike[str], *, use_cache: bool = False
 ) -> tuple[Snapshot, list[RefResult]]:
     """The spec of every export, newest first (refused ones carry spec None and the reason)."""
     snap = read(directory, use_cache)
-    return snap, [_ref_result(snap, e) for e in snap.exports]
+    return snap, [_ref_result(snap, e, directory) for e in snap.exports]
 
 
 def _dir_view(path: str, use_cache: bool) -> cachefrom.DirView | str:
@@ -221,7 +257,7 @@ def _pin_locked(
             f"{e.message}; not rewritten (every entry it holds would be lost)", file=e.file
         ) from None
     export = resolve(snap.exports, ref, snap.inventory.foreign_entries())
-    result = _ref_result(snap, export)
+    result = _ref_result(snap, export, directory)
     if result.spec is None:
         raise RefusedError(
             f"{export.digest}: BuildKit would not import this export: "

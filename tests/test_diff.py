@@ -199,7 +199,7 @@ def test_cli_json_validates_and_leaves_the_tree_alone(case: str, tmp_path: Path)
     assert result.code == 0, result.err
     doc = json.loads(result.out)
     assert validate(doc, "diff") == []
-    assert list(doc)[:3] == ["schema", "directory", "a"]
+    assert list(doc)[:4] == ["schema", "directory", "target", "a"]
     text = run_inprocess("diff", str(d), "--no-trunc")
     assert text.code == 0 and doc["b"] in text.out and "BuildKit stores no Dockerfile text" in text.out
     assert tree_state(d) == before

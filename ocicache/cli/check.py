@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -12,7 +11,7 @@ import typer
 from ocicache.base.errors import EXIT_PROBLEMS
 from ocicache.base.units import MAX_JOBS
 from ocicache.cli import output
-from ocicache.cli.options import DirArg, JsonOpt, NoTruncOpt
+from ocicache.cli.options import DirArg, InsecureOpt, JsonOpt, NoTruncOpt, StorageOpt, target
 from ocicache.cli.textsafe import safe
 
 if TYPE_CHECKING:
@@ -79,7 +78,9 @@ def _draw(text: str) -> None:
 
 
 def check(
-    directory: Path = DirArg,
+    directory: str = DirArg,
+    insecure: bool = InsecureOpt,
+    registry_storage: str | None = StorageOpt,
     json: bool = JsonOpt,
     quick: bool = typer.Option(False, "--quick", help="Skip re-hashing blobs (sizes and documents only)."),
     jobs: int = typer.Option(
@@ -91,6 +92,7 @@ def check(
 
     Exit 0 when every export is intact (leftovers are notes), 1 on integrity problems.
     """
+    directory = target(directory, insecure, registry_storage)
     from ocicache import api
     from ocicache.cli import render
 
@@ -115,7 +117,9 @@ def check(
 
 
 def repair(
-    directory: Path = DirArg,
+    directory: str = DirArg,
+    insecure: bool = InsecureOpt,
+    registry_storage: str | None = StorageOpt,
     dry_run: bool = typer.Option(
         False, "--dry-run", "-n", help="Print the index.json repair would write; change nothing."
     ),
@@ -128,6 +132,7 @@ def repair(
     names nothing on disk; refuses to write one that would name nothing while blobs/ holds
     blobs.
     """
+    directory = target(directory, insecure, registry_storage)
     from ocicache import api
     from ocicache.format.model import ANN_REF_NAME
 

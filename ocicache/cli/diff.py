@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from ocicache.cli import output
-from ocicache.cli.options import DirArg, JsonOpt, NoTruncOpt, now
+from ocicache.cli.options import DirArg, InsecureOpt, JsonOpt, NoTruncOpt, StorageOpt, now, target
 from ocicache.store.listing import begin
 
 _REF = "Tag, digest, digest prefix (7+ hex) or ~N"
@@ -20,13 +18,16 @@ BArg = typer.Argument(None, help=f"{_REF}; default: the newest export.", show_de
 
 
 def diff(
-    directory: Path = DirArg,
+    directory: str = DirArg,
+    insecure: bool = InsecureOpt,
+    registry_storage: str | None = StorageOpt,
     a: str | None = AArg,
     b: str | None = BArg,
     json: bool = JsonOpt,
     no_trunc: bool = NoTruncOpt,
 ) -> None:
     """Why did the cache miss? Two exports' steps side by side: shared, changed, rebuilt, new."""
+    directory = target(directory, insecure, registry_storage)
     with begin(directory) as listing:
         from ocicache import api
         from ocicache.cli import render, render_diff
@@ -34,7 +35,7 @@ def diff(
         snap, result = api.diff(directory, a, b, listing, use_cache=True)
     output.warn(snap.warnings)
     output.out(
-        render.dumps(render_diff.diff_json(str(snap.root), result, snap.warnings))
+        render.dumps(render_diff.diff_json(snap.directory, result, snap.warnings, snap.target))
         if json
         else render_diff.diff_text(result, now(), no_trunc)
     )

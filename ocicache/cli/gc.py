@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -12,7 +11,7 @@ import typer
 from ocicache.base.errors import OutputError, UsageError
 from ocicache.base.units import MAX_COUNT, parse_duration_ns, parse_size
 from ocicache.cli import output
-from ocicache.cli.options import DirArg, JsonOpt, NoTruncOpt, now
+from ocicache.cli.options import DirArg, InsecureOpt, JsonOpt, NoTruncOpt, StorageOpt, names, now, target
 from ocicache.store.listing import begin
 
 if TYPE_CHECKING:
@@ -20,7 +19,9 @@ if TYPE_CHECKING:
 
 
 def gc(
-    directory: Path = DirArg,
+    directory: str = DirArg,
+    insecure: bool = InsecureOpt,
+    registry_storage: str | None = StorageOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; change nothing."),
     keep_last: int = typer.Option(
         0, "--keep-last", min=0, max=MAX_COUNT, metavar="N", help="Also keep the N newest older exports."
@@ -60,6 +61,7 @@ def gc(
     ),
 ) -> None:
     """Delete what no kept export needs: older exports, unreferenced blobs, stale ingest/."""
+    directory = target(directory, insecure, registry_storage)
     if quiet and json:
         raise UsageError("--quiet and --json: choose one")
     keep_within_ns = None if keep_within is None else parse_duration_ns(keep_within, "--keep-within")
@@ -83,7 +85,7 @@ def gc(
 
 
 def report(
-    result: GcResult, directory: Path, json: bool, no_trunc: bool, quiet: bool, when: datetime
+    result: GcResult, directory: object, json: bool, no_trunc: bool, quiet: bool, when: datetime
 ) -> None:
     """gc's warnings and report (none with `quiet`). When the report of a real gc cannot be
     written (OutputError: stdout closed or full), what was deleted goes to stderr first."""
@@ -95,9 +97,7 @@ def report(
     output.warn(list(result.warnings))
     try:
         output.out(
-            render.dumps(gc_json(result, str(directory.absolute())))
-            if json
-            else gc_text(result, when, no_trunc)
+            render.dumps(gc_json(result, *names(directory))) if json else gc_text(result, when, no_trunc)
         )
     except OutputError:
         if not result.dry_run:

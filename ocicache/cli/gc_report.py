@@ -34,7 +34,7 @@ def _export(d: ExportDecision) -> dict[str, Any]:
     return doc
 
 
-def gc_json(r: GcResult, directory: str) -> dict[str, Any]:
+def gc_json(r: GcResult, directory: str | None, target: str | None = None) -> dict[str, Any]:
     plan, pol = r.plan, r.plan.policy
     removed = r.removed()
     blobs = plan.blobs if r.dry_run else r.deleted
@@ -42,6 +42,7 @@ def gc_json(r: GcResult, directory: str) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "directory": directory,
+        "target": target if target is not None else directory,
         "dryRun": r.dry_run,
         "now": _t(plan.now_ns),
         "policy": {

@@ -7,17 +7,17 @@ about blob digests between runs (`use_cache=True`; OCICACHE_NO_CACHE=1 turns it 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from ocicache.cli import output
-from ocicache.cli.options import DirArg, JsonOpt, NoTruncOpt, now
+from ocicache.cli.options import DirArg, InsecureOpt, JsonOpt, NoTruncOpt, StorageOpt, now, target
 from ocicache.store.listing import begin
 
 
 def history(
-    directory: Path = DirArg,
+    directory: str = DirArg,
+    insecure: bool = InsecureOpt,
+    registry_storage: str | None = StorageOpt,
     json: bool = JsonOpt,
     no_trunc: bool = NoTruncOpt,
     show_all: bool = typer.Option(
@@ -25,6 +25,7 @@ def history(
     ),
 ) -> None:
     """Every export in DIR, newest first: the current one of each tag and every older one."""
+    directory = target(directory, insecure, registry_storage)
     with begin(directory) as listing:
         from ocicache import api
         from ocicache.cli import render
@@ -39,12 +40,15 @@ def history(
 
 
 def show(
-    directory: Path = DirArg,
+    directory: str = DirArg,
+    insecure: bool = InsecureOpt,
+    registry_storage: str | None = StorageOpt,
     ref: str = typer.Argument("~0", help="Tag, digest, digest prefix (7+ hex) or ~N.", metavar="REF"),
     json: bool = JsonOpt,
     no_trunc: bool = NoTruncOpt,
 ) -> None:
     """One export: its layers in stack order, with sizes, times, diffIDs and origins."""
+    directory = target(directory, insecure, registry_storage)
     with begin(directory) as listing:
         from ocicache import api
         from ocicache.cli import render
@@ -55,12 +59,15 @@ def show(
 
 
 def blobs(
-    directory: Path = DirArg,
+    directory: str = DirArg,
+    insecure: bool = InsecureOpt,
+    registry_storage: str | None = StorageOpt,
     json: bool = JsonOpt,
     no_trunc: bool = NoTruncOpt,
     unreferenced: bool = typer.Option(False, "--unreferenced", help="Only blobs no export references."),
 ) -> None:
     """Every blob: size, kind, how many exports reference it; unreferenced ones marked."""
+    directory = target(directory, insecure, registry_storage)
     with begin(directory) as listing:
         from ocicache import api
         from ocicache.cli import render
@@ -77,7 +84,9 @@ def blobs(
 
 
 def du(
-    directory: Path = DirArg,
+    directory: str = DirArg,
+    insecure: bool = InsecureOpt,
+    registry_storage: str | None = StorageOpt,
     json: bool = JsonOpt,
     apparent_size: bool = typer.Option(
         False, "--apparent-size", help="Sizes only (what the files hold), not the blocks they take on disk."
@@ -88,6 +97,7 @@ def du(
     SIZE is what the files hold; ON DISK the blocks they take (a sparse file its real
     blocks, a hard-linked file once), as `du` counts.
     """
+    directory = target(directory, insecure, registry_storage)
     with begin(directory) as listing:
         from ocicache import api
         from ocicache.cli import render

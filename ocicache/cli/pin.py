@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import typer
 
 from ocicache.base.errors import EXIT_WONT_IMPORT, UsageError
 from ocicache.cli import output
-from ocicache.cli.options import DIR_HELP, DirArg, JsonOpt
+from ocicache.cli.options import DIR_HELP, DirArg, InsecureOpt, JsonOpt, StorageOpt, names, target
 from ocicache.cli.textsafe import safe
 from ocicache.core import spec as spec_mod
 
@@ -34,8 +31,10 @@ PinNameArg = typer.Argument(..., help="The pin to remove.", show_default=False, 
 
 
 def ref(
-    directory: Path | None = OptDirArg,
+    directory: str | None = OptDirArg,
     ref: str | None = OptRefArg,
+    insecure: bool = InsecureOpt,
+    registry_storage: str | None = StorageOpt,
     fmt: str = typer.Option("bare", "--format", "-f", help=f"One of: {_FORMATS}."),
     all_: bool = typer.Option(False, "--all", help="One spec per export, newest first."),
     explain: str | None = typer.Option(
@@ -67,6 +66,7 @@ def ref(
         return
     if directory is None:
         raise UsageError("missing DIR", hint="ocicache ref DIR [REF]")
+    directory = target(directory, insecure, registry_storage)
     if all_:
         if ref is not None:
             raise UsageError("--all takes no REF")
@@ -93,7 +93,9 @@ def ref(
 
 
 def pin(
-    directory: Path = DirArg,
+    directory: str = DirArg,
+    insecure: bool = InsecureOpt,
+    registry_storage: str | None = StorageOpt,
     ref: str = RefArg,
     name: str = NameArg,
     force: bool = typer.Option(
@@ -107,6 +109,7 @@ def pin(
 ) -> None:
     """Register an export in index.json under NAME: cache-from tag=NAME works, gc and
     BuildKit's reset=true keep it. Prints the tag spec."""
+    directory = target(directory, insecure, registry_storage)
     from ocicache import api
     from ocicache.cli import render, render_pin
 
@@ -123,7 +126,9 @@ def pin(
     output.warn(spec.warnings)
     root = spec.src
     if json or fmt == "json":
-        output.out(render.dumps(render_pin.pin_json(root, result, spec)))
+        local = names(directory)[0] is not None
+        digest_spec = api.import_spec(directory, None, digest=result.export.digest)
+        output.out(render.dumps(render_pin.pin_json(root, result, spec, digest_spec, local)))
         return
     assert spec.spec is not None
     if not result.changed:
@@ -132,19 +137,22 @@ def pin(
 
 
 def unpin(
-    directory: Path = DirArg,
+    directory: str = DirArg,
+    insecure: bool = InsecureOpt,
+    registry_storage: str | None = StorageOpt,
     name: str = PinNameArg,
     force: bool = typer.Option(False, "--force", help="Also remove an entry BuildKit wrote (a tag)."),
     json: bool = JsonOpt,
 ) -> None:
     """Remove the pin NAME from index.json (gc may then delete that export)."""
+    directory = target(directory, insecure, registry_storage)
     from ocicache import api
     from ocicache.cli import render, render_pin
 
     result = api.unpin(directory, name, force=force)
-    root = os.path.abspath(directory)
+    directory_name, root = names(directory)
     if json:
-        output.out(render.dumps(render_pin.unpin_json(root, result)))
+        output.out(render.dumps(render_pin.unpin_json(root, result, directory_name is not None)))
         return
     for digest, was_pin in result.removed:
         output.out(safe(f"unpinned {name} {digest}" if was_pin else f"removed tag {name} {digest}"))

@@ -176,7 +176,8 @@ def foreign_json(f: ForeignEntry) -> dict[str, Any]:
 def history_json(snap: Snapshot) -> dict[str, Any]:
     return {
         "schema": "ocicache/history@1",
-        "directory": str(snap.root),
+        "directory": snap.directory,
+        "target": snap.target,
         "exports": [
             export_json(e, i) | {"newLayers": n}
             for i, (e, n) in enumerate(zip(snap.exports, new_layers(snap.exports), strict=True))
@@ -315,7 +316,8 @@ def show_json(r: ShowResult) -> dict[str, Any]:
     doc["stack"] = [layer_json(x) for x in r.layers]
     return {
         "schema": "ocicache/show@1",
-        "directory": str(r.snapshot.root),
+        "directory": r.snapshot.directory,
+        "target": r.snapshot.target,
         "export": doc,
         "warnings": r.snapshot.warnings,
     }
@@ -367,7 +369,8 @@ def show_text(r: ShowResult, now: datetime, no_trunc: bool = False) -> str:
 def blobs_json(snap: Snapshot, rows: list[BlobRow]) -> dict[str, Any]:
     return {
         "schema": "ocicache/blobs@1",
-        "directory": str(snap.root),
+        "directory": snap.directory,
+        "target": snap.target,
         "blobs": [
             {
                 "digest": b.digest,
@@ -414,7 +417,8 @@ _LABELS = {
 def du_json(snap: Snapshot, usage: list[Usage]) -> dict[str, Any]:
     return {
         "schema": "ocicache/du@1",
-        "directory": str(snap.root),
+        "directory": snap.directory,
+        "target": snap.target,
         # bytes: apparent sizes; allocatedBytes: disk blocks, each inode once (reports.Usage)
         "categories": [
             {"category": u.category, "files": u.files, "bytes": u.bytes, "allocatedBytes": u.allocated}
@@ -459,7 +463,8 @@ def du_table(snap: Snapshot, usage: list[Usage], apparent: bool = False) -> str:
 def check_json(r: CheckResult) -> dict[str, Any]:
     return {
         "schema": "ocicache/check@1",
-        "directory": str(r.directory),
+        "directory": str(r.directory) if r.local else None,
+        "target": str(r.directory),
         "ok": r.ok,
         "hashed": r.hashed,
         "counts": {

@@ -71,7 +71,9 @@ def _divergence_json(r: Diff, d: Divergence) -> dict[str, Any]:
     }
 
 
-def diff_json(directory: str, r: Diff, warnings: list[str]) -> dict[str, Any]:
+def diff_json(
+    directory: str | None, r: Diff, warnings: list[str], target: str | None = None
+) -> dict[str, Any]:
     c = r.comparison
     steps = []
     for i, s in enumerate(c.b.steps):
@@ -85,6 +87,7 @@ def diff_json(directory: str, r: Diff, warnings: list[str]) -> dict[str, Any]:
     return {
         "schema": "ocicache/diff@1",
         "directory": directory,
+        "target": target if target is not None else directory,
         "a": r.a.digest,
         "b": r.b.digest,
         "aPosition": r.a_position,

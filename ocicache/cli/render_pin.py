@@ -29,8 +29,9 @@ def _export(e: Export, position: int) -> dict[str, Any]:
 def ref_item(r: RefResult) -> dict[str, Any]:
     """One export's import spec (spec and lines null when refused, with the reason)."""
     lines = {f: spec_mod.render(r.spec, f) for f in LINE_FORMATS} if r.spec is not None else None
+    registry = r.spec is not None and r.spec.startswith("type=registry")
     return {
-        "type": "local",
+        "type": "registry" if registry else "local",
         "src": r.src,
         "digest": r.export.digest,
         "spec": r.spec,
@@ -45,13 +46,14 @@ def ref_item(r: RefResult) -> dict[str, Any]:
 
 
 def ref_json(snap: Snapshot, r: RefResult) -> dict[str, Any]:
-    return {"schema": "ocicache/ref@1", "directory": str(snap.root), **ref_item(r)}
+    return {"schema": "ocicache/ref@1", "directory": snap.directory, "target": snap.target, **ref_item(r)}
 
 
 def refs_json(snap: Snapshot, results: list[RefResult]) -> dict[str, Any]:
     return {
         "schema": "ocicache/refs@1",
-        "directory": str(snap.root),
+        "directory": snap.directory,
+        "target": snap.target,
         "refs": [ref_item(r) for r in results],
         "warnings": snap.warnings,
     }
@@ -88,24 +90,28 @@ def explain_text(x: cachefrom.Explanation, fmt: str = "bare") -> str:
     return "\n".join(map(safe, lines))
 
 
-def pin_json(snap_root: str, p: PinResult, r: RefResult) -> dict[str, Any]:
+def pin_json(
+    snap_root: str, p: PinResult, r: RefResult, digest_spec: str, local: bool = True
+) -> dict[str, Any]:
     return {
         "schema": "ocicache/pin@1",
-        "directory": snap_root,
+        "directory": snap_root if local else None,
+        "target": snap_root,
         "name": p.name,
         "digest": p.export.digest,
         "changed": p.changed,
         "replaced": list(p.replaced),
         "spec": r.spec,
-        "digestSpec": spec_mod.local_spec(snap_root, digest=p.export.digest),
+        "digestSpec": digest_spec,
         "warnings": list(r.readiness.warnings),
     }
 
 
-def unpin_json(snap_root: str, u: UnpinResult) -> dict[str, Any]:
+def unpin_json(snap_root: str, u: UnpinResult, local: bool = True) -> dict[str, Any]:
     return {
         "schema": "ocicache/unpin@1",
-        "directory": snap_root,
+        "directory": snap_root if local else None,
+        "target": snap_root,
         "name": u.name,
         "removed": [{"digest": d, "pin": pin} for d, pin in u.removed],
     }

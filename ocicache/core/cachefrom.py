@@ -117,11 +117,13 @@ def readiness(inv: Inventory, e: Export) -> Readiness:
     return Readiness(None, tuple(warnings), missing, base)
 
 
-def default_export(exports: Sequence[Export]) -> Export | None:
-    """The export `ref` picks without REF: the newest of tag `latest`, else the newest."""
-    for e in exports:
-        if "latest" in e.tags:
-            return e
+def default_export(exports: Sequence[Export], tag: str | None = None) -> Export | None:
+    """The export `ref` picks without REF: the newest of `tag` (a registry target's TAG) or
+    else of tag `latest`, else the newest."""
+    for wanted in (tag, "latest") if tag else ("latest",):
+        for e in exports:
+            if wanted in e.tags:
+                return e
     return exports[0] if exports else None
 
 

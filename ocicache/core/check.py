@@ -69,7 +69,7 @@ class Finding:
 class CheckResult:
     """Every finding, most severe first, and what was looked at."""
 
-    directory: Path
+    directory: Path | str  # a registry's target
     findings: tuple[Finding, ...]
     hashed: bool
     exports: int
@@ -77,6 +77,7 @@ class CheckResult:
     blob_bytes: int
     hashed_blobs: int
     hashed_bytes: int
+    local: bool = True  # False: a registry
 
     @property
     def ok(self) -> bool:
@@ -123,6 +124,7 @@ def check(
         blob_bytes=sum(b.size for b in inv.blobs.values()),
         hashed_blobs=len(hashes or {}),
         hashed_bytes=sum(h.bytes_read for h in (hashes or {}).values()),
+        local=inv.kind == "local",
     )
 
 

@@ -135,9 +135,12 @@ def build_exports(inv: Inventory) -> list[Export]:
     docs = reach.documents(inv)
     reached = {f.digest: reach.closure(inv, [f.digest], docs=docs) for f in facts}
     holders = reach.Holders(inv, reached, reach.always_kept(inv), closed=True)
-    rejected = _judge_mtimes(inv.blobs, facts)
+    # A registry's times are the registry's own (when each tag moved), never a copy's.
+    rejected = _judge_mtimes(inv.blobs, facts, copies=inv.kind == "local")
     return order_newest_first(
-        [_finish(f, inv, reached[f.digest], holders.alone(f.digest), rejected.get(f.digest)) for f in facts]
+        [_finish(f, inv, reached[f.digest], holders.alone(f.digest), rejected.get(f.digest)) for f in facts],
+        # A registry's tags are in push order only when the push times are known.
+        index_ordered=inv.kind == "local" or not inv.untimed,
     )
 
 
@@ -196,7 +199,7 @@ def _facts(inv: Inventory, digest: str, entries: list[tuple[int, str | None, boo
     return _Facts(
         digest=digest,
         manifest=manifest,
-        blob_mtime=blob.mtime_ns if blob else None,
+        blob_mtime=blob.mtime_ns if blob and digest not in inv.untimed else None,
         size_on_disk=blob.size if blob else 0,
         present_bytes=present,
         entries=sorted(entries, key=lambda e: e[0]),
@@ -211,7 +214,7 @@ def _facts(inv: Inventory, digest: str, entries: list[tuple[int, str | None, boo
     )
 
 
-def _judge_mtimes(blobs: dict[str, BlobFile], facts: Iterable[_Facts]) -> dict[str, str]:
+def _judge_mtimes(blobs: dict[str, BlobFile], facts: Iterable[_Facts], copies: bool = True) -> dict[str, str]:
     """Digest -> why its manifest's mtime is not its export time, for every export whose mtime
     is not credible (module docstring). Decided per export, never for the whole directory."""
     rejected: dict[str, str] = {}
@@ -229,7 +232,7 @@ def _judge_mtimes(blobs: dict[str, BlobFile], facts: Iterable[_Facts]) -> dict[s
             rejected[f.digest] = REJECT_OLDER
         elif mtime - step > _LATE_NS:
             late.append(f)
-    if not late:
+    if not late or not copies:
         return rejected
     written = _Writes(blobs)
     if len(late) >= 2:
@@ -341,7 +344,7 @@ def _finish(f: _Facts, inv: Inventory, reached: set[str], unique: set[str], reje
     )
 
 
-def order_newest_first(exports: list[Export]) -> list[Export]:
+def order_newest_first(exports: list[Export], index_ordered: bool = True) -> list[Export]:
     """Sort by export time, newest first, within what index.json proves about the order.
 
     BuildKit appends each export's entry at the end of index.json, so the entries it wrote are
@@ -349,6 +352,8 @@ def order_newest_first(exports: list[Export]) -> list[Export]:
     a manifest whose blob, never rewritten, keeps an older mtime).
     """
     effective: dict[str, int] = {e.digest: e.created_ns or 0 for e in exports}
+    if not index_ordered:
+        return sorted(exports, key=lambda e: (effective[e.digest], e.digest), reverse=True)
     written = sorted((max(e.tag_positions), e.digest) for e in exports if e.tag_positions)
     running = 0
     for _, digest in written:

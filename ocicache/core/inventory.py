@@ -50,7 +50,7 @@ class ForeignRef:
 class Inventory:
     """Everything ocicache knows about a directory after one read."""
 
-    root: Path
+    root: Path | str  # a directory; a registry target (registry://HOST/REPO)
     index: Index | None
     index_error: OcicacheError | None
     oci_layout: object | None
@@ -71,6 +71,10 @@ class Inventory:
     problems: list[Problem] = field(default_factory=list)
     index_raw: bytes | None = None  # index.json's bytes as read (None: absent or unreadable)
     quarantine: QuarantineScan = field(default_factory=lambda: QuarantineScan((), ()))
+    # "local" (a directory) or "registry" (store/registry: the index is the tags, presented in
+    # the order they were pushed when known); `untimed`: blobs whose mtime_ns is not a time.
+    kind: str = "local"
+    untimed: frozenset[str] = frozenset()
 
     def held(self, digest: str) -> bool:
         """True when gc moved this (missing) blob into its quarantine: it can be put back."""

@@ -15,11 +15,21 @@ from ocicache.core.inventory import Inventory
 class Snapshot:
     """One read of a cache directory: the inventory and its exports, newest first."""
 
-    root: Path
+    root: Path | str  # a directory; for a registry, its target
     inventory: Inventory
     exports: list[Export]
     metadata_sizes: tuple[int, ...]  # index.json, oci-layout, index.json.lock (those present)
     metadata_allocated: tuple[int, ...] = ()  # what the same take on disk (st_blocks x 512)
+
+    @property
+    def target(self) -> str:
+        """What the JSON documents' `target` says: the directory, or registry://HOST/REPO."""
+        return str(self.root)
+
+    @property
+    def directory(self) -> str | None:
+        """The JSON documents' `directory`: None for a registry."""
+        return str(self.root) if self.inventory.kind == "local" else None
 
     @property
     def warnings(self) -> list[str]:

@@ -142,6 +142,14 @@ def local_spec(src: str, digest: str | None = None, tag: str | None = None) -> s
     return format_spec("local", attrs)
 
 
+def registry_spec(ref: str, insecure: bool = False) -> str:
+    """The import spec of a registry cache: ref=HOST/REPO@DIGEST (and plain HTTP when so)."""
+    attrs = [("ref", ref)]
+    if insecure:
+        attrs.append(("registry.insecure", "true"))
+    return format_spec("registry", attrs)
+
+
 def _hcl_string(s: str) -> str:
     # An HCL quoted template: escapes \\ \" \n \r \t \uNNNN; `${` and `%{` start templates.
     out: list[str] = []

@@ -68,6 +68,8 @@ def read_inventory(
         index_raw=index_raw,
     )
     inv.quarantine = store.scan_quarantine() if quarantine is None else quarantine
+    inv.kind = store.kind
+    inv.untimed = store.untimed()
     for warning in lock_warnings:
         inv.warn(LOCK_FILE, "", warning.removeprefix(f"{LOCK_FILE}: "))
     if index_error is not None:

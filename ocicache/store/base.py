@@ -172,8 +172,22 @@ class Store(Protocol):
     """
 
     @property
-    def root(self) -> Path:
-        """Where the store is (a directory's absolute path)."""
+    def root(self) -> Path | str:
+        """Where the store is (a directory's absolute path; a registry's target)."""
+        ...
+
+    @property
+    def target(self) -> str:
+        """The store as the user names it in output: a path, or registry://HOST/REPO[:TAG]."""
+        ...
+
+    @property
+    def kind(self) -> str:
+        """ "local" (a directory) or "registry"."""
+        ...
+
+    def untimed(self) -> frozenset[str]:
+        """Digests whose mtime_ns is not a time (a registry without its storage directory)."""
         ...
 
     def scan_blobs(self) -> BlobScan:

@@ -108,6 +108,17 @@ class Layout:
     def root_fd(self) -> int:
         return self._root_fd
 
+    @property
+    def target(self) -> str:
+        return str(self.root)
+
+    @property
+    def kind(self) -> str:
+        return "local"
+
+    def untimed(self) -> frozenset[str]:
+        return frozenset()  # every blob's mtime is the file's
+
     # -- directories ---------------------------------------------------------------------------
     def _subdir_fd(self, relpath: str) -> int | None:
         """fd of a directory below DIR, opened component by component with O_NOFOLLOW."""

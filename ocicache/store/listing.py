@@ -116,9 +116,12 @@ class Listing:
 
 
 @contextmanager
-def begin(directory: str | os.PathLike[str]) -> Iterator[Listing | None]:
+def begin(directory: object) -> Iterator[Listing | None]:
     """A listing of DIR begun now, or None when DIR holds neither index.json nor blobs/ (then
     Layout says what is wrong and nothing is listed); find is reaped on the way out."""
+    if not isinstance(directory, str | os.PathLike):  # a registry (targets.RegistrySource)
+        yield None
+        return
     path = os.fspath(directory)
     if not (os.path.isdir(os.path.join(path, "blobs")) or os.path.isfile(os.path.join(path, "index.json"))):
         yield None
