@@ -237,6 +237,9 @@ def pin(
     from ocicache.ops.gc_apply import put_back_needed
     from ocicache.store.quarantine import gc_lock
 
+    resolved = resolve_target(directory)
+    if isinstance(resolved, RegistrySource):
+        return _registry_pin(resolved, ref, name, force, use_cache)
     pins.validate_name(name)
     with Layout(directory) as lock_layout, gc_lock(lock_layout):
         put_back_needed(lock_layout)
@@ -284,10 +287,47 @@ def _pin_locked(
     )
 
 
-def unpin(directory: str | os.PathLike[str], name: str, *, force: bool = False) -> pins.UnpinResult:
-    """Remove the pin NAME from index.json (a BuildKit-written tag only with `force`)."""
+def _registry_pin(
+    source: RegistrySource, ref: str, name: str, force: bool, use_cache: bool
+) -> tuple[pins.PinResult, RefResult]:
+    """pin on a registry: push tag NAME onto the export's manifest (ops/registry.py)."""
+    from ocicache.core import pins
+    from ocicache.ops import registry as reg
+
+    reg.validate_tag(name)
+    source = _for_ref(source, ref)  # type: ignore[assignment]
+    with open_store(source, use_cache=use_cache) as store:
+        inv = read_inventory(store)
+        snap = Snapshot(store.root, inv, build_exports(inv), ())
+        export = resolve(snap.exports, ref, inv.foreign_entries())
+        result = _ref_result(snap, export, source)
+        if result.spec is None:
+            raise RefusedError(
+                f"{export.digest}: BuildKit would not import this export: "
+                f"{result.readiness.refusal}; not pinning it",
+                file=store.target,
+            )
+        changed, replaced = reg.pin(store, export.digest, name, force)
+    tag_spec = import_spec(source, snap, tag=name)
+    return (
+        pins.PinResult(name, export, replaced, changed),
+        RefResult(export, result.position, result.src, tag_spec, result.readiness),
+    )
+
+
+def unpin(directory: Target, name: str, *, force: bool = False) -> pins.UnpinResult:
+    """Remove the pin NAME from index.json (a BuildKit-written tag only with `force`); on a
+    registry, remove tag NAME, keeping the manifest it names (ops/registry.py)."""
     from ocicache.core import pins
     from ocicache.store.indexwrite import rewrite_index
+
+    resolved = resolve_target(directory)
+    if isinstance(resolved, RegistrySource):
+        from ocicache.ops import registry as reg
+
+        with open_store(resolved) as store:
+            old = reg.unpin(store, name)
+        return pins.UnpinResult(name, ((old, True),))
 
     found: dict[str, object] = {}
     with Layout(directory) as layout:
@@ -334,6 +374,9 @@ def gc(
     only with `use_cache=True` (the CLI's choice; OCICACHE_NO_CACHE=1 turns it off)."""
     from ocicache.ops.gc_apply import gc as run_gc
 
+    resolved = resolve_target(directory)
+    if isinstance(resolved, RegistrySource):
+        return _registry_gc(resolved, policy, dry_run, now_ns, use_cache)
     return run_gc(
         directory,
         policy,
@@ -342,6 +385,29 @@ def gc(
         listing=listing if dry_run else None,
         use_cache=use_cache,
     )
+
+
+def _registry_gc(
+    source: RegistrySource, policy: GcPolicy, dry_run: bool, now_ns: int | None, use_cache: bool
+) -> GcResult:
+    import time
+
+    from ocicache.ops import registry as reg
+    from ocicache.ops.gc_apply import GcResult
+
+    now = time.time_ns() if now_ns is None else now_ns
+    warnings: list[str] = []
+    with open_store(source, use_cache=use_cache) as store:
+        inv, plan = reg.plan_gc(store, policy, now)
+        done = reg.apply_gc(store, inv, plan, dry_run, warnings.append)
+    if use_cache and done.deleted and not dry_run:
+        from ocicache.store.registry import record
+
+        record.forget(source.target.host, source.target.repo, {b.digest for b in done.deleted})
+    warnings[:0] = [str(p) for p in inv.problems]
+    warnings.extend(f"{d}: kept: {why}" for d, why in done.skipped)
+    warnings.extend(plan.warnings)
+    return GcResult(plan, dry_run, done.deleted, (), plan.kept_bytes, 0, tuple(warnings), None, None, done)
 
 
 def check(
@@ -355,6 +421,16 @@ def check(
     from ocicache.core.check import schema_violations
     from ocicache.store.hashing import verify_blobs
 
+    resolved = resolve_target(directory)
+    if isinstance(resolved, RegistrySource):
+        from ocicache.store.registry.store import hash_blobs
+
+        with open_store(resolved, verify=True) as store:
+            inv = read_inventory(store)
+            snap = Snapshot(store.root, inv, build_exports(inv), ())
+            violations = schema_violations(store, snap)
+            hashes = None if quick else hash_blobs(store, inv.blobs.values(), progress)
+        return run_check(snap, hashes, violations)
     with Layout(directory) as layout:
         inv = read_inventory(layout)
         sizes = [

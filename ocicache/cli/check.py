@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ocicache.base.errors import EXIT_PROBLEMS
+from ocicache.base.errors import EXIT_PROBLEMS, UsageError
 from ocicache.base.units import MAX_JOBS
 from ocicache.cli import output
 from ocicache.cli.options import DirArg, InsecureOpt, JsonOpt, NoTruncOpt, StorageOpt, target
@@ -83,6 +83,12 @@ def check(
     registry_storage: str | None = StorageOpt,
     json: bool = JsonOpt,
     quick: bool = typer.Option(False, "--quick", help="Skip re-hashing blobs (sizes and documents only)."),
+    deep: bool = typer.Option(
+        False,
+        "--deep",
+        help="A registry: also download and hash every layer (else each blob is HEADed: "
+        "existence and size). A directory is hashed unless --quick.",
+    ),
     jobs: int = typer.Option(
         0, "--jobs", "-j", min=0, max=MAX_JOBS, help="Hashing threads (default: one per core)."
     ),
@@ -95,7 +101,12 @@ def check(
     directory = target(directory, insecure, registry_storage)
     from ocicache import api
     from ocicache.cli import render
+    from ocicache.store.targets import RegistrySource
 
+    if isinstance(directory, RegistrySource):
+        if quick and deep:
+            raise UsageError("--quick and --deep: choose one")
+        quick = not deep
     bar = ProgressBar()
     started = time.monotonic()
     try:

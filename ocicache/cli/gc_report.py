@@ -66,6 +66,17 @@ def gc_json(r: GcResult, directory: str | None, target: str | None = None) -> di
         "warnings": list(r.warnings),
     }
     doc["removed"][KIND_INGEST] = {"entries": removed[KIND_INGEST][0], "bytes": removed[KIND_INGEST][1]}
+    g = r.registry
+    if g is not None:
+        # Only cache manifests are deleted (blobs: them); the rest is the registry's to free.
+        doc["blobs"] = [{"digest": b.digest, "kind": b.kind, "size": b.size} for b in g.deleted]
+        doc["freedAllocatedBytes"] = g.pending_bytes
+        doc["registry"] = {
+            "deletedManifests": [b.digest for b in g.deleted],
+            "skipped": [{"digest": d, "reason": why} for d, why in g.skipped],
+            "freedByRegistryGc": {"blobs": g.pending_blobs, "bytes": g.pending_bytes},
+            "note": REGISTRY_GC_NOTE,
+        }
     q = r.quarantine
     if q is not None:
         doc["quarantine"] = {
@@ -80,6 +91,24 @@ def gc_json(r: GcResult, directory: str | None, target: str | None = None) -> di
             "purgeAfter": _t(q.purge_after_ns),
         }
     return doc
+
+
+REGISTRY_GC_NOTE = (
+    "the bytes are freed when the registry's own garbage collector runs "
+    "(distribution: `registry garbage-collect /etc/docker/registry/config.yml`)"
+)
+
+
+def registry_lines(r: GcResult) -> list[str]:
+    g = r.registry
+    verb = "would delete" if r.dry_run else "deleted"
+    plan = r.plan
+    return [
+        f"{verb} {_n(len(g.deleted), 'cache manifest')}; the registry then frees {size(g.pending_bytes)} "
+        f"({_n(g.pending_blobs, 'blob')}) when its garbage collector runs (distribution: "
+        f"`registry garbage-collect`); {size(r.kept_bytes)} kept ({_n(len(plan.kept), 'export')} kept, "
+        f"{len(plan.dropped)} dropped)"
+    ]
 
 
 def quarantine_lines(r: GcResult) -> list[str]:
@@ -154,6 +183,11 @@ def gc_text(r: GcResult, now: datetime, no_trunc: bool = False) -> str:
         for d in plan.dropped
     ]
     out = [table(rows, ["EXPORT", "TAGS", "EXPORTED", "SIZE", "GC"]) if rows else "no exports", ""]
+    if r.registry is not None:
+        out.extend(registry_lines(r))
+        if r.dry_run:
+            out.append("dry run: nothing was changed")
+        return "\n".join(out)
     removed = r.removed()
     kinds = [*BLOB_KINDS, KIND_INGEST]
     out.append(

@@ -266,6 +266,12 @@ _NO_MTIME = (
 )
 
 
+_NO_PUSH_TIME = (
+    "the registry does not say when it was pushed (--registry-storage ROOT would): time of "
+    "the newest step built (createdAt)"
+)
+
+
 def _exports_table(snap: Snapshot, now: datetime, no_trunc: bool) -> str:
     rows = []
     for i, e in enumerate(snap.exports):
@@ -288,7 +294,7 @@ def _exports_table(snap: Snapshot, now: datetime, no_trunc: bool) -> str:
         )
     out = table(rows, ["REF", "DIGEST", "TAGS", "EXPORTED", "LAYERS", "SIZE", "UNIQUE", "SHAPE", "STATE"])
     if any(e.created_from == "createdat" for e in snap.exports):
-        out += "\n* " + _NO_MTIME
+        out += "\n* " + (_NO_PUSH_TIME if snap.inventory.untimed else _NO_MTIME)
     held = quarantine_line(snap.inventory.quarantine)
     if held:
         out += "\n" + held
@@ -412,6 +418,12 @@ _LABELS = {
     "stray": "stray entries in blobs/",
     "metadata": "index.json, oci-layout, lock",
 }
+# A registry: its tags stand for index.json, its _uploads/ for ingest/ (with --registry-storage).
+_REGISTRY_LABELS = _LABELS | {
+    "index": "reachable from a tag",
+    "ingest": "uploads left (_uploads/)",
+}
+_NOT_IN_A_REGISTRY = ("quarantine", "stray", "metadata")
 
 
 def du_json(snap: Snapshot, usage: list[Usage]) -> dict[str, Any]:
@@ -444,9 +456,13 @@ def du_table(snap: Snapshot, usage: list[Usage], apparent: bool = False) -> str:
     def measure(u: Usage) -> int:
         return u.bytes if apparent else u.allocated
 
+    labels = _LABELS
+    if snap.inventory.kind == "registry":
+        labels = _REGISTRY_LABELS
+        usage = [u for u in usage if u.category not in _NOT_IN_A_REGISTRY]
     total = sum(map(measure, usage)) or 1
     rows = [
-        [_LABELS[u.category], str(u.files), size(u.bytes)]
+        [labels[u.category], str(u.files), size(u.bytes)]
         + ([] if apparent else [size(u.allocated)])
         + [f"{100 * measure(u) / total:.1f}%"]
         for u in usage
@@ -511,6 +527,8 @@ def check_text(r: CheckResult, no_trunc: bool = False) -> str:
         f"{r.hashed_blobs} blobs ({size(r.hashed_bytes)}) hashed"
         if r.hashed
         else f"{r.blobs} blobs (not hashed: --quick)"
+        if r.local
+        else f"{r.blobs} blobs (each HEADed, not downloaded: --deep hashes them)"
     )
     verdict = "OK" if r.ok else "PROBLEMS FOUND"
     lines.append(

@@ -65,7 +65,7 @@ from collections.abc import Iterable
 from contextlib import suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ocicache.base.errors import BusyError, CorruptError, OcicacheError, RefusedError
 from ocicache.core.exports import Export, build_exports
@@ -154,6 +154,11 @@ class GcResult:
     # change; None after a real run.
     stable_until_ns: int | None = None
     quarantine: QuarantineReport | None = None
+    registry: Any = None  # ops.registry.RegistryGc for a registry target
+
+    @property
+    def target_kind(self) -> str:
+        return "local" if self.registry is None else "registry"
 
     def removed(self) -> dict[str, tuple[int, int]]:
         """Per kind, what left blobs/ (into the quarantine) and ingest/: (count, bytes)."""
@@ -162,6 +167,8 @@ class GcResult:
     @functools.cached_property
     def _removed(self) -> dict[str, tuple[int, int]]:
         # (a report asks several times; one pass over 50k deletions each)
+        if self.registry is not None:  # only cache manifests leave a registry
+            return summarize(self.registry.deleted, ())
         if self.dry_run:
             return self.plan.removed()
         return summarize(self.deleted, self.ingest_deleted)
@@ -174,6 +181,8 @@ class GcResult:
     def freed_bytes(self) -> int:
         """Bytes gone from disk in this run (or that would be): stale ingest/ entries and
         purged quarantine blobs (with `--grace 0`, everything removed)."""
+        if self.registry is not None:  # what the registry's own garbage collector frees then
+            return int(self.registry.pending_bytes)
         q = self.quarantine
         if q is None:
             return self.removed_bytes

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, replace
-
 from typing import TYPE_CHECKING
 
 from ocicache.store.listing import Listing
@@ -66,7 +65,9 @@ def is_registry(target: Target) -> bool:
     return isinstance(resolve_target(target), RegistrySource)
 
 
-def open_store(target: Target, listing: Listing | None = None, *, use_cache: bool = False):  # type: ignore[no-untyped-def]
+def open_store(
+    target: Target, listing: Listing | None = None, *, use_cache: bool = False, verify: bool = False
+):  # type: ignore[no-untyped-def]
     """The store for `target`, to use as a context manager. For a registry, ocicache's record of
     the repository's tags names older exports to look for, and is brought up to date only with
     `use_cache` (a library call writes nothing unless asked)."""
@@ -83,7 +84,11 @@ def open_store(target: Target, listing: Listing | None = None, *, use_cache: boo
     storage = DistributionStorage(resolved.storage, t.repo) if resolved.storage is not None else None
     seen = record.load(t.host, t.repo) if use_cache else {}
     older = [*resolved.digests, *(s.digest for hist in seen.values() for s in hist)]
-    store = RegistryStore(t, storage=storage, older=older)
+    first: dict[str, int] = {}
+    for hist in seen.values():
+        for s in hist:
+            first[s.digest] = min(first.get(s.digest, s.first_seen_ns), s.first_seen_ns)
+    store = RegistryStore(t, storage=storage, older=older, seen=first, verify=verify)
     if use_cache:
         store.on_read = lambda tags: record.update(t.host, t.repo, tags, time.time_ns())
     return store

@@ -21,9 +21,12 @@ export's time is its newest step's.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +35,7 @@ from ocicache.base.errors import CorruptError, NotACacheDirError, NotFoundError,
 from ocicache.format import mediatypes as mt
 from ocicache.format.digest import Digest, parse_digest
 from ocicache.format.names import INDEX_JSON, OCI_LAYOUT
-from ocicache.store.base import BlobFile, BlobScan, IndexRead, IngestEntry, QuarantineScan
+from ocicache.store.base import BlobFile, BlobScan, HashResult, IndexRead, IngestEntry, QuarantineScan
 from ocicache.store.registry.client import ManifestResponse, RegistryClient
 from ocicache.store.registry.storage import DistributionStorage
 from ocicache.store.registry.target import RegistryTarget
@@ -77,11 +80,20 @@ class RegistryStore:
         *,
         storage: DistributionStorage | None = None,
         older: Iterable[str] = (),
+        seen: dict[str, int] | None = None,
+        verify: bool = False,
     ) -> None:
+        """`older`: digests of older exports to look for; `seen`: digest -> when ocicache first
+        saw a tag on it (record.py); `verify`: HEAD every blob a descriptor names (`check`),
+        so that a missing blob is missing and a blob's size is the registry's."""
         self.registry = target
         self.client = client if client is not None else RegistryClient(target)
         self.storage = storage
         self._older = tuple(older)
+        self._seen = dict(seen or {})
+        self._verify = verify
+        self._read_ns = time.time_ns()
+        self._heads: dict[str, int | None] | None = None
         self._found: Discovery | None = None
         # Called with {tag: digest} once the tags are read (targets.py keeps ocicache's record).
         self.on_read: Callable[[dict[str, str]], object] | None = None
@@ -116,7 +128,11 @@ class RegistryStore:
         return self._found
 
     def untimed(self) -> frozenset[str]:
-        """Digests whose time the store does not know (every one, without the storage)."""
+        """Digests whose time the store does not know (every one, without the storage).
+
+        A manifest's mtime_ns is then when ocicache first saw a tag on it (later than its
+        push), else the time of this read: never older than the truth, so gc's grace keeps a
+        manifest it cannot date."""
         if self.storage is None:
             return frozenset(self._all_digests())
         return frozenset()
@@ -149,20 +165,38 @@ class RegistryStore:
     def scan_blobs(self) -> BlobScan:
         found = self.found
         times = self._manifest_times()
+        for digest, ns in self._seen.items():
+            times.setdefault(digest, ns)
+        now = self._read_ns
         blobs: dict[str, BlobFile] = {}
         for digest, doc in found.docs.items():
-            blobs[digest] = BlobFile(digest, len(doc.data), times.get(digest, 0), _REGULAR, len(doc.data))
+            blobs[digest] = BlobFile(digest, len(doc.data), times.get(digest, now), _REGULAR, len(doc.data))
         for digest in found.errors:
             if digest not in blobs:
                 size = self._head_size(digest)
-                blobs[digest] = BlobFile(digest, size, times.get(digest, 0), _REGULAR, size)
+                blobs[digest] = BlobFile(digest, size, times.get(digest, now), _REGULAR, size)
         for digest, data in found.configs.items():
             blobs[digest] = BlobFile(digest, len(data), self._blob_time(digest), _REGULAR, len(data))
+        heads = self._head_leaves() if self._verify else {}
         for digest, size in found.leaves.items():
             if digest in blobs or not self._present(digest):
                 continue
+            if self._verify:
+                real = heads.get(digest)
+                if real is None:
+                    continue  # the registry does not have it: missing
+                size = real
             blobs[digest] = BlobFile(digest, size, self._blob_time(digest), _REGULAR, size)
         return BlobScan(dict(sorted(blobs.items())), ())
+
+    def _head_leaves(self) -> dict[str, int | None]:
+        """HEAD every leaf a descriptor names: its size in the registry, None when missing."""
+        if self._heads is None:
+            leaves = [
+                d for d in self.found.leaves if d not in self.found.docs and d not in self.found.configs
+            ]
+            self._heads = dict(zip(leaves, self.client.map(self.client.head_blob, leaves), strict=True))
+        return self._heads
 
     def scan_ingest(self) -> tuple[IngestEntry, ...]:
         """Uploads left in the storage's `_uploads/` (only with the storage directory)."""
@@ -405,3 +439,54 @@ def _descriptors(doc: object) -> Iterator[tuple[str, dict[str, Any]]]:
         for d in items:
             if isinstance(d, dict):
                 yield key, d
+
+
+def hash_blobs(
+    store: RegistryStore,
+    blobs: Iterable[BlobFile],
+    progress: Callable[[Any], None] | None = None,
+) -> dict[str, HashResult]:
+    """Download and hash every blob (`check --deep`), a few at a time; results by digest.
+    `progress` gets a hashing.Progress after each chunk (at most every 0.2 s)."""
+    from ocicache.store.hashing import Progress
+
+    todo = sorted(blobs, key=lambda b: b.digest)
+    total = sum(b.size for b in todo)
+    done = [0, 0]
+    start = time.monotonic()
+    last = [0.0]
+    lock = threading.Lock()
+
+    def tick(n: int, finished: bool = False) -> None:
+        with lock:
+            done[0] += n
+            done[1] += finished
+            now = time.monotonic()
+            if progress is not None and (finished or now - last[0] >= 0.2):
+                last[0] = now
+                progress(Progress(done[0], total, done[1], len(todo), now - start))
+
+    def one(b: BlobFile) -> HashResult:
+        algorithm = b.digest.split(":", 1)[0]
+        h = hashlib.new(algorithm)
+        n = 0
+        try:
+            doc = store.found.docs.get(b.digest)
+            if doc is not None:  # a manifest: fetched and verified by the read
+                h.update(doc.data)
+                n = len(doc.data)
+                tick(n, True)
+                return HashResult(b.digest, f"{algorithm}:{h.hexdigest()}", n)
+            with store.client.open_blob(b.digest) as chunks:
+                for chunk in chunks:
+                    h.update(chunk)
+                    n += len(chunk)
+                    tick(len(chunk))
+        except OcicacheError as e:
+            tick(0, True)
+            return HashResult(b.digest, None, n, e.message)
+        tick(0, True)
+        return HashResult(b.digest, f"{algorithm}:{h.hexdigest()}", n)
+
+    results = store.client.map(one, todo)
+    return {r.digest: r for r in results}
