@@ -398,8 +398,8 @@ def _registry_gc(
     now = time.time_ns() if now_ns is None else now_ns
     warnings: list[str] = []
     with open_store(source, use_cache=use_cache) as store:
-        inv, plan = reg.plan_gc(store, policy, now)
-        done = reg.apply_gc(store, inv, plan, dry_run, warnings.append)
+        inv, plan, expire = reg.plan_gc(store, policy, now)
+        done = reg.apply_gc(store, inv, plan, dry_run, warnings.append, expire)
     if use_cache and done.deleted and not dry_run:
         from ocicache.store.registry import record
 
@@ -407,7 +407,9 @@ def _registry_gc(
     warnings[:0] = [str(p) for p in inv.problems]
     warnings.extend(f"{d}: kept: {why}" for d, why in done.skipped)
     warnings.extend(plan.warnings)
-    return GcResult(plan, dry_run, done.deleted, (), plan.kept_bytes, 0, tuple(warnings), None, None, done)
+    return GcResult(
+        plan, dry_run, done.deleted, (), plan.kept_bytes, 0, tuple(warnings), None, None, done, done.expired
+    )
 
 
 def check(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from regserver import fixture_registry, registry  # noqa: F401  (the real registry fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "buildkit-v0.32.2"
@@ -125,6 +126,8 @@ def _private_xdg_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     path = tmp_path_factory.mktemp("xdg-cache")
     monkeypatch.setenv("XDG_CACHE_HOME", str(path))
     monkeypatch.delenv("OCICACHE_NO_CACHE", raising=False)
+    # Registry credentials: none, unless a test writes a config.json of its own there.
+    monkeypatch.setenv("DOCKER_CONFIG", str(path / "docker-config"))
     # gc's settle time before its final re-read (3 s by default) only waits for exports that
     # may land; the tests that need a landing force it at that point (test_gc_quarantine.py),
     # and the real-BuildKit test runs with the default. Elsewhere it would only add seconds.

@@ -76,12 +76,37 @@ class Registry:
     log: Path
     user: str | None = None
     password: str | None = None
+    config: Path | None = None
 
     def url(self, path: str) -> str:
         return f"http://{self.host}{path}"
 
     def target(self, repo: str, tag: str | None = None) -> str:
         return f"registry://{self.host}/{repo}" + (f":{tag}" if tag else "")
+
+    def garbage_collect(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Stop the registry, run `docker-registry garbage-collect` on its storage (as one does:
+        with nothing pushing), start it again on the same port."""
+        assert self.config is not None
+        self.stop()
+        p = subprocess.run(
+            [require_registry(), "garbage-collect", *args, str(self.config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        self._start()
+        return p
+
+    def _start(self) -> None:
+        assert self.config is not None
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen([require_registry(), "serve", str(self.config)], stdout=out, stderr=out)
+        out.close()
+        if not _wait(self):
+            raise RuntimeError(
+                f"docker-registry did not restart: {self.log.read_text(errors='replace')[-2000:]}"
+            )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -93,8 +118,27 @@ class Registry:
                 self.proc.wait(10)
 
 
+def _wait(reg: Registry) -> bool:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and reg.proc.poll() is None:
+        try:
+            urllib.request.urlopen(reg.url("/v2/"), timeout=1).close()
+            return True
+        except urllib.error.HTTPError as e:
+            if e.code == 401:  # auth on: it is up
+                return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
 def start_registry(
-    workdir: Path, storage: Path | None = None, *, htpasswd: tuple[str, str] | None = None
+    workdir: Path,
+    storage: Path | None = None,
+    *,
+    htpasswd: tuple[str, str] | None = None,
+    delete: bool = True,
 ) -> Registry:
     """Start docker-registry on 127.0.0.1 with a config of our own; wait until /v2/ answers."""
     binary = require_registry()
@@ -120,7 +164,7 @@ def start_registry(
             "version: 0.1\n"
             "log:\n  level: warn\n  accesslog:\n    disabled: false\n"
             f"storage:\n  filesystem:\n    rootdirectory: {storage}\n"
-            "  delete:\n    enabled: true\n"
+            f"  delete:\n    enabled: {'true' if delete else 'false'}\n"
             "  maintenance:\n    uploadpurging:\n      enabled: false\n"
             f"http:\n  addr: 127.0.0.1:{port}\n" + auth
         )
@@ -128,18 +172,9 @@ def start_registry(
         out = log.open("ab")
         proc = subprocess.Popen([binary, "serve", str(config)], stdout=out, stderr=out)
         out.close()
-        reg = Registry(f"127.0.0.1:{port}", storage, proc, log, *(htpasswd or (None, None)))
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                urllib.request.urlopen(reg.url("/v2/"), timeout=1).close()
-                return reg
-            except urllib.error.HTTPError as e:
-                if e.code == 401:  # auth on: it is up
-                    return reg
-            except OSError:
-                pass
-            time.sleep(0.05)
+        reg = Registry(f"127.0.0.1:{port}", storage, proc, log, *(htpasswd or (None, None)), config)
+        if _wait(reg):
+            return reg
         reg.stop()
         if "address already in use" not in log.read_text(errors="replace"):
             break

@@ -45,6 +45,20 @@ def gc(
         help="Never delete a blob younger than this; keep every manifest younger than "
         "this with all it references (0 allowed).",
     ),
+    expire_tags: str | None = typer.Option(
+        None,
+        "--expire-tags",
+        metavar="AGE",
+        help="Drop every tag whose export is older than AGE (7d, 36h), unless it is a pin or "
+        "matches --keep-tag: its index.json entry (a registry: the tag). Its export then "
+        "counts as older.",
+    ),
+    keep_tag: list[str] = typer.Option(  # noqa: B008  (typer's idiom)
+        [],
+        "--keep-tag",
+        metavar="GLOB",
+        help="A tag --expire-tags never drops (main, release-*); repeatable.",
+    ),
     all_: bool = typer.Option(
         False,
         "--all",
@@ -67,6 +81,9 @@ def gc(
     keep_within_ns = None if keep_within is None else parse_duration_ns(keep_within, "--keep-within")
     size_limit = None if max_size is None else parse_size(max_size, "--max-size")
     grace_ns = parse_duration_ns(grace, "--grace")
+    expire_ns = None if expire_tags is None else parse_duration_ns(expire_tags, "--expire-tags")
+    if keep_tag and expire_ns is None:
+        raise UsageError("--keep-tag goes with --expire-tags")
     # Only a dry run takes the listing (a real gc stats every blob itself, under its rules).
     with begin(directory) if dry_run else nullcontext() as listing:
         from ocicache import api
@@ -79,6 +96,8 @@ def gc(
             max_size=size_limit,
             grace_ns=grace_ns,
             allow_empty_index=all_,
+            expire_tags_ns=expire_ns,
+            keep_tags=tuple(keep_tag),
         )
         result = api.gc(directory, policy, dry_run=dry_run, listing=listing, use_cache=True)
     report(result, directory, json, no_trunc, quiet, now())

@@ -51,6 +51,8 @@ def gc_json(r: GcResult, directory: str | None, target: str | None = None) -> di
             "keep": list(pol.keep_refs),
             "maxSize": pol.max_size,
             "graceSeconds": pol.grace_ns // 1_000_000_000,
+            "expireTagsSeconds": None if pol.expire_tags_ns is None else pol.expire_tags_ns // 1_000_000_000,
+            "keepTags": list(pol.keep_tags),
         },
         "kept": [_export(d) for d in plan.kept],
         "dropped": [_export(d) for d in plan.dropped],
@@ -62,6 +64,7 @@ def gc_json(r: GcResult, directory: str | None, target: str | None = None) -> di
         "freedBytes": r.freed_bytes,
         "freedAllocatedBytes": freed_allocated(r),
         "replans": r.replans,
+        "expiredTags": [{"tag": t, "digest": d} for t, d in r.expired],
         "strays": list(plan.strays),
         "warnings": list(r.warnings),
     }
@@ -183,6 +186,12 @@ def gc_text(r: GcResult, now: datetime, no_trunc: bool = False) -> str:
         for d in plan.dropped
     ]
     out = [table(rows, ["EXPORT", "TAGS", "EXPORTED", "SIZE", "GC"]) if rows else "no exports", ""]
+    if r.expired:
+        verb_t = "would expire" if r.dry_run else "expired"
+        out.append(
+            f"{verb_t} {_n(len(r.expired), 'tag')} (--expire-tags): "
+            + ", ".join(f"{t} ({_digest(d, no_trunc)})" for t, d in r.expired)
+        )
     if r.registry is not None:
         out.extend(registry_lines(r))
         if r.dry_run:

@@ -79,6 +79,29 @@ class Policy:
     # `gc --all`: an index.json that names nothing on disk (no entries, or only entries whose
     # manifest is gone) really means "keep nothing it does not name"; else gc refuses.
     allow_empty_index: bool = False
+    # `--expire-tags AGE`: a tag whose export is older than this is dropped (its index.json
+    # entry; a registry's tag), unless it is a pin or matches a `--keep-tag` glob.
+    expire_tags_ns: int | None = None
+    keep_tags: tuple[str, ...] = ()
+
+
+def expired_tags(exports: Sequence[Export], policy: Policy, now_ns: int) -> list[tuple[str, str]]:
+    """(tag, digest) of every tag `--expire-tags` drops: the export it names was made more
+    than AGE ago (an export of unknown time is never expired), it is not a pin (pins are not
+    tags) and matches no --keep-tag glob."""
+    import fnmatch
+
+    if policy.expire_tags_ns is None:
+        return []
+    out = []
+    for e in exports:
+        if e.created_ns is None or now_ns - e.created_ns <= policy.expire_tags_ns:
+            continue
+        for tag in e.tags:
+            if tag in e.pins or any(fnmatch.fnmatchcase(tag, g) for g in policy.keep_tags):
+                continue
+            out.append((tag, e.digest))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,8 +368,11 @@ def _rules(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns: in
         if rule not in got:
             got.append(rule)
 
+    expired: dict[str, set[str]] = {}
+    for tag, digest in expired_tags(exports, policy, now_ns):
+        expired.setdefault(digest, set()).add(tag)
     for e in exports:
-        if e.tags:
+        if e.tags and not set(e.tags) <= expired.get(e.digest, set()):
             add(e.digest, RULE_INDEX)
         if e.pins or (e.positions and not e.tags):
             add(e.digest, RULE_PINNED if e.pins else RULE_INDEX)
@@ -363,7 +389,11 @@ def _rules(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns: in
         # NotFoundError: keep nothing by guess
         add(resolve(exports, ref, inv.foreign_entries()).digest, RULE_KEEP)
     for e in exports:
-        if e.mtime_ns is not None and _young(e.mtime_ns, now_ns, policy.grace_ns):
+        # (a registry's manifest of unknown push time: its blob's time is when ocicache first
+        # saw it, or now; inventory.untimed)
+        blob = inv.blobs.get(e.digest)
+        mtime = e.mtime_ns if e.mtime_ns is not None or blob is None else blob.mtime_ns
+        if mtime is not None and _young(mtime, now_ns, policy.grace_ns):
             add(e.digest, RULE_GRACE)
     return rules
 

@@ -55,6 +55,7 @@ already gone (another gc, a reset) is simply gone.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import os
@@ -74,6 +75,7 @@ from ocicache.core.gc_plan import (
     IngestDeletion,
     Plan,
     Policy,
+    expired_tags,
     make_plan,
     needed,
     stable_until,
@@ -83,6 +85,8 @@ from ocicache.core.inventory import Inventory
 from ocicache.core.reports import KIND_CONFIG, KIND_LAYER, KIND_MANIFEST, KIND_UNKNOWN
 from ocicache.format import documents as docs
 from ocicache.format.digest import ALGORITHMS, is_hex_name, parse_digest
+from ocicache.format.indexdoc import RawEntry
+from ocicache.format.model import ANN_PINNED, ANN_REF_NAME
 from ocicache.format.names import BLOBS, INDEX_JSON, INGEST, LOCK_FILE, OCI_LAYOUT, QUARANTINE
 from ocicache.ops.read import read_inventory
 from ocicache.store.base import BlobFile, QuarantinedBlob, QuarantineScan, batch_ns
@@ -155,6 +159,7 @@ class GcResult:
     stable_until_ns: int | None = None
     quarantine: QuarantineReport | None = None
     registry: Any = None  # ops.registry.RegistryGc for a registry target
+    expired: tuple[tuple[str, str], ...] = ()  # (tag, digest) --expire-tags dropped
 
     @property
     def target_kind(self) -> str:
@@ -317,15 +322,50 @@ def _gc(
                 plan.warnings,
                 stable_until(inv, exports, policy, now),
                 _dry_quarantine(inv.quarantine, plan, now),
+                expired=tuple(expired_tags(exports, policy, now)),
             )
         _require_writable_fs(layout)
         _require_usable_lock(layout)
         with gc_lock(layout):
+            expired = _expire_tags(layout, policy, now)
             progress = _Progress(new_batch(layout), kill_after=int(os.environ.get(KILL_ENV, "-1") or -1))
             try:
-                return _run(layout, policy, now, delay, progress)
+                result = _run(layout, policy, now, delay, progress)
             finally:
                 progress.batch.close()
+            return dataclasses.replace(result, expired=expired) if expired else result
+
+
+def _expire_tags(layout: Layout, policy: Policy, now: int) -> tuple[tuple[str, str], ...]:
+    """`--expire-tags`: remove the index.json entries of the tags it drops, before planning
+    (atomically, under BuildKit's lock; every other entry keeps its bytes). An entry is removed
+    only if it still names the export that was judged (an export landing meanwhile re-points
+    the tag: that entry stays)."""
+    if policy.expire_tags_ns is None:
+        return ()
+    from ocicache.store.indexwrite import rewrite_index
+
+    inv = read_inventory(layout, _blob_cache(layout))
+    drop = set(expired_tags(build_exports(inv), policy, now))
+    if not drop:
+        return ()
+    done: list[tuple[str, str]] = []
+
+    def transform(entries: list[RawEntry]) -> list[RawEntry]:
+        done.clear()
+        out = []
+        for x in entries:
+            ann = x.doc.get("annotations")
+            name = ann.get(ANN_REF_NAME) if isinstance(ann, dict) else None
+            key = (name, x.doc.get("digest"))
+            if key in drop and not (isinstance(ann, dict) and ANN_PINNED in ann):
+                done.append((str(name), str(x.doc.get("digest"))))
+                continue
+            out.append(x)
+        return out if done else entries
+
+    rewrite_index(layout, transform)
+    return tuple(sorted(set(done)))
 
 
 def _run(layout: Layout, policy: Policy, now: int, delay: float, progress: _Progress) -> GcResult:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ocicache.base.errors import NotFoundError, OcicacheError, RefusedError, UsageError
 from ocicache.core import reach
 from ocicache.core.exports import build_exports
-from ocicache.core.gc_plan import KIND_MANIFEST, BlobDeletion, Plan, Policy, make_plan
+from ocicache.core.gc_plan import KIND_MANIFEST, BlobDeletion, Plan, Policy, expired_tags, make_plan
 from ocicache.core.inventory import Inventory
 from ocicache.format import mediatypes as mt
 from ocicache.ops.read import read_inventory
@@ -37,19 +37,41 @@ class RegistryGc:
     skipped: tuple[tuple[str, str], ...]  # (digest, why kept)
     pending_blobs: int  # configs and layers no kept export names any more
     pending_bytes: int
+    expired: tuple[tuple[str, str], ...] = ()  # (tag, digest) removed by --expire-tags
 
 
-def plan_gc(store: RegistryStore, policy: Policy, now_ns: int) -> tuple[Inventory, Plan]:
+def plan_gc(
+    store: RegistryStore, policy: Policy, now_ns: int
+) -> tuple[Inventory, Plan, list[tuple[str, str]]]:
+    """The plan (as for a directory), and the tags --expire-tags drops."""
     inv = read_inventory(store)
     exports = build_exports(inv)
-    return inv, make_plan(inv, exports, policy, now_ns)
+    return inv, make_plan(inv, exports, policy, now_ns), expired_tags(exports, policy, now_ns)
 
 
 def apply_gc(
-    store: RegistryStore, inv: Inventory, plan: Plan, dry_run: bool, warn: Callable[[str], None]
+    store: RegistryStore,
+    inv: Inventory,
+    plan: Plan,
+    dry_run: bool,
+    warn: Callable[[str], None],
+    expire: list[tuple[str, str]] = (),  # type: ignore[assignment]
 ) -> RegistryGc:
-    """Delete the plan's cache manifests (unless dry_run); see the module docstring."""
-    tagged = set(store.found.tags.values())
+    """Remove the tags --expire-tags drops, then delete the plan's cache manifests (nothing
+    with dry_run); see the module docstring."""
+    gone_tags: list[tuple[str, str]] = []
+    for tag, digest in expire:
+        if dry_run:
+            gone_tags.append((tag, digest))
+            continue
+        now = store.client.head_manifest(tag)
+        if now is None or now[0] != digest:
+            warn(f"tag {tag}: not expired: it was moved during gc")
+            continue
+        unpin(store, tag)
+        gone_tags.append((tag, digest))
+    dropped = {t for t, _ in gone_tags}
+    tagged = {d for t, d in store.found.tags.items() if t not in dropped}
     candidates: list[BlobDeletion] = []
     skipped: list[tuple[str, str]] = []
     for b in plan.blobs:
@@ -64,7 +86,7 @@ def apply_gc(
         else:
             candidates.append(b)
     if dry_run or not candidates:
-        return _result(inv, plan, candidates, skipped)
+        return _result(inv, plan, candidates, skipped, gone_tags)
     # Just before deleting: a tag pushed meanwhile may name one of them (a re-export of the
     # same manifest, a pin from elsewhere). distribution deletes a manifest's tags with it.
     now_tagged = _current_tags(store)
@@ -77,11 +99,15 @@ def apply_gc(
             deleted.append(b)
         else:
             warn(f"{b.digest}: already gone from the registry")
-    return _result(inv, plan, deleted, skipped)
+    return _result(inv, plan, deleted, skipped, gone_tags)
 
 
 def _result(
-    inv: Inventory, plan: Plan, deleted: list[BlobDeletion], skipped: list[tuple[str, str]]
+    inv: Inventory,
+    plan: Plan,
+    deleted: list[BlobDeletion],
+    skipped: list[tuple[str, str]],
+    expired: list[tuple[str, str]],
 ) -> RegistryGc:
     """What the registry's garbage collector frees once these manifests are gone: the plan's
     configs and layers that no manifest left in the repository (kept, or skipped) still names,
@@ -92,7 +118,9 @@ def _result(
     pending = [
         b for b in plan.blobs if (b.kind != KIND_MANIFEST and b.digest not in still) or b.digest in gone
     ]
-    return RegistryGc(tuple(deleted), tuple(skipped), len(pending), sum(b.size for b in pending))
+    return RegistryGc(
+        tuple(deleted), tuple(skipped), len(pending), sum(b.size for b in pending), tuple(expired)
+    )
 
 
 def _current_tags(store: RegistryStore) -> dict[str, str]:

@@ -1,0 +1,326 @@
+"""Every command on a registry target, against a real registry (Debian's docker-registry,
+distribution 2.8.2, tests/regserver.py) serving the real BuildKit-pushed fixtures in
+fixtures/registry/, compared with their ground truth."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+from clirun import run_inprocess
+from regserver import Registry, registry_truth, start_registry, unpack_storage
+
+from ocicache.format.schema import validate
+
+ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
+
+
+def _status(reg: Registry, repo: str, reference: str, method: str = "HEAD") -> int:
+    req = urllib.request.Request(reg.url(f"/v2/{repo}/manifests/{reference}"), method=method)
+    req.add_header("Accept", ACCEPT)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def _tags(reg: Registry, repo: str) -> list[str]:
+    with urllib.request.urlopen(reg.url(f"/v2/{repo}/tags/list"), timeout=10) as r:
+        return sorted(json.load(r)["tags"] or [])
+
+
+def _json(*args: str, code: int = 0) -> dict:
+    r = run_inprocess(*args, "--json")
+    assert r.code == code, r.err
+    return json.loads(r.out)
+
+
+def _cache_revisions(case: str, repo: str) -> list[dict]:
+    """The repository's cache manifests (shapes A, B, C), in push order (oldest first)."""
+    repo_truth = registry_truth(case)["final"]["repositories"][repo]
+    revs = [r for r in repo_truth["revisions"] if r["shape"] in ("A", "B", "C")]
+    return sorted(revs, key=lambda r: r["revision_link_mtime_ns"])
+
+
+def _repos(case: str) -> list[str]:
+    return sorted(registry_truth(case)["final"]["repositories"])
+
+
+CASE_REPOS = [(c, r) for c in ("reg-history", "reg-shapes", "reg-mixed") for r in _repos(c)]
+
+
+@pytest.mark.parametrize(("case", "repo"), CASE_REPOS)
+def test_history_with_storage_lists_every_export_newest_first(tmp_path: Path, case: str, repo: str) -> None:
+    root = unpack_storage(case, tmp_path / "s")
+    reg = start_registry(tmp_path / "r", root)
+    try:
+        doc = _json("history", reg.target(repo), "--registry-storage", str(root))
+    finally:
+        reg.stop()
+    assert validate(doc, "history") == []
+    assert doc["target"] == reg.target(repo) and doc["directory"] is None
+    truth = registry_truth(case)["final"]["repositories"][repo]
+    revs = _cache_revisions(case, repo)
+    got = [e["digest"] for e in doc["exports"]]
+    assert sorted(got) == sorted(r["digest"] for r in revs)
+    # Current exports are the cache tags; foreign tags (images) are listed apart.
+    cache_digests = {r["digest"] for r in revs}
+    for e in doc["exports"]:
+        assert sorted(e["tags"]) == sorted(t for t, d in truth["tags"].items() if d == e["digest"])
+    foreign = {f["digest"] for f in doc["foreign"]}
+    assert foreign == {d for d in truth["tags"].values() if d not in cache_digests}
+    # Older exports newest first, by when their tag was pointed at them.
+    older = [e["digest"] for e in doc["exports"] if not e["tags"]]
+    by_time = {r["digest"]: r["revision_link_mtime_ns"] for r in revs}
+    assert older == sorted(older, key=lambda d: by_time[d], reverse=True)
+    assert all(e["complete"] for e in doc["exports"])
+
+
+def test_history_without_storage_lists_the_tags_and_remembers_them(fixture_registry) -> None:
+    reg = fixture_registry("reg-history")
+    target = reg.target("myorg/app-cache")
+    truth = registry_truth("reg-history")
+    order = truth["final"]["export_manifest_digests_in_order"]
+    doc = _json("history", target)
+    assert [e["digest"] for e in doc["exports"]] == [order[-1]]
+    assert doc["exports"][0]["tags"] == ["buildcache"]
+    assert doc["exports"][0]["createdFrom"] == "createdat"  # no push time without the storage
+    # The tag moves (here: pinned back onto the previous export, --force): the record of what
+    # ocicache saw keeps the export it moved off, and history lists it while it exists.
+    r = run_inprocess("pin", target, order[-2], "buildcache", "--force")
+    assert r.code == 0, r.err
+    doc = _json("history", target)
+    assert [e["digest"] for e in doc["exports"]] == [order[-2], order[-1]] or [
+        e["digest"] for e in doc["exports"]
+    ] == [order[-1], order[-2]]
+    current = [e["digest"] for e in doc["exports"] if e["tags"]]
+    assert current == [order[-2]]
+    # A digest the user names is looked for too.
+    shown = _json("show", target, order[0])
+    assert shown["export"]["digest"] == order[0]
+
+
+def test_show_blobs_du_on_a_registry(fixture_registry) -> None:
+    reg = fixture_registry("reg-shapes")
+    truth = registry_truth("reg-shapes")["final"]["repositories"]["shapes/cache"]
+    for tag, digest in truth["tags"].items():
+        doc = _json("show", reg.target("shapes/cache"), tag)
+        assert validate(doc, "show") == []
+        assert doc["export"]["digest"] == digest
+        assert doc["export"]["stack"], tag
+    doc = _json("blobs", reg.target("shapes/cache"))
+    assert validate(doc, "blobs") == []
+    assert doc["target"] == reg.target("shapes/cache")
+    doc = _json("du", reg.target("shapes/cache"))
+    assert validate(doc, "du") == []
+    r = run_inprocess("du", reg.target("shapes/cache"))
+    assert r.code == 0 and "reachable from a tag" in r.out and "index.json" not in r.out
+
+
+def test_ref_prints_registry_specs_in_every_format(fixture_registry) -> None:
+    reg = fixture_registry("reg-history")
+    target = reg.target("myorg/app-cache", "buildcache")
+    digest = registry_truth("reg-history")["final"]["repositories"]["myorg/app-cache"]["tags"]["buildcache"]
+    spec = f"type=registry,ref={reg.host}/myorg/app-cache@{digest},registry.insecure=true"
+    assert run_inprocess("ref", target).out.strip() == spec
+    assert run_inprocess("ref", target, "-f", "buildx").out.strip() == f"--cache-from {spec}"
+    assert run_inprocess("ref", target, "-f", "buildctl").out.strip() == f"--import-cache {spec}"
+    assert run_inprocess("ref", target, "-f", "bake").out.strip() == f'cache-from = ["{spec}"]'
+    assert run_inprocess("ref", target, "-f", "gha").out.strip() == f"cache-from: {spec}"
+    doc = _json("ref", target)
+    assert validate(doc, "ref") == []
+    assert doc["type"] == "registry" and doc["spec"] == spec and doc["target"] == target
+    # The BuildKit spec form of the target, as pasted from --cache-to, names the same cache.
+    pasted = f"type=registry,ref={reg.host}/myorg/app-cache:buildcache,mode=max"
+    assert run_inprocess("ref", pasted).out.strip() == spec
+
+
+def test_pin_and_unpin_tags(fixture_registry) -> None:
+    reg = fixture_registry("reg-history")
+    target = reg.target("myorg/app-cache")
+    order = registry_truth("reg-history")["final"]["export_manifest_digests_in_order"]
+    r = run_inprocess("pin", target, order[-1], "release-1")
+    assert r.code == 0, r.err
+    assert r.out.strip() == f"type=registry,ref={reg.host}/myorg/app-cache:release-1,registry.insecure=true"
+    assert _tags(reg, "myorg/app-cache") == ["buildcache", "release-1"]
+    # Moving an existing tag needs --force.
+    r = run_inprocess("pin", target, order[0], "release-1")
+    assert r.code == 6 and "--force" in r.err
+    doc = _json("pin", target, order[0], "release-1", "--force")
+    assert validate(doc, "pin") == [] and doc["replaced"] == [order[-1]]
+    # unpin removes the tag only: the manifest stays (other tags keep it).
+    r = run_inprocess("pin", target, order[0], "also")
+    assert r.code == 0, r.err
+    doc = _json("unpin", target, "release-1")
+    assert validate(doc, "unpin") == []
+    assert _tags(reg, "myorg/app-cache") == ["also", "buildcache"]
+    assert _status(reg, "myorg/app-cache", order[0]) == 200
+    assert _status(reg, "myorg/app-cache", "also") == 200
+    r = run_inprocess("unpin", target, "no-such-tag")
+    assert r.code == 5, r.err
+
+
+def test_gc_deletes_only_cache_manifests(tmp_path: Path) -> None:
+    """reg-mixed: images and caches in one repository. gc drops the older caches; the untagged
+    image manifest, the images and the tagged caches stay; the registry's own garbage collector
+    then frees no more than gc said."""
+    root = unpack_storage("reg-mixed", tmp_path / "s")
+    reg = start_registry(tmp_path / "r", root)
+    try:
+        target = reg.target("app")
+        truth = registry_truth("reg-mixed")["final"]["repositories"]["app"]
+        dry = _json("gc", target, "--registry-storage", str(root), "--grace", "0", "--dry-run")
+        assert validate(dry, "gc") == []
+        doc = _json("gc", target, "--registry-storage", str(root), "--grace", "0")
+        assert validate(doc, "gc") == []
+        assert doc["registry"]["deletedManifests"] == dry["registry"]["deletedManifests"]
+        caches = {r["digest"] for r in truth["revisions"] if r["shape"] == "A"}
+        tagged = set(truth["tags"].values())
+        deleted = set(doc["registry"]["deletedManifests"])
+        assert deleted == caches - tagged
+        for rev in truth["revisions"]:
+            want = 404 if rev["digest"] in deleted else 200
+            assert _status(reg, "app", rev["digest"]) == want, rev
+        assert _tags(reg, "app") == sorted(truth["tags"])
+        predicted = doc["registry"]["freedByRegistryGc"]["bytes"]
+        before = _blob_bytes(root)
+        p = reg.garbage_collect()
+        assert p.returncode == 0, p.stderr
+        assert 0 < before - _blob_bytes(root) <= predicted
+        # Every tag still resolves whole after the registry's GC.
+        check = _json("check", target, "--deep")
+        assert check["ok"], check["findings"]
+    finally:
+        reg.stop()
+
+
+def _blob_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in (root / "docker/registry/v2/blobs").rglob("data"))
+
+
+def test_gc_refused_when_the_registry_does_not_delete(tmp_path: Path) -> None:
+    root = unpack_storage("reg-history", tmp_path / "s")
+    reg = start_registry(tmp_path / "r", root, delete=False)
+    try:
+        r = run_inprocess(
+            "gc", reg.target("myorg/app-cache"), "--registry-storage", str(root), "--grace", "0"
+        )
+        assert r.code == 6, r.err
+        assert "delet" in r.err and "Traceback" not in r.err
+        doc = _json("history", reg.target("myorg/app-cache"), "--registry-storage", str(root))
+        assert len(doc["exports"]) == 4  # nothing gone
+    finally:
+        reg.stop()
+
+
+def test_gc_keeps_what_it_cannot_date(fixture_registry) -> None:
+    """Without the storage, an older export is known from ocicache's record; its time is when
+    ocicache first saw it: the grace keeps it until then + grace."""
+    reg = fixture_registry("reg-history")
+    target = reg.target("myorg/app-cache")
+    order = registry_truth("reg-history")["final"]["export_manifest_digests_in_order"]
+    assert run_inprocess("history", target).code == 0
+    assert run_inprocess("pin", target, order[-2], "buildcache", "--force").code == 0
+    doc = _json("gc", target)  # default grace 1h: the export just seen is kept
+    assert doc["registry"]["deletedManifests"] == []
+    assert any("grace" in k["rules"] for k in doc["kept"])
+    doc = _json("gc", target, "--grace", "0")
+    assert doc["registry"]["deletedManifests"] == [order[-1]]
+    assert _status(reg, "myorg/app-cache", order[-1]) == 404
+
+
+def test_check_reports_a_missing_and_a_corrupt_blob(tmp_path: Path) -> None:
+    root = unpack_storage("reg-history", tmp_path / "s")
+    reg = start_registry(tmp_path / "r", root)
+    try:
+        target = reg.target("myorg/app-cache")
+        doc = _json("check", target)
+        assert validate(doc, "check") == [] and doc["ok"]
+        show = _json("show", target)
+        layers = [x["digest"] for x in show["export"]["stack"]]
+        # One layer's bytes changed in the storage: only --deep sees it.
+        victim = layers[-1].split(":", 1)[1]
+        data = root / f"docker/registry/v2/blobs/sha256/{victim[:2]}/{victim}/data"
+        raw = bytearray(data.read_bytes())
+        raw[-1] ^= 0xFF
+        data.write_bytes(bytes(raw))
+        assert _json("check", target)["ok"]
+        deep = _json("check", target, "--deep", code=1)
+        assert any(victim in json.dumps(f) for f in deep["findings"])
+        # Another layer's data gone: HEAD says so, and the finding names the export.
+        gone = layers[0].split(":", 1)[1]
+        (root / f"docker/registry/v2/blobs/sha256/{gone[:2]}/{gone}/data").unlink()
+        doc = _json("check", target, code=1)
+        assert any(gone in json.dumps(f) and f["severity"] == "error" for f in doc["findings"])
+    finally:
+        reg.stop()
+
+
+def test_bad_targets_get_one_line_and_an_exit_code(registry: Registry, tmp_path: Path) -> None:
+    r = run_inprocess("history", "registry://127.0.0.1:9/x/y")  # nothing listens on port 9
+    assert r.code == 9 and len(r.err.strip().splitlines()) <= 2 and "Traceback" not in r.err
+    r = run_inprocess("history", registry.target("no/such-repo"))
+    assert r.code == 3, r.err
+    r = run_inprocess("history", "registry://")
+    assert r.code == 2, r.err
+    r = run_inprocess("show", registry.target("no/such-repo"), "sometag")
+    assert r.code in (3, 5), r.err
+
+
+def test_basic_auth_with_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    root = unpack_storage("reg-history", tmp_path / "s")
+    reg = start_registry(tmp_path / "r", root, htpasswd=("alice", "s3cret-pw"))
+    try:
+        target = reg.target("myorg/app-cache")
+        r = run_inprocess("history", target)
+        assert r.code == 9 and "s3cret" not in r.err
+        config = tmp_path / "docker"
+        config.mkdir()
+        auth = base64.b64encode(b"alice:s3cret-pw").decode()
+        (config / "config.json").write_text(json.dumps({"auths": {reg.host: {"auth": auth}}}))
+        monkeypatch.setenv("DOCKER_CONFIG", str(config))
+        r = run_inprocess("history", target)
+        assert r.code == 0, r.err
+        assert "buildcache" in r.out and "s3cret" not in r.out + r.err
+        wrong = base64.b64encode(b"alice:nope").decode()
+        (config / "config.json").write_text(json.dumps({"auths": {reg.host: {"auth": wrong}}}))
+        r = run_inprocess("history", target)
+        assert r.code == 9 and "nope" not in r.err
+    finally:
+        reg.stop()
+
+
+def test_expire_tags_on_a_registry(tmp_path: Path) -> None:
+    """--expire-tags drops the tags of exports older than AGE (not those --keep-tag names);
+    the export then counts as older and the policies decide."""
+    root = unpack_storage("reg-mixed", tmp_path / "s")
+    reg = start_registry(tmp_path / "r", root)
+    try:
+        target = reg.target("app")
+        storage = ["--registry-storage", str(root)]
+        args = ["gc", target, *storage, "--grace", "0", "--expire-tags", "1h", "--keep-tag", "cache-main"]
+        dry = _json(*args, "--dry-run")
+        assert validate(dry, "gc") == []
+        assert sorted(t["tag"] for t in dry["expiredTags"]) == ["cache-pr-1", "cache-pr-2"]
+        assert _tags(reg, "app") == ["cache-main", "cache-pr-1", "cache-pr-2", "latest", "v1"]
+        doc = _json(*args)
+        assert sorted(t["tag"] for t in doc["expiredTags"]) == ["cache-pr-1", "cache-pr-2"]
+        assert _tags(reg, "app") == ["cache-main", "latest", "v1"]  # images are never expired
+        truth = registry_truth("reg-mixed")["final"]["repositories"]["app"]["tags"]
+        assert _status(reg, "app", truth["cache-main"]) == 200
+        assert _status(reg, "app", truth["cache-pr-1"]) == 404  # dropped with its tag
+        assert _status(reg, "app", truth["v1"]) == 200
+    finally:
+        reg.stop()
