@@ -213,8 +213,24 @@ def explain(
     """
     from ocicache.core import cachefrom
 
-    fallback = os.path.abspath(directory) if directory is not None else None
-    return cachefrom.explain(spec, lambda path: _dir_view(path, use_cache), fallback)
+    fallback = os.path.abspath(directory) if isinstance(directory, str | os.PathLike) else None
+    return cachefrom.explain(
+        spec, lambda path: _dir_view(path, use_cache), fallback, lambda *a: _registry_view(*a, use_cache)
+    )
+
+
+def _registry_view(
+    host: str, repo: str, insecure: bool, digests: tuple[str, ...], use_cache: bool
+) -> cachefrom.DirView | str:
+    from ocicache.core import cachefrom
+
+    try:
+        source = resolve_target(f"registry://{host}/{repo}", insecure=insecure)
+        assert isinstance(source, RegistrySource)
+        snap = read(source.with_digests(*digests), use_cache)
+    except OcicacheError as e:
+        return e.message
+    return cachefrom.DirView(snap.inventory, snap.exports)
 
 
 def pin(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from clirun import run_inprocess
+from fakehttp import FakeServer, Reply, Request
 from regserver import Registry, registry_truth, start_registry, unpack_storage
 
 from ocicache.format.schema import validate
@@ -324,3 +325,84 @@ def test_expire_tags_on_a_registry(tmp_path: Path) -> None:
         assert _status(reg, "app", truth["v1"]) == 200
     finally:
         reg.stop()
+
+
+def _fake_registry(manifest: Reply | None = None, tags: list[str] = ("main",)):  # type: ignore[assignment]
+    """A registry that is not one: /v2/ and tags/list as distribution answers them, and the
+    manifest of tag `main` as `manifest` says."""
+
+    def handler(req: Request) -> Reply:
+        if req.route == "/v2/":
+            return Reply(200, {"Content-Type": "application/json"}, b"{}")
+        if req.route.endswith("/tags/list"):
+            return Reply(
+                200, {"Content-Type": "application/json"}, json.dumps({"name": "x/y", "tags": tags}).encode()
+            )
+        if "/manifests/" in req.route and manifest is not None:
+            return manifest
+        return Reply(404, {"Content-Type": "application/json"}, b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}')
+
+    return FakeServer(handler)
+
+
+_OCI = "application/vnd.oci.image.manifest.v1+json"
+_DOC = json.dumps({"schemaVersion": 2, "mediaType": _OCI, "config": {}, "layers": []}).encode()
+_WRONG = "sha256:" + "0" * 64
+
+
+@pytest.mark.parametrize(
+    ("reply", "code", "words"),
+    [
+        (Reply(200, {"Content-Type": _OCI, "Docker-Content-Digest": _WRONG}, _DOC), 4, "digest"),
+        (Reply(200, {"Content-Type": _OCI}, b"{" * (5 << 20)), 4, "limit"),
+        (Reply(200, {"Content-Type": _OCI}, b"<html>not json</html>"), 4, "JSON"),
+        (Reply(307, {"Location": "http://127.0.0.2:1/elsewhere"}), 9, "redirect"),
+        (Reply(500, {}, b"oops"), 9, "500"),
+    ],
+    ids=["digest-mismatch", "huge", "malformed", "redirect-elsewhere", "server-error"],
+)
+def test_hostile_registry_answers(
+    reply: Reply, code: int, words: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ocicache.store.registry.client import RegistryClient
+
+    monkeypatch.setattr(RegistryClient, "backoff", 0.01)
+    with _fake_registry(reply) as fake:
+        host = fake.url("").split("//", 1)[1].rstrip("/")
+        r = run_inprocess("history", f"registry://{host}/x/y")
+    assert r.code == code, (r.code, r.out, r.err)
+    lines = r.err.strip().splitlines()
+    assert 1 <= len(lines) <= 2 and "Traceback" not in r.err, r.err
+    assert words.lower() in r.err.lower(), r.err
+
+
+def test_registry_target_never_leaves_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A redirect to another host is refused, and nothing is sent there."""
+    with FakeServer(lambda req: Reply(200, {}, b"{}")) as other:
+        other_host = other.url("").split("//", 1)[1].rstrip("/")
+        redirect = Reply(
+            302, {"Location": f"http://{other_host.replace('127.0.0.1', '127.0.0.2')}/v2/x/y/manifests/main"}
+        )
+        with _fake_registry(redirect) as fake:
+            host = fake.url("").split("//", 1)[1].rstrip("/")
+            r = run_inprocess("history", f"registry://{host}/x/y")
+        assert r.code == 9, r.err
+        assert other.requests == []
+
+
+def test_explain_reads_registry_specs(fixture_registry) -> None:
+    reg = fixture_registry("reg-mixed")
+    truth = registry_truth("reg-mixed")["final"]["repositories"]["app"]["tags"]
+    ok = _json("ref", "--explain", f"type=registry,ref={reg.host}/app:cache-main")
+    assert validate(ok, "explain") == [] and ok["works"] and ok["outcome"] == "imports"
+    image = _json("ref", "--explain", f"type=registry,ref={reg.host}/app:v1", code=1)
+    assert not image["works"] and any("not a cache" in f["message"] for f in image["findings"])
+    # digest= is a local key: the spec as given imports `latest` (here an image); the corrected
+    # spec names the export in ref=.
+    local_key = _json(
+        "ref", "--explain", f"type=registry,ref={reg.host}/app,digest={truth['cache-main']}", code=1
+    )
+    assert any(f["key"] == "digest" and f["severity"] == "warning" for f in local_key["findings"])
+    assert local_key["corrected"] == f"type=registry,ref={reg.host}/app@{truth['cache-main']}"
+    missing = _json("ref", "--explain", f"type=registry,ref={reg.host}/app:nope", code=1)
+    assert missing["outcome"] == "skipped"

@@ -15,6 +15,7 @@ cache/remotecache/local):
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -264,11 +265,122 @@ def is_digest(value: str) -> bool:
 DirReader = Callable[[str], "DirView | str"]
 
 
-def explain(text: str, read_dir: DirReader, fallback_dir: str | None = None) -> Explanation:
+# (host, repo, insecure, digests to look for) -> a DirView of that repository, or why not.
+RegistryReader = Callable[[str, str, bool, tuple[str, ...]], "DirView | str"]
+
+_REF = re.compile(
+    r"(?P<host>[^/@]+)/(?P<repo>[a-z0-9][a-z0-9._/-]*?)(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>[a-z0-9]+:[0-9a-f]+))?"
+)
+REGISTRY_IMPORT_KEYS = ("ref", "registry.insecure")
+
+
+def _explain_registry(x: Explanation, parsed: spec_mod.Spec, read: RegistryReader | None) -> Explanation:
+    """type=registry: ref=HOST/REPO[:TAG][@DIGEST] (no tag: latest); digest=, tag=, src= are
+    keys of a local import (moved into ref=); the repository is read to judge the export."""
+    ref = parsed.get("ref")
+    insecure = (parsed.get("registry.insecure") or "").lower() == "true"
+    if not ref:
+        x.add(SEV_ERROR, "ref", "missing: BuildKit fails the build (a registry cache import needs ref=)")
+        x.worsen(OUTCOME_FAILS)
+        return x
+    m = _REF.fullmatch(ref)
+    host_like = m is not None and ("." in m["host"] or ":" in m["host"] or m["host"] == "localhost")
+    if m is None or not host_like:
+        x.add(
+            SEV_NOTE,
+            "ref",
+            f"{ref}: no registry host (Docker Hub is implied); ocicache reads only a registry it is named",
+        )
+        x.outcome = OUTCOME_UNCHECKED
+        return x
+    host, repo, tag, digest = m["host"], m["repo"], m["tag"], m["digest"]
+    for key, _ in parsed.attrs:
+        if key in REGISTRY_IMPORT_KEYS:
+            continue
+        if key in ("digest", "tag", "src"):
+            x.add(
+                SEV_WARNING,
+                key,
+                f"a key of a local cache import: a registry import ignores it "
+                f"(the registry form is ref=HOST/REPO{'@DIGEST' if key == 'digest' else ':TAG'})",
+            )
+        elif key in EXPORT_KEYS:
+            x.add(SEV_NOTE, key, "an export (--cache-to) option: ignored on import")
+        else:
+            x.add(SEV_NOTE, key, "not an option of a registry cache import: ignored")
+    # What the user meant with a local-only key, for the corrected spec.
+    meant_digest = parsed.get("digest") if digest is None and tag is None else None
+    meant_tag = parsed.get("tag") if digest is None and tag is None and not meant_digest else None
+    if meant_digest is not None and not is_digest(meant_digest):
+        meant_digest = None
+    if tag is None and digest is None:
+        x.add(SEV_NOTE, "ref", "no tag: BuildKit imports tag `latest`")
+        tag = "latest"
+    wanted = tuple(d for d in (digest, meant_digest) if d)
+    got = read(host, repo, insecure, wanted) if read is not None else None
+    new: str | None = None
+    base = f"{host}/{repo}"
+    if isinstance(got, str):
+        x.add(SEV_WARNING, "ref", f"{base}: {got}: BuildKit skips the import if it cannot read it either")
+        x.worsen(OUTCOME_SKIPPED)
+        new = f"{base}@{meant_digest or digest}" if meant_digest or digest else f"{base}:{meant_tag or tag}"
+    elif got is not None:
+        x.directory = str(got.inventory.root)
+        # What BuildKit does with the spec as given (ref= alone) ...
+        if digest is not None:
+            ok = check_digest(x, got, digest) == digest
+        else:
+            ok = _judge_registry_tag(x, got, base, tag or "latest", "ref")
+        new = (f"{base}@{digest}" if digest else f"{base}:{tag}") if ok else None
+        # ... and the spec that does what the local-only key meant.
+        if meant_digest is not None:
+            probe = Explanation(x.input, x.type, x.attrs)
+            if check_digest(probe, got, meant_digest) == meant_digest:
+                x.add(SEV_NOTE, "digest", "the corrected spec names that export in ref= (REPO@DIGEST)")
+                new = f"{base}@{meant_digest}"
+        elif meant_tag is not None:
+            probe = Explanation(x.input, x.type, x.attrs)
+            if _judge_registry_tag(probe, got, base, meant_tag, "tag"):
+                x.add(SEV_NOTE, "tag", "the corrected spec names that tag in ref= (REPO:TAG)")
+                new = f"{base}:{meant_tag}"
+    if new is not None:
+        attrs = [("ref", new)] + ([("registry.insecure", "true")] if insecure else [])
+        x.corrected = spec_mod.format_spec("registry", attrs)
+    return x
+
+
+def _judge_registry_tag(x: Explanation, view: DirView, base: str, tag: str, key: str) -> bool:
+    tags = index_tags(view.inventory)
+    named = tags.get(tag)
+    e = next((o for o in view.exports if o.digest == named), None)
+    if named is None:
+        known = ", ".join(sorted(tags)) or "none"
+        x.add(SEV_WARNING, key, f"tag {tag!r} is not in {base} (tags: {known}): BuildKit skips the import")
+        x.worsen(OUTCOME_SKIPPED)
+        return False
+    if e is None:
+        x.add(
+            SEV_WARNING,
+            key,
+            f"tag {tag!r} names {named}, an image or other content, not a cache: it imports nothing",
+        )
+        x.worsen(OUTCOME_SKIPPED)
+        return False
+    _judge_export(x, view.inventory, e, key)
+    return True
+
+
+def explain(
+    text: str,
+    read_dir: DirReader,
+    fallback_dir: str | None = None,
+    read_registry: RegistryReader | None = None,
+) -> Explanation:
     """What BuildKit will do with the `--cache-from` value `text`, and the spec that works.
 
     `read_dir(path)` returns a DirView, or a string saying why the directory cannot be read.
-    Raises UsageError when `text` is not a spec buildx can parse at all.
+    Raises UsageError when `text` is not a spec buildx can parse at all. `read_registry`
+    reads the repository a type=registry spec names (None: registry specs go unchecked).
     """
     value = spec_mod.strip_prefix(text)
     parsed = spec_mod.parse(value)
@@ -277,14 +389,9 @@ def explain(text: str, read_dir: DirReader, fallback_dir: str | None = None) -> 
         last = parsed.type if key == "type" else parsed.get(key)
         x.add(SEV_NOTE, key, f"given more than once: the last value ({last!r}) wins")
     if parsed.registry_short_form:
-        x.add(
-            SEV_NOTE,
-            None,
-            "a value without `=` is buildx's short form of "
-            "type=registry,ref=VALUE; only type=local caches are checked",
-        )
-        x.outcome = OUTCOME_UNCHECKED
-        return x
+        x.add(SEV_NOTE, None, "a value without `=` is buildx's short form of type=registry,ref=VALUE")
+    if parsed.type == "registry":
+        return _explain_registry(x, parsed, read_registry)
     type_ = parsed.type
     if type_ is None:
         x.add(SEV_ERROR, "type", 'missing: buildx refuses the value ("type required")')
