@@ -1,3 +1,3 @@
 """ocicache: inspect, garbage-collect, pin and check BuildKit type=local cache directories."""
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -221,12 +221,18 @@ def history_table(snap: Snapshot, now: datetime, no_trunc: bool = False, show_fo
     """The exports; with `show_foreign` (`--all`), then the foreign index.json entries."""
     out = _exports_table(snap, now, no_trunc)
     foreign = foreign_entries(snap.inventory)
+    registry = snap.inventory.kind == "registry"
     if foreign and show_foreign:
-        out += "\n\n" + _foreign_table(foreign, no_trunc)
+        out += "\n\n" + _foreign_table(foreign, no_trunc, registry)
     elif foreign:
         bad = sum(1 for f in foreign if not f.complete)
+        what = (
+            f"tag{'' if len(foreign) == 1 else 's'}"
+            if registry
+            else f"index.json entr{'y' if len(foreign) == 1 else 'ies'}"
+        )
         out += (
-            f"\n+ {len(foreign)} foreign index.json entr{'y' if len(foreign) == 1 else 'ies'}"
+            f"\n+ {len(foreign)} foreign {what}"
             " (images or artifacts, not cache exports; gc keeps them whole"
             + (f"; {bad} incomplete or unreadable" if bad else "")
             + "): `history --all` lists them"
@@ -234,7 +240,7 @@ def history_table(snap: Snapshot, now: datetime, no_trunc: bool = False, show_fo
     return out
 
 
-def _foreign_table(foreign: list[ForeignEntry], no_trunc: bool) -> str:
+def _foreign_table(foreign: list[ForeignEntry], no_trunc: bool, registry: bool = False) -> str:
     rows = []
     for f in foreign:
         kind = f.media_type.rsplit("/", 1)[-1]
@@ -243,7 +249,7 @@ def _foreign_table(foreign: list[ForeignEntry], no_trunc: bool) -> str:
         state = "ok" if f.complete else ("UNREADABLE" if f.problems else "INCOMPLETE")
         rows.append(
             [
-                f"manifests[{f.position}]",
+                "tag" if registry else f"manifests[{f.position}]",
                 _digest(f.digest, no_trunc),
                 f.ref_name or "-",
                 kind,

@@ -78,7 +78,7 @@ def apply_gc(
         if b.kind != KIND_MANIFEST:
             continue
         if b.digest not in inv.manifests:
-            skipped.append((b.digest, "not a cache manifest (never deleted)"))
+            skipped.append((b.digest, "not a cache manifest (gc deletes only cache manifests)"))
         elif b.digest in inv.foreign_closure:
             skipped.append((b.digest, "foreign content reaches it"))
         elif b.digest in tagged:
