@@ -16,6 +16,7 @@ from ocicache.base.errors import (
     OcicacheError,
     RefusedError,
     TooLargeError,
+    UsageError,
     missing_manifest_hint,
 )
 from ocicache.core import reports
@@ -93,9 +94,12 @@ def history(
 
 
 def show(
-    directory: str | os.PathLike[str], ref: str, listing: Listing | None = None, *, use_cache: bool = False
+    directory: Target, ref: str | None = None, listing: Listing | None = None, *, use_cache: bool = False
 ) -> ShowResult:
-    """One export, REF as a tag, digest, digest prefix or ~N; its layers in stack order."""
+    """One export, REF as a tag, digest, digest prefix or ~N (default: what a registry target
+    names, else ~0); its layers in stack order."""
+    if ref is None:
+        ref = _default_ref(directory) or "~0"
     snap = history(_for_ref(directory, ref), listing, use_cache=use_cache)
     export = resolve(snap.exports, ref, snap.inventory.foreign_entries())
     return ShowResult(snap, export, snap.exports.index(export), reports.stack(snap.inventory, export))
@@ -157,6 +161,9 @@ def ref(
     # problem is in snap.warnings); only tags become unknown.
     from ocicache.core import cachefrom
 
+    resolved = resolve_target(directory)
+    if ref is None and isinstance(resolved, RegistrySource) and resolved.target.digest:
+        ref = resolved.target.digest  # registry://HOST/REPO@DIGEST
     directory = _for_ref(directory, ref)
     snap = read(directory, use_cache)
     if ref is None:
@@ -183,6 +190,14 @@ def _default_tag(directory: Target) -> str | None:
     """The tag a registry target names (registry://HOST/REPO:TAG): REF's default there."""
     resolved = resolve_target(directory)
     return resolved.target.tag if isinstance(resolved, RegistrySource) else None
+
+
+def _default_ref(directory: Target) -> str | None:
+    """What a registry target names (REPO@DIGEST, else REPO:TAG): REF's default there."""
+    resolved = resolve_target(directory)
+    if isinstance(resolved, RegistrySource):
+        return resolved.target.digest or resolved.target.tag
+    return None
 
 
 def ref_all(
@@ -467,6 +482,11 @@ def repair(directory: str | os.PathLike[str], dry_run: bool = False) -> RepairPl
     from ocicache.ops.repair import repair as run_repair
     from ocicache.store.quarantine import gc_lock
 
+    if isinstance(resolve_target(directory), RegistrySource):
+        raise UsageError(
+            "repair rebuilds a directory's index.json; a registry has none (its tags are the index)",
+            hint="`ocicache check` verifies a registry cache",
+        )
     plan = run_repair(directory, True)
     if dry_run:
         return plan

@@ -406,3 +406,16 @@ def test_explain_reads_registry_specs(fixture_registry) -> None:
     assert local_key["corrected"] == f"type=registry,ref={reg.host}/app@{truth['cache-main']}"
     missing = _json("ref", "--explain", f"type=registry,ref={reg.host}/app:nope", code=1)
     assert missing["outcome"] == "skipped"
+
+
+def test_a_target_naming_a_tag_or_digest_is_the_default_ref(fixture_registry) -> None:
+    reg = fixture_registry("reg-history")
+    order = registry_truth("reg-history")["final"]["export_manifest_digests_in_order"]
+    by_tag = _json("show", reg.target("myorg/app-cache", "buildcache"))
+    assert by_tag["export"]["digest"] == order[-1]
+    by_digest = _json("show", f"registry://{reg.host}/myorg/app-cache@{order[0]}")
+    assert by_digest["export"]["digest"] == order[0]  # an older export nothing else lists
+    spec = run_inprocess("ref", f"registry://{reg.host}/myorg/app-cache@{order[1]}")
+    assert spec.code == 0 and order[1] in spec.out, spec.err
+    r = run_inprocess("repair", reg.target("myorg/app-cache"))
+    assert r.code == 2 and "registry" in r.err

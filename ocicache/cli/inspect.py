@@ -43,7 +43,12 @@ def show(
     directory: str = DirArg,
     insecure: bool = InsecureOpt,
     registry_storage: str | None = StorageOpt,
-    ref: str = typer.Argument("~0", help="Tag, digest, digest prefix (7+ hex) or ~N.", metavar="REF"),
+    ref: str | None = typer.Argument(
+        None,
+        help="Tag, digest, digest prefix (7+ hex) or ~N; default: ~0 (a registry target: its TAG).",
+        metavar="REF",
+        show_default=False,
+    ),
     json: bool = JsonOpt,
     no_trunc: bool = NoTruncOpt,
 ) -> None:

@@ -52,7 +52,7 @@ def resolve_target(target: Target, *, insecure: bool = False, storage: str | Non
 
             raise UsageError("--registry-storage is for a registry target (registry://HOST/REPO)")
         return target
-    return RegistrySource(parsed, storage)
+    return RegistrySource(parsed, storage, (parsed.digest,) if parsed.digest else ())
 
 
 def _maybe_registry(text: str) -> bool:
