@@ -419,3 +419,26 @@ def test_a_target_naming_a_tag_or_digest_is_the_default_ref(fixture_registry) ->
     assert spec.code == 0 and order[1] in spec.out, spec.err
     r = run_inprocess("repair", reg.target("myorg/app-cache"))
     assert r.code == 2 and "registry" in r.err
+
+
+def test_a_bad_tag_name_is_skipped_with_a_warning() -> None:
+    with _fake_registry(None, tags=["../../etc", "ok\x1b[2J"]) as fake:
+        host = fake.url("").split("//", 1)[1].rstrip("/")
+        r = run_inprocess("history", f"registry://{host}/x/y")
+    assert r.code == 0, r.err
+    assert "which is not a tag: skipped" in r.err and "\x1b" not in r.err
+    assert not any("etc" in q.path for q in fake.requests if "/manifests/" in q.path)
+
+
+def test_a_silent_registry_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from fakehttp import SilentServer
+
+    monkeypatch.setenv("OCICACHE_REGISTRY_TIMEOUT", "0.5")
+    with SilentServer() as silent:
+        start = time.monotonic()
+        r = run_inprocess("history", f"registry://{silent.host}/x/y")
+        took = time.monotonic() - start
+    assert r.code == 9 and "timed out" in r.err, r.err
+    assert took < 10

@@ -70,6 +70,8 @@ def read_inventory(
     inv.quarantine = store.scan_quarantine() if quarantine is None else quarantine
     inv.kind = store.kind
     inv.untimed = store.untimed()
+    for problem in store.problems():
+        inv.warn(store.target, "", problem)
     for warning in lock_warnings:
         inv.warn(LOCK_FILE, "", warning.removeprefix(f"{LOCK_FILE}: "))
     if index_error is not None:

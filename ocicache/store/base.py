@@ -190,6 +190,10 @@ class Store(Protocol):
         """Digests whose mtime_ns is not a time (a registry without its storage directory)."""
         ...
 
+    def problems(self) -> tuple[str, ...]:
+        """What the store itself skipped and why (a registry: a bad tag name, a storage entry)."""
+        ...
+
     def scan_blobs(self) -> BlobScan:
         """Every blob with its size and time, and every entry that is not a blob."""
         ...

@@ -119,6 +119,9 @@ class Layout:
     def untimed(self) -> frozenset[str]:
         return frozenset()  # every blob's mtime is the file's
 
+    def problems(self) -> tuple[str, ...]:
+        return ()  # a directory's are found by the reader (strays, index.json, ...)
+
     # -- directories ---------------------------------------------------------------------------
     def _subdir_fd(self, relpath: str) -> int | None:
         """fd of a directory below DIR, opened component by component with O_NOFOLLOW."""

@@ -16,6 +16,7 @@ import base64
 import email.utils
 import hashlib
 import json
+import os
 import random
 import re
 import ssl
@@ -120,12 +121,14 @@ class RegistryClient:
         target: RegistryTarget,
         *,
         credentials: Credentials | object | None = _DEFAULT,
-        timeout: float = 30.0,
+        timeout: float | None = None,
         retries: int = 4,
         workers: int = 8,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         validate_repo(target.repo)
+        if timeout is None:
+            timeout = _env_timeout()
         self.target = target
         self.host = target.host
         self.repo = target.repo
@@ -441,11 +444,18 @@ class RegistryClient:
                 return _Answer(response.status_code, response.headers, body, response.url)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as e:
                 tries[0] += 1
-                if tries[0] > self.retries:
+                if tries[0] > self._retries_for(e, tries):
                     raise self._network_error(method, path, e, tries[0]) from None
                 self._sleep(self._delay(tries[0] - 1, None))
             finally:
                 response.close()
+
+    def _retries_for(self, e: Exception, tries: list[int]) -> int:
+        """How many retries a failure gets: a timeout is retried once (a silent server must not
+        hold a command for minutes), other failures `retries` times."""
+        if isinstance(e, httpx.TimeoutException):
+            return min(self.retries, 1)
+        return self.retries
 
     def _open(
         self,
@@ -481,7 +491,7 @@ class RegistryClient:
                 httpx.RemoteProtocolError,
             ) as e:
                 tries[0] += 1
-                if tries[0] > self.retries:
+                if tries[0] > self._retries_for(e, tries):
                     raise self._network_error(method, path, e, tries[0]) from None
                 self._sleep(self._delay(tries[0] - 1, None))
                 continue
@@ -793,6 +803,19 @@ class RegistryClient:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+TIMEOUT_ENV = "OCICACHE_REGISTRY_TIMEOUT"
+DEFAULT_TIMEOUT = 30.0
+
+
+def _env_timeout() -> float:
+    """The read timeout: $OCICACHE_REGISTRY_TIMEOUT seconds (a positive number), else 30."""
+    try:
+        value = float(os.environ.get(TIMEOUT_ENV, "") or DEFAULT_TIMEOUT)
+    except ValueError:
+        return DEFAULT_TIMEOUT
+    return value if 0 < value < 3600 else DEFAULT_TIMEOUT
 
 
 def _sha(data: bytes, algorithm: str) -> str:

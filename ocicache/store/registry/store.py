@@ -137,6 +137,13 @@ class RegistryStore:
             return frozenset(self._all_digests())
         return frozenset()
 
+    def problems(self) -> tuple[str, ...]:
+        """What was skipped and why (a name in tags/list that is not a tag, a tag deleted
+        between tags/list and its GET), and the storage directory's own problems. An older
+        manifest the registry no longer serves is not one: it is gone."""
+        storage = self.storage.problems() if self.storage is not None else ()
+        return (*self.found.problems, *storage)
+
     def read_index(self) -> IndexRead:
         found = self.found
         times = self._manifest_times()
@@ -263,6 +270,16 @@ class RegistryStore:
                     f"{self.registry.display()}: no such repository in the registry"
                 ) from None
             tags = []
+        from ocicache.store.registry.target import validate_tag
+
+        valid = []
+        for tag in tags:
+            try:
+                validate_tag(tag)
+                valid.append(tag)
+            except OcicacheError:
+                found.problems.append(f"tags/list names {tag!r}, which is not a tag: skipped")
+        tags = valid
         answers = client.map(lambda t: self._get_manifest(t), tags)
         for tag, got in zip(tags, answers, strict=True):
             if isinstance(got, OcicacheError):
