@@ -33,7 +33,7 @@ from typing import Any
 
 from ocicache.base.errors import CorruptError, NotACacheDirError, NotFoundError, OcicacheError
 from ocicache.format import mediatypes as mt
-from ocicache.format.digest import Digest, parse_digest
+from ocicache.format.digest import Digest, is_valid_digest
 from ocicache.format.names import INDEX_JSON, OCI_LAYOUT
 from ocicache.store.base import BlobFile, BlobScan, HashResult, IndexRead, IngestEntry, QuarantineScan
 from ocicache.store.registry.client import ManifestResponse, RegistryClient
@@ -345,7 +345,7 @@ class RegistryStore:
                 for key, desc in _descriptors(doc.doc):
                     digest, media = desc.get("digest"), desc.get("mediaType")
                     size = desc.get("size")
-                    if not isinstance(digest, str) or not _valid(digest):
+                    if not isinstance(digest, str) or not is_valid_digest(digest):
                         continue
                     media = media if isinstance(media, str) else ""
                     if media == mt.CACHE_CONFIG:
@@ -436,14 +436,6 @@ class RegistryStore:
         except OcicacheError:
             return 0
         return got[2] if got else 0
-
-
-def _valid(digest: str) -> bool:
-    try:
-        parse_digest(digest)
-    except OcicacheError:
-        return False
-    return True
 
 
 def _descriptors(doc: object) -> Iterator[tuple[str, dict[str, Any]]]:
