@@ -19,7 +19,7 @@ from ocicache.cli.output import EXIT_INTERNAL
 
 app = typer.Typer(
     name="ocicache",
-    help="Inspect, garbage-collect, pin and check BuildKit type=local cache directories.",
+    help="Inspect, garbage-collect, pin, copy and check BuildKit cache stores (directories, registries).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

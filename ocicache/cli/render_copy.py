@@ -68,10 +68,10 @@ def totals(r: CopyResult) -> dict[str, int]:
 
 def totals_line(r: CopyResult) -> str:
     t = totals(r)
-    return (
-        f"{t['exports']} exports: {_blobs(t['copiedBlobs'])} copied ({size(t['copiedBytes'])}), "
-        f"{t['skippedBlobs']} already there ({size(t['skippedBytes'])}) in {r.elapsed:.1f} s"
+    there = f"{t['skippedBlobs']} already there" + (
+        f" ({size(t['skippedBytes'])})" if t["skippedBlobs"] else ""
     )
+    return f"{t['exports']} exports: {_blobs(t['copiedBlobs'])} copied ({size(t['copiedBytes'])}), {there}"
 
 
 def _export(c: ExportCopy) -> dict[str, Any]:
