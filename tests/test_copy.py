@@ -585,3 +585,40 @@ def test_blob_writer_names_a_file_only_for_its_content(tmp_path: Path) -> None:
         for chunk in verified([b"ab", b"cX"], "sha256:" + hashlib.sha256(b"abcd").hexdigest(), 4, "w"):
             got.append(chunk)
     assert got == [b"ab"]
+
+
+def test_the_library_reports_progress_and_prints_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ocicache import api
+    from ocicache.cli.check import ProgressBar
+    from ocicache.store.hashing import Progress
+
+    src = copy_fixture("k-interrupted-export", tmp_path, restore_mtimes=True)
+    seen: list[Progress] = []
+    result = api.copy(src, tmp_path / "dst", progress=seen.append)
+    assert capsys.readouterr() == ("", "")
+    assert seen and seen[-1].done_bytes == seen[-1].total_bytes == sum(
+        b.size for b in result.exports[0].copied
+    )
+    assert seen[-1].done_blobs == seen[-1].total_blobs == 6
+    assert result.exports[0].spec == f"type=local,src={tmp_path / 'dst'},digest={result.exports[0].digest}"
+    line = ProgressBar(tty=True, label="copying").line(Progress(1 << 20, 4 << 20, 1, 4, 1.0))
+    assert line.startswith("copying [######") and "25%" in line and "/s" in line and "s left" in line
+
+
+@pytest.mark.slow
+def test_sigkill_into_a_registry_then_a_rerun_finishes(tmp_path: Path, registry: Registry) -> None:
+    src = copy_fixture("f-tags", tmp_path, restore_mtimes=True)
+    for n, after in enumerate(("1", "2.5", "9")):
+        target = registry.target(f"killed/c{n}")
+        p = _run_killed(src, target, after, "--all")
+        assert p.returncode == -signal.SIGKILL, (after, p.stderr)
+        for tag in ("latest", "alpha", "beta"):  # manifests come last: no tag yet
+            assert _head(registry, f"killed/c{n}", "manifests", tag) == 404
+        doc = _copy(str(src), "--all", target)
+        assert 0 < doc["totals"]["copiedBlobs"] < doc["totals"]["blobs"]
+        assert _json("check", target, "--deep")["ok"]
+        assert {e["digest"] for e in _json("history", target)["exports"]} == {
+            e["digest"] for e in _json("history", str(src))["exports"] if e["tags"]
+        }

@@ -508,7 +508,7 @@ class _Meter:
         first = True
         for chunk in chunks:
             yield chunk
-            if first and self.kill_after >= 0 and self.kill_after == self.done_blobs + 0.5:
+            if first and self.kill_after % 1 == 0.5 and self.done_blobs >= int(self.kill_after):
                 os.kill(os.getpid(), signal.SIGKILL)
             first = False
 
