@@ -578,21 +578,36 @@ def _to_directory(
     for _, tags in chosen:
         for t in tags:
             pins.validate_name(t)
+    plan = _Plan(reader.inv, chosen)
+    blobs = plan.all_blobs()
+    at_src = reader.sizes(blobs)
+    new_tags = [
+        pins.NewTag(t, c.digest, c.export.media_type or "", c.export.manifest_size)
+        for c in plan.copies
+        for t in c.tags
+    ]
+    # Every refusal before anything is made or written: the plan against DST as it is now.
+    if _is_cache_dir(dst):
+        with Layout(dst) as layout:
+            _check_index(layout, new_tags)
+            writer = BlobWriter(layout)
+            plan.decide(
+                {b.digest: writer.present(b.digest, b.size) for b in blobs},
+                at_src,
+                reader.where,
+                req.allow_missing,
+            )
+    else:
+        plan.decide({}, at_src, reader.where, req.allow_missing)
     created = ensure_layout(dst)
     with Layout(dst) as layout, gc_lock(layout):
         put_back_needed(layout)
         writer = BlobWriter(layout)
         writer.remove_stale_temps()
-        plan = _Plan(reader.inv, chosen)
-        new_tags = [
-            pins.NewTag(t, c.digest, c.export.media_type or "", c.export.manifest_size)
-            for c in plan.copies
-            for t in c.tags
-        ]
-        _check_index(layout, new_tags)  # refuse before moving a byte
-        blobs = plan.all_blobs()
+        _check_index(layout, new_tags)
+        plan = _Plan(reader.inv, chosen)  # again, under the lock
         at_dst = {b.digest: writer.present(b.digest, b.size) for b in blobs}
-        plan.decide(at_dst, reader.sizes(blobs), reader.where, req.allow_missing)
+        plan.decide(at_dst, at_src, reader.where, req.allow_missing)
         meter = _Meter(plan.total_bytes, len(plan.todo), req.progress)
         linking = req.link and isinstance(reader, _LocalSource)
         if isinstance(reader, _LocalSource) and linking and _device(reader.layout) != _device(layout):
@@ -643,6 +658,12 @@ def _to_directory(
     assert isinstance(moved, tuple)
     _note_moved(plan, moved, warnings)
     return CopyResult(source_name, str(layout.root), True, created, plan.copies, warnings, 0.0)
+
+
+def _is_cache_dir(path: Any) -> bool:
+    from ocicache.format.names import INDEX_JSON
+
+    return os.path.isdir(path) and any(os.path.lexists(os.path.join(path, n)) for n in (INDEX_JSON, BLOBS))
 
 
 def _device(layout: Any) -> int:
