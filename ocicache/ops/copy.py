@@ -608,6 +608,8 @@ def _to_directory(
         plan = _Plan(reader.inv, chosen)  # again, under the lock
         at_dst = {b.digest: writer.present(b.digest, b.size) for b in blobs}
         plan.decide(at_dst, at_src, reader.where, req.allow_missing)
+        for algorithm in sorted({b.digest.split(":", 1)[0] for _, b in plan.todo}):
+            writer.folder_fd(algorithm)  # made (and its fd kept) before threads share the writer
         meter = _Meter(plan.total_bytes, len(plan.todo), req.progress)
         linking = req.link and isinstance(reader, _LocalSource)
         if isinstance(reader, _LocalSource) and linking and _device(reader.layout) != _device(layout):
