@@ -1,3 +1,3 @@
-"""ocicache: inspect, garbage-collect, pin and check BuildKit type=local cache directories."""
+"""ocicache: inspect, garbage-collect, pin, copy and check BuildKit cache stores (directories, registries)."""
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"

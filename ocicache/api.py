@@ -8,6 +8,7 @@ gc_apply always keeps them there, unless OCICACHE_NO_CACHE=1.)
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from ocicache.core.gc_plan import Policy as GcPolicy
     from ocicache.core.repair import RepairPlan
     from ocicache.format.indexdoc import RawEntry
+    from ocicache.ops.copy import CopyResult
     from ocicache.ops.gc_apply import GcResult
     from ocicache.store.hashing import ProgressCallback
     from ocicache.store.listing import Listing
@@ -498,3 +500,45 @@ def repair(directory: str | os.PathLike[str], dry_run: bool = False) -> RepairPl
         plan = run_repair(directory, dry_run)
         put_back_needed(layout)  # and what the new one names
     return plan
+
+
+def copy(
+    source: Target,
+    destination: Target,
+    refs: Sequence[str] = (),
+    *,
+    tag: str | None = None,
+    all_exports: bool = False,
+    allow_missing: bool = False,
+    link: bool = False,
+    progress: ProgressCallback | None = None,
+    use_cache: bool = False,
+) -> CopyResult:
+    """Copy exports whole (manifest, cache config, every layer) from `source` to `destination`:
+    each a directory or a registry target (see ocicache.ops.copy).
+
+    `refs` name the exports (REF as everywhere; default: what a registry SRC names, else the
+    newest export of `latest`, else the newest); `all_exports`, every current one. Each gets
+    its tags at SRC, or `tag`, at DST. Only what DST lacks is moved, every byte verified against
+    its digest. Raises RefusedError (naming them) when blobs are missing on both sides unless
+    `allow_missing`; `link` hard-links blobs from a directory into a directory on the same
+    filesystem. `progress` gets a hashing.Progress a few times a second. Each result carries
+    the --cache-from spec that imports the export at DST."""
+    from ocicache.ops import copy as copy_op
+
+    src = resolve_target(source)
+    for r in refs:
+        src = _for_ref(src, r)
+    dst = resolve_target(destination)
+    request = copy_op.Request(
+        refs=tuple(refs),
+        tag=tag,
+        all_exports=all_exports,
+        allow_missing=allow_missing,
+        link=link,
+        default_ref=_default_ref(src),
+        use_cache=use_cache,
+        progress=progress,
+        spec_for=lambda digest: import_spec(dst, None, digest=digest),
+    )
+    return copy_op.copy(src, dst, request)

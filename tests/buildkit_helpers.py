@@ -162,3 +162,13 @@ STEPS = 5  # COPY, RUN, RUN, COPY, RUN
 
 def cached_steps(log: str) -> int:
     return len(CACHED.findall(log))
+
+
+def loaded_steps(log: str) -> int:
+    """Steps of the Dockerfile ([k/N] vertices) that came from the cache: CACHED, or pulled and
+    extracted from the remote cache because the output needs their files (a step that really
+    runs has no `extracting` line of its own)."""
+    steps = set(re.findall(r"^#(\d+) \[\d+/\d+\]", log, re.M))
+    cached = set(re.findall(r"^#(\d+) CACHED$", log, re.M))
+    pulled = set(re.findall(r"^#(\d+) extracting sha256:", log, re.M))
+    return len(steps & (cached | pulled))

@@ -8,23 +8,12 @@ is really pulled: an all-CACHED import alone fetches only the manifest and the c
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
-from buildkit_helpers import STEPS, cached_steps, context, daemon, needs_buildkit
+from buildkit_helpers import STEPS, cached_steps, context, daemon, loaded_steps, needs_buildkit
 from clirun import run_inprocess
 from regserver import start_registry
-
-
-def loaded_steps(log: str) -> int:
-    """Steps of the Dockerfile ([k/N] vertices) that came from the cache: CACHED, or pulled and
-    extracted from the remote cache because the output needs their files (a step that really
-    runs has no `extracting` line of its own)."""
-    steps = set(re.findall(r"^#(\d+) \[\d+/\d+\]", log, re.M))
-    cached = set(re.findall(r"^#(\d+) CACHED$", log, re.M))
-    pulled = set(re.findall(r"^#(\d+) extracting sha256:", log, re.M))
-    return len(steps & (cached | pulled))
 
 
 def _json(*args: str) -> dict:

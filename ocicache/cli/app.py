@@ -1,7 +1,7 @@
 """The command line: the typer app (global options, the commands) run inside the one error
 boundary (output.py). `main` is the console script and `python -m ocicache`.
 
-The commands are plain functions in check.py, diff.py, gc.py, inspect.py and pin.py; they load
+The commands are plain functions in check.py, copy.py, diff.py, gc.py, inspect.py and pin.py; they load
 what reads DIR only when they run (a read command first begins the listing of DIR, listing.py).
 """
 
@@ -14,12 +14,12 @@ import typer
 
 from ocicache import __version__
 from ocicache.base.errors import EXIT_USAGE, UsageError
-from ocicache.cli import check, diff, gc, inspect, output, pin
+from ocicache.cli import check, copy, diff, gc, inspect, output, pin
 from ocicache.cli.output import EXIT_INTERNAL
 
 app = typer.Typer(
     name="ocicache",
-    help="Inspect, garbage-collect, pin and check BuildKit type=local cache directories.",
+    help="Inspect, garbage-collect, pin, copy and check BuildKit cache stores (directories, registries).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -57,6 +57,7 @@ for _command in (
     pin.ref,
     pin.pin,
     pin.unpin,
+    copy.copy,
     check.check,
     check.repair,
     diff.diff,

@@ -24,10 +24,12 @@ _LOG_EVERY = 10.0
 
 
 class ProgressBar:
-    """Draws hashing progress on stderr: a redrawn bar on a TTY, an occasional line otherwise."""
+    """Draws progress (hashing, copying) on stderr: a redrawn bar on a TTY, an occasional line
+    otherwise."""
 
-    def __init__(self, tty: bool | None = None, width: int = 24) -> None:
+    def __init__(self, tty: bool | None = None, width: int = 24, label: str = "hashing") -> None:
         self.tty = _stderr_is_tty() if tty is None else tty
+        self.label = label
         self.width = width
         self.drawn = False
         self.last_log = 0.0
@@ -50,7 +52,7 @@ class ProgressBar:
         from ocicache.cli.render import size
 
         return (
-            f"hashing [{'#' * filled}{'.' * (self.width - filled)}] {frac:4.0%} "
+            f"{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {frac:4.0%} "
             f"{size(p.done_bytes)} / {size(p.total_bytes)} "
             f"({p.done_blobs}/{p.total_blobs} blobs) {size(int(rate))}/s"
             f"{f', {left:.0f} s left' if left >= 1 else ''}"

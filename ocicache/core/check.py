@@ -430,37 +430,7 @@ class _Collector:
                 )
 
     def _steps(self, e: Export, missing: str) -> tuple[Step, ...]:
-        """The steps an import of `e` would rebuild (or fail on) without layer `missing`.
-
-        A layer's step needs the layer and every ancestor (FORMAT.md: the stack of layer i is i
-        plus its ancestors), so every layer whose chain contains the missing one is rebuilt. A
-        missing root layer (parent -1, the base) leaves nothing to build on: the import fails.
-        """
-        cc = e.cache_config
-        if cc is None or cc.problems:
-            return (Step(-1, missing, EFFECT_REBUILD),)
-        hit = {i for i, layer in enumerate(cc.layers) if layer.blob == missing}
-        if not hit:
-            return (Step(-1, missing, EFFECT_REBUILD),)
-        # Stack order puts a parent before its children, so one pass knows, for each layer,
-        # whether its chain holds a missing layer and whether its root is missing (no walk up
-        # each chain: a chain can be thousands of layers deep).
-        affected: dict[int, bool] = {}
-        root_missing: dict[int, bool] = {}
-        out: list[Step] = []
-        for s in self.stack(e):
-            i = s.index
-            if i < 0:
-                continue
-            parent = cc.layers[i].parent
-            if parent == -1:
-                affected[i] = root_missing[i] = i in hit
-            else:
-                affected[i] = i in hit or affected.get(parent, False)
-                root_missing[i] = root_missing.get(parent, False)
-            if affected[i]:
-                out.append(Step(i, s.digest, EFFECT_FAIL if root_missing[i] else EFFECT_REBUILD))
-        return tuple(out)
+        return steps_without(e, missing, self.stack(e))
 
     # -- foreign content (images, artifacts: anything index.json reaches besides exports) ------
     def foreign(self) -> None:
@@ -614,6 +584,46 @@ def _digest_of(relpath: str) -> str | None:
     if len(parts) == 3 and parts[0] == "blobs":
         return f"{parts[1]}:{parts[2]}"
     return None
+
+
+def steps_without(e: Export, missing: str, stack_layers: list[StackLayer]) -> tuple[Step, ...]:
+    """The steps an import of `e` would rebuild (or fail on) without layer `missing`;
+    `stack_layers` is `reports.stack` of `e`.
+
+    A layer's step needs the layer and every ancestor (FORMAT.md: the stack of layer i is i
+    plus its ancestors), so every layer whose chain contains the missing one is rebuilt. A
+    missing root layer (parent -1, the base) leaves nothing to build on: the import fails.
+    """
+    cc = e.cache_config
+    if cc is None or cc.problems:
+        return (Step(-1, missing, EFFECT_REBUILD),)
+    hit = {i for i, layer in enumerate(cc.layers) if layer.blob == missing}
+    if not hit:
+        return (Step(-1, missing, EFFECT_REBUILD),)
+    # Stack order puts a parent before its children, so one pass knows, for each layer,
+    # whether its chain holds a missing layer and whether its root is missing (no walk up
+    # each chain: a chain can be thousands of layers deep).
+    affected: dict[int, bool] = {}
+    root_missing: dict[int, bool] = {}
+    out: list[Step] = []
+    for s in stack_layers:
+        i = s.index
+        if i < 0:
+            continue
+        parent = cc.layers[i].parent
+        if parent == -1:
+            affected[i] = root_missing[i] = i in hit
+        else:
+            affected[i] = i in hit or affected.get(parent, False)
+            root_missing[i] = root_missing.get(parent, False)
+        if affected[i]:
+            out.append(Step(i, s.digest, EFFECT_FAIL if root_missing[i] else EFFECT_REBUILD))
+    return tuple(out)
+
+
+def describe_steps(steps: tuple[Step, ...]) -> str:
+    """What an import does without a layer, in words ("an import rebuilds 2 step(s) ...")."""
+    return _describe(steps)
 
 
 def _describe(steps: tuple[Step, ...]) -> str:

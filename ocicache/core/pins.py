@@ -186,3 +186,67 @@ def unpin_transform(
         return [x for x in entries if id(x) not in ids]
 
     return transform
+
+
+# -- tags that `ocicache copy` adds ---------------------------------------------------------------
+@dataclass(frozen=True)
+class NewTag:
+    """An index.json entry `copy` adds: a tag on an export, written as BuildKit writes one."""
+
+    name: str
+    digest: str
+    media_type: str
+    size: int
+
+
+def tag_entry(t: NewTag) -> RawEntry:
+    """The entry BuildKit's exporter appends for a tag: media type, digest, size, ref name."""
+    return RawEntry.new(
+        {"mediaType": t.media_type, "digest": t.digest, "size": t.size, "annotations": {ANN_REF_NAME: t.name}}
+    )
+
+
+def tag_transform(
+    tags: list[NewTag], found: dict[str, object], is_foreign: Callable[[str], bool] = lambda digest: False
+) -> Transform:
+    """The index.json transform of `copy`: as BuildKit's exporter does for each tag, drop the
+    entries of that name and append the new one; every other entry is kept as it is.
+
+    A name that already names the same export (an entry BuildKit or copy wrote, or a pin) is
+    left as it is: a re-run writes nothing. Refuses to replace an ocicache pin of another export
+    (it would take the pin's protection away) or an entry naming an image or artifact.
+    `found["moved"]` gets (name, digest it named before) of each tag moved off another export."""
+
+    def transform(entries: list[RawEntry]) -> list[RawEntry]:
+        moved: list[tuple[str, str]] = []
+        todo: list[NewTag] = []
+        for t in tags:
+            same = [x for x in entries if _entry_name(x) == t.name]
+            if len(same) == 1 and same[0].doc.get("digest") == t.digest:
+                continue  # already there
+            for x in same:
+                digest = str(x.doc.get("digest"))
+                if digest == t.digest:
+                    continue
+                if _is_pin(x):
+                    raise RefusedError(
+                        f"{t.name!r} is an ocicache pin of {digest} in the destination's index.json; "
+                        "not replaced",
+                        hint=f"`ocicache unpin DST {t.name}` first, or give the copy another name with --tag",
+                    )
+                if is_foreign(digest):
+                    raise RefusedError(
+                        f"{t.name!r} names an image or artifact in the destination's index.json ({digest}); "
+                        "not replaced",
+                        hint="give the copy another name with --tag",
+                    )
+                moved.append((t.name, digest))
+            todo.append(t)
+        found["moved"] = tuple(moved)
+        if not todo:
+            return entries
+        names = {t.name for t in todo}
+        kept = [x for x in entries if _entry_name(x) not in names]
+        return [*kept, *(tag_entry(t) for t in todo)]
+
+    return transform

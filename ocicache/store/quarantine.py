@@ -117,7 +117,7 @@ def gc_lock(layout: Layout, timeout: float = 120.0) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise BusyError(
-                        "another ocicache gc, pin or repair is running on this directory",
+                        "another ocicache gc, pin, repair or copy is running on this directory",
                         file=str(layout.root),
                         hint="try again when it has finished",
                     ) from None

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -35,6 +35,7 @@ from ocicache import __version__
 from ocicache.base.errors import (
     CorruptError,
     NotFoundError,
+    OcicacheError,
     RefusedError,
     RegistryError,
     TooLargeError,
@@ -390,6 +391,63 @@ class RegistryClient:
             raise CorruptError(f"{self.host} stored the blob {digest} as {header}")
         return digest
 
+    def start_upload(self, mount: str | None = None, from_repo: str | None = None) -> httpx.URL | None:
+        """POST a blob upload; its URL. With `mount` and `from_repo`, ask the registry to mount
+        blob `mount` from repository `from_repo` of the same registry instead: None when it did
+        (201); a registry that cannot (no such blob there, no pull right on it) starts an upload
+        (202), whose URL is returned as without the mount."""
+        path = f"/v2/{self.repo}/blobs/uploads/"
+        if mount is not None and from_repo is not None:
+            query = urlencode({"mount": str(parse_digest(mount)), "from": validate_repo(from_repo)})
+            path = f"{path}?{query}"
+        answer = self._exchange("POST", path, scope=self._scope("pull,push"), limit=ERROR_BODY_LIMIT)
+        if answer.status == 201 and mount is not None:
+            return None
+        if answer.status != 202:
+            raise self._unexpected("POST", path.split("?", 1)[0], answer)
+        location = answer.headers.get("location")
+        if not location:
+            raise RegistryError(f"{self.host} answered POST {path} without a Location")
+        url = answer.url.join(location)
+        self._same_origin(answer.url, url)
+        return url
+
+    def push_blob_stream(self, upload: httpx.URL, digest: str, size: int, chunks: Iterable[bytes]) -> None:
+        """Finish the upload `upload` (start_upload) in one streamed PUT of `size` bytes from
+        `chunks`, completing it as blob `digest` (the registry hashes what it gets and refuses
+        other content). Sent once, never retried (the chunks are consumed): an error raised by
+        `chunks` (a digest mismatch found at the source) aborts the request and is raised as it
+        is; the upload is then cancelled, so nothing of it becomes visible."""
+        digest = str(parse_digest(digest))
+        path = f"/v2/{self.repo}/blobs/uploads/"
+        url = upload.copy_merge_params({"digest": digest})
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        try:
+            response = self._open(
+                "PUT", str(url), scope=self._scope("pull,push"), headers=headers, content=chunks, once=True
+            )
+        except BaseException:
+            self.cancel_upload(upload)
+            raise
+        try:
+            body = _read_some(response) if response.status_code not in (201, 204) else b""
+        finally:
+            response.close()
+        if response.status_code not in (201, 204):
+            self.cancel_upload(upload)
+            answer = _Answer(response.status_code, response.headers, body, response.url)
+            if response.status_code == 400 and any(c == "DIGEST_INVALID" for c, _ in _errors(body)):
+                raise CorruptError(f"{self.host} refused blob {digest}: the content sent does not match it")
+            raise self._unexpected("PUT", path, answer)
+        header = response.headers.get("docker-content-digest")
+        if header and self._header_digest(header, path) != digest:
+            raise CorruptError(f"{self.host} stored the blob {digest} as {header}")
+
+    def cancel_upload(self, upload: httpx.URL) -> None:
+        """DELETE an unfinished upload, best effort (the registry purges abandoned ones anyway)."""
+        with suppress(OcicacheError):
+            self._exchange("DELETE", str(upload), scope=self._scope("pull,push"), limit=ERROR_BODY_LIMIT)
+
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """[fn(item) for item in items] in at most `workers` threads, in order; the first error
         (in completion order) is raised and the items not started yet are dropped."""
@@ -464,11 +522,13 @@ class RegistryClient:
         *,
         scope: str,
         headers: dict[str, str] | None = None,
-        content: bytes | None = None,
+        content: bytes | Iterable[bytes] | None = None,
         tries: list[int] | None = None,
+        once: bool = False,
     ) -> httpx.Response:
         """Send until an answer that is not a redirect, a 401 we can answer, or a retryable
-        failure; the response is open (streamed): the caller closes it."""
+        failure; the response is open (streamed): the caller closes it. `once`: a body that
+        can be sent only once (a stream): no retry, no redirect, no second try after a 401."""
         url = httpx.URL(self.target.base_url).join(path)
         origin = url
         tries = [0] if tries is None else tries
@@ -491,7 +551,7 @@ class RegistryClient:
                 httpx.RemoteProtocolError,
             ) as e:
                 tries[0] += 1
-                if tries[0] > self._retries_for(e, tries):
+                if once or tries[0] > self._retries_for(e, tries):
                     raise self._network_error(method, path, e, tries[0]) from None
                 self._sleep(self._delay(tries[0] - 1, None))
                 continue
@@ -500,6 +560,8 @@ class RegistryClient:
             except httpx.HTTPError as e:
                 raise RegistryError(f"{self.host}: {method} {path}: {_one_line(e)}") from None
             status = response.status_code
+            if once and (status in REDIRECT_STATUSES or status == 401):
+                return response  # the body is gone: the caller reports the answer
             if status in REDIRECT_STATUSES:
                 location = response.headers.get("location")
                 response.close()
@@ -536,7 +598,7 @@ class RegistryClient:
                 self._answer_challenge(challenge, scope, sent_auth)
                 refreshed = True
                 continue
-            if status in RETRY_STATUSES and tries[0] < self.retries:
+            if status in RETRY_STATUSES and tries[0] < self.retries and not once:
                 delay = self._delay(tries[0], response.headers.get("retry-after"))
                 response.close()
                 tries[0] += 1
