@@ -79,6 +79,7 @@ def _export(c: ExportCopy) -> dict[str, Any]:
     skipped = _count(c.skipped)
     return {
         "digest": c.digest,
+        "tag": c.tags[0] if c.tags else None,  # the (first) new tag at DST
         "tags": list(c.tags),
         "sourceTags": list(c.export.tags),
         "shape": c.export.shape,
