@@ -60,6 +60,27 @@ def unpack_storage(case: str, dest: Path) -> Path:
     return root
 
 
+MANIFEST_ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
+
+
+def head_status(reg: Registry, repo: str, what: str, reference: str) -> int:
+    """The status of HEAD /v2/REPO/{manifests|blobs}/REFERENCE (every manifest type accepted)."""
+    req = urllib.request.Request(reg.url(f"/v2/{repo}/{what}/{reference}"), method="HEAD")
+    req.add_header("Accept", MANIFEST_ACCEPT)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,26 +11,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 from clirun import run_inprocess
 from conftest import CASES, FIXTURES, ROOT, copy_fixture, tree_state
-from regserver import Registry, registry_truth, start_registry
+from regserver import Registry, head_status, registry_truth, start_registry
 
 from ocicache.format.schema import validate
 from ocicache.ops.copy import KILL_ENV
 from ocicache.store.blobwrite import TEMP_PREFIX
-
-ACCEPT = ", ".join(
-    [
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    ]
-)
 
 
 def _copy(*args: str, code: int = 0) -> dict:
@@ -386,14 +376,6 @@ def test_a_full_disk_leaves_the_destination_consistent(tmp_path: Path) -> None:
 
 
 # -- registries --------------------------------------------------------------------------------
-def _head(reg: Registry, repo: str, what: str, reference: str) -> int:
-    req = urllib.request.Request(reg.url(f"/v2/{repo}/{what}/{reference}"), method="HEAD")
-    req.add_header("Accept", ACCEPT)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as e:
-        return int(e.code)
 
 
 @pytest.mark.parametrize(
@@ -414,7 +396,7 @@ def test_dir_to_registry_and_back(tmp_path: Path, registry: Registry, case: str)
         e["spec"] == f"type=registry,ref={registry.host}/team/cache@{want['digest']},registry.insecure=true"
     )
     tag = e["tags"][0]
-    assert _head(registry, "team/cache", "manifests", tag) == 200
+    assert head_status(registry, "team/cache", "manifests", tag) == 200
     assert _json("check", target, "--deep")["ok"]
     hist = _json("history", target)
     assert [(x["digest"], x["tags"], x["shape"]) for x in hist["exports"]] == [
@@ -476,7 +458,7 @@ def test_registry_to_registry_mounts_on_one_registry_and_streams_between_two(
     # A REPO:TAG DST names the tag.
     doc = _copy(src, "image-manifest", registry.target("moved/cache", "v2"))
     assert doc["exports"][0]["tags"] == ["v2"] and doc["totals"]["copiedBlobs"] == 0
-    assert _head(registry, "moved/cache", "manifests", "v2") == 200
+    assert head_status(registry, "moved/cache", "manifests", "v2") == 200
     assert run_inprocess("copy", src, reg.target("shapes/cache")).code == 2  # the same repository
 
 
@@ -492,7 +474,7 @@ def test_registry_refusals(tmp_path: Path, fixture_registry) -> None:
     (src / "blobs" / "sha256" / manifest["layers"][-1]["digest"].split(":")[1]).unlink()
     r = run_inprocess("copy", str(src), reg.target("fresh"), "--allow-missing")
     assert r.code == 6 and "directory only" in r.err
-    assert _head(reg, "fresh", "manifests", "latest") == 404
+    assert head_status(reg, "fresh", "manifests", "latest") == 404
     # A tag the registry cannot take.
     pinned = copy_fixture("f-tags", tmp_path / "p", restore_mtimes=True)
     assert run_inprocess("pin", str(pinned), "~3", "team/base").code == 0  # its only name
@@ -525,8 +507,8 @@ def test_corrupt_blob_in_the_registry_is_caught_and_nothing_lands(tmp_path: Path
     try:
         r = run_inprocess("copy", src, second.target("app"))
         assert r.code == 4 and layer in r.err, r.err
-        assert _head(second, "app", "blobs", layer) == 404
-        assert _head(second, "app", "manifests", "buildcache") == 404
+        assert head_status(second, "app", "blobs", layer) == 404
+        assert head_status(second, "app", "manifests", "buildcache") == 404
     finally:
         second.stop()
 
@@ -615,7 +597,7 @@ def test_sigkill_into_a_registry_then_a_rerun_finishes(tmp_path: Path, registry:
         p = _run_killed(src, target, after, "--all")
         assert p.returncode == -signal.SIGKILL, (after, p.stderr)
         for tag in ("latest", "alpha", "beta"):  # manifests come last: no tag yet
-            assert _head(registry, f"killed/c{n}", "manifests", tag) == 404
+            assert head_status(registry, f"killed/c{n}", "manifests", tag) == 404
         doc = _copy(str(src), "--all", target)
         assert 0 < doc["totals"]["copiedBlobs"] < doc["totals"]["blobs"]
         assert _json("check", target, "--deep")["ok"]

@@ -11,28 +11,9 @@ from pathlib import Path
 import pytest
 from clirun import run_inprocess
 from fakehttp import FakeServer, Reply, Request
-from regserver import Registry, registry_truth, start_registry, unpack_storage
+from regserver import Registry, head_status, registry_truth, start_registry, unpack_storage
 
 from ocicache.format.schema import validate
-
-ACCEPT = ", ".join(
-    [
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    ]
-)
-
-
-def _status(reg: Registry, repo: str, reference: str, method: str = "HEAD") -> int:
-    req = urllib.request.Request(reg.url(f"/v2/{repo}/manifests/{reference}"), method=method)
-    req.add_header("Accept", ACCEPT)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as e:
-        return int(e.code)
 
 
 def _tags(reg: Registry, repo: str) -> list[str]:
@@ -165,8 +146,8 @@ def test_pin_and_unpin_tags(fixture_registry) -> None:
     doc = _json("unpin", target, "release-1")
     assert validate(doc, "unpin") == []
     assert _tags(reg, "myorg/app-cache") == ["also", "buildcache"]
-    assert _status(reg, "myorg/app-cache", order[0]) == 200
-    assert _status(reg, "myorg/app-cache", "also") == 200
+    assert head_status(reg, "myorg/app-cache", "manifests", order[0]) == 200
+    assert head_status(reg, "myorg/app-cache", "manifests", "also") == 200
     r = run_inprocess("unpin", target, "no-such-tag")
     assert r.code == 5, r.err
 
@@ -191,7 +172,7 @@ def test_gc_deletes_only_cache_manifests(tmp_path: Path) -> None:
         assert deleted == caches - tagged
         for rev in truth["revisions"]:
             want = 404 if rev["digest"] in deleted else 200
-            assert _status(reg, "app", rev["digest"]) == want, rev
+            assert head_status(reg, "app", "manifests", rev["digest"]) == want, rev
         assert _tags(reg, "app") == sorted(truth["tags"])
         predicted = doc["registry"]["freedByRegistryGc"]["bytes"]
         before = _blob_bytes(root)
@@ -237,7 +218,7 @@ def test_gc_keeps_what_it_cannot_date(fixture_registry) -> None:
     assert any("grace" in k["rules"] for k in doc["kept"])
     doc = _json("gc", target, "--grace", "0")
     assert doc["registry"]["deletedManifests"] == [order[-1]]
-    assert _status(reg, "myorg/app-cache", order[-1]) == 404
+    assert head_status(reg, "myorg/app-cache", "manifests", order[-1]) == 404
 
 
 def test_check_reports_a_missing_and_a_corrupt_blob(tmp_path: Path) -> None:
@@ -320,9 +301,9 @@ def test_expire_tags_on_a_registry(tmp_path: Path) -> None:
         assert sorted(t["tag"] for t in doc["expiredTags"]) == ["cache-pr-1", "cache-pr-2"]
         assert _tags(reg, "app") == ["cache-main", "latest", "v1"]  # images are never expired
         truth = registry_truth("reg-mixed")["final"]["repositories"]["app"]["tags"]
-        assert _status(reg, "app", truth["cache-main"]) == 200
-        assert _status(reg, "app", truth["cache-pr-1"]) == 404  # dropped with its tag
-        assert _status(reg, "app", truth["v1"]) == 200
+        assert head_status(reg, "app", "manifests", truth["cache-main"]) == 200
+        assert head_status(reg, "app", "manifests", truth["cache-pr-1"]) == 404  # dropped with its tag
+        assert head_status(reg, "app", "manifests", truth["v1"]) == 200
     finally:
         reg.stop()
 

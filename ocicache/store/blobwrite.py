@@ -139,11 +139,7 @@ class BlobWriter:
                         view = view[os.write(fd, view) :]
                     if on_bytes is not None:
                         on_bytes(len(chunk))
-                if n != size:
-                    raise CorruptError(f"{n} bytes, its descriptor gives {size}; not copied", file=where)
-                got = f"{d.algorithm}:{h.hexdigest()}"
-                if got != digest:
-                    raise CorruptError(f"content hashes to {got}, not {digest}; not copied", file=where)
+                require_content(d.algorithm, h, n, size, digest, where)
                 os.fchmod(fd, BLOB_MODE)
                 os.fsync(fd)
             finally:
@@ -182,11 +178,7 @@ class BlobWriter:
             h.update(chunk)
             if on_bytes is not None:
                 on_bytes(len(chunk))
-        if n != size:
-            raise CorruptError(f"{n} bytes or more, its descriptor gives {size}; not copied", file=where)
-        got = f"{d.algorithm}:{h.hexdigest()}"
-        if got != digest:
-            raise CorruptError(f"content hashes to {got}, not {digest}; not copied", file=where)
+        require_content(d.algorithm, h, n, size, digest, where, " or more" if n > size else "")
         fd_dir = self.folder_fd(d.algorithm)
         temp = TEMP_PREFIX + secrets.token_hex(8)
         try:
@@ -309,10 +301,18 @@ def verified(
         held = chunk
         if on_bytes is not None:
             on_bytes(len(chunk))
-    if n != size:
-        raise CorruptError(f"{n} bytes, its descriptor gives {size}; not copied", file=where)
-    got = f"{d.algorithm}:{h.hexdigest()}"
-    if got != digest:
-        raise CorruptError(f"content hashes to {got}, not {digest}; not copied", file=where)
+    require_content(d.algorithm, h, n, size, digest, where)
     if held is not None:
         yield held
+
+
+def require_content(
+    algorithm: str, h: hashlib._Hash, n: int, size: int, digest: str, where: str, more: str = ""
+) -> None:
+    """CorruptError naming `where` unless what was hashed (`n` bytes into `h`) is `size` bytes
+    of `digest`."""
+    if n != size:
+        raise CorruptError(f"{n} bytes{more}, its descriptor gives {size}; not copied", file=where)
+    got = f"{algorithm}:{h.hexdigest()}"
+    if got != digest:
+        raise CorruptError(f"content hashes to {got}, not {digest}; not copied", file=where)
