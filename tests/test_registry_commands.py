@@ -4,6 +4,7 @@ fixtures/registry/, compared with their ground truth."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import urllib.request
 from pathlib import Path
@@ -61,10 +62,17 @@ def test_history_with_storage_lists_every_export_newest_first(tmp_path: Path, ca
         assert sorted(e["tags"]) == sorted(t for t, d in truth["tags"].items() if d == e["digest"])
     foreign = {f["digest"] for f in doc["foreign"]}
     assert foreign == {d for d in truth["tags"].values() if d not in cache_digests}
-    # Older exports newest first, by when their tag was pointed at them.
+    # Current exports first; then the older ones newest first by when their tag moved off them
+    # (the push of the tag's next manifest), as ~N counts them.
+    current = [e["digest"] for e in doc["exports"] if e["tags"]]
+    assert [e["digest"] for e in doc["exports"][: len(current)]] == current
     older = [e["digest"] for e in doc["exports"] if not e["tags"]]
-    by_time = {r["digest"]: r["revision_link_mtime_ns"] for r in revs}
-    assert older == sorted(older, key=lambda d: by_time[d], reverse=True)
+    pushed = {r["digest"]: r["revision_link_mtime_ns"] for r in truth["revisions"]}
+    moved_off: dict[str, int] = {}
+    for history in truth["tag_history"].values():
+        for d, after in itertools.pairwise(history):
+            moved_off[d] = max(moved_off.get(d, 0), pushed[after])
+    assert older == sorted(older, key=lambda d: moved_off[d], reverse=True)
     assert all(e["complete"] for e in doc["exports"])
 
 

@@ -137,11 +137,12 @@ def build_exports(inv: Inventory) -> list[Export]:
     holders = reach.Holders(inv, reached, reach.always_kept(inv), closed=True)
     # A registry's times are the registry's own (when each tag moved), never a copy's.
     rejected = _judge_mtimes(inv.blobs, facts, copies=inv.kind == "local")
-    return order_newest_first(
-        [_finish(f, inv, reached[f.digest], holders.alone(f.digest), rejected.get(f.digest)) for f in facts],
-        # A registry's tags are in push order only when the push times are known.
-        index_ordered=inv.kind == "local" or not inv.untimed,
-    )
+    exports = [
+        _finish(f, inv, reached[f.digest], holders.alone(f.digest), rejected.get(f.digest)) for f in facts
+    ]
+    if inv.kind == "registry":
+        return order_registry(exports, inv.superseded)
+    return order_newest_first(exports)
 
 
 def _facts(inv: Inventory, digest: str, entries: list[tuple[int, str | None, bool]]) -> _Facts:
@@ -342,6 +343,20 @@ def _finish(f: _Facts, inv: Inventory, reached: set[str], unique: set[str], reje
         wrong_size=f.wrong,
         problems=f.problems,
     )
+
+
+def order_registry(exports: list[Export], superseded: dict[str, int]) -> list[Export]:
+    """A registry's exports as ~N counts them: the current ones (a tag names them) first, by
+    export time; then the older ones by when their tag moved off them (`superseded`: the
+    storage's tag history, or ocicache's record of it), newest first; an older export of unknown
+    history by its export time."""
+
+    def key(e: Export) -> tuple[int, int, str]:
+        if e.current:
+            return (1, e.created_ns or 0, e.digest)
+        return (0, superseded.get(e.digest, e.created_ns or 0), e.digest)
+
+    return sorted(exports, key=key, reverse=True)
 
 
 def order_newest_first(exports: list[Export], index_ordered: bool = True) -> list[Export]:

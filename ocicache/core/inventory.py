@@ -75,6 +75,9 @@ class Inventory:
     # the order they were pushed when known); `untimed`: blobs whose mtime_ns is not a time.
     kind: str = "local"
     untimed: frozenset[str] = frozenset()
+    superseded: dict[str, int] = field(
+        default_factory=dict
+    )  # a registry: digest -> when its tag moved off it
 
     def held(self, digest: str) -> bool:
         """True when gc moved this (missing) blob into its quarantine: it can be put back."""

@@ -70,6 +70,7 @@ def read_inventory(
     inv.quarantine = store.scan_quarantine() if quarantine is None else quarantine
     inv.kind = store.kind
     inv.untimed = store.untimed()
+    inv.superseded = store.superseded()
     for problem in store.problems():
         inv.warn(store.target, "", problem)
     for warning in lock_warnings:

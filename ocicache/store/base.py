@@ -194,6 +194,11 @@ class Store(Protocol):
         """What the store itself skipped and why (a registry: a bad tag name, a storage entry)."""
         ...
 
+    def superseded(self) -> dict[str, int]:
+        """Digest -> when a tag moved off that manifest (a registry's tag history; {} for a
+        directory, whose exports are ordered by their own times and index.json)."""
+        ...
+
     def scan_blobs(self) -> BlobScan:
         """Every blob with its size and time, and every entry that is not a blob."""
         ...

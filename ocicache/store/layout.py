@@ -122,6 +122,9 @@ class Layout:
     def problems(self) -> tuple[str, ...]:
         return ()  # a directory's are found by the reader (strays, index.json, ...)
 
+    def superseded(self) -> dict[str, int]:
+        return {}
+
     # -- directories ---------------------------------------------------------------------------
     def _subdir_fd(self, relpath: str) -> int | None:
         """fd of a directory below DIR, opened component by component with O_NOFOLLOW."""

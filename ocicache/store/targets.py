@@ -88,7 +88,8 @@ def open_store(
     for hist in seen.values():
         for s in hist:
             first[s.digest] = min(first.get(s.digest, s.first_seen_ns), s.first_seen_ns)
-    store = RegistryStore(t, storage=storage, older=older, seen=first, verify=verify)
+    history = {tag: [(s.digest, s.first_seen_ns) for s in hist] for tag, hist in seen.items()}
+    store = RegistryStore(t, storage=storage, older=older, seen=first, verify=verify, history=history)
     if use_cache:
         store.on_read = lambda tags: record.update(t.host, t.repo, tags, time.time_ns())
     return store

@@ -22,6 +22,7 @@ export's time is its newest step's.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import stat
@@ -82,6 +83,7 @@ class RegistryStore:
         older: Iterable[str] = (),
         seen: dict[str, int] | None = None,
         verify: bool = False,
+        history: dict[str, list[tuple[str, int]]] | None = None,
     ) -> None:
         """`older`: digests of older exports to look for; `seen`: digest -> when ocicache first
         saw a tag on it (record.py); `verify`: HEAD every blob a descriptor names (`check`),
@@ -91,6 +93,7 @@ class RegistryStore:
         self.storage = storage
         self._older = tuple(older)
         self._seen = dict(seen or {})
+        self._history = history or {}  # tag -> [(digest, first seen)], oldest first (record.py)
         self._verify = verify
         self._read_ns = time.time_ns()
         self._heads: dict[str, int | None] | None = None
@@ -136,6 +139,23 @@ class RegistryStore:
         if self.storage is None:
             return frozenset(self._all_digests())
         return frozenset()
+
+    def superseded(self) -> dict[str, int]:
+        """Digest -> when a tag last moved off it: in the storage, the mtime of the tag's next
+        `index/` link; else when ocicache first saw the tag on the next digest (record.py)."""
+        out: dict[str, int] = {}
+
+        def moved(history: list[tuple[str, int]]) -> None:
+            for (digest, _), (_, then) in itertools.pairwise(history):
+                out[digest] = max(out.get(digest, 0), then)
+
+        if self.storage is not None:
+            for hist in self.storage.tags().values():
+                moved(sorted(hist.index, key=lambda dn: dn[1]))
+        else:
+            for seen in self._history.values():
+                moved(seen)
+        return out
 
     def problems(self) -> tuple[str, ...]:
         """What was skipped and why (a name in tags/list that is not a tag, a tag deleted
