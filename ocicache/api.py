@@ -69,7 +69,26 @@ def read(directory: Target, use_cache: bool = False, listing: Listing | None = N
             if st is not None:
                 sizes.append(st.st_size)
                 allocated.append(st.st_blocks * 512)
-    return Snapshot(store.root, inv, build_exports(inv), tuple(sizes), tuple(allocated))
+    snap = Snapshot(store.root, inv, build_exports(inv), tuple(sizes), tuple(allocated))
+    _require_named_tag(directory, snap)
+    return snap
+
+
+def _require_named_tag(directory: Target, snap: Snapshot) -> None:
+    """A registry target that names a tag (registry://HOST/REPO:TAG, ref=HOST/REPO:TAG) the
+    registry does not have is an error (exit 5), not a quiet listing of the other tags."""
+    resolved = resolve_target(directory)
+    if not isinstance(resolved, RegistrySource) or resolved.target.tag is None:
+        return
+    tag = resolved.target.tag
+    index = snap.inventory.index
+    tags = sorted({e.ref_name for e in index.entries if e.ref_name} if index else set())
+    if tag not in tags:
+        t = resolved.target
+        raise NotFoundError(
+            f"tag {tag}: not in {t.host}/{t.repo}",
+            hint=f"its tags: {', '.join(tags) or 'none'}; registry://{t.host}/{t.repo} lists every export",
+        )
 
 
 def _for_ref(directory: Target, ref: str | None) -> Target:

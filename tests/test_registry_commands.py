@@ -431,3 +431,11 @@ def test_a_silent_registry_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
         took = time.monotonic() - start
     assert r.code == 9 and "timed out" in r.err, r.err
     assert took < 10
+
+
+def test_a_target_naming_a_missing_tag_is_not_found(fixture_registry) -> None:
+    reg = fixture_registry("reg-history")
+    for command in ("history", "show", "ref", "du", "blobs"):
+        r = run_inprocess(command, reg.target("myorg/app-cache", "no-such-tag"))
+        assert r.code == 5, (command, r.err)
+        assert "no-such-tag" in r.err and "buildcache" in r.err and len(r.err.strip().splitlines()) <= 2
