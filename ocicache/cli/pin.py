@@ -108,7 +108,8 @@ def pin(
     json: bool = JsonOpt,
 ) -> None:
     """Register an export in index.json under NAME: cache-from tag=NAME works, gc and
-    BuildKit's reset=true keep it. Prints the tag spec."""
+    BuildKit's reset=true keep it (a registry: push tag NAME onto its manifest). Prints the
+    tag spec."""
     directory = target(directory, insecure, registry_storage)
     from ocicache import api
     from ocicache.cli import render, render_pin
@@ -144,7 +145,8 @@ def unpin(
     force: bool = typer.Option(False, "--force", help="Also remove an entry BuildKit wrote (a tag)."),
     json: bool = JsonOpt,
 ) -> None:
-    """Remove the pin NAME from index.json (gc may then delete that export)."""
+    """Remove the pin NAME from index.json (a registry: the tag NAME, never the manifest); gc
+    may then delete that export."""
     directory = target(directory, insecure, registry_storage)
     from ocicache import api
     from ocicache.cli import render, render_pin
