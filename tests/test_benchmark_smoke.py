@@ -103,3 +103,28 @@ def test_decode_benchmark_runs(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "slow:" in proc.stdout and "fast:" in proc.stdout
+
+
+def test_registry_benchmark_runs_at_a_tiny_size() -> None:
+    """benchmarks/registry.py against a real docker-registry (skipped without it)."""
+    from regserver import require_registry
+
+    require_registry()
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "registry.py"),
+            "--exports",
+            "3",
+            "--layers",
+            "3",
+            "--repeat",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "history --registry-storage (3 exports)" in r.stdout and "x" in r.stdout.splitlines()[-1]
