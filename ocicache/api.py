@@ -345,8 +345,9 @@ def _registry_pin(
     """pin on a registry: push tag NAME onto the export's manifest (ops/registry.py)."""
     from ocicache.core import pins
     from ocicache.ops import registry as reg
+    from ocicache.store.registry.target import validate_tag
 
-    reg.validate_tag(name)
+    validate_tag(name)
     source = _for_ref(source, ref)  # type: ignore[assignment]
     with open_store(source, use_cache=use_cache) as store:
         inv = read_inventory(store)

@@ -90,11 +90,8 @@ def test_history_without_storage_lists_the_tags_and_remembers_them(fixture_regis
     r = run_inprocess("pin", target, order[-2], "buildcache", "--force")
     assert r.code == 0, r.err
     doc = _json("history", target)
-    assert [e["digest"] for e in doc["exports"]] == [order[-2], order[-1]] or [
-        e["digest"] for e in doc["exports"]
-    ] == [order[-1], order[-2]]
-    current = [e["digest"] for e in doc["exports"] if e["tags"]]
-    assert current == [order[-2]]
+    assert [e["digest"] for e in doc["exports"]] == [order[-2], order[-1]]  # current first
+    assert doc["exports"][0]["tags"] == ["buildcache"] and doc["exports"][1]["tags"] == []
     # A digest the user names is looked for too.
     shown = _json("show", target, order[0])
     assert shown["export"]["digest"] == order[0]
@@ -439,3 +436,31 @@ def test_a_target_naming_a_missing_tag_is_not_found(fixture_registry) -> None:
         r = run_inprocess(command, reg.target("myorg/app-cache", "no-such-tag"))
         assert r.code == 5, (command, r.err)
         assert "no-such-tag" in r.err and "buildcache" in r.err and len(r.err.strip().splitlines()) <= 2
+
+
+def test_gc_lists_the_tags_again_before_deleting(tmp_path: Path) -> None:
+    """A tag pushed onto a manifest between gc's plan and its deletes (a re-export of the same
+    manifest, a pin from elsewhere) keeps that manifest: distribution would delete the tag with it."""
+    import time
+
+    from ocicache.core.gc_plan import Policy
+    from ocicache.ops import registry as reg_ops
+    from ocicache.store.targets import open_store, resolve_target
+
+    root = unpack_storage("reg-history", tmp_path / "s")
+    reg = start_registry(tmp_path / "r", root)
+    try:
+        order = registry_truth("reg-history")["final"]["export_manifest_digests_in_order"]
+        source = resolve_target(reg.target("myorg/app-cache"), storage=str(root))
+        warnings: list[str] = []
+        with open_store(source) as store:
+            inv, plan, expire = reg_ops.plan_gc(store, Policy(grace_ns=0), time.time_ns())
+            assert {b.digest for b in plan.blobs if b.kind == "manifest"} == set(order[:-1])
+            r = run_inprocess("pin", reg.target("myorg/app-cache"), order[0], "late-tag")
+            assert r.code == 0, r.err
+            done = reg_ops.apply_gc(store, inv, plan, False, warnings.append, expire)
+        assert {b.digest for b in done.deleted} == set(order[1:-1])
+        assert (order[0], "tag late-tag was pushed onto it during gc") in done.skipped
+        assert head_status(reg, "myorg/app-cache", "manifests", "late-tag") == 200
+    finally:
+        reg.stop()

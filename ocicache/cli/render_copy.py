@@ -39,6 +39,22 @@ def summary(c: ExportCopy) -> str:
     return f"{c.digest[:SHORT]} {', '.join(c.tags)}: {', '.join(done)}"
 
 
+def _moved(
+    copied: tuple[int, int], linked: tuple[int, int], mounted: tuple[int, int], skipped: tuple[int, int]
+) -> dict[str, int]:
+    """The (count, bytes) of each way a blob reached DST, as copy@1 names them (an export's and
+    the totals' alike)."""
+    return {
+        "copiedBlobs": copied[0] + linked[0] + mounted[0],
+        "copiedBytes": copied[1] + linked[1] + mounted[1],
+        "transferredBytes": copied[1],
+        "linkedBlobs": linked[0],
+        "mountedBlobs": mounted[0],
+        "skippedBlobs": skipped[0],
+        "skippedBytes": skipped[1],
+    }
+
+
 def totals(r: CopyResult) -> dict[str, int]:
     """Distinct blobs: one several exports share counts once."""
 
@@ -54,13 +70,7 @@ def totals(r: CopyResult) -> dict[str, int]:
         "exports": len(r.exports),
         "blobs": every[0],
         "bytes": every[1],
-        "copiedBlobs": copied[0] + linked[0] + mounted[0],
-        "copiedBytes": copied[1] + linked[1] + mounted[1],
-        "transferredBytes": copied[1],
-        "linkedBlobs": linked[0],
-        "mountedBlobs": mounted[0],
-        "skippedBlobs": skipped[0],
-        "skippedBytes": skipped[1],
+        **_moved(copied, linked, mounted, skipped),
         "missingBlobs": len(missing),
         "missingBytes": sum(m.size for m in missing),
     }
@@ -86,13 +96,7 @@ def _export(c: ExportCopy) -> dict[str, Any]:
         "mediaType": c.export.media_type,
         "blobs": len(c.blobs),
         "bytes": c.bytes,
-        "copiedBlobs": copied[0] + linked[0] + mounted[0],
-        "copiedBytes": copied[1] + linked[1] + mounted[1],
-        "transferredBytes": copied[1],
-        "linkedBlobs": linked[0],
-        "mountedBlobs": mounted[0],
-        "skippedBlobs": skipped[0],
-        "skippedBytes": skipped[1],
+        **_moved(copied, linked, mounted, skipped),
         "sharedBlobs": len(c.shared),
         "missing": [
             {

@@ -359,7 +359,7 @@ def order_registry(exports: list[Export], superseded: dict[str, int]) -> list[Ex
     return sorted(exports, key=key, reverse=True)
 
 
-def order_newest_first(exports: list[Export], index_ordered: bool = True) -> list[Export]:
+def order_newest_first(exports: list[Export]) -> list[Export]:
     """Sort by export time, newest first, within what index.json proves about the order.
 
     BuildKit appends each export's entry at the end of index.json, so the entries it wrote are
@@ -367,8 +367,6 @@ def order_newest_first(exports: list[Export], index_ordered: bool = True) -> lis
     a manifest whose blob, never rewritten, keeps an older mtime).
     """
     effective: dict[str, int] = {e.digest: e.created_ns or 0 for e in exports}
-    if not index_ordered:
-        return sorted(exports, key=lambda e: (effective[e.digest], e.digest), reverse=True)
     written = sorted((max(e.tag_positions), e.digest) for e in exports if e.tag_positions)
     running = 0
     for _, digest in written:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ocicache.base.errors import NotFoundError, OcicacheError, RefusedError, UsageError
+from ocicache.base.errors import NotFoundError, OcicacheError, RefusedError
 from ocicache.core import reach
 from ocicache.core.exports import build_exports
 from ocicache.core.gc_plan import KIND_MANIFEST, BlobDeletion, Plan, Policy, expired_tags, make_plan
@@ -24,8 +24,7 @@ from ocicache.core.inventory import Inventory
 from ocicache.format import mediatypes as mt
 from ocicache.ops.read import read_inventory
 from ocicache.store.registry.store import RegistryStore
-
-TAG_MAX = 128
+from ocicache.store.registry.target import validate_tag
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ def apply_gc(
     plan: Plan,
     dry_run: bool,
     warn: Callable[[str], None],
-    expire: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    expire: Sequence[tuple[str, str]] = (),
 ) -> RegistryGc:
     """Remove the tags --expire-tags drops, then delete the plan's cache manifests (nothing
     with dry_run); see the module docstring."""
@@ -136,15 +135,6 @@ def _current_tags(store: RegistryStore) -> dict[str, str]:
 
 
 # -- pin / unpin ---------------------------------------------------------------------------------
-def validate_tag(name: str) -> None:
-    import re
-
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", name):
-        raise UsageError(
-            f"{name!r} is not a valid tag (letters, digits, _ . -; up to {TAG_MAX}; not starting with . or -)"
-        )
-
-
 def pin(store: RegistryStore, digest: str, name: str, force: bool) -> tuple[bool, tuple[str, ...]]:
     """Point tag `name` at manifest `digest` (the same bytes and media type). Returns (changed,
     the digests the tag pointed at before). Refuses to move an existing tag without `force`."""

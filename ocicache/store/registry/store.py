@@ -97,6 +97,7 @@ class RegistryStore:
         self._verify = verify
         self._read_ns = time.time_ns()
         self._heads: dict[str, int | None] | None = None
+        self._times: dict[str, int] | None = None
         self._found: Discovery | None = None
         # Called with {tag: digest} once the tags are read (targets.py keeps ocicache's record).
         self.on_read: Callable[[dict[str, str]], object] | None = None
@@ -409,7 +410,13 @@ class RegistryStore:
         return [*f.docs, *f.configs, *f.leaves, *f.errors]
 
     def _manifest_times(self) -> dict[str, int]:
-        """Manifest digest -> when a tag was pointed at it, else when it was first pushed."""
+        """Manifest digest -> when a tag was pointed at it, else when it was first pushed (read
+        once: the index and the blob scan both ask)."""
+        if self._times is None:
+            self._times = self._read_manifest_times()
+        return dict(self._times)
+
+    def _read_manifest_times(self) -> dict[str, int]:
         if self.storage is None:
             return {}
         out: dict[str, int] = {}
@@ -501,9 +508,10 @@ def hash_blobs(
         n = 0
         try:
             doc = store.found.docs.get(b.digest)
-            if doc is not None:  # a manifest: fetched and verified by the read
-                h.update(doc.data)
-                n = len(doc.data)
+            data = doc.data if doc is not None else store.found.configs.get(b.digest)
+            if data is not None:  # a manifest or cache config the read fetched (and verified)
+                h.update(data)
+                n = len(data)
                 tick(n, True)
                 return HashResult(b.digest, f"{algorithm}:{h.hexdigest()}", n)
             with store.client.open_blob(b.digest) as chunks:
