@@ -1,5 +1,5 @@
 """Entry point for `python -m ocicache`."""
 
-from ocicache.cli.app import main
+from ocicache.cli.start import main
 
 main()

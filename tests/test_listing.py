@@ -1,4 +1,5 @@
-"""The find listing (listing.py) gives Layout.scan_blobs exactly what its own lstat pass gives."""
+"""The listing (listing.py: a forked child runs the scan) gives Layout.scan_blobs exactly what its own
+lstat pass gives, fingerprint included."""
 
 from __future__ import annotations
 
@@ -11,12 +12,10 @@ from test_hostile import CASES, Case, _build
 
 from ocicache.store.base import BlobScan
 from ocicache.store.layout import Layout
-from ocicache.store.listing import FIND, Listing
+from ocicache.store.listing import Listing
 
 REPO = Path(__file__).parent.parent
 FIXTURES = sorted(p for p in (REPO / "fixtures" / "buildkit-v0.32.2").iterdir() if p.is_dir())
-
-pytestmark = pytest.mark.skipif(not any(os.access(f, os.X_OK) for f in FIND), reason="no GNU find")
 
 
 def _both(d: Path) -> tuple[BlobScan, BlobScan | None]:
@@ -24,7 +23,8 @@ def _both(d: Path) -> tuple[BlobScan, BlobScan | None]:
     with Layout(d) as layout:
         plain = layout.scan_blobs()
     with Layout(d) as layout:
-        from_listing = layout._scan_listing(Listing(str(d)))
+        data = Listing(str(d)).take()
+        from_listing = layout.scan_from_columns(data) if data is not None else None
     return plain, from_listing
 
 
@@ -75,7 +75,9 @@ def test_another_directory_is_not_used(tmp_path: Path) -> None:
     shutil.copytree(FIXTURES[0], a)
     shutil.copytree(FIXTURES[0], b)
     with Layout(a) as layout:
-        assert layout._scan_listing(Listing(str(b))) is None  # same names, other inodes
+        data = Listing(str(b)).take()
+        assert data is not None
+        assert layout.scan_from_columns(data) is None  # same names, other inodes
 
 
 def test_changed_after_listing_keeps_the_listing_view(tmp_path: Path) -> None:
@@ -91,13 +93,103 @@ def test_changed_after_listing_keeps_the_listing_view(tmp_path: Path) -> None:
         assert "sha256:" + "5" * 64 in layout.scan_blobs().blobs  # a second scan stats anew
 
 
-def test_no_find_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ocicache.store.listing as listing_mod
+def test_no_fork_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse() -> int:
+        raise OSError("no fork here")
 
-    monkeypatch.setattr(listing_mod, "FIND", ("/nonexistent/find",))
+    monkeypatch.setattr(os, "fork", refuse)
     d = tmp_path / "c"
     shutil.copytree(FIXTURES[0], d)
     listing = Listing(str(d))
-    assert listing.result() is None and listing.take_tree() is None
+    assert listing.result() is None and listing.take() is None
     with Layout(d) as plain, Layout(d, listing) as layout:
         assert layout.scan_blobs() == plain.scan_blobs()
+
+
+def test_a_child_that_fails_gives_no_listing(tmp_path: Path) -> None:
+    """DIR is not a cache directory any more by the time the child opens it: no listing, and the
+    parent scans itself (here: nothing to scan)."""
+    d = tmp_path / "c"
+    d.mkdir()
+    listing = Listing(str(d))  # no index.json, no blobs/: Layout refuses it in the child
+    assert listing.result() is None
+
+
+def test_fingerprint_follows_every_lstat_field(tmp_path: Path) -> None:
+    """Equal fingerprints only for equal scans: a new blob, a changed size, mtime or mode each
+    change it (a kept read, ops/kept.py, is keyed on it)."""
+    d = tmp_path / "c"
+    shutil.copytree(FIXTURES[0], d)
+
+    def fp() -> bytes:
+        with Layout(d) as layout:
+            scan = layout.scan_blobs()
+        assert len(scan.fingerprint) == 32
+        return scan.fingerprint
+
+    seen = {fp()}
+    assert fp() in seen  # the same directory, the same fingerprint
+    blob = sorted((d / "blobs" / "sha256").iterdir())[0]
+    st = blob.stat()
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    seen.add(fp())
+    os.chmod(blob, (st.st_mode & 0o777) ^ 0o040)
+    seen.add(fp())
+    with open(blob, "ab") as f:
+        f.write(b"x")
+    seen.add(fp())
+    (d / "blobs" / "sha256" / ("5" * 64)).write_bytes(b"new")
+    seen.add(fp())
+    assert len(seen) == 5
+
+
+def test_no_fork_with_other_threads(tmp_path: Path) -> None:
+    """A process with other threads is not forked (a child could find their locks held): no
+    listing, and Layout scans itself."""
+    import threading
+
+    d = tmp_path / "c"
+    shutil.copytree(FIXTURES[0], d)
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        listing = Listing(str(d))
+        assert listing.result() is None
+    finally:
+        stop.set()
+        t.join()
+    assert Listing(str(d)).result() is not None  # alone again: the child scans
+
+
+def test_early_listing_is_taken_only_for_its_directory(tmp_path: Path) -> None:
+    """begin_early guesses DIR from the command line; begin uses that listing only for the very
+    DIR typer parsed, and stops a wrong guess."""
+    from ocicache.store import listing as mod
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(FIXTURES[0], a)
+    shutil.copytree(FIXTURES[0], b)
+    mod.begin_early(["history", str(a), "--json"])
+    early = mod._early.get(str(a))
+    assert early is not None
+    with mod.begin(str(a)) as got:
+        assert got is early
+    assert mod._early == {}
+    mod.begin_early(["--debug", "show", str(a), "~1"])
+    wrong = mod._early[str(a)]
+    with mod.begin(str(b)) as got:
+        assert got is not None and got is not wrong and got.root == str(b)
+    assert mod._early == {} and wrong._pid is None  # stopped and reaped
+    for argv in (
+        ["gc", str(a)],
+        ["pin", str(a), "x"],
+        ["history", "registry://h/r"],
+        ["du"],
+        ["du", "--json"],
+    ):
+        mod.begin_early(argv)
+        assert mod._early == {}, argv  # a real gc, a writer, a registry, no DIR: nothing begun
+    mod.begin_early(["gc", str(a), "--dry-run"])
+    assert list(mod._early) == [str(a)]
+    mod._stop_early()

@@ -1,8 +1,9 @@
 """`history`, `show`, `blobs`, `du`: the read-only inspection commands.
 
-Each begins GNU find's listing of DIR (listing.py) as soon as typer has parsed it, then loads
-the modules that read DIR while find stats it on the other core. The CLI keeps what it learns
-about blob digests between runs (`use_cache=True`; OCICACHE_NO_CACHE=1 turns it off).
+Each takes the listing of DIR (listing.py: begun before typer loaded, or as soon as typer parsed
+DIR), then loads the modules that read DIR while the listing's child stats it on the other core.
+The CLI keeps what it learns between runs (`use_cache=True`: the blob facts and the kept read;
+OCICACHE_NO_CACHE=1 turns it off).
 """
 
 from __future__ import annotations

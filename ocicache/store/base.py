@@ -13,17 +13,16 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ocicache.base.errors import OcicacheError
 from ocicache.format.digest import Digest
 from ocicache.format.names import BLOBS, QUARANTINE
 
 
-@dataclass(slots=True)
-class BlobFile:
+class BlobFile(NamedTuple):
     """One entry of `blobs/<algorithm>/` as lstat saw it (one per blob: 50k+ in a big cache,
-    so a plain slotted record holding the digest string once)."""
+    so a tuple, which a scan builds from its columns at C speed)."""
 
     digest: str  # "<algorithm>:<encoded>", the file's name under blobs/<algorithm>/
     size: int
@@ -130,10 +129,13 @@ class QuarantineScan:
 
 @dataclass(frozen=True, slots=True)
 class BlobScan:
-    """Every blob file (by digest, sorted) and every stray entry under blobs/."""
+    """Every blob file (by digest, sorted) and every stray entry under blobs/, and a SHA-256
+    of everything the scan saw (names, lstat fields, the folders' device and inode): equal
+    fingerprints, equal scans (b"" when the store has none to give)."""
 
     blobs: dict[str, BlobFile]
     strays: tuple[Stray, ...]
+    fingerprint: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

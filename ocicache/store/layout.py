@@ -10,11 +10,14 @@ is used where the kernel allows it, so reading changes nothing, not even access 
 from __future__ import annotations
 
 import errno
+import hashlib
+import marshal
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ocicache.base.errors import CorruptError, NotACacheDirError, TooLargeError
 from ocicache.format.digest import ALGORITHMS, Digest
@@ -49,10 +52,7 @@ _NOATIME = getattr(os, "O_NOATIME", 0)
 # Registered algorithms' encoded parts are lower-case hex of a fixed length (digest.py).
 _HEX_DIGITS = "0123456789abcdef"
 _HEX_LEN = {"sha256": 64, "sha512": 128}
-
-
-def _digest_of(b: BlobFile) -> str:
-    return b.digest
+_HEX_RUN = re.compile("[0-9a-f]*")
 
 
 def inode_key(st: os.stat_result) -> str:
@@ -64,7 +64,7 @@ class Layout:
     """A cache directory opened for reading. Use as a context manager (it holds directory fds)."""
 
     def __init__(self, root: str | os.PathLike[str], listing: Listing | None = None) -> None:
-        """`listing`, a find listing of the same directory begun earlier, lets the first
+        """`listing`, a listing of the same directory begun earlier, lets the first
         `scan_blobs` take the blobs' lstat from it (listing.py)."""
         self.root = Path(os.path.abspath(root))
         self._listing = listing
@@ -284,136 +284,163 @@ class Layout:
     def scan_blobs(self) -> BlobScan:
         """One lstat pass over blobs/: every blob by digest, and everything else as a stray.
 
-        The first scan of a Layout given a listing takes the lstat results from it when it is
-        certainly of these very folders; later scans (gc re-scans before deleting) stat anew."""
+        The first scan of a Layout given a listing takes its columns from the listing's child
+        when they are certainly of these very folders; later scans (gc re-scans before
+        deleting) stat anew."""
         listing, self._listing = self._listing, None
         if listing is not None:
-            scan = self._scan_listing(listing)
-            if scan is not None:
-                return scan
-        blobs: dict[str, BlobFile] = {}
-        strays: list[Stray] = []
+            data = listing.take()
+            if data is not None:
+                scan = self.scan_from_columns(data)
+                if scan is not None:
+                    return scan
         blobs_fd = self._subdir_fd(BLOBS)
         if blobs_fd is None:
-            st = self.stat_top(BLOBS)
-            if st is not None:
+            strays: list[Stray] = []
+            if self.stat_top(BLOBS) is not None:
                 strays.append(Stray(BLOBS, "not a directory (or a symlink); not followed", 0))
-            return BlobScan(blobs, tuple(strays))
-        for alg_entry in sorted(os.scandir(blobs_fd), key=lambda e: e.name):
-            rel_alg = f"{BLOBS}/{alg_entry.name}"
-            if alg_entry.name not in ALGORITHMS:
-                strays.append(Stray(rel_alg, "unknown digest algorithm folder", 0))
-                continue
-            alg_fd = self.blob_dir_fd(alg_entry.name)
-            if alg_fd is None:
-                strays.append(Stray(rel_alg, "not a directory (or a symlink); not followed", 0))
-                continue
-            # The hot loop of every command (one entry per blob, 50k+ in big caches): each entry
-            # is lstat-ed once and made a BlobFile at once (no stat_result is kept), the name is
-            # checked with a C-level strip instead of a regex, and the names are sorted after.
-            alg = alg_entry.name
-            hex_len = _HEX_LEN[alg]
-            found: list[BlobFile] = []
-            for entry in os.scandir(alg_fd):
-                name = entry.name
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    strays.append(Stray(f"{rel_alg}/{name}", "cannot stat", 0))
-                    continue
-                if len(name) != hex_len or name.strip(_HEX_DIGITS):
-                    strays.append(
-                        Stray(
-                            f"{rel_alg}/{name}",
-                            "name is not a digest",
-                            st.st_size,
-                            st.st_blocks * 512,
-                            inode_key(st),
-                        )
-                    )
-                    continue
-                mode = st.st_mode
-                if not stat.S_ISREG(mode):
-                    strays.append(
-                        Stray(f"{rel_alg}/{name}", f"{file_kind(mode)}, not a regular file; not followed", 0)
-                    )
-                    continue
-                links = st.st_nlink
-                found.append(
-                    BlobFile(
-                        f"{alg}:{name}",
-                        st.st_size,
-                        st.st_mtime_ns,
-                        mode,
-                        st.st_blocks * 512,
-                        f"{st.st_dev}:{st.st_ino}" if links > 1 else "",
-                        links,
-                    )
-                )
-            found.sort(key=_digest_of)
-            for b in found:
-                blobs[b.digest] = b
-            del found
-        ordered = blobs  # built in order: algorithm folders sorted, names sorted within each
-        return BlobScan(ordered, tuple(sorted(strays, key=lambda s: s.relpath)))
+            return BlobScan({}, tuple(strays))
+        scan = self.scan_from_columns(self.scan_columns())
+        assert scan is not None  # the folders it names are the ones just opened
+        return scan
 
-    def _scan_listing(self, listing: Listing) -> BlobScan | None:
-        """scan_blobs from a find listing: the same values, in the same order, as the scandir
-        pass; None (scan with scandir) unless DIR, blobs/ and each blobs/<algorithm>/ are the
-        folders this Layout holds open (same device and inode)."""
+    def scan_columns(self) -> bytes:
+        """The lstat of every entry of each blobs/<algorithm>/, as one marshal document:
+        (DIR's and blobs/'s "dev:ino", [(algorithm, "dev:ino" or a stray's reason, names,
+        sizes, mtimes, modes, allocated, inodes, links), ...]), names sorted. A listing's
+        child runs this; `scan_from_columns` reads it. b"" when blobs/ cannot be opened."""
         from ocicache.store.listing import identity
 
-        tree = listing.take_tree()
         blobs_fd = self._subdir_fd(BLOBS)
-        if tree is None or blobs_fd is None:
-            return None
-        top = tree.get("", {})
-        root_entry, blobs_entry = top.get(""), top.get(BLOBS)
-        if (
-            root_entry is None
-            or root_entry[3] != identity(os.fstat(self._root_fd))
-            or blobs_entry is None
-            or blobs_entry[3] != identity(os.fstat(blobs_fd))
-        ):
-            return None
-        blobs: dict[str, BlobFile] = {}
-        strays: list[Stray] = []
-        for alg in sorted(tree.get(BLOBS, {})):
-            rel_alg = f"{BLOBS}/{alg}"
+        if blobs_fd is None:
+            return b""
+        folders: list[tuple[object, ...]] = []
+        for alg in sorted(os.listdir(blobs_fd)):
             if alg not in ALGORITHMS:
-                strays.append(Stray(rel_alg, "unknown digest algorithm folder", 0))
+                folders.append((alg, "unknown digest algorithm folder"))
                 continue
             alg_fd = self.blob_dir_fd(alg)
             if alg_fd is None:
-                strays.append(Stray(rel_alg, "not a directory (or a symlink); not followed", 0))
+                folders.append((alg, "not a directory (or a symlink); not followed"))
                 continue
-            if tree[BLOBS][alg][3] != identity(os.fstat(alg_fd)):
+            # The hot loop of every command (one entry per blob, 50k+ in big caches): one
+            # lstat per name, its fields appended to columns (no stat_result is kept).
+            names = os.listdir(alg_fd)
+            names.sort()
+            sizes: list[int] = []
+            mtimes: list[int] = []
+            modes: list[int] = []
+            allocated: list[int] = []
+            inodes: list[str] = []
+            links: list[int] = []
+            lstat = os.stat
+            for name in names:
+                try:
+                    st = lstat(name, dir_fd=alg_fd, follow_symlinks=False)
+                except OSError:
+                    st = None
+                if st is None:
+                    sizes.append(0)
+                    mtimes.append(0)
+                    modes.append(-1)  # cannot stat
+                    allocated.append(0)
+                    inodes.append("")
+                    links.append(0)
+                    continue
+                n = st.st_nlink
+                sizes.append(st.st_size)
+                mtimes.append(st.st_mtime_ns)
+                modes.append(st.st_mode)
+                allocated.append(st.st_blocks * 512)
+                inodes.append(f"{st.st_dev}:{st.st_ino}" if n > 1 else "")
+                links.append(n)
+            folders.append(
+                (alg, identity(os.fstat(alg_fd)), names, sizes, mtimes, modes, allocated, inodes, links)
+            )
+        return marshal.dumps((identity(os.fstat(self._root_fd)), identity(os.fstat(blobs_fd)), folders))
+
+    def scan_from_columns(self, data: bytes) -> BlobScan | None:
+        """The BlobScan of `scan_columns`'s bytes; None unless they are well formed and DIR,
+        blobs/ and each blobs/<algorithm>/ are the folders this Layout holds open."""
+        from ocicache.store.listing import identity
+
+        blobs_fd = self._subdir_fd(BLOBS)
+        if not data or blobs_fd is None:
+            return None
+        try:
+            root_ident, blobs_ident, folders = marshal.loads(data)
+            if root_ident != identity(os.fstat(self._root_fd)) or blobs_ident != identity(os.fstat(blobs_fd)):
                 return None
-            hex_len = _HEX_LEN[alg]
-            entries = tree.pop(rel_alg, {})
-            for name in sorted(entries):
-                mode, size, mtime_ns, ident, blocks, links = entries[name]
-                if len(name) != hex_len or name.strip(_HEX_DIGITS):
-                    strays.append(
-                        Stray(
-                            f"{rel_alg}/{name}",
-                            "name is not a digest",
-                            size,
-                            blocks * 512,
-                            ident if links > 1 else "",
-                        )
-                    )
+            blobs: dict[str, BlobFile] = {}
+            strays: list[Stray] = []
+            for folder in folders:
+                alg = folder[0]
+                rel_alg = f"{BLOBS}/{alg}"
+                if len(folder) == 2:
+                    strays.append(Stray(rel_alg, folder[1], 0))
                     continue
-                if not stat.S_ISREG(mode):
-                    strays.append(
-                        Stray(f"{rel_alg}/{name}", f"{file_kind(mode)}, not a regular file; not followed", 0)
-                    )
-                    continue
-                blobs[f"{alg}:{name}"] = BlobFile(
-                    f"{alg}:{name}", size, mtime_ns, mode, blocks * 512, ident if links > 1 else "", links
-                )
-            del entries
-        return BlobScan(blobs, tuple(sorted(strays, key=lambda s: s.relpath)))
+                _, ident, names, sizes, mtimes, modes, allocated, inodes, links = folder
+                alg_fd = self.blob_dir_fd(alg)
+                if alg_fd is None or ident != identity(os.fstat(alg_fd)):
+                    return None
+                if not (
+                    len(names)
+                    == len(sizes)
+                    == len(mtimes)
+                    == len(modes)
+                    == len(allocated)
+                    == len(inodes)
+                    == len(links)
+                ):
+                    return None
+                self._add_blobs(alg, rel_alg, folder, blobs, strays)
+        except (ValueError, TypeError, EOFError, KeyError):
+            return None
+        fingerprint = hashlib.sha256(data).digest()
+        return BlobScan(blobs, tuple(sorted(strays, key=lambda s: s.relpath)), fingerprint)
+
+    @staticmethod
+    def _add_blobs(
+        alg: str, rel_alg: str, folder: tuple[Any, ...], blobs: dict[str, BlobFile], strays: list[Stray]
+    ) -> None:
+        """One folder's columns into BlobFiles (every regular file with a digest's name, in
+        name order) and Strays (the rest)."""
+        _, _, names, sizes, mtimes, modes, allocated, inodes, links = folder
+        hex_len = _HEX_LEN[alg]
+        prefix = alg + ":"
+        odd: list[int] = []
+        # The usual case checked at C speed (every name the right length and hex, every mode a
+        # regular file's); only otherwise is each entry looked at.
+        if (
+            names
+            and set(map(len, names)) == {hex_len}
+            and _HEX_RUN.fullmatch("".join(names))
+            and all(stat.S_ISREG(m) for m in set(modes))
+        ):
+            pass
+        else:
+            odd = [
+                i
+                for i, (name, mode) in enumerate(zip(names, modes, strict=True))
+                if len(name) != hex_len or name.strip(_HEX_DIGITS) or not stat.S_ISREG(mode)
+            ]
+        for i in odd:
+            name, mode, rel = names[i], modes[i], f"{rel_alg}/{names[i]}"
+            if mode == -1:
+                strays.append(Stray(rel, "cannot stat", 0))
+            elif len(name) != hex_len or name.strip(_HEX_DIGITS):
+                strays.append(Stray(rel, "name is not a digest", sizes[i], allocated[i], inodes[i]))
+            else:
+                strays.append(Stray(rel, f"{file_kind(mode)}, not a regular file; not followed", 0))
+        columns = [names, sizes, mtimes, modes, allocated, inodes, links]
+        if odd:
+            skip = set(odd)
+            columns = [[v for i, v in enumerate(c) if i not in skip] for c in columns]
+        digests = [prefix + n for n in columns[0]]
+        new = tuple.__new__  # BlobFile's own __new__ without its per-call argument handling
+        blobs.update(
+            zip(digests, [new(BlobFile, t) for t in zip(digests, *columns[1:], strict=True)], strict=True)
+        )
 
     def scan_ingest(self) -> tuple[IngestEntry, ...]:
         """Every `ingest/<name>/` folder (interrupted writes), sorted by name."""
