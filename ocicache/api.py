@@ -25,7 +25,7 @@ from ocicache.core.exports import Export, build_exports
 from ocicache.core.refs import resolve
 from ocicache.core.snapshot import RefResult, ShowResult, Snapshot
 from ocicache.format.names import INDEX_JSON, LOCK_FILE, OCI_LAYOUT
-from ocicache.ops.read import read_inventory
+from ocicache.ops.read import read_inventory, read_store
 from ocicache.store.cache import BlobCache
 from ocicache.store.layout import Layout
 from ocicache.store.targets import RegistrySource, Target, open_store, resolve_target
@@ -56,20 +56,20 @@ def read(directory: Target, use_cache: bool = False, listing: Listing | None = N
     kept in $XDG_CACHE_HOME/ocicache (default ~/.cache/ocicache; cache.py), never in DIR, so
     the next such read opens only new blobs (OCICACHE_NO_CACHE=1 still turns it off). The CLI
     reads with it; a command that must see every document as it is on disk now (`check`) never
-    does. `listing`, a find listing of DIR begun earlier (listing.py), saves stat-ing every blob.
+    does. `listing`, a listing of DIR begun earlier (listing.py), saves stat-ing every blob here.
     The other reading functions below take the same two parameters.
     """
     with open_store(directory, listing, use_cache=use_cache) as store:
         local = isinstance(store, Layout)
         cache = BlobCache.default(store.root) if use_cache and local else None
-        inv = read_inventory(store, cache)
+        inv, exports = read_store(store, cache)
         sizes, allocated = [], []
         for name in (INDEX_JSON, OCI_LAYOUT, LOCK_FILE):
             st = store.stat_top(name)
             if st is not None:
                 sizes.append(st.st_size)
                 allocated.append(st.st_blocks * 512)
-    snap = Snapshot(store.root, inv, build_exports(inv), tuple(sizes), tuple(allocated))
+    snap = Snapshot(store.root, inv, exports, tuple(sizes), tuple(allocated))
     _require_named_tag(directory, snap)
     return snap
 
@@ -422,7 +422,7 @@ def gc(
     use_cache: bool = False,
 ) -> GcResult:
     """Delete what no kept export needs (see gc_plan, gc_apply); with dry_run, only plan
-    (and then `listing`, a find listing of DIR begun earlier, saves stat-ing every blob).
+    (and then `listing`, a listing of DIR begun earlier, saves stat-ing every blob).
     As the reads, gc keeps what it learns about blob digests in $XDG_CACHE_HOME/ocicache
     only with `use_cache=True` (the CLI's choice; OCICACHE_NO_CACHE=1 turns it off)."""
     from ocicache.ops.gc_apply import gc as run_gc

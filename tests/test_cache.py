@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from ocicache import api
 from ocicache.cli import render
 from ocicache.core.gc_plan import Policy
-from ocicache.store.cache import FILE_NAME
+from ocicache.store.cache import FILE_NAME, READS_DIR
 from ocicache.store.layout import Layout
 from ocicache.synth import Builder, compact, history_dir
 
@@ -214,6 +215,7 @@ def test_stale_stamp_is_ignored(cache_dir: Path, monkeypatch: pytest.MonkeyPatch
     lie = {d: (e[0], "N") for d, e in entries.items() if d.startswith("sha")}
     body = marshal.dumps(("ocicache-blobs/0/old", lie))
     path.write_bytes(b"OCB1" + zlib.crc32(body).to_bytes(4, "big") + body)
+    shutil.rmtree(path.parent / READS_DIR)  # (else the kept read answers: no blob is looked up)
     expected = _uncached(cache_dir, monkeypatch)
     assert (_history(cache_dir), _blobs(cache_dir)) == expected
     assert marshal.loads(path.read_bytes()[8:])[0] != "ocicache-blobs/0/old"  # rewritten

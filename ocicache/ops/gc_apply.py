@@ -88,7 +88,7 @@ from ocicache.format.digest import ALGORITHMS, is_hex_name, parse_digest
 from ocicache.format.indexdoc import RawEntry
 from ocicache.format.model import ANN_PINNED, ANN_REF_NAME
 from ocicache.format.names import BLOBS, INDEX_JSON, INGEST, LOCK_FILE, OCI_LAYOUT, QUARANTINE
-from ocicache.ops.read import read_inventory
+from ocicache.ops.read import read_inventory, read_store
 from ocicache.store.base import BlobFile, QuarantinedBlob, QuarantineScan, batch_ns
 from ocicache.store.cache import BlobCache
 from ocicache.store.indexread import read_index
@@ -286,7 +286,7 @@ def gc(
 ) -> GcResult:
     """Plan and (unless dry_run) apply gc on DIR. RefusedError: nothing unsafe was done.
 
-    `listing` (a find listing of DIR begun earlier) is only taken by a dry run: a real gc
+    `listing` (a listing of DIR begun earlier, listing.py) is only taken by a dry run: a real gc
     stats the blobs itself, under its own timing. `use_cache`: read with what earlier runs
     learned about blob digests, and keep what this one learns ($XDG_CACHE_HOME/ocicache)."""
     token = _KEEP_FACTS.set(use_cache)
@@ -588,7 +588,11 @@ def _read(
         # fails the build at once on any holder, shared or not); BusyError when a write stays
         # in progress. A real gc reads it the same way: what it plans from a read that is stale
         # by the time it moves blobs, the re-reads and the quarantine put right.
-        inv = read_inventory(layout, _blob_cache(layout) if cached else None, quarantine=quarantine)
+        cache = _blob_cache(layout) if cached else None
+        if dry_run:  # (a read kept by an earlier run of exactly this input, ops/kept.py)
+            inv, exports = read_store(layout, cache, quarantine=quarantine)
+            return inv.index_raw, inv, exports
+        inv = read_inventory(layout, cache, quarantine=quarantine)
         index = inv.index_raw
     except CorruptError:
         # reads it again and records why it is unusable

@@ -24,14 +24,16 @@ from ocicache.base.errors import (
     UsageError,
     missing_manifest_hint,
 )
+from ocicache.core.exports import Export, build_exports
 from ocicache.core.inventory import SNIFF_BYTES, ForeignRef, Inventory
 from ocicache.format import documents as docs
 from ocicache.format import mediatypes as mt
 from ocicache.format.digest import Digest, parse_digest
 from ocicache.format.model import CacheConfig, CacheManifest, Descriptor, Index, IndexEntry, OtherManifest
 from ocicache.format.names import INDEX_JSON, LOCK_FILE, OCI_LAYOUT
+from ocicache.ops import kept
 from ocicache.store.base import BlobFile, QuarantineScan, Store, blob_relpath
-from ocicache.store.cache import NOT_JSON, PARSED, BlobCache, Parsed
+from ocicache.store.cache import NOT_JSON, PARSED, BlobCache, Parsed, read_stamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,45 @@ def read_inventory(
     exactly those bytes; `quarantine`, a caller that knows what gc's quarantine holds (gc, which
     alone changes it, under its lock) skip scanning it.
     """
+    inv, _ = _fresh(store, index_bytes, quarantine)
+    _read_documents(store, inv, cache)
+    return inv
+
+
+def read_store(
+    store: Store,
+    cache: BlobCache | None = None,
+    index_bytes: IndexBytes | None = None,
+    quarantine: QuarantineScan | None = None,
+) -> tuple[Inventory, list[Export]]:
+    """read_inventory, and the exports (core.exports.build_exports) of what it read.
+
+    With a `cache`, a read kept by an earlier run of exactly the same input (ops/kept.py: the
+    same blobs, lstat for lstat, the same index.json, ...) is used instead of reading the
+    documents and computing the exports again; a new read is kept for the next run."""
+    # The kept read is decoded first, while a listing's child is still stat-ing the blobs
+    # (listing.py); it is used only if this read's input turns out to be its key.
+    data = cache.kept_read(store.root) if cache is not None else None
+    candidate = kept.decode(data) if data is not None else None
+    del data
+    inv, fingerprint = _fresh(store, index_bytes, quarantine)
+    k = kept.key(inv, fingerprint, read_stamp()) if cache is not None and fingerprint else None
+    if k is not None and candidate is not None and candidate.key == k:
+        return inv, candidate.apply(inv)
+    del candidate
+    complete = _read_documents(store, inv, cache)
+    exports = build_exports(inv)
+    if k is not None and cache is not None and complete:
+        data = kept.encode(k, inv, exports)
+        if data is not None:
+            cache.keep_read(store.root, data)
+    return inv, exports
+
+
+def _fresh(
+    store: Store, index_bytes: IndexBytes | None, quarantine: QuarantineScan | None
+) -> tuple[Inventory, bytes]:
+    """Everything of a read but the documents in blobs/, and the blob scan's fingerprint."""
     index, index_error, index_raw, lock_warnings = _read_index(store, index_bytes)
     oci_layout = _read_oci_layout(store)
     scan = store.scan_blobs()
@@ -81,10 +122,17 @@ def read_inventory(
         inv.warn(OCI_LAYOUT, "", oci_layout.message)
     for stray in scan.strays:
         inv.warn(stray.relpath, "", stray.reason, "note")
-    _Reader(store, inv, cache).run()
+    return inv, scan.fingerprint
+
+
+def _read_documents(store: Store, inv: Inventory, cache: BlobCache | None) -> bool:
+    """Find and parse every document; False when a file could not be read (what was found
+    then depends on the files' state, not only on their content: it is not kept)."""
+    reader = _Reader(store, inv, cache)
+    reader.run()
     if cache is not None:
         cache.save()
-    return inv
+    return not reader.unreadable
 
 
 _REPAIR_HINT = "`ocicache repair DIR` can rebuild it from blobs/"
@@ -154,6 +202,7 @@ class _Reader:
         self.done: set[str] = set()  # sniffed or parsed
         self.parsed: set[str] = set()  # read and decoded (or found too big to read)
         self.walked: set[str] = set()  # foreign documents whose references were followed
+        self.unreadable = False  # a file could not be read (an OSError, a short read)
 
     def run(self) -> None:
         inv = self.inv
@@ -239,6 +288,7 @@ class _Reader:
             try:
                 head = self.store.read_blob_head(blob, SNIFF_BYTES)
             except (OSError, CorruptError) as e:
+                self.unreadable = True
                 inv.foreign_unknown[digest] = f"cannot read: {e}"
                 return []
             if not docs.looks_like_json(head):
@@ -332,9 +382,12 @@ class _Reader:
         try:
             head = self.store.read_blob_head(blob, SNIFF_BYTES)
         except (OSError, CorruptError) as e:
+            self.unreadable = True
             self.inv.warn(blob.relpath, "", f"cannot read: {e}")
             self.done.add(blob.digest)
             return
+        if len(head) != min(SNIFF_BYTES, blob.size):
+            self.unreadable = True  # shorter than the scan said
         if docs.looks_like_json(head):
             self._parse_blob(blob)
         elif cache is not None and len(head) == min(SNIFF_BYTES, blob.size):
@@ -395,9 +448,11 @@ class _Reader:
         try:
             data = self.store.read_blob(Digest(*blob.digest.split(":", 1)), docs.JSON_LIMIT)
         except CorruptError as e:
+            self.unreadable = True
             self.inv.bad_docs[blob.digest] = e
             return None
         except OSError as e:
+            self.unreadable = True
             self.inv.bad_docs[blob.digest] = CorruptError(f"cannot read: {e}", file=blob.relpath)
             return None
         kind, value, error = docs.read_document(data, blob.digest, blob.relpath)
@@ -405,7 +460,9 @@ class _Reader:
             value = self._share(value)
         # What was read is what the digest names only if the size is right (a truncated file
         # is not remembered as if it were the blob).
-        if self.cache is not None and len(data) == blob.size:
+        if len(data) != blob.size:
+            self.unreadable = True  # truncated (or grown) since the scan: not what the digest names
+        elif self.cache is not None:
             self.cache.put_parsed(blob.digest, blob.size, kind, value, error)
         return kind, value, error
 

@@ -72,6 +72,26 @@ def stamp() -> str:
     return f"ocicache-blobs/{__version__}/{_PY}/{h.hexdigest()}"
 
 
+@functools.cache
+def read_stamp() -> str:
+    """The stamp of a kept read (ops/kept.py): ocicache's version, Python's, and a SHA-256 of
+    every module of the package and the schemas (a kept read holds values the whole reader
+    and core computed). ~2 ms."""
+    h = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    try:
+        for path in sorted(package.rglob("*.py")):
+            h.update(b"%s\0%s\0" % (str(path.relative_to(package)).encode(), path.read_bytes()))
+        for entry in sorted(schema_dir().iterdir(), key=lambda e: e.name):
+            if entry.name.endswith(".json"):
+                h.update(b"%s\0%s\0" % (entry.name.encode(), entry.read_bytes()))
+    except OSError:
+        return f"ocicache-read/{__version__}/{_PY}/-"
+    return f"ocicache-read/{__version__}/{_PY}/{h.hexdigest()}"
+
+
+READS_DIR = "reads"  # beside blobs.marshal: one kept read per directory
+_READ_MAGIC = b"OCR1 "  # then read_stamp, a newline, the CRC-32 of the rest, and the rest
 _MAGIC = b"OCB1"  # then the CRC-32 of the rest, then marshal((stamp, entries))
 # Past this many entries, a save keeps only the digests used or learned by this run.
 MAX_ENTRIES = 2_000_000
@@ -96,6 +116,10 @@ class BlobCache:
         self._loaded_stat: tuple[int, int] | None = None
         self._descriptors: dict[int, tuple[Any, Descriptor]] = {}
         self._pool = _Pool()
+        self._loaded = self.path is None  # the file is read on first use (a kept read needs none)
+
+    def _load_entries(self) -> None:
+        self._loaded = True
         if self.path is not None:
             self._entries, self._loaded_stat = _load(self.path)
             _prime_times(self._entries.get(_TIMES))
@@ -110,6 +134,8 @@ class BlobCache:
 
     # -- lookups ----------------------------------------------------------------------------------
     def _entry(self, digest: str, size: int) -> Any:
+        if not self._loaded:
+            self._load_entries()
         entry = self._entries.get(digest)
         if type(entry) is not tuple or len(entry) < 2 or entry[0] != size:
             return None
@@ -118,6 +144,8 @@ class BlobCache:
 
     def verdict(self, digest: str, size: int) -> str | None:
         """NOT_JSON, PARSED (ask `parsed`), or None when this digest and size are unknown."""
+        if not self._loaded:
+            self._load_entries()
         entry = self._entries.get(digest)  # inlined _entry: called for every unknown blob
         if type(entry) is not tuple or len(entry) < 2 or entry[0] != size:
             return None
@@ -161,6 +189,8 @@ class BlobCache:
         """Merge what this run learned into the file (atomically); errors are ignored."""
         if self.path is None or not self._new:
             return
+        if not self._loaded:
+            self._load_entries()
         with contextlib.suppress(Exception):
             self._save(self.path)
 
@@ -192,6 +222,51 @@ class BlobCache:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    # -- kept reads (ops/kept.py encodes and decodes them) ----------------------------------------
+    def _read_path(self, root: Path | str) -> Path | None:
+        if self.path is None:
+            return None
+        name = hashlib.sha256(os.fsencode(str(root))).hexdigest()[:40]
+        return self.path.parent / READS_DIR / f"{name}.marshal"
+
+    def kept_read(self, root: Path | str) -> bytes | None:
+        """The bytes of the read of `root` kept by an earlier run (whole, checksum right, same
+        stamp); None when there is none or it is unusable."""
+        path = self._read_path(root)
+        if path is None:
+            return None
+        head = _READ_MAGIC + read_stamp().encode() + b"\n"
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            if (
+                not data.startswith(head)
+                or zlib.crc32(memoryview(data)[len(head) + 4 :]).to_bytes(4, "big")
+                != data[len(head) : len(head) + 4]
+            ):
+                return None
+            return data[len(head) + 4 :]
+        except Exception:  # absent, unreadable, truncated, foreign: as if there were none
+            return None
+
+    def keep_read(self, root: Path | str, data: bytes) -> None:
+        """Keep `data` as the read of `root` (atomically; errors are ignored)."""
+        path = self._read_path(root)
+        if path is None:
+            return
+        with contextlib.suppress(Exception):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".read-", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(_READ_MAGIC + read_stamp().encode() + b"\n" + zlib.crc32(data).to_bytes(4, "big"))
+                    f.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
 
     # -- model values <-> tuples ------------------------------------------------------------------
     def _descriptor(self, t: Any) -> Descriptor:

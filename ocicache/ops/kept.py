@@ -1,0 +1,292 @@
+"""A read of a directory kept whole between runs: the documents the reader found and the exports.
+
+`ops.read.read_store` asks for it when the caller passed a cache (the CLI does). It is used only
+when everything the read consumed is what the kept read consumed (`key`): the scan's
+fingerprint (every blob's name and lstat fields, and the folders' device and inode:
+store/base.BlobScan), index.json's bytes, oci-layout, ingest/, gc's quarantine and every
+problem found before the reader ran, under a stamp of ocicache's version, Python's and a hash
+of the whole package and its schemas. A digest names its content for good, so equal inputs
+give equal documents and equal exports; anything else (and anything unreadable or malformed)
+is a miss, and the read is done again, as if nothing were kept.
+
+The values are marshalled as tables (descriptors and cache configs once each, referenced by
+number), so that a hit rebuilds ~30k descriptors instead of decoding 600 documents and
+recomputing 300 exports. One file per directory (store/cache.py keeps it): the newest read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+from dataclasses import dataclass
+from typing import Any
+
+from ocicache.base.errors import CorruptError, OcicacheError, TooLargeError
+from ocicache.core.exports import Export
+from ocicache.core.inventory import ForeignRef, Inventory, Problem
+from ocicache.format.model import (
+    CacheConfig,
+    CacheManifest,
+    ConfigLayer,
+    Descriptor,
+    OtherManifest,
+)
+
+
+def key(inv: Inventory, fingerprint: bytes, stamp: str) -> bytes:
+    """What a kept read must have consumed to be used (the inventory before the reader ran)."""
+    err = inv.index_error
+    h = hashlib.sha256()
+    for part in (
+        stamp,
+        str(inv.root),
+        inv.kind,
+        _error_fields(err) if err is not None else None,
+        inv.oci_layout if not isinstance(inv.oci_layout, OcicacheError) else _error_fields(inv.oci_layout),
+        inv.ingest,
+        inv.quarantine,
+        inv.strays,
+        inv.problems,
+        sorted(inv.untimed),
+        sorted(inv.superseded.items()),
+    ):
+        h.update(repr(part).encode("utf-8", "surrogateescape") + b"\0")
+    h.update(fingerprint)
+    h.update(b"\0" if inv.index_raw is None else b"\1" + inv.index_raw)
+    return h.digest()
+
+
+def encode(k: bytes, inv: Inventory, exports: list[Export]) -> bytes | None:
+    """The kept form of what the reader added to `inv`, and the exports; None when a value is
+    not of the kinds this module knows (then nothing is kept)."""
+    table: list[tuple[str, str, int, dict[str, str]]] = []
+    ids: dict[int, int] = {}
+
+    def d(x: Descriptor | None) -> int:
+        if x is None:
+            return -1
+        i = ids.get(id(x))
+        if i is None:
+            i = ids[id(x)] = len(table)
+            table.append((x.media_type, x.digest, x.size, dict(x.annotations)))
+        return i
+
+    try:
+        manifests = [
+            (
+                key_,
+                m.digest,
+                m.shape,
+                m.media_type,
+                d(m.config),
+                [d(x) for x in m.layers],
+                [d(x) for x in m.others],
+            )
+            for key_, m in inv.manifests.items()
+        ]
+        configs = [
+            (
+                key_,
+                c.digest,
+                [(x.blob, x.parent) for x in c.layers],
+                c.record_count,
+                list(c.layer_created.items()),
+                list(c.problems),
+            )
+            for key_, c in inv.configs.items()
+        ]
+        foreign = [
+            (key_, o.digest, o.media_type, [d(x) for x in o.children], list(o.keys), o.artifact_type)
+            for key_, o in inv.foreign.items()
+        ]
+        bad = [(digest, *_error_fields(e)) for digest, e in inv.bad_docs.items()]
+        out_exports = []
+        for e in exports:
+            cc = e.cache_config
+            if cc is not None and inv.configs.get(cc.digest) is not cc:
+                return None
+            out_exports.append(
+                (
+                    e.digest,
+                    e.shape,
+                    e.media_type,
+                    e.manifest_size,
+                    e.tags,
+                    e.pins,
+                    e.positions,
+                    e.tag_positions,
+                    e.created_ns,
+                    e.created_from,
+                    e.mtime_rejected,
+                    e.mtime_ns,
+                    e.newest_step_ns,
+                    d(e.config),
+                    cc.digest if cc is not None else None,
+                    [d(x) for x in e.layers],
+                    e.blobs,
+                    e.size,
+                    e.missing_bytes,
+                    e.unique_size,
+                    e.missing,
+                    e.wrong_size,
+                    e.problems,
+                )
+            )
+        payload = (
+            table,
+            manifests,
+            configs,
+            foreign,
+            sorted(inv.foreign_closure),
+            [
+                (p, [(r.parent, r.where, r.digest, r.size, r.media_type, r.role) for r in refs])
+                for p, refs in inv.foreign_refs.items()
+            ],
+            inv.foreign_roles,
+            inv.foreign_unknown,
+            inv.referrers,
+            inv.kinds,
+            bad,
+            [(p.severity, p.file, p.where, p.message) for p in inv.problems],
+            out_exports,
+        )
+        return marshal.dumps((k, payload))
+    except (ValueError, TypeError, AttributeError):  # a value marshal or this module cannot hold
+        return None
+
+
+@dataclass(slots=True)
+class Kept:
+    """A kept read, decoded: its key, and the values it puts into an inventory (`apply`)."""
+
+    key: bytes
+    manifests: dict[str, CacheManifest]
+    configs: dict[str, CacheConfig]
+    foreign: dict[str, OtherManifest]
+    foreign_closure: set[str]
+    foreign_refs: dict[str, list[ForeignRef]]
+    foreign_roles: dict[str, str]
+    foreign_unknown: dict[str, str]
+    referrers: dict[str, list[str]]
+    kinds: dict[str, str]
+    bad_docs: dict[str, OcicacheError]
+    problems: list[Problem]
+    exports: list[Export]
+
+    def apply(self, inv: Inventory) -> list[Export]:
+        """Put the documents into `inv` (the fresh part of a read whose key is `key`); the
+        exports."""
+        inv.manifests = self.manifests
+        inv.configs = self.configs
+        inv.foreign = self.foreign
+        inv.foreign_closure = self.foreign_closure
+        inv.foreign_refs = self.foreign_refs
+        inv.foreign_roles = self.foreign_roles
+        inv.foreign_unknown = self.foreign_unknown
+        inv.referrers = self.referrers
+        inv.kinds = self.kinds
+        inv.bad_docs = self.bad_docs
+        inv.problems = self.problems
+        return self.exports
+
+
+def decode(data: bytes) -> Kept | None:
+    """The kept read in `data` (encode's bytes); None when it is malformed."""
+    try:
+        k, payload = marshal.loads(data)
+        (
+            table,
+            manifests,
+            configs,
+            foreign,
+            closure,
+            refs,
+            roles,
+            unknown,
+            referrers,
+            kinds,
+            bad,
+            problems,
+            exports,
+        ) = payload
+        if type(k) is not bytes or any(type(v) is not dict for v in (roles, unknown, referrers, kinds)):
+            return None
+        if not all(type(t) is tuple and len(t) == 4 and type(t[3]) is dict for t in table):
+            return None
+        new = tuple.__new__  # the NamedTuples built from marshal's tuples (model.new_descriptor)
+        descs = [new(Descriptor, t) for t in table]
+
+        def d(i: int) -> Descriptor | None:
+            return descs[i] if i >= 0 else None
+
+        new_configs = {
+            key_: CacheConfig(
+                digest,
+                tuple([new(ConfigLayer, t) for t in layers if len(t) == 2]),
+                records,
+                dict(created),
+                tuple(probs),
+            )
+            for key_, digest, layers, records, created, probs in configs
+        }
+        new_exports = []
+        for e in exports:
+            fields: list[Any] = list(e)
+            fields[13] = d(fields[13])
+            fields[14] = new_configs[fields[14]] if fields[14] is not None else None
+            fields[15] = tuple([descs[i] for i in fields[15]])
+            new_exports.append(Export(*fields))
+        return Kept(
+            k,
+            {
+                key_: CacheManifest(
+                    digest,
+                    shape,
+                    mt,
+                    d(config),
+                    tuple([descs[i] for i in layers]),
+                    tuple([descs[i] for i in others]),
+                )
+                for key_, digest, shape, mt, config, layers, others in manifests
+            },
+            new_configs,
+            {
+                key_: OtherManifest(digest, mt, tuple([descs[i] for i in children]), tuple(keys), artifact)
+                for key_, digest, mt, children, keys, artifact in foreign
+            },
+            set(closure),
+            {parent: [ForeignRef(*r) for r in rs] for parent, rs in refs},
+            roles,
+            unknown,
+            referrers,
+            kinds,
+            {digest: _error(*fields) for digest, *fields in bad},
+            [Problem(*p) for p in problems],
+            new_exports,
+        )
+    except Exception:  # anything malformed is a miss, never an error (the read is done again)
+        return None
+
+
+def _error_fields(e: OcicacheError) -> tuple[Any, ...]:
+    if isinstance(e, TooLargeError):
+        return ("T", e.message, e.file, e.where, e.hint, e.limit, e.limit_name)
+    if type(e) is CorruptError:
+        return ("C", e.message, e.file, e.where, e.hint, None, None)
+    raise TypeError(f"cannot keep {type(e).__name__}")
+
+
+def _error(
+    kind: str,
+    message: str,
+    file: str | None,
+    where: str | None,
+    hint: str | None,
+    limit: Any,
+    limit_name: Any,
+) -> CorruptError:
+    if kind == "T":
+        return TooLargeError(message, limit=limit, limit_name=limit_name, file=file, where=where, hint=hint)
+    if kind == "C":
+        return CorruptError(message, file=file, where=where, hint=hint)
+    raise ValueError(f"unknown kept error {kind!r}")
