@@ -111,13 +111,24 @@ def _run_app() -> None:
         ctx_ = getattr(e, "ctx", None)
         where = ctx_.command_path if ctx_ is not None else "ocicache"
         raise UsageError(
-            e.format_message(),  # type: ignore[attr-defined]
+            _bounded(e.format_message()),  # type: ignore[attr-defined]
             hint=f"`{where} --help` shows the usage",
         ) from None
     except click_error as e:
-        raise UsageError(e.format_message()) from None  # type: ignore[attr-defined]
+        raise UsageError(_bounded(e.format_message())) from None  # type: ignore[attr-defined]
     finally:
         sys.stdout = stdout
+
+
+_ECHO_LIMIT = 200
+
+
+def _bounded(message: str) -> str:
+    """click's message with each over-long word it echoes (a 5,000-digit value) cut short."""
+    words = message.split(" ")
+    if all(len(w) <= _ECHO_LIMIT for w in words):
+        return message
+    return " ".join(w if len(w) <= _ECHO_LIMIT else f"{w[:60]}...({len(w)} characters)" for w in words)
 
 
 def main() -> None:
