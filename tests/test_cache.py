@@ -12,7 +12,7 @@ import pytest
 from ocicache import api
 from ocicache.cli import render
 from ocicache.core.gc_plan import Policy
-from ocicache.store.cache import FILE_NAME, READS_DIR
+from ocicache.store.cache import READS_DIR
 from ocicache.store.layout import Layout
 from ocicache.synth import Builder, compact, history_dir
 
@@ -62,6 +62,12 @@ def cache_dir(tmp_path: Path) -> Path:
     return directory
 
 
+def _kept_file() -> Path:
+    """The one kept read (these tests read one directory at a time)."""
+    (path,) = (Path(os.environ["XDG_CACHE_HOME"]) / "ocicache" / READS_DIR).iterdir()
+    return path
+
+
 def _counting_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     opened: list[str] = []
     real_read, real_head = Layout.read_blob, Layout.read_blob_head
@@ -71,7 +77,7 @@ def _counting_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return real_read(self, digest, limit)  # type: ignore[arg-type]
 
     def read_blob_head(self: Layout, blob: object, n: int) -> bytes:
-        opened.append(str(blob))
+        opened.append(str(getattr(blob, "digest", blob)))
         return real_head(self, blob, n)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Layout, "read_blob", read_blob)
@@ -82,11 +88,10 @@ def _counting_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_second_run_gives_the_same_answer_and_opens_no_blob(
     cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    xdg = Path(os.environ["XDG_CACHE_HOME"])
     expected = _uncached(cache_dir, monkeypatch)
     before = _tree(cache_dir)
     assert (_history(cache_dir), _blobs(cache_dir)) == expected  # first run: fills the cache
-    assert (xdg / "ocicache" / FILE_NAME).is_file()
+    assert _kept_file().is_file()
     opened = _counting_reads(monkeypatch)
     assert (_history(cache_dir), _blobs(cache_dir)) == expected
     assert opened == []
@@ -96,7 +101,7 @@ def test_second_run_gives_the_same_answer_and_opens_no_blob(
 def test_corrupt_cache_file_is_ignored(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     expected = _uncached(cache_dir, monkeypatch)
     _history(cache_dir)
-    path = Path(os.environ["XDG_CACHE_HOME"]) / "ocicache" / FILE_NAME
+    path = _kept_file()
     data = path.read_bytes()
     for garbage in (data[: len(data) // 2], b"", b"\x00garbage", data[:-7] + b"1234567"):
         path.write_bytes(garbage)
@@ -106,7 +111,7 @@ def test_corrupt_cache_file_is_ignored(cache_dir: Path, monkeypatch: pytest.Monk
 def test_a_flipped_bit_in_the_cache_is_a_miss(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     expected = _uncached(cache_dir, monkeypatch)
     _history(cache_dir)
-    path = Path(os.environ["XDG_CACHE_HOME"]) / "ocicache" / FILE_NAME
+    path = _kept_file()
     data = bytearray(path.read_bytes())
     for offset in (5, len(data) // 3, len(data) - 2):
         damaged = bytearray(data)
@@ -173,15 +178,14 @@ def test_a_library_read_writes_nothing_unless_asked(cache_dir: Path) -> None:
     api.gc(cache_dir, Policy(keep_last=1, grace_ns=0))
     assert sorted(xdg.rglob("*")) == before == []
     _history(cache_dir)
-    assert (xdg / "ocicache" / FILE_NAME).is_file()
+    assert _kept_file().is_file()
 
 
 def test_the_cli_keeps_the_facts(cache_dir: Path) -> None:
     from clirun import run_inprocess
 
-    xdg = Path(os.environ["XDG_CACHE_HOME"])
     assert run_inprocess("history", "--json", str(cache_dir)).code == 0
-    assert (xdg / "ocicache" / FILE_NAME).is_file()
+    assert _kept_file().is_file()
 
 
 def test_no_cache_env_writes_nothing(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,17 +209,35 @@ def test_other_directories_share_the_cache_safely(tmp_path: Path, monkeypatch: p
 
 
 def test_stale_stamp_is_ignored(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import marshal
-    import zlib
+    """A read another ocicache kept (another stamp) is not used, even one that would be a hit."""
+    from ocicache.store.cache import read_stamp
 
     _history(cache_dir)
-    path = Path(os.environ["XDG_CACHE_HOME"]) / "ocicache" / FILE_NAME
-    _stamp, entries = marshal.loads(path.read_bytes()[8:])
-    # An older ocicache's verdicts (here: a lie) must not be used by this one.
-    lie = {d: (e[0], "N") for d, e in entries.items() if d.startswith("sha")}
-    body = marshal.dumps(("ocicache-blobs/0/old", lie))
-    path.write_bytes(b"OCB1" + zlib.crc32(body).to_bytes(4, "big") + body)
-    shutil.rmtree(path.parent / READS_DIR)  # (else the kept read answers: no blob is looked up)
+    path = _kept_file()
+    data = path.read_bytes()
+    path.write_bytes(data.replace(read_stamp().encode(), b"ocicache-read/0/old", 1))
+    opened = _counting_reads(monkeypatch)
     expected = _uncached(cache_dir, monkeypatch)
+    opened.clear()
     assert (_history(cache_dir), _blobs(cache_dir)) == expected
-    assert marshal.loads(path.read_bytes()[8:])[0] != "ocicache-blobs/0/old"  # rewritten
+    assert opened  # read again: the old file was not used ...
+    assert read_stamp().encode() in path.read_bytes()  # ... and was replaced
+
+
+def test_a_changed_directory_opens_only_new_blobs(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new export (new blobs, a new index.json) misses the kept read; its facts still spare
+    opening every blob it knows."""
+    b = history_dir(cache_dir / "more", exports=1, layers=2, orphans=0)  # blobs to copy over
+    _history(cache_dir)
+    new = []
+    for p in sorted((cache_dir / "more" / "blobs" / "sha256").iterdir()):
+        target = cache_dir / "blobs" / "sha256" / p.name
+        if not target.exists():
+            shutil.copy(p, target)
+            new.append("sha256:" + p.name)
+    shutil.rmtree(cache_dir / "more")
+    del b
+    expected = _uncached(cache_dir, monkeypatch)
+    opened = _counting_reads(monkeypatch)
+    assert (_history(cache_dir), _blobs(cache_dir)) == expected
+    assert opened and set(opened) <= set(new)

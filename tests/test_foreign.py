@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -555,26 +554,32 @@ def test_facts_kept_by_the_previous_cache_format_are_not_used(tmp_path: Path) ->
     dv2 = s.docker_image("x")
     s.tag(dv2, "dv2")
     api.history(root, use_cache=True)  # learn the facts
-    path = Path(os.environ["XDG_CACHE_HOME"]) / "ocicache" / cache_mod.FILE_NAME
-    stamp, entries = marshal.loads(path.read_bytes()[8:])
-    size = entries[dv2["digest"]][0]
-    entries[dv2["digest"]] = (
-        size,
-        cache_mod.PARSED,
-        docs.KIND_MANIFEST,
-        None,
-        ("mediaType: expected the OCI manifest type", "mediaType", None),
-    )
+    (path,) = (Path(os.environ["XDG_CACHE_HOME"]) / "ocicache" / cache_mod.READS_DIR).iterdir()
+    head, _, rest = path.read_bytes().partition(b"\n")
+    key, payload = marshal.loads(rest[4:])
+    facts = [
+        (
+            d,
+            size,
+            docs.KIND_MANIFEST,
+            None,
+            ("C", "mediaType: expected the OCI manifest type", "f", "mediaType", None, None, None),
+        )
+        if d == dv2["digest"]
+        else (d, size, kind, tag, err)
+        for d, size, kind, tag, err in payload[13]
+    ]
+    assert facts != payload[13]
+    # Another key (a miss: the facts are what the reader goes by), the forged fact for dv2.
+    body = marshal.dumps((b"x" + key[1:], (*payload[:13], facts, payload[14])))
 
-    def write(with_stamp: str) -> None:
-        body = marshal.dumps((with_stamp, entries))
-        path.write_bytes(b"OCB1" + zlib.crc32(body).to_bytes(4, "big") + body)
-        shutil.rmtree(path.parent / cache_mod.READS_DIR, ignore_errors=True)  # (else the kept read answers)
+    def write(stamp: bytes) -> None:
+        path.write_bytes(stamp + b"\n" + zlib.crc32(body).to_bytes(4, "big") + body)
 
-    write(stamp.replace(cache_mod.stamp().rsplit("/", 1)[1], "0" * 64))
+    write(head.rsplit(b"/", 1)[0] + b"/" + b"0" * 64)
     snap = api.history(root, use_cache=True)
     assert dv2["digest"] in snap.inventory.foreign and not snap.inventory.bad_docs
-    write(stamp)
+    write(head)
     assert dv2["digest"] in api.history(root, use_cache=True).inventory.bad_docs
 
 

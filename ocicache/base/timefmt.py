@@ -33,17 +33,6 @@ def parse_rfc3339_ns(text: object) -> int | None:
 _memo: dict[str, int | None] = {}
 
 
-def remember(text: str, value: int | None) -> None:
-    """Seed the memo with an answer parse_rfc3339_ns gave before (the blob cache keeps them)."""
-    if len(_memo) < _MEMO_MAX:
-        _memo[text] = value
-
-
-def remembered() -> dict[str, int | None]:
-    """Every answer parse_rfc3339_ns gave in this process (for the blob cache to keep)."""
-    return _memo
-
-
 _MEMO_MAX = 1 << 20
 _days: dict[tuple[int, int, int], int | None] = {}
 

@@ -56,9 +56,10 @@ def key(inv: Inventory, fingerprint: bytes, stamp: str) -> bytes:
     return h.digest()
 
 
-def encode(k: bytes, inv: Inventory, exports: list[Export]) -> bytes | None:
-    """The kept form of what the reader added to `inv`, and the exports; None when a value is
-    not of the kinds this module knows (then nothing is kept)."""
+def encode(k: bytes, inv: Inventory, exports: list[Export], facts: Facts) -> bytes | None:
+    """The kept form of what the reader added to `inv`, the exports, and the per-digest facts
+    this read used or learned; None when a value is not of the kinds this module knows (then
+    nothing is kept)."""
     table: list[tuple[str, str, int, dict[str, str]]] = []
     ids: dict[int, int] = {}
 
@@ -149,6 +150,11 @@ def encode(k: bytes, inv: Inventory, exports: list[Export]) -> bytes | None:
             bad,
             [(p.severity, p.file, p.where, p.message) for p in inv.problems],
             out_exports,
+            [
+                (digest, size, kind, _value_tag(value), _error_fields(error) if error is not None else None)
+                for digest, (size, kind, value, error) in facts.docs.items()
+            ],
+            list(facts.not_json.items()),
         )
         return marshal.dumps((k, payload))
     except (ValueError, TypeError, AttributeError):  # a value marshal or this module cannot hold
@@ -172,6 +178,8 @@ class Kept:
     bad_docs: dict[str, OcicacheError]
     problems: list[Problem]
     exports: list[Export]
+    docs: dict[str, Fact]  # digest -> what reading it gave (facts of the next read)
+    not_json: dict[str, int]  # digest -> size of a blob whose head is not JSON
 
     def apply(self, inv: Inventory) -> list[Export]:
         """Put the documents into `inv` (the fresh part of a read whose key is `key`); the
@@ -188,6 +196,62 @@ class Kept:
         inv.bad_docs = self.bad_docs
         inv.problems = self.problems
         return self.exports
+
+
+# What reading one document gave: its size, kind, model value and error (documents.read_document).
+Fact = tuple[int, str | None, object | None, CorruptError | None]
+NOT_JSON = "N"  # verdicts: the first bytes are not JSON (a layer or other binary blob) ...
+PARSED = "J"  # ... or a document read before (ask `parsed`)
+
+
+class Facts:
+    """What the reader may take as known about a digest, from the kept read of the directory
+    (whatever its key: a digest names its content, and each fact is used only for a blob of the
+    size it was learned at), and what this read used or learned (the next kept read's)."""
+
+    def __init__(self, prior: Kept | None = None) -> None:
+        self._docs: dict[str, Fact] = prior.docs if prior is not None else {}
+        self._not_json: dict[str, int] = prior.not_json if prior is not None else {}
+        self.docs: dict[str, Fact] = {}
+        self.not_json: dict[str, int] = {}
+
+    def verdict(self, digest: str, size: int) -> str | None:
+        """NOT_JSON, PARSED (ask `parsed`), or None when this digest and size are unknown."""
+        if self._not_json.get(digest) == size:
+            self.not_json[digest] = size
+            return NOT_JSON
+        fact = self._docs.get(digest)
+        return PARSED if fact is not None and fact[0] == size else None
+
+    def parsed(self, digest: str, size: int) -> tuple[str | None, object | None, CorruptError | None] | None:
+        """The kind, value and error reading this digest gave before; None when unknown."""
+        fact = self._docs.get(digest)
+        if fact is None or fact[0] != size:
+            return None
+        self.docs[digest] = fact
+        return fact[1], fact[2], fact[3]
+
+    def put_not_json(self, digest: str, size: int) -> None:
+        self.not_json[digest] = size
+
+    def put_parsed(
+        self, digest: str, size: int, kind: str | None, value: object | None, error: CorruptError | None
+    ) -> None:
+        self.docs[digest] = (size, kind, value, error)
+
+
+def facts(data: bytes | None) -> Facts:
+    """The facts of a kept read's bytes (none when there are none or they are malformed)."""
+    return Facts(decode(data) if data is not None else None)
+
+
+def _value_tag(value: object | None) -> str | None:
+    if value is None:
+        return None
+    for tag, kind in (("M", CacheManifest), ("C", CacheConfig), ("O", OtherManifest)):
+        if isinstance(value, kind):
+            return tag
+    raise TypeError(f"cannot keep {type(value).__name__}")
 
 
 def decode(data: bytes) -> Kept | None:
@@ -208,6 +272,8 @@ def decode(data: bytes) -> Kept | None:
             bad,
             problems,
             exports,
+            fact_docs,
+            not_json,
         ) = payload
         if type(k) is not bytes or any(type(v) is not dict for v in (roles, unknown, referrers, kinds)):
             return None
@@ -236,24 +302,36 @@ def decode(data: bytes) -> Kept | None:
             fields[14] = new_configs[fields[14]] if fields[14] is not None else None
             fields[15] = tuple([descs[i] for i in fields[15]])
             new_exports.append(Export(*fields))
+        new_manifests = {
+            key_: CacheManifest(
+                digest,
+                shape,
+                mt,
+                d(config),
+                tuple([descs[i] for i in layers]),
+                tuple([descs[i] for i in others]),
+            )
+            for key_, digest, shape, mt, config, layers, others in manifests
+        }
+        new_foreign = {
+            key_: OtherManifest(digest, mt, tuple([descs[i] for i in children]), tuple(keys), artifact)
+            for key_, digest, mt, children, keys, artifact in foreign
+        }
+        values: dict[str, dict[str, Any]] = {"M": new_manifests, "C": new_configs, "O": new_foreign}
+        docs = {
+            digest: (
+                size,
+                kind,
+                values[tag][digest] if tag else None,
+                _error(*err) if err is not None else None,
+            )
+            for digest, size, kind, tag, err in fact_docs
+        }
         return Kept(
             k,
-            {
-                key_: CacheManifest(
-                    digest,
-                    shape,
-                    mt,
-                    d(config),
-                    tuple([descs[i] for i in layers]),
-                    tuple([descs[i] for i in others]),
-                )
-                for key_, digest, shape, mt, config, layers, others in manifests
-            },
+            new_manifests,
             new_configs,
-            {
-                key_: OtherManifest(digest, mt, tuple([descs[i] for i in children]), tuple(keys), artifact)
-                for key_, digest, mt, children, keys, artifact in foreign
-            },
+            new_foreign,
             set(closure),
             {parent: [ForeignRef(*r) for r in rs] for parent, rs in refs},
             roles,
@@ -263,6 +341,8 @@ def decode(data: bytes) -> Kept | None:
             {digest: _error(*fields) for digest, *fields in bad},
             [Problem(*p) for p in problems],
             new_exports,
+            docs,
+            dict(not_json),
         )
     except Exception:  # anything malformed is a miss, never an error (the read is done again)
         return None

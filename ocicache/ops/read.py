@@ -33,7 +33,7 @@ from ocicache.format.model import CacheConfig, CacheManifest, Descriptor, Index,
 from ocicache.format.names import INDEX_JSON, LOCK_FILE, OCI_LAYOUT
 from ocicache.ops import kept
 from ocicache.store.base import BlobFile, QuarantineScan, Store, blob_relpath
-from ocicache.store.cache import NOT_JSON, PARSED, BlobCache, Parsed, read_stamp
+from ocicache.store.cache import BlobCache, read_stamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +51,14 @@ def read_inventory(
 ) -> Inventory:
     """Read DIR once: index.json, oci-layout, blobs/ (stat), ingest/, and every JSON blob.
 
-    With a `cache`, blobs whose digest (and size) it knows are not opened, and what this read
-    learned is saved to it. `index_bytes` lets a caller that read index.json under the lock use
-    exactly those bytes; `quarantine`, a caller that knows what gc's quarantine holds (gc, which
-    alone changes it, under its lock) skip scanning it.
+    With a `cache`, blobs whose digest (and size) the directory's kept read knows are not
+    opened (store/cache.py; nothing is written). `index_bytes` lets a caller that read
+    index.json under the lock use exactly those bytes; `quarantine`, a caller that knows what
+    gc's quarantine holds (gc, which alone changes it, under its lock) skip scanning it.
     """
+    known = kept.facts(cache.kept_read(store.root)) if cache is not None else None
     inv, _ = _fresh(store, index_bytes, quarantine)
-    _read_documents(store, inv, cache)
+    _read_documents(store, inv, known)
     return inv
 
 
@@ -69,11 +70,12 @@ def read_store(
 ) -> tuple[Inventory, list[Export]]:
     """read_inventory, and the exports (core.exports.build_exports) of what it read.
 
-    With a `cache`, a read kept by an earlier run of exactly the same input (ops/kept.py: the
+    With a `cache`, the read kept by an earlier run of exactly the same input (ops/kept.py: the
     same blobs, lstat for lstat, the same index.json, ...) is used instead of reading the
-    documents and computing the exports again; a new read is kept for the next run."""
+    documents and computing the exports again; otherwise its facts spare opening the blobs it
+    knows, and this read is kept for the next run."""
     # The kept read is decoded first, while a listing's child is still stat-ing the blobs
-    # (listing.py); it is used only if this read's input turns out to be its key.
+    # (listing.py); it is used whole only if this read's input turns out to be its key.
     data = cache.kept_read(store.root) if cache is not None else None
     candidate = kept.decode(data) if data is not None else None
     del data
@@ -81,11 +83,12 @@ def read_store(
     k = kept.key(inv, fingerprint, read_stamp()) if cache is not None and fingerprint else None
     if k is not None and candidate is not None and candidate.key == k:
         return inv, candidate.apply(inv)
+    known = kept.Facts(candidate) if cache is not None else None
     del candidate
-    complete = _read_documents(store, inv, cache)
+    complete = _read_documents(store, inv, known)
     exports = build_exports(inv)
-    if k is not None and cache is not None and complete:
-        data = kept.encode(k, inv, exports)
+    if k is not None and cache is not None and known is not None and complete:
+        data = kept.encode(k, inv, exports, known)
         if data is not None:
             cache.keep_read(store.root, data)
     return inv, exports
@@ -125,13 +128,11 @@ def _fresh(
     return inv, scan.fingerprint
 
 
-def _read_documents(store: Store, inv: Inventory, cache: BlobCache | None) -> bool:
+def _read_documents(store: Store, inv: Inventory, known: kept.Facts | None) -> bool:
     """Find and parse every document; False when a file could not be read (what was found
     then depends on the files' state, not only on their content: it is not kept)."""
-    reader = _Reader(store, inv, cache)
+    reader = _Reader(store, inv, known)
     reader.run()
-    if cache is not None:
-        cache.save()
     return not reader.unreadable
 
 
@@ -193,7 +194,7 @@ def _read_oci_layout(store: Store) -> object | None:
 class _Reader:
     """Finds and parses every JSON document in blobs/, each once."""
 
-    def __init__(self, store: Store, inv: Inventory, cache: BlobCache | None = None) -> None:
+    def __init__(self, store: Store, inv: Inventory, cache: kept.Facts | None = None) -> None:
         self.store = store
         self.inv = inv
         self.cache = cache
@@ -373,10 +374,10 @@ class _Reader:
     def _sniff(self, digest: str, blob: BlobFile) -> None:
         cache = self.cache
         verdict = cache.verdict(digest, blob.size) if cache is not None else None
-        if verdict == NOT_JSON:
+        if verdict == kept.NOT_JSON:
             self.done.add(digest)
             return
-        if verdict == PARSED:
+        if verdict == kept.PARSED:
             self._parse_blob(blob)
             return
         try:
@@ -403,7 +404,7 @@ class _Reader:
             self.inv.bad_docs[blob.digest] = docs.too_big(blob.size, blob.relpath)
             return
         cache = self.cache
-        hit = cache.parsed(blob.digest, blob.size, blob.relpath) if cache is not None else None
+        hit = cache.parsed(blob.digest, blob.size) if cache is not None else None
         if hit is None:
             hit = self._read_and_parse(blob)
             if hit is None:
@@ -442,7 +443,7 @@ class _Reader:
             tuple([one(d) for d in m.others]),
         )
 
-    def _read_and_parse(self, blob: BlobFile) -> Parsed | None:
+    def _read_and_parse(self, blob: BlobFile) -> tuple[str | None, object | None, CorruptError | None] | None:
         """Read, decode, classify and parse one blob; None when the file could not be read
         (a state of the file, not of the content: never cached)."""
         try:
