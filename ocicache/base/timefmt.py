@@ -100,10 +100,20 @@ def _parse_go(text: str) -> int | None:
 
 
 def format_rfc3339(ns: int) -> str:
-    """`2026-11-27T19:16:57.260096Z`: UTC, microsecond precision."""
-    dt = datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC)
-    micros = (ns % 1_000_000_000) // 1000
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
+    """`2026-11-27T19:16:57.260096Z`: UTC, microsecond precision (`blobs --json` writes one per
+    blob: the date of each day is made once, the time of day by arithmetic)."""
+    seconds, frac = divmod(ns, 1_000_000_000)
+    day, second = divmod(seconds, 86_400)
+    date = _dates.get(day)
+    if date is None:
+        date = datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
+        _dates[day] = date
+    hours, second = divmod(second, 3600)
+    minutes, second = divmod(second, 60)
+    return f"{date}T{hours:02d}:{minutes:02d}:{second:02d}.{frac // 1000:06d}Z"
+
+
+_dates: dict[int, str] = {}
 
 
 def to_datetime(ns: int) -> datetime:

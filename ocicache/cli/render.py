@@ -49,9 +49,17 @@ def _digest(d: str, no_trunc: bool) -> str:
 
 
 def size(n: int | None) -> str:
-    import humanize
+    if n is None:
+        return "-"
+    text = _SIZES.get(n)
+    if text is None:
+        import humanize
 
-    return "-" if n is None else str(humanize.naturalsize(n))
+        text = _SIZES[n] = str(humanize.naturalsize(n))
+    return text
+
+
+_SIZES: dict[int, str] = {}
 
 
 def ago(ns: int | None, now: datetime) -> str:
@@ -62,9 +70,9 @@ def ago(ns: int | None, now: datetime) -> str:
     delta = now - to_datetime(ns)
     if delta.days < 0:
         return str(humanize.naturaltime(delta))
-    # humanize reads whole seconds of a past delta: one answer per second (a `blobs` table
-    # asks 50k times, mostly for blobs written in the same few seconds).
-    key = (now, delta.days, delta.seconds)
+    # humanize reads the whole seconds of a past delta under a day, and only its days past
+    # that: one answer per second or per day (a `blobs` table asks 50k times).
+    key = (now, delta.days, delta.seconds if delta.days == 0 else 0)
     text = _AGO.get(key)
     if text is None:
         text = _AGO[key] = str(humanize.naturaltime(delta))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ocicache.core.exports import Export
 from ocicache.core.inventory import Inventory
@@ -108,9 +111,8 @@ def _stack_layer(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class BlobRow:
-    """One blob on disk: what it is, and who needs it."""
+class BlobRow(NamedTuple):
+    """One blob on disk: what it is, and who needs it (a tuple: `blobs` makes one per blob)."""
 
     digest: str
     size: int
@@ -158,21 +160,22 @@ def blob_kinds(inv: Inventory) -> dict[str, str]:
 
 def blob_rows(inv: Inventory, exports: list[Export]) -> list[BlobRow]:
     """Every blob on disk, sorted by digest."""
-    counts: dict[str, int] = {}
-    for e in exports:
-        for d in e.blobs:
-            counts[d] = counts.get(d, 0) + 1
+    counts = Counter(itertools.chain.from_iterable(e.blobs for e in exports))
     kinds = blob_kinds(inv)
     indexed = reachable_from_index(inv, exports)
+    new = tuple.__new__
     return [
-        BlobRow(
-            b.digest,
-            b.size,
-            kinds.get(b.digest, KIND_UNKNOWN),
-            counts.get(b.digest, 0),
-            b.digest in indexed,
-            b.mtime_ns,
-            b.mode,
+        new(
+            BlobRow,
+            (
+                b.digest,
+                b.size,
+                kinds.get(b.digest, KIND_UNKNOWN),
+                counts.get(b.digest, 0),
+                b.digest in indexed,
+                b.mtime_ns,
+                b.mode,
+            ),
         )
         for b in inv.blobs.values()
     ]
