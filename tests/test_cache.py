@@ -18,12 +18,12 @@ from ocicache.synth import Builder, compact, history_dir
 
 
 def _history(directory: Path) -> str:
-    return render.dumps(render.history_json(api.history(directory, use_cache=True)))
+    return render.dumps(render.history_json(api.history(directory, use_cache=True))).decode()
 
 
 def _blobs(directory: Path) -> str:
     snap, rows = api.blobs(directory, use_cache=True)
-    return render.dumps(render.blobs_json(snap, rows))
+    return render.dumps(render.blobs_json(snap, rows)).decode()
 
 
 def _tree(directory: Path) -> dict[str, tuple[int, int, int]]:

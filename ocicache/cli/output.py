@@ -38,12 +38,22 @@ def guard_fds() -> None:
                 os.close(null)
 
 
-def out(text: str) -> None:
-    """Write one text (and a newline) to stdout, now (flushed); OutputError when it cannot."""
+def out(text: str | bytes) -> None:
+    """Write one text (and a newline) to stdout, now (flushed); OutputError when it cannot.
+    ASCII bytes (a JSON document: render.dumps) go to the stream's buffer as they are."""
     stream = sys.stdout
     if stream is None:
         raise OutputError("cannot write the output: stdout is closed")
     try:
+        if isinstance(text, bytes):
+            buffer = getattr(stream, "buffer", None)
+            if buffer is not None:
+                stream.flush()
+                buffer.write(text)
+                buffer.write(b"\n")
+                buffer.flush()
+                return
+            text = text.decode("ascii")
         stream.write(text)  # (not text + "\n": that would copy a 20 MB document once more)
         stream.write("\n")
         stream.flush()

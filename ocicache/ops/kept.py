@@ -240,7 +240,7 @@ class Facts:
         self.docs[digest] = (size, kind, value, error)
 
 
-def facts(data: bytes | None) -> Facts:
+def facts(data: bytes | memoryview | None) -> Facts:
     """The facts of a kept read's bytes (none when there are none or they are malformed)."""
     return Facts(decode(data) if data is not None else None)
 
@@ -254,10 +254,11 @@ def _value_tag(value: object | None) -> str | None:
     raise TypeError(f"cannot keep {type(value).__name__}")
 
 
-def decode(data: bytes) -> Kept | None:
+def decode(data: bytes | memoryview) -> Kept | None:
     """The kept read in `data` (encode's bytes); None when it is malformed."""
     try:
         k, payload = marshal.loads(data)
+        del data  # (each part is let go of once it is rebuilt: a big read holds ~30 MB of tuples)
         (
             table,
             manifests,
@@ -275,12 +276,14 @@ def decode(data: bytes) -> Kept | None:
             fact_docs,
             not_json,
         ) = payload
+        del payload
         if type(k) is not bytes or any(type(v) is not dict for v in (roles, unknown, referrers, kinds)):
             return None
         if not all(type(t) is tuple and len(t) == 4 and type(t[3]) is dict for t in table):
             return None
         new = tuple.__new__  # the NamedTuples built from marshal's tuples (model.new_descriptor)
         descs = [new(Descriptor, t) for t in table]
+        del table
 
         def d(i: int) -> Descriptor | None:
             return descs[i] if i >= 0 else None
@@ -295,6 +298,7 @@ def decode(data: bytes) -> Kept | None:
             )
             for key_, digest, layers, records, created, probs in configs
         }
+        del configs
         new_exports = []
         for e in exports:
             fields: list[Any] = list(e)

@@ -76,9 +76,9 @@ def read_store(
     knows, and this read is kept for the next run."""
     # The kept read is decoded first, while a listing's child is still stat-ing the blobs
     # (listing.py); it is used whole only if this read's input turns out to be its key.
-    data = cache.kept_read(store.root) if cache is not None else None
-    candidate = kept.decode(data) if data is not None else None
-    del data
+    view = cache.kept_read(store.root) if cache is not None else None
+    candidate = kept.decode(view) if view is not None else None
+    del view
     inv, fingerprint = _fresh(store, index_bytes, quarantine)
     k = kept.key(inv, fingerprint, read_stamp()) if cache is not None and fingerprint else None
     if k is not None and candidate is not None and candidate.key == k:
