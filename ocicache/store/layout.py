@@ -307,7 +307,8 @@ class Layout:
     def scan_columns(self) -> bytes:
         """The lstat of every entry of each blobs/<algorithm>/, as one marshal document:
         (DIR's and blobs/'s "dev:ino", [(algorithm, "dev:ino" or a stray's reason, names,
-        sizes, mtimes, modes, allocated, inodes, links), ...]), names sorted. A listing's
+        sizes, mtimes, modes, allocated, inodes, links, (inode, ctime) pairs), ...]), names
+        sorted. A listing's
         child runs this; `scan_from_columns` reads it. b"" when blobs/ cannot be opened."""
         from ocicache.store.listing import identity
 
@@ -333,6 +334,9 @@ class Layout:
             allocated: list[int] = []
             inodes: list[str] = []
             links: list[int] = []
+            # Only for the fingerprint: a file rewritten in place (its mtime set back, even) or
+            # replaced by another of the same size has another ctime or inode.
+            changes: list[int] = []
             lstat = os.stat
             for name in names:
                 try:
@@ -346,6 +350,7 @@ class Layout:
                     allocated.append(0)
                     inodes.append("")
                     links.append(0)
+                    changes.extend((0, 0))
                     continue
                 n = st.st_nlink
                 sizes.append(st.st_size)
@@ -354,8 +359,20 @@ class Layout:
                 allocated.append(st.st_blocks * 512)
                 inodes.append(f"{st.st_dev}:{st.st_ino}" if n > 1 else "")
                 links.append(n)
+                changes.extend((st.st_ino, st.st_ctime_ns))
             folders.append(
-                (alg, identity(os.fstat(alg_fd)), names, sizes, mtimes, modes, allocated, inodes, links)
+                (
+                    alg,
+                    identity(os.fstat(alg_fd)),
+                    names,
+                    sizes,
+                    mtimes,
+                    modes,
+                    allocated,
+                    inodes,
+                    links,
+                    changes,
+                )
             )
         return marshal.dumps((identity(os.fstat(self._root_fd)), identity(os.fstat(blobs_fd)), folders))
 
@@ -379,7 +396,7 @@ class Layout:
                 if len(folder) == 2:
                     strays.append(Stray(rel_alg, folder[1], 0))
                     continue
-                _, ident, names, sizes, mtimes, modes, allocated, inodes, links = folder
+                _, ident, names, sizes, mtimes, modes, allocated, inodes, links, changes = folder
                 alg_fd = self.blob_dir_fd(alg)
                 if alg_fd is None or ident != identity(os.fstat(alg_fd)):
                     return None
@@ -391,6 +408,7 @@ class Layout:
                     == len(allocated)
                     == len(inodes)
                     == len(links)
+                    == len(changes) // 2
                 ):
                     return None
                 self._add_blobs(alg, rel_alg, folder, blobs, strays)
@@ -405,7 +423,7 @@ class Layout:
     ) -> None:
         """One folder's columns into BlobFiles (every regular file with a digest's name, in
         name order) and Strays (the rest)."""
-        _, _, names, sizes, mtimes, modes, allocated, inodes, links = folder
+        _, _, names, sizes, mtimes, modes, allocated, inodes, links, _ = folder
         hex_len = _HEX_LEN[alg]
         prefix = alg + ":"
         odd: list[int] = []
