@@ -60,36 +60,49 @@ def encode(k: bytes, inv: Inventory, exports: list[Export], facts: Facts) -> byt
     """The kept form of what the reader added to `inv`, the exports, and the per-digest facts
     this read used or learned; None when a value is not of the kinds this module knows (then
     nothing is kept)."""
-    table: list[tuple[str, str, int, dict[str, str]]] = []
-    ids: dict[int, int] = {}
+    # Every descriptor once (most are shared by several manifests and exports), numbered; the
+    # documents refer to them by number (at C speed: map over id, no call per descriptor).
+    every: list[Descriptor] = []
+    for m in inv.manifests.values():
+        every.extend(m.layers)
+        every.extend(m.others)
+        if m.config is not None:
+            every.append(m.config)
+    for o in inv.foreign.values():
+        every.extend(o.children)
+    for e in exports:
+        every.extend(e.layers)
+        if e.config is not None:
+            every.append(e.config)
+    unique = list({id(x): x for x in every}.values())
+    del every
+    number = {id(x): i for i, x in enumerate(unique)}.__getitem__
 
     def d(x: Descriptor | None) -> int:
-        if x is None:
-            return -1
-        i = ids.get(id(x))
-        if i is None:
-            i = ids[id(x)] = len(table)
-            table.append((x.media_type, x.digest, x.size, dict(x.annotations)))
-        return i
+        return -1 if x is None else number(id(x))
+
+    def ds(xs: tuple[Descriptor, ...]) -> list[int]:
+        return list(map(number, map(id, xs)))
 
     try:
-        manifests = [
+        table = [
             (
-                key_,
-                m.digest,
-                m.shape,
-                m.media_type,
-                d(m.config),
-                [d(x) for x in m.layers],
-                [d(x) for x in m.others],
+                x.media_type,
+                x.digest,
+                x.size,
+                x.annotations if type(x.annotations) is dict else dict(x.annotations),
             )
+            for x in unique
+        ]
+        manifests = [
+            (key_, m.digest, m.shape, m.media_type, d(m.config), ds(m.layers), ds(m.others))
             for key_, m in inv.manifests.items()
         ]
         configs = [
             (
                 key_,
                 c.digest,
-                [(x.blob, x.parent) for x in c.layers],
+                list(map(tuple, c.layers)),
                 c.record_count,
                 list(c.layer_created.items()),
                 list(c.problems),
@@ -97,7 +110,7 @@ def encode(k: bytes, inv: Inventory, exports: list[Export], facts: Facts) -> byt
             for key_, c in inv.configs.items()
         ]
         foreign = [
-            (key_, o.digest, o.media_type, [d(x) for x in o.children], list(o.keys), o.artifact_type)
+            (key_, o.digest, o.media_type, ds(o.children), list(o.keys), o.artifact_type)
             for key_, o in inv.foreign.items()
         ]
         bad = [(digest, *_error_fields(e)) for digest, e in inv.bad_docs.items()]
@@ -123,7 +136,7 @@ def encode(k: bytes, inv: Inventory, exports: list[Export], facts: Facts) -> byt
                     e.newest_step_ns,
                     d(e.config),
                     cc.digest if cc is not None else None,
-                    [d(x) for x in e.layers],
+                    ds(e.layers),
                     e.blobs,
                     e.size,
                     e.missing_bytes,
