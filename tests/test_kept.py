@@ -151,3 +151,29 @@ def test_no_cache_keeps_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("OCICACHE_NO_CACHE", "1")
     assert _cached(d) == _fresh(d)
     assert _kept_files() == []
+
+
+def test_kept_reads_are_pruned_least_recently_used_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One file per directory read, at most MAX_READS: a CI host reading many temporary
+    directories does not fill the cache home; the directory read last is never the one pruned."""
+    from ocicache.store import cache as cache_mod
+
+    monkeypatch.setattr(cache_mod, "MAX_READS", 3)
+    dirs = []
+    for i in range(5):
+        d = tmp_path / f"c{i}"
+        shutil.copytree(REPO / "fixtures" / "buildkit-v0.32.2" / "f-tags", d)
+        dirs.append(d)
+    for d in dirs[:3]:
+        _cached(d)
+    assert len(_kept_files()) == 3
+    os.utime(_kept_files()[0], ns=(1, 1))  # the oldest use
+    oldest = _kept_files()[0].name
+    _cached(dirs[3])
+    names = [p.name for p in _kept_files()]
+    assert len(names) == 3 and oldest not in names
+    with monkeypatch.context() as m:
+        _no_reading(m)
+        _cached(dirs[3])  # the newest is kept

@@ -23,6 +23,7 @@ import itertools
 import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ocicache.base.errors import RefusedError, missing_manifest_hint
 from ocicache.core import reach
@@ -117,9 +118,9 @@ class ExportDecision:
     reason: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class BlobDeletion:
-    """A blob file gc deletes: `blobs/<algorithm>/<name>`, as it was when planned."""
+class BlobDeletion(NamedTuple):
+    """A blob file gc deletes: `blobs/<algorithm>/<name>`, as it was when planned (a tuple:
+    a plan at 50k blobs makes 50k)."""
 
     algorithm: str
     name: str
@@ -135,28 +136,13 @@ class BlobDeletion:
         return f"{self.algorithm}:{self.name}"
 
 
-_new = object.__new__
-_SET_DELETION = tuple(
-    BlobDeletion.__dict__[f].__set__  # slot descriptors: C-level setters
-    for f in ("algorithm", "name", "kind", "size", "mtime_ns", "allocated", "inode", "links")
-)
+_new = tuple.__new__
 
 
 def _deletion(b: BlobFile, kind: str) -> BlobDeletion:
-    """BlobDeletion(...) of a blob file, without the frozen-dataclass __init__ (an
-    object.__setattr__ per field: 50k deletions at 50k blobs)."""
-    d: BlobDeletion = _new(BlobDeletion)
-    s_alg, s_name, s_kind, s_size, s_mtime, s_alloc, s_inode, s_links = _SET_DELETION
+    """BlobDeletion(...) of a blob file, without NamedTuple's per-call argument handling."""
     algorithm, _, name = b.digest.partition(":")  # (BlobFile's properties split it twice)
-    s_alg(d, algorithm)
-    s_name(d, name)
-    s_kind(d, kind)
-    s_size(d, b.size)
-    s_mtime(d, b.mtime_ns)
-    s_alloc(d, b.allocated)
-    s_inode(d, b.inode)
-    s_links(d, b.links)
-    return d
+    return _new(BlobDeletion, (algorithm, name, kind, b.size, b.mtime_ns, b.allocated, b.inode, b.links))
 
 
 @dataclass(frozen=True, slots=True)
@@ -510,7 +496,7 @@ def _deletion_order(inv: Inventory, deletions: list[BlobDeletion]) -> tuple[Blob
     return tuple(out)
 
 
-_ALG_NAME = operator.attrgetter("algorithm", "name")
+_ALG_NAME = operator.itemgetter(0, 1)  # (algorithm, name)
 
 
 def _depths(parents: dict[str, list[str]], nodes: Iterable[str]) -> dict[str, int]:

@@ -83,6 +83,8 @@ class BlobCache:
         try:
             with open(path, "rb") as f:
                 data = f.read()
+                with contextlib.suppress(OSError):
+                    os.utime(f.fileno())  # (used: pruned last)
             body = memoryview(data)[len(head) + 4 :]
             if (
                 not data.startswith(head)
@@ -110,3 +112,30 @@ class BlobCache:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
+            _prune(path.parent, keep=path.name)
+            with contextlib.suppress(OSError):
+                os.unlink(path.parent.parent / _OLD_FACTS)  # 0.5's per-digest file: replaced
+
+
+_OLD_FACTS = "blobs.marshal"
+MAX_READS = 32  # kept reads (directories) at most; the least recently used go first
+
+
+def _prune(folder: Path, keep: str) -> None:
+    """Delete the oldest kept reads past MAX_READS (a read refreshes its file's mtime), and
+    temporary files a killed run left (over an hour old)."""
+    import time
+
+    entries: list[tuple[int, str]] = []
+    for entry in os.scandir(folder):
+        with contextlib.suppress(OSError):
+            st = entry.stat(follow_symlinks=False)
+            if entry.name.startswith(".read-"):
+                if st.st_mtime < time.time() - 3600:
+                    os.unlink(entry.path)
+            elif entry.name.endswith(".marshal") and entry.name != keep:
+                entries.append((st.st_mtime_ns, entry.name))
+    entries.sort()
+    for _, name in entries[: max(0, len(entries) + 1 - MAX_READS)]:
+        with contextlib.suppress(OSError):
+            os.unlink(folder / name)
