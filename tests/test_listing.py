@@ -201,4 +201,25 @@ def test_early_listing_is_taken_only_for_its_directory(tmp_path: Path) -> None:
         assert mod._early == {}, argv  # a real gc, a writer, a registry, no DIR: nothing begun
     mod.begin_early(["gc", str(a), "--dry-run"])
     assert list(mod._early) == [str(a)]
-    mod._stop_early()
+    mod.stop_early()
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [("None", 0), ("0", 0), ("3", 3), ("-1", 255), ("256", 0), ("'why'", 1)]
+)
+def test_the_console_script_exits_as_python_would(code: str, status: int) -> None:
+    """cli/start.py leaves with os._exit (no teardown), with the status Python's own exit gives,
+    and stdout flushed."""
+    import subprocess
+    import sys
+
+    program = f"import sys; sys.stdout.write('out'); from ocicache.cli.start import _leave; _leave({code})"
+    r = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert r.returncode == status
+    assert r.stdout == "out"
+    assert r.stderr == ("why\n" if code == "'why'" else "")

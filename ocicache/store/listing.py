@@ -96,10 +96,10 @@ def begin_early(argv: list[str]) -> None:
 
     listing = Listing(first)
     _early[listing.root] = listing
-    atexit.register(_stop_early)
+    atexit.register(stop_early)
 
 
-def _stop_early() -> None:
+def stop_early() -> None:
     while _early:
         _, listing = _early.popitem()
         listing.close()
@@ -111,12 +111,12 @@ def begin(directory: object) -> Iterator[Listing | None]:
     index.json nor blobs/ (then Layout says what is wrong and nothing is listed); the child is
     reaped on the way out."""
     if not isinstance(directory, str | os.PathLike):  # a registry (targets.RegistrySource)
-        _stop_early()
+        stop_early()
         yield None
         return
     path = os.fspath(directory)
     listing = _early.pop(os.path.abspath(path), None)
-    _stop_early()  # (a guess that was wrong)
+    stop_early()  # (a guess that was wrong)
     if listing is None:
         if not _is_cache_dir(path):
             yield None
