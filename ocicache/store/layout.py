@@ -13,7 +13,6 @@ import errno
 import hashlib
 import marshal
 import os
-import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,7 +51,15 @@ _NOATIME = getattr(os, "O_NOATIME", 0)
 # Registered algorithms' encoded parts are lower-case hex of a fixed length (digest.py).
 _HEX_DIGITS = "0123456789abcdef"
 _HEX_LEN = {"sha256": 64, "sha512": 128}
-_HEX_RUN = re.compile("[0-9a-f]*")
+_HEX_BYTES = _HEX_DIGITS.encode()
+
+
+def _all_hex(text: str) -> bool:
+    """True when every character of `text` is a lower-case hex digit (in C: 3 MB in ~2 ms)."""
+    try:
+        return not text.encode("ascii").translate(None, _HEX_BYTES)
+    except UnicodeEncodeError:
+        return False
 
 
 def inode_key(st: os.stat_result) -> str:
@@ -432,7 +439,7 @@ class Layout:
         if (
             names
             and set(map(len, names)) == {hex_len}
-            and _HEX_RUN.fullmatch("".join(names))
+            and _all_hex("".join(names))
             and all(stat.S_ISREG(m) for m in set(modes))
         ):
             pass
