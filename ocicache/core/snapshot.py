@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ocicache.core import reports
-from ocicache.core.cachefrom import Readiness
 from ocicache.core.exports import Export
 from ocicache.core.inventory import Inventory
+
+if TYPE_CHECKING:  # (the read commands never load cachefrom: ~11 ms)
+    from ocicache.core.cachefrom import Readiness
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,12 @@ import re
 from dataclasses import dataclass
 
 from ocicache.base.errors import UsageError
+from ocicache.format.names import HEX_LENGTHS
 
 # image-spec descriptor.md: algorithm-component ([+._-] algorithm-component)* ":" encoded
 _GRAMMAR = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 # Registered algorithms: the encoded part is lower-case hex of a fixed length.
-_ENCODED = {"sha256": re.compile(r"[a-f0-9]{64}"), "sha512": re.compile(r"[a-f0-9]{128}")}
+_ENCODED = {algorithm: re.compile(f"[a-f0-9]{{{n}}}") for algorithm, n in HEX_LENGTHS.items()}
 ALGORITHMS = tuple(_ENCODED)
 
 

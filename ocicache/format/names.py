@@ -4,6 +4,9 @@ INDEX_JSON = "index.json"
 OCI_LAYOUT = "oci-layout"
 LOCK_FILE = "index.json.lock"
 BLOBS = "blobs"
+# The registered digest algorithms: their blobs/<algorithm>/ folders, and the length of the
+# lower-case hex names in them (format/digest.py validates digests by it).
+HEX_LENGTHS = {"sha256": 64, "sha512": 128}
 INGEST = "ingest"
 # gc's own folder inside DIR (quarantine.py): the only thing ocicache ever adds to a directory.
 OWN_DIR = ".ocicache"

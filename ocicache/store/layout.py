@@ -22,6 +22,7 @@ from ocicache.base.errors import CorruptError, NotACacheDirError, TooLargeError
 from ocicache.format.digest import ALGORITHMS, Digest
 from ocicache.format.names import (
     BLOBS,
+    HEX_LENGTHS,
     INDEX_JSON,
     INDEX_LIMIT,
     INDEX_LIMIT_NAME,
@@ -50,7 +51,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEX
 _NOATIME = getattr(os, "O_NOATIME", 0)
 # Registered algorithms' encoded parts are lower-case hex of a fixed length (digest.py).
 _HEX_DIGITS = "0123456789abcdef"
-_HEX_LEN = {"sha256": 64, "sha512": 128}
+_HEX_LEN = HEX_LENGTHS
 _HEX_BYTES = _HEX_DIGITS.encode()
 
 
