@@ -177,3 +177,23 @@ def test_kept_reads_are_pruned_least_recently_used_first(
     with monkeypatch.context() as m:
         _no_reading(m)
         _cached(dirs[3])  # the newest is kept
+
+
+def test_the_key_takes_any_error_and_any_text(tmp_path: Path) -> None:
+    """Whatever made index.json or oci-layout unusable, and whatever text a problem holds (a lone
+    surrogate from a name), the key is made: a read never fails for its cache."""
+    from ocicache.base.errors import BusyError, NotFoundError
+    from ocicache.core.inventory import Problem
+    from ocicache.ops import kept
+
+    d = tmp_path / "c"
+    shutil.copytree(REPO / "fixtures" / "buildkit-v0.32.2" / "f-tags", d)
+    with Layout(d) as layout:
+        inv = read_inventory(layout)
+    keys = set()
+    for err in (None, BusyError("busy", file="index.json"), NotFoundError("gone", hint="\udcff")):
+        inv.index_error = err
+        inv.oci_layout = err
+        inv.problems = [Problem("warning", "blobs/sha256/\udcff\ud800", "", "odd")]
+        keys.add(kept.key(inv, b"x", "stamp"))
+    assert len(keys) == 3

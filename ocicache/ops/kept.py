@@ -41,8 +41,8 @@ def key(inv: Inventory, fingerprint: bytes, stamp: str) -> bytes:
         stamp,
         str(inv.root),
         inv.kind,
-        _error_fields(err) if err is not None else None,
-        inv.oci_layout if not isinstance(inv.oci_layout, OcicacheError) else _error_fields(inv.oci_layout),
+        _described(err) if err is not None else None,
+        _described(inv.oci_layout) if isinstance(inv.oci_layout, OcicacheError) else inv.oci_layout,
         inv.ingest,
         inv.quarantine,
         inv.strays,
@@ -50,7 +50,7 @@ def key(inv: Inventory, fingerprint: bytes, stamp: str) -> bytes:
         sorted(inv.untimed),
         sorted(inv.superseded.items()),
     ):
-        h.update(repr(part).encode("utf-8", "surrogateescape") + b"\0")
+        h.update(repr(part).encode("utf-8", "backslashreplace") + b"\0")
     h.update(fingerprint)
     h.update(b"\0" if inv.index_raw is None else b"\1" + inv.index_raw)
     return h.digest()
@@ -363,6 +363,11 @@ def decode(data: bytes | memoryview) -> Kept | None:
         )
     except Exception:  # anything malformed is a miss, never an error (the read is done again)
         return None
+
+
+def _described(e: OcicacheError) -> tuple[Any, ...]:
+    """An error of any kind as the key sees it."""
+    return (type(e).__name__, e.message, e.file, e.where, e.hint, getattr(e, "limit", None))
 
 
 def _error_fields(e: OcicacheError) -> tuple[Any, ...]:
