@@ -88,11 +88,9 @@ def table(rows: list[list[Any]], headers: list[str]) -> str:
     """A plain table (tabulate's "simple" format, every cell text); every cell escaped
     (textsafe.safe): a name holding a newline or an escape sequence stays in its cell, inert.
 
-    Past BIG_TABLE rows, and when tabulate measures text by len() (wcwidth not installed),
-    the same text is laid out here: tabulate guesses a type for each of 300k cells of a
-    50k-blob `blobs` table (~2 s); tests/test_render_speed.py checks both agree."""
-    from tabulate import tabulate
-
+    When tabulate would measure text by len() (wcwidth not installed) the same text is laid
+    out here, without loading tabulate (~25 ms a start) or its per-cell type guessing (~2 s for
+    a 50k-blob `blobs` table); tests/test_render_speed.py checks both agree."""
     if (
         all(type(c) is str for row in rows for c in row)
         and "".join([c for row in rows for c in row]).isprintable()
@@ -100,18 +98,18 @@ def table(rows: list[list[Any]], headers: list[str]) -> str:
         cells = rows  # the common case, checked in one go: nothing to escape
     else:
         cells = [[safe(c) for c in row] for row in rows]
-    if len(cells) > BIG_TABLE and not _wide_chars():
+    if not _wide_chars():
         return simple_table(cells, headers)
+    from tabulate import tabulate
+
     return str(tabulate(cells, headers=headers, tablefmt="simple", disable_numparse=True))
 
 
-BIG_TABLE = 500
-
-
 def _wide_chars() -> bool:
-    import tabulate
+    """True when tabulate measures cells by their display width (it does with wcwidth)."""
+    import importlib.util
 
-    return bool(tabulate.WIDE_CHARS_MODE)
+    return importlib.util.find_spec("wcwidth") is not None
 
 
 def simple_table(cells: list[list[str]], headers: list[str]) -> str:
