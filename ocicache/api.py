@@ -461,7 +461,7 @@ def _registry_gc(
     warnings.extend(f"{d}: kept: {why}" for d, why in done.skipped)
     warnings.extend(plan.warnings)
     return GcResult(
-        plan, dry_run, done.deleted, (), plan.kept_bytes, 0, tuple(warnings), None, None, done, done.expired
+        plan, dry_run, done.deleted, (), plan.kept_bytes, 0, tuple(warnings), None, done, done.expired
     )
 
 

@@ -173,32 +173,6 @@ def test_grace_protects_young_blobs_and_manifests_with_old_layers(tmp_path: Path
     assert_consistent(root)
 
 
-def test_stable_until_is_when_grace_runs_out(tmp_path: Path) -> None:
-    """gc_plan.stable_until (GcResult.stable_until_ns of a dry run): the plan holds until then."""
-    import shutil
-    import time
-
-    from ocicache.core.gc_plan import make_plan, stable_until
-
-    d = tmp_path / "cache"
-    shutil.copytree(FIXTURES / "f-tags", d)
-    now = time.time_ns()
-    for f in d.rglob("*"):
-        os.utime(f, ns=(now, now - 10 * 86400 * S), follow_symlinks=False)
-    young = sorted((d / "blobs" / "sha256").iterdir())[0]
-    os.utime(young, ns=(now, now - 600 * S))  # 10 minutes old
-    policy = Policy(keep_last=0, keep_within_ns=None, keep_refs=(), max_size=None, grace_ns=HOUR_NS)
-    snap = api.read(d)
-    until = stable_until(snap.inventory, snap.exports, policy, now)
-    assert until == now - 600 * S + HOUR_NS
-    plan = make_plan(snap.inventory, snap.exports, policy, now)
-    later = make_plan(snap.inventory, snap.exports, policy, until - 1)
-    assert (plan.kept, plan.blobs, plan.ingest) == (later.kept, later.blobs, later.ingest)
-    # Without keep_within and with every blob older than grace: forever.
-    old = Policy(keep_last=0, keep_within_ns=None, keep_refs=(), max_size=None, grace_ns=0)
-    assert stable_until(snap.inventory, snap.exports, old, now) == 1 << 62
-
-
 def test_young_config_without_manifest_keeps_its_layers(tmp_path: Path) -> None:
     root, b = _history(tmp_path, n=2)
     ex = api.history(root).exports

@@ -19,7 +19,6 @@ Safety rules (the issue, and FORMAT.md):
 
 from __future__ import annotations
 
-import itertools
 import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -314,30 +313,6 @@ def needed(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns: in
     if inv.index is not None:
         roots.extend(e.descriptor.digest for e in inv.index.entries)
     return reach.closure(inv, roots)
-
-
-def stable_until(inv: Inventory, exports: Sequence[Export], policy: Policy, now_ns: int) -> int:
-    """The first moment after `now_ns` at which make_plan's answer could change with time alone.
-
-    make_plan depends on the clock only through `_young` (flips when now reaches mtime + grace)
-    and --keep-within (flips when now passes created + keep_within); for any now in
-    [now_ns, stable_until) every such test gives what it gave at now_ns. (A dry run's
-    GcResult.stable_until_ns.)
-    """
-    grace, kw = policy.grace_ns, policy.keep_within_ns
-    marks = itertools.chain(
-        (b.mtime_ns for b in inv.blobs.values()),
-        (i.mtime_ns for i in inv.ingest),
-        (e.mtime_ns for e in exports if e.mtime_ns is not None),
-    )
-    edges = itertools.chain(
-        (m + grace for m in marks),
-        () if kw is None else (e.created_ns + kw + 1 for e in exports if e.created_ns is not None),
-    )
-    return min((t for t in edges if t > now_ns), default=_FOREVER)
-
-
-_FOREVER = 1 << 62
 
 
 def _young(mtime_ns: int, now_ns: int, grace_ns: int) -> bool:

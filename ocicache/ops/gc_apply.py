@@ -78,7 +78,6 @@ from ocicache.core.gc_plan import (
     expired_tags,
     make_plan,
     needed,
-    stable_until,
     summarize,
 )
 from ocicache.core.inventory import Inventory
@@ -154,9 +153,6 @@ class GcResult:
     kept_bytes: int
     replans: int
     warnings: tuple[str, ...]
-    # A dry run's plan stays the same until this time (gc_plan.stable_until) if DIR does not
-    # change; None after a real run.
-    stable_until_ns: int | None = None
     quarantine: QuarantineReport | None = None
     registry: Any = None  # ops.registry.RegistryGc for a registry target
     expired: tuple[tuple[str, str], ...] = ()  # (tag, digest) --expire-tags dropped
@@ -320,7 +316,6 @@ def _gc(
                 plan.kept_bytes,
                 0,
                 plan.warnings,
-                stable_until(inv, exports, policy, now),
                 _dry_quarantine(inv.quarantine, plan, now),
                 expired=tuple(expired_tags(exports, policy, now)),
             )
@@ -431,7 +426,6 @@ def _run(layout: Layout, policy: Policy, now: int, delay: float, progress: _Prog
         plan.size_before - progress.attempt_bytes,
         attempt,
         (*plan.warnings, *progress.warnings),
-        None,
         report,
     )
 
