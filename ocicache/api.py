@@ -26,7 +26,7 @@ from ocicache.core.refs import resolve
 from ocicache.core.snapshot import RefResult, ShowResult, Snapshot
 from ocicache.format.names import INDEX_JSON, LOCK_FILE, OCI_LAYOUT
 from ocicache.ops.read import read_inventory, read_store
-from ocicache.store.cache import BlobCache
+from ocicache.store.cache import ReadCache
 from ocicache.store.layout import Layout
 from ocicache.store.targets import RegistrySource, Target, open_store, resolve_target
 
@@ -61,7 +61,7 @@ def read(directory: Target, use_cache: bool = False, listing: Listing | None = N
     """
     with open_store(directory, listing, use_cache=use_cache) as store:
         local = isinstance(store, Layout)
-        cache = BlobCache.default(store.root) if use_cache and local else None
+        cache = ReadCache.default(store.root) if use_cache and local else None
         inv, exports = read_store(store, cache)
         sizes, allocated = [], []
         for name in (INDEX_JSON, OCI_LAYOUT, LOCK_FILE):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import io
+import json
 import os
 import signal
 import stat
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 # Every exit code the README documents; 70 (internal error) is deliberately not among them.
@@ -63,6 +65,14 @@ def run_inprocess(*args: str, timeout: int = 30) -> Run:
         cli._state["debug"] = False
         gc.enable()  # main turns the cyclic GC off for its short-lived process
     return Run(code, out.getvalue(), err.getvalue())
+
+
+def json_of(*args: str, code: int = 0) -> dict[str, Any]:
+    """`ocicache ARGS --json` in-process: its document, once the exit code is `code`."""
+    r = run_inprocess(*args, "--json")
+    assert r.code == code, r.err
+    doc: dict[str, Any] = json.loads(r.out)
+    return doc
 
 
 def run_subprocess(*args: str, timeout: float = 60, prefix: tuple[str, ...] = ()) -> Run:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from clirun import run_inprocess
+from clirun import json_of, run_inprocess
 from conftest import CASES, FIXTURES, ROOT, copy_fixture, tree_state
 from regserver import Registry, head_status, registry_truth, start_registry
 
@@ -33,14 +33,8 @@ def _copy(*args: str, code: int = 0) -> dict:
     return doc
 
 
-def _json(*args: str, code: int = 0) -> dict:
-    r = run_inprocess(*args, "--json")
-    assert r.code == code, r.err
-    return json.loads(r.out)
-
-
 def _check_ok(target: str) -> dict:
-    doc = _json("check", target)
+    doc = json_of("check", target)
     assert doc["ok"], doc["findings"]
     return doc
 
@@ -67,7 +61,7 @@ def _closure(case: str, digest: str) -> set[str]:
 
 
 def _default_export(case: str) -> dict:
-    doc = _json("history", str(FIXTURES / case))
+    doc = json_of("history", str(FIXTURES / case))
     for e in doc["exports"]:
         if "latest" in e["tags"]:
             return e
@@ -112,9 +106,9 @@ def test_all_copies_every_current_export_and_the_index_matches_byte_for_byte(tmp
     assert [e["tags"] for e in doc["exports"]] == [["beta"], ["alpha"], ["latest"]]  # index order
     # BuildKit's entries, written as BuildKit writes them, in the same order: the same bytes.
     assert (dst / "index.json").read_bytes() == (src / "index.json").read_bytes()
-    hist = _json("history", str(dst))
+    hist = json_of("history", str(dst))
     assert [(e["digest"], e["tags"]) for e in hist["exports"]] == [
-        (e["digest"], e["tags"]) for e in _json("history", str(src))["exports"] if e["tags"]
+        (e["digest"], e["tags"]) for e in json_of("history", str(src))["exports"] if e["tags"]
     ]
     t = doc["totals"]
     assert t["exports"] == 3 and t["copiedBlobs"] == t["blobs"] == len(_blob_files(dst))
@@ -125,7 +119,7 @@ def test_all_copies_every_current_export_and_the_index_matches_byte_for_byte(tmp
 def test_tag_names_the_copy_and_an_untagged_export_needs_one(tmp_path: Path) -> None:
     src = copy_fixture("f-tags", tmp_path, restore_mtimes=True)
     dst = tmp_path / "dst"
-    old = _json("history", str(src))["exports"][3]
+    old = json_of("history", str(src))["exports"][3]
     assert old["tags"] == []
     r = run_inprocess("copy", str(src), "~3", str(dst))
     assert r.code == 2 and "--tag" in r.err and old["digest"] in r.err
@@ -186,7 +180,7 @@ def test_into_an_existing_cache_keeps_every_other_entry_byte_for_byte(tmp_path: 
     assert raw[1] not in text
     _check_ok(str(dst))
     # What the moved tag named is still on disk: an older export now (gc may drop it).
-    assert alpha in {e["digest"] for e in _json("history", str(dst))["exports"]}
+    assert alpha in {e["digest"] for e in json_of("history", str(dst))["exports"]}
 
 
 def test_a_pin_or_an_image_under_the_name_is_not_replaced(tmp_path: Path) -> None:
@@ -280,7 +274,7 @@ def test_digest_mismatch_at_the_source_leaves_nothing_visible(tmp_path: Path) ->
 def test_missing_blobs_refuse_unless_allowed(tmp_path: Path) -> None:
     src = copy_fixture("l-changed-step", tmp_path, restore_mtimes=True)
     e = _default_export("l-changed-step")
-    shown = _json("show", str(src), e["digest"])["export"]["stack"]
+    shown = json_of("show", str(src), e["digest"])["export"]["stack"]
     leaf = next(s["digest"] for s in shown if s["depth"] == max(x["depth"] for x in shown))
     (src / "blobs" / "sha256" / leaf.split(":")[1]).unlink()
     dst = tmp_path / "dst"
@@ -292,7 +286,7 @@ def test_missing_blobs_refuse_unless_allowed(tmp_path: Path) -> None:
     assert m["digest"] == leaf and m["steps"] and all(s["effect"] == "rebuild" for s in m["steps"])
     assert "rebuilds" in m["message"]
     assert leaf.split(":")[1] not in _blob_files(dst)
-    check = _json("check", str(dst), code=1)  # the missing layer is reported, nothing else
+    check = json_of("check", str(dst), code=1)  # the missing layer is reported, nothing else
     assert {f["digest"] for f in check["findings"] if f["severity"] == "error"} == {leaf}
     r = run_inprocess("ref", str(dst))
     assert r.code == 0 and e["digest"] in r.out and "rebuild" in r.err
@@ -322,7 +316,7 @@ def _run_killed(src: Path, dst: Path, after: str, *extra: str) -> subprocess.Com
 def _consistent(dst: Path) -> None:
     """Every entry of index.json names an export whose blobs are all there (check passes: a
     temp file a killed write left is a warning, never an error)."""
-    doc = _json("check", str(dst))
+    doc = json_of("check", str(dst))
     assert doc["ok"], doc["findings"]
     for x in _entries(dst):
         assert (dst / "blobs" / "sha256" / x["digest"].split(":")[1]).is_file()
@@ -397,8 +391,8 @@ def test_dir_to_registry_and_back(tmp_path: Path, registry: Registry, case: str)
     )
     tag = e["tags"][0]
     assert head_status(registry, "team/cache", "manifests", tag) == 200
-    assert _json("check", target, "--deep")["ok"]
-    hist = _json("history", target)
+    assert json_of("check", target, "--deep")["ok"]
+    hist = json_of("history", target)
     assert [(x["digest"], x["tags"], x["shape"]) for x in hist["exports"]] == [
         (want["digest"], [tag], want["shape"])
     ]
@@ -424,7 +418,7 @@ def test_registry_to_dir_every_shape_and_tag(tmp_path: Path, fixture_registry) -
     doc = _copy(target, "--all", str(dst))
     assert {e["digest"]: e["tags"] for e in doc["exports"]} == {d: [t] for t, d in truth.items()}
     assert {e["shape"] for e in doc["exports"]} == {"A", "B", "C"}
-    hist = _json("history", str(dst))
+    hist = json_of("history", str(dst))
     assert {e["digest"]: e["tags"] for e in hist["exports"]} == {d: [t] for t, d in truth.items()}
     assert all(e["complete"] for e in hist["exports"])
     _check_ok(str(dst))
@@ -452,9 +446,9 @@ def test_registry_to_registry_mounts_on_one_registry_and_streams_between_two(
     other = _copy(src, "--all", registry.target("moved/cache"))
     assert other["totals"]["mountedBlobs"] == 0 and other["totals"]["copiedBlobs"] == other["totals"]["blobs"]
     for target in (reg.target("copied/cache"), registry.target("moved/cache")):
-        hist = _json("history", target)
+        hist = json_of("history", target)
         assert {e["digest"]: e["tags"] for e in hist["exports"]} == {d: [t] for t, d in truth.items()}
-        assert _json("check", target, "--deep")["ok"]
+        assert json_of("check", target, "--deep")["ok"]
     # A REPO:TAG DST names the tag.
     doc = _copy(src, "image-manifest", registry.target("moved/cache", "v2"))
     assert doc["exports"][0]["tags"] == ["v2"] and doc["totals"]["copiedBlobs"] == 0
@@ -600,7 +594,7 @@ def test_sigkill_into_a_registry_then_a_rerun_finishes(tmp_path: Path, registry:
             assert head_status(registry, f"killed/c{n}", "manifests", tag) == 404
         doc = _copy(str(src), "--all", target)
         assert 0 < doc["totals"]["copiedBlobs"] < doc["totals"]["blobs"]
-        assert _json("check", target, "--deep")["ok"]
-        assert {e["digest"] for e in _json("history", target)["exports"]} == {
-            e["digest"] for e in _json("history", str(src))["exports"] if e["tags"]
+        assert json_of("check", target, "--deep")["ok"]
+        assert {e["digest"] for e in json_of("history", target)["exports"]} == {
+            e["digest"] for e in json_of("history", str(src))["exports"] if e["tags"]
         }

@@ -13,14 +13,8 @@ from pathlib import Path
 
 import pytest
 from buildkit_helpers import STEPS, cached_steps, context, daemon, loaded_steps, needs_buildkit
-from clirun import run_inprocess
+from clirun import json_of, run_inprocess
 from regserver import start_registry
-
-
-def _copy(*args: str) -> dict:
-    r = run_inprocess("copy", *args, "--json")
-    assert r.code == 0, r.err
-    return json.loads(r.out)
 
 
 @pytest.mark.slow
@@ -61,7 +55,7 @@ def test_a_copied_export_imports_with_every_step_cached_in_all_four_directions(t
         }
         copied: dict[str, dict] = {}
         for way, dst in dsts.items():
-            doc = _copy(sources[way], dst)
+            doc = json_of("copy", sources[way], dst)
             (e,) = doc["exports"]
             copied[way] = e
             assert e["copiedBlobs"] == e["blobs"], (way, e)

@@ -14,7 +14,7 @@ import pytest
 from ocicache.core.exports import build_exports
 from ocicache.ops import read as readmod
 from ocicache.ops.read import read_inventory, read_store
-from ocicache.store.cache import READS_DIR, BlobCache
+from ocicache.store.cache import READS_DIR, ReadCache
 from ocicache.store.layout import Layout
 from ocicache.store.listing import Listing
 
@@ -46,7 +46,7 @@ def _fresh(d: Path) -> dict[str, Any]:
 
 def _cached(d: Path, listing: bool = False) -> dict[str, Any]:
     with Layout(d, Listing(str(d)) if listing else None) as layout:
-        inv, exports = read_store(layout, BlobCache.default(layout.root))
+        inv, exports = read_store(layout, ReadCache.default(layout.root))
     return _view(inv, exports)
 
 
@@ -137,7 +137,7 @@ def test_unreadable_blob_is_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(Layout, "read_blob_head", failing)
     with Layout(d) as layout:
-        inv, _ = read_store(layout, BlobCache.default(layout.root))
+        inv, _ = read_store(layout, ReadCache.default(layout.root))
     assert any("cannot read" in str(p) for p in inv.problems)
     assert _kept_files() == []
     monkeypatch.setattr(Layout, "read_blob_head", real)
@@ -197,3 +197,16 @@ def test_the_key_takes_any_error_and_any_text(tmp_path: Path) -> None:
         inv.problems = [Problem("warning", "blobs/sha256/\udcff\ud800", "", "odd")]
         keys.add(kept.key(inv, b"x", "stamp"))
     assert len(keys) == 3
+
+
+def test_the_old_per_digest_file_is_deleted(tmp_path: Path) -> None:
+    """0.5 kept per-digest facts in blobs.marshal; the kept read replaces it, and the first read
+    kept deletes it (README: what changed in 0.6.0)."""
+    old = Path(os.environ["XDG_CACHE_HOME"]) / "ocicache" / "blobs.marshal"
+    old.parent.mkdir(parents=True, exist_ok=True)
+    old.write_bytes(b"OCB1 from 0.5")
+    d = tmp_path / "c"
+    shutil.copytree(REPO / "fixtures" / "buildkit-v0.32.2" / "f-tags", d)
+    _cached(d)
+    assert len(_kept_files()) == 1
+    assert not old.exists()

@@ -7,19 +7,12 @@ is really pulled: an all-CACHED import alone fetches only the manifest and the c
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from buildkit_helpers import STEPS, cached_steps, context, daemon, loaded_steps, needs_buildkit
-from clirun import run_inprocess
+from clirun import json_of, run_inprocess
 from regserver import start_registry
-
-
-def _json(*args: str) -> dict:
-    r = run_inprocess(*args, "--json")
-    assert r.code == 0, r.err
-    return json.loads(r.out)
 
 
 @pytest.mark.slow
@@ -35,7 +28,7 @@ def test_ref_imports_all_cached_before_and_after_gc(tmp_path: Path) -> None:
             for v in ("one", "two"):  # two exports: the tag moves, the first is left untagged
                 r = bk.build(ctx[v], "--export-cache", f"{target},mode=max")
                 assert r.returncode == 0, r.stderr[-2000:]
-        doc = _json("history", target, *storage)
+        doc = json_of("history", target, *storage)
         assert len(doc["exports"]) == 2
         newest, older = (e["digest"] for e in doc["exports"])
         assert doc["exports"][0]["tags"] == ["main"] and doc["exports"][1]["tags"] == []
@@ -60,15 +53,15 @@ def test_ref_imports_all_cached_before_and_after_gc(tmp_path: Path) -> None:
         assert newest in imports("~0", "two", "fresh0")
         assert older in imports("~1", "one", "fresh1")
         # gc drops the older export (its manifest only), the registry's GC frees its blobs.
-        gc = _json("gc", target, *storage, "--grace", "0")
+        gc = json_of("gc", target, *storage, "--grace", "0")
         assert gc["registry"]["deletedManifests"] == [older]
         p = reg.garbage_collect()
         assert p.returncode == 0, p.stderr
-        after = _json("history", target, *storage)
+        after = json_of("history", target, *storage)
         assert [e["digest"] for e in after["exports"]] == [newest]
         assert after["exports"][0]["complete"]
         imports("~0", "two", "fresh2")
-        check = _json("check", target, "--deep")
+        check = json_of("check", target, "--deep")
         assert check["ok"], check["findings"]
     finally:
         reg.stop()

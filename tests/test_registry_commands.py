@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from clirun import run_inprocess
+from clirun import json_of, run_inprocess
 from fakehttp import FakeServer, Reply, Request
 from regserver import Registry, head_status, registry_truth, start_registry, unpack_storage
 
@@ -20,12 +20,6 @@ from ocicache.format.schema import validate
 def _tags(reg: Registry, repo: str) -> list[str]:
     with urllib.request.urlopen(reg.url(f"/v2/{repo}/tags/list"), timeout=10) as r:
         return sorted(json.load(r)["tags"] or [])
-
-
-def _json(*args: str, code: int = 0) -> dict:
-    r = run_inprocess(*args, "--json")
-    assert r.code == code, r.err
-    return json.loads(r.out)
 
 
 def _cache_revisions(case: str, repo: str) -> list[dict]:
@@ -47,7 +41,7 @@ def test_history_with_storage_lists_every_export_newest_first(tmp_path: Path, ca
     root = unpack_storage(case, tmp_path / "s")
     reg = start_registry(tmp_path / "r", root)
     try:
-        doc = _json("history", reg.target(repo), "--registry-storage", str(root))
+        doc = json_of("history", reg.target(repo), "--registry-storage", str(root))
     finally:
         reg.stop()
     assert validate(doc, "history") == []
@@ -81,7 +75,7 @@ def test_history_without_storage_lists_the_tags_and_remembers_them(fixture_regis
     target = reg.target("myorg/app-cache")
     truth = registry_truth("reg-history")
     order = truth["final"]["export_manifest_digests_in_order"]
-    doc = _json("history", target)
+    doc = json_of("history", target)
     assert [e["digest"] for e in doc["exports"]] == [order[-1]]
     assert doc["exports"][0]["tags"] == ["buildcache"]
     assert doc["exports"][0]["createdFrom"] == "createdat"  # no push time without the storage
@@ -89,11 +83,11 @@ def test_history_without_storage_lists_the_tags_and_remembers_them(fixture_regis
     # ocicache saw keeps the export it moved off, and history lists it while it exists.
     r = run_inprocess("pin", target, order[-2], "buildcache", "--force")
     assert r.code == 0, r.err
-    doc = _json("history", target)
+    doc = json_of("history", target)
     assert [e["digest"] for e in doc["exports"]] == [order[-2], order[-1]]  # current first
     assert doc["exports"][0]["tags"] == ["buildcache"] and doc["exports"][1]["tags"] == []
     # A digest the user names is looked for too.
-    shown = _json("show", target, order[0])
+    shown = json_of("show", target, order[0])
     assert shown["export"]["digest"] == order[0]
 
 
@@ -101,14 +95,14 @@ def test_show_blobs_du_on_a_registry(fixture_registry) -> None:
     reg = fixture_registry("reg-shapes")
     truth = registry_truth("reg-shapes")["final"]["repositories"]["shapes/cache"]
     for tag, digest in truth["tags"].items():
-        doc = _json("show", reg.target("shapes/cache"), tag)
+        doc = json_of("show", reg.target("shapes/cache"), tag)
         assert validate(doc, "show") == []
         assert doc["export"]["digest"] == digest
         assert doc["export"]["stack"], tag
-    doc = _json("blobs", reg.target("shapes/cache"))
+    doc = json_of("blobs", reg.target("shapes/cache"))
     assert validate(doc, "blobs") == []
     assert doc["target"] == reg.target("shapes/cache")
-    doc = _json("du", reg.target("shapes/cache"))
+    doc = json_of("du", reg.target("shapes/cache"))
     assert validate(doc, "du") == []
     r = run_inprocess("du", reg.target("shapes/cache"))
     assert r.code == 0 and "reachable from a tag" in r.out and "index.json" not in r.out
@@ -124,7 +118,7 @@ def test_ref_prints_registry_specs_in_every_format(fixture_registry) -> None:
     assert run_inprocess("ref", target, "-f", "buildctl").out.strip() == f"--import-cache {spec}"
     assert run_inprocess("ref", target, "-f", "bake").out.strip() == f'cache-from = ["{spec}"]'
     assert run_inprocess("ref", target, "-f", "gha").out.strip() == f"cache-from: {spec}"
-    doc = _json("ref", target)
+    doc = json_of("ref", target)
     assert validate(doc, "ref") == []
     assert doc["type"] == "registry" and doc["spec"] == spec and doc["target"] == target
     # The BuildKit spec form of the target, as pasted from --cache-to, names the same cache.
@@ -143,12 +137,12 @@ def test_pin_and_unpin_tags(fixture_registry) -> None:
     # Moving an existing tag needs --force.
     r = run_inprocess("pin", target, order[0], "release-1")
     assert r.code == 6 and "--force" in r.err
-    doc = _json("pin", target, order[0], "release-1", "--force")
+    doc = json_of("pin", target, order[0], "release-1", "--force")
     assert validate(doc, "pin") == [] and doc["replaced"] == [order[-1]]
     # unpin removes the tag only: the manifest stays (other tags keep it).
     r = run_inprocess("pin", target, order[0], "also")
     assert r.code == 0, r.err
-    doc = _json("unpin", target, "release-1")
+    doc = json_of("unpin", target, "release-1")
     assert validate(doc, "unpin") == []
     assert _tags(reg, "myorg/app-cache") == ["also", "buildcache"]
     assert head_status(reg, "myorg/app-cache", "manifests", order[0]) == 200
@@ -166,9 +160,9 @@ def test_gc_deletes_only_cache_manifests(tmp_path: Path) -> None:
     try:
         target = reg.target("app")
         truth = registry_truth("reg-mixed")["final"]["repositories"]["app"]
-        dry = _json("gc", target, "--registry-storage", str(root), "--grace", "0", "--dry-run")
+        dry = json_of("gc", target, "--registry-storage", str(root), "--grace", "0", "--dry-run")
         assert validate(dry, "gc") == []
-        doc = _json("gc", target, "--registry-storage", str(root), "--grace", "0")
+        doc = json_of("gc", target, "--registry-storage", str(root), "--grace", "0")
         assert validate(doc, "gc") == []
         assert doc["registry"]["deletedManifests"] == dry["registry"]["deletedManifests"]
         caches = {r["digest"] for r in truth["revisions"] if r["shape"] == "A"}
@@ -185,7 +179,7 @@ def test_gc_deletes_only_cache_manifests(tmp_path: Path) -> None:
         assert p.returncode == 0, p.stderr
         assert 0 < before - _blob_bytes(root) <= predicted
         # Every tag still resolves whole after the registry's GC.
-        check = _json("check", target, "--deep")
+        check = json_of("check", target, "--deep")
         assert check["ok"], check["findings"]
     finally:
         reg.stop()
@@ -204,7 +198,7 @@ def test_gc_refused_when_the_registry_does_not_delete(tmp_path: Path) -> None:
         )
         assert r.code == 6, r.err
         assert "delet" in r.err and "Traceback" not in r.err
-        doc = _json("history", reg.target("myorg/app-cache"), "--registry-storage", str(root))
+        doc = json_of("history", reg.target("myorg/app-cache"), "--registry-storage", str(root))
         assert len(doc["exports"]) == 4  # nothing gone
     finally:
         reg.stop()
@@ -218,10 +212,10 @@ def test_gc_keeps_what_it_cannot_date(fixture_registry) -> None:
     order = registry_truth("reg-history")["final"]["export_manifest_digests_in_order"]
     assert run_inprocess("history", target).code == 0
     assert run_inprocess("pin", target, order[-2], "buildcache", "--force").code == 0
-    doc = _json("gc", target)  # default grace 1h: the export just seen is kept
+    doc = json_of("gc", target)  # default grace 1h: the export just seen is kept
     assert doc["registry"]["deletedManifests"] == []
     assert any("grace" in k["rules"] for k in doc["kept"])
-    doc = _json("gc", target, "--grace", "0")
+    doc = json_of("gc", target, "--grace", "0")
     assert doc["registry"]["deletedManifests"] == [order[-1]]
     assert head_status(reg, "myorg/app-cache", "manifests", order[-1]) == 404
 
@@ -231,9 +225,9 @@ def test_check_reports_a_missing_and_a_corrupt_blob(tmp_path: Path) -> None:
     reg = start_registry(tmp_path / "r", root)
     try:
         target = reg.target("myorg/app-cache")
-        doc = _json("check", target)
+        doc = json_of("check", target)
         assert validate(doc, "check") == [] and doc["ok"]
-        show = _json("show", target)
+        show = json_of("show", target)
         layers = [x["digest"] for x in show["export"]["stack"]]
         # One layer's bytes changed in the storage: only --deep sees it.
         victim = layers[-1].split(":", 1)[1]
@@ -241,13 +235,13 @@ def test_check_reports_a_missing_and_a_corrupt_blob(tmp_path: Path) -> None:
         raw = bytearray(data.read_bytes())
         raw[-1] ^= 0xFF
         data.write_bytes(bytes(raw))
-        assert _json("check", target)["ok"]
-        deep = _json("check", target, "--deep", code=1)
+        assert json_of("check", target)["ok"]
+        deep = json_of("check", target, "--deep", code=1)
         assert any(victim in json.dumps(f) for f in deep["findings"])
         # Another layer's data gone: HEAD says so, and the finding names the export.
         gone = layers[0].split(":", 1)[1]
         (root / f"docker/registry/v2/blobs/sha256/{gone[:2]}/{gone}/data").unlink()
-        doc = _json("check", target, code=1)
+        doc = json_of("check", target, code=1)
         assert any(gone in json.dumps(f) and f["severity"] == "error" for f in doc["findings"])
     finally:
         reg.stop()
@@ -298,11 +292,11 @@ def test_expire_tags_on_a_registry(tmp_path: Path) -> None:
         target = reg.target("app")
         storage = ["--registry-storage", str(root)]
         args = ["gc", target, *storage, "--grace", "0", "--expire-tags", "1h", "--keep-tag", "cache-main"]
-        dry = _json(*args, "--dry-run")
+        dry = json_of(*args, "--dry-run")
         assert validate(dry, "gc") == []
         assert sorted(t["tag"] for t in dry["expiredTags"]) == ["cache-pr-1", "cache-pr-2"]
         assert _tags(reg, "app") == ["cache-main", "cache-pr-1", "cache-pr-2", "latest", "v1"]
-        doc = _json(*args)
+        doc = json_of(*args)
         assert sorted(t["tag"] for t in doc["expiredTags"]) == ["cache-pr-1", "cache-pr-2"]
         assert _tags(reg, "app") == ["cache-main", "latest", "v1"]  # images are never expired
         truth = registry_truth("reg-mixed")["final"]["repositories"]["app"]["tags"]
@@ -379,27 +373,27 @@ def test_registry_target_never_leaves_the_host(monkeypatch: pytest.MonkeyPatch) 
 def test_explain_reads_registry_specs(fixture_registry) -> None:
     reg = fixture_registry("reg-mixed")
     truth = registry_truth("reg-mixed")["final"]["repositories"]["app"]["tags"]
-    ok = _json("ref", "--explain", f"type=registry,ref={reg.host}/app:cache-main")
+    ok = json_of("ref", "--explain", f"type=registry,ref={reg.host}/app:cache-main")
     assert validate(ok, "explain") == [] and ok["works"] and ok["outcome"] == "imports"
-    image = _json("ref", "--explain", f"type=registry,ref={reg.host}/app:v1", code=1)
+    image = json_of("ref", "--explain", f"type=registry,ref={reg.host}/app:v1", code=1)
     assert not image["works"] and any("not a cache" in f["message"] for f in image["findings"])
     # digest= is a local key: the spec as given imports `latest` (here an image); the corrected
     # spec names the export in ref=.
-    local_key = _json(
+    local_key = json_of(
         "ref", "--explain", f"type=registry,ref={reg.host}/app,digest={truth['cache-main']}", code=1
     )
     assert any(f["key"] == "digest" and f["severity"] == "warning" for f in local_key["findings"])
     assert local_key["corrected"] == f"type=registry,ref={reg.host}/app@{truth['cache-main']}"
-    missing = _json("ref", "--explain", f"type=registry,ref={reg.host}/app:nope", code=1)
+    missing = json_of("ref", "--explain", f"type=registry,ref={reg.host}/app:nope", code=1)
     assert missing["outcome"] == "skipped"
 
 
 def test_a_target_naming_a_tag_or_digest_is_the_default_ref(fixture_registry) -> None:
     reg = fixture_registry("reg-history")
     order = registry_truth("reg-history")["final"]["export_manifest_digests_in_order"]
-    by_tag = _json("show", reg.target("myorg/app-cache", "buildcache"))
+    by_tag = json_of("show", reg.target("myorg/app-cache", "buildcache"))
     assert by_tag["export"]["digest"] == order[-1]
-    by_digest = _json("show", f"registry://{reg.host}/myorg/app-cache@{order[0]}")
+    by_digest = json_of("show", f"registry://{reg.host}/myorg/app-cache@{order[0]}")
     assert by_digest["export"]["digest"] == order[0]  # an older export nothing else lists
     spec = run_inprocess("ref", f"registry://{reg.host}/myorg/app-cache@{order[1]}")
     assert spec.code == 0 and order[1] in spec.out, spec.err

@@ -2,8 +2,8 @@
 
 Each takes the listing of DIR (listing.py: begun before typer loaded, or as soon as typer parsed
 DIR), then loads the modules that read DIR while the listing's child stats it on the other core.
-The CLI keeps what it learns between runs (`use_cache=True`: the blob facts and the kept read;
-OCICACHE_NO_CACHE=1 turns it off).
+The CLI keeps the read between runs (`use_cache=True`: store/cache.py; OCICACHE_NO_CACHE=1
+turns it off).
 """
 
 from __future__ import annotations

@@ -258,9 +258,9 @@ def copy(source: Target, destination: Target, req: Request) -> CopyResult:
     with open_store(src, use_cache=req.use_cache) as store:
         cache = None
         if req.use_cache and not isinstance(src, RegistrySource):
-            from ocicache.store.cache import BlobCache
+            from ocicache.store.cache import ReadCache
 
-            cache = BlobCache.default(store.root)
+            cache = ReadCache.default(store.root)
         inv = read_inventory(store, cache)
         inv.require_index()
         exports = build_exports(inv)

@@ -89,7 +89,7 @@ from ocicache.format.model import ANN_PINNED, ANN_REF_NAME
 from ocicache.format.names import BLOBS, INDEX_JSON, INGEST, LOCK_FILE, OCI_LAYOUT, QUARANTINE
 from ocicache.ops.read import read_inventory, read_store
 from ocicache.store.base import BlobFile, QuarantinedBlob, QuarantineScan, batch_ns
-from ocicache.store.cache import BlobCache
+from ocicache.store.cache import ReadCache
 from ocicache.store.indexread import read_index
 from ocicache.store.layout import Layout
 from ocicache.store.lock import UNUSABLE, probe_shared
@@ -292,7 +292,7 @@ def gc(
         _KEEP_FACTS.reset(token)
 
 
-# Whether this gc call reads with the blob facts (gc's `use_cache`), for every read it makes.
+# Whether this gc call reads with the kept read's facts (gc's `use_cache`), for every read it makes.
 _KEEP_FACTS: ContextVar[bool] = ContextVar("ocicache_gc_keep_facts", default=False)
 
 
@@ -340,7 +340,7 @@ def _expire_tags(layout: Layout, policy: Policy, now: int) -> tuple[tuple[str, s
         return ()
     from ocicache.store.indexwrite import rewrite_index
 
-    inv = read_inventory(layout, _blob_cache(layout))
+    inv = read_inventory(layout, _read_cache(layout))
     drop = set(expired_tags(build_exports(inv), policy, now))
     if not drop:
         return ()
@@ -582,7 +582,7 @@ def _read(
         # fails the build at once on any holder, shared or not); BusyError when a write stays
         # in progress. A real gc reads it the same way: what it plans from a read that is stale
         # by the time it moves blobs, the re-reads and the quarantine put right.
-        cache = _blob_cache(layout) if cached else None
+        cache = _read_cache(layout) if cached else None
         if dry_run:  # (a read kept by an earlier run of exactly this input, ops/kept.py)
             inv, exports = read_store(layout, cache, quarantine=quarantine)
             return inv.index_raw, inv, exports
@@ -594,11 +594,11 @@ def _read(
     return index, inv, build_exports(inv)
 
 
-def _blob_cache(layout: Layout) -> BlobCache | None:
+def _read_cache(layout: Layout) -> ReadCache | None:
     """What earlier runs learned about digests (a digest names its content for good), so a
     repeated gc opens only new blobs (cache.py; off with OCICACHE_NO_CACHE=1); None unless
     this gc was asked to use it."""
-    return BlobCache.default(layout.root) if _KEEP_FACTS.get() else None
+    return ReadCache.default(layout.root) if _KEEP_FACTS.get() else None
 
 
 def _metadata_bytes(layout: Layout) -> int:

@@ -33,7 +33,7 @@ from ocicache.format.model import CacheConfig, CacheManifest, Descriptor, Index,
 from ocicache.format.names import INDEX_JSON, LOCK_FILE, OCI_LAYOUT
 from ocicache.ops import kept
 from ocicache.store.base import BlobFile, QuarantineScan, Store, blob_relpath
-from ocicache.store.cache import BlobCache, read_stamp
+from ocicache.store.cache import ReadCache, read_stamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ class IndexBytes:
 
 def read_inventory(
     store: Store,
-    cache: BlobCache | None = None,
+    cache: ReadCache | None = None,
     index_bytes: IndexBytes | None = None,
     quarantine: QuarantineScan | None = None,
 ) -> Inventory:
@@ -64,7 +64,7 @@ def read_inventory(
 
 def read_store(
     store: Store,
-    cache: BlobCache | None = None,
+    cache: ReadCache | None = None,
     index_bytes: IndexBytes | None = None,
     quarantine: QuarantineScan | None = None,
 ) -> tuple[Inventory, list[Export]]:

@@ -55,7 +55,7 @@ def read_stamp() -> str:
     return f"ocicache-read/{__version__}/{_PY}/{h.hexdigest()}"
 
 
-class BlobCache:
+class ReadCache:
     """Where the kept reads live (None: nowhere, nothing is kept)."""
 
     def __init__(self, directory: Path | None, layout_root: Path | str | None = None) -> None:
@@ -64,7 +64,7 @@ class BlobCache:
             self.directory = directory
 
     @classmethod
-    def default(cls, layout_root: Path | str | None = None) -> BlobCache:
+    def default(cls, layout_root: Path | str | None = None) -> ReadCache:
         return cls(cache_dir(), layout_root)
 
     def _read_path(self, root: Path | str) -> Path | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ocicache.base.errors import CorruptError, NotACacheDirError, TooLargeError
+from ocicache.base.fileio import read_at_most
 from ocicache.format.digest import ALGORITHMS, Digest
 from ocicache.format.names import (
     BLOBS,
@@ -199,20 +200,12 @@ class Layout:
             before = os.fstat(fd)
             if before.st_size > limit:
                 raise _too_large(where, before.st_size, limit, limit_name)
-            chunks: list[bytes] = []
-            remaining = limit + 1
-            while remaining > 0:
-                chunk = os.read(fd, min(remaining, 1 << 20))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                remaining -= len(chunk)
+            data = read_at_most(fd, limit)
             after = os.fstat(fd)
         except OSError as e:
             raise CorruptError(f"cannot read: {e.strerror}", file=where) from None
         finally:
             os.close(fd)
-        data = b"".join(chunks)
         if len(data) > limit:
             raise _too_large(where, max(len(data), after.st_size), limit, limit_name)
         return data, before, after

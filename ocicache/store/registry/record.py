@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ocicache.base.errors import UsageError
+from ocicache.base.fileio import read_at_most
 from ocicache.base.xdg import cache_dir
 from ocicache.format.digest import is_valid_digest
 from ocicache.store.registry.storage import is_repository_name, is_tag_name
@@ -142,15 +143,7 @@ def _read(path: Path, host: str, repo: str) -> Record:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FILE:
             return {}
-        chunks = []
-        left = MAX_FILE + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
+        data = read_at_most(fd, MAX_FILE)
     except OSError:
         return {}
     finally:
