@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9})\d*)?"
@@ -117,5 +117,8 @@ _dates: dict[int, str] = {}
 
 
 def to_datetime(ns: int) -> datetime:
-    """An aware UTC datetime for `ns`."""
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC)
+    """An aware UTC datetime for `ns`, to the microsecond (the ones below are dropped)."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

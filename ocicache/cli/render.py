@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ocicache.base.timefmt import format_rfc3339, to_datetime
+from ocicache.base.timefmt import format_rfc3339
 from ocicache.cli.textsafe import safe
 from ocicache.core.diff import new_layers
 from ocicache.core.exports import Export
@@ -25,15 +26,24 @@ MAX_DOTS = 12  # `show` indents a layer by one dot per level up to this depth
 
 
 def dumps(doc: dict[str, Any]) -> bytes:
-    """`json.dumps(doc, indent=2)`, byte for byte, as ASCII bytes (what stdout gets: a 20 MB
-    document is never decoded to text and encoded back), ~3x faster: the stdlib's C encoder
-    writes compact JSON (with `indent` it falls back to its pure-Python one) and msgspec
-    re-indents that text without reparsing a value (numbers and escapes stay exactly as json
-    wrote them)."""
+    """`json.dumps(doc, indent=2)` as ASCII bytes (what stdout gets: a 20 MB document is never
+    decoded to text and encoded back), ~4x faster: msgspec writes compact JSON (~8x the stdlib's
+    C encoder) and re-indents it. Where msgspec spells a value as json does not (a character
+    outside printable ASCII, which json escapes and msgspec writes as UTF-8) the stdlib's C
+    encoder writes the compact text instead. Byte for byte json.dumps's but for one thing: a
+    float is spelled as msgspec spells it (the same value; `1e-05` is `0.00001`). ocicache's
+    documents hold one float, copy's `elapsedSeconds`, rounded to 3 places: spelled alike."""
     import msgspec
 
     # (one copy of the document's text alive at a time: a 50k-blob `blobs --json` is 20 MB)
-    compact = json.dumps(doc, separators=(",", ":"), sort_keys=False).encode()
+    try:
+        compact = msgspec.json.encode(doc)
+        if not compact.isascii() or b"\x7f" in compact:
+            compact = None
+    except (UnicodeEncodeError, TypeError, OverflowError):  # a lone surrogate, an int past 64 bits
+        compact = None
+    if compact is None:
+        compact = json.dumps(doc, separators=(",", ":"), sort_keys=False).encode()
     del doc  # (a document passed as a temporary, `dumps(blobs_json(...))`, is freed here)
     try:
         formatted = msgspec.json.format(compact, indent=2)
@@ -65,44 +75,61 @@ _SIZES: dict[int, str] = {}
 
 
 def ago(ns: int | None, now: datetime) -> str:
-    import humanize
-
+    """humanize.naturaltime(now - to_datetime(ns)), by integer arithmetic (a `blobs` table asks
+    50k times)."""
     if ns is None:
         return "-"
-    delta = now - to_datetime(ns)
-    if delta.days < 0:
-        return str(humanize.naturaltime(delta))
+    now_us = _NOW_US.get(now)
+    if now_us is None:
+        now_us = _NOW_US[now] = (now - _EPOCH) // _MICROSECOND
+    delta_us = now_us - ns // 1000  # (to_datetime's microseconds)
+    days, rest = divmod(delta_us, 86_400_000_000)
+    if days < 0:
+        import humanize
+
+        return str(humanize.naturaltime(timedelta(microseconds=delta_us)))
     # humanize reads the whole seconds of a past delta under a day, and only its days past
-    # that: one answer per second or per day (a `blobs` table asks 50k times).
-    key = (now, delta.days, delta.seconds if delta.days == 0 else 0)
+    # that: one answer per second or per day.
+    key = (now, days, rest // 1_000_000 if days == 0 else 0)
     text = _AGO.get(key)
     if text is None:
-        text = _AGO[key] = str(humanize.naturaltime(delta))
+        import humanize
+
+        text = _AGO[key] = str(humanize.naturaltime(timedelta(microseconds=delta_us)))
     return text
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_NOW_US: dict[datetime, int] = {}
 _AGO: dict[tuple[datetime, int, int], str] = {}
 
 
 def table(rows: list[list[Any]], headers: list[str]) -> str:
     """A plain table (tabulate's "simple" format, every cell text); every cell escaped
-    (textsafe.safe): a name holding a newline or an escape sequence stays in its cell, inert.
+    (textsafe.safe): a name holding a newline or an escape sequence stays in its cell, inert."""
+    columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in headers]
+    return columns_table(columns, headers)
+
+
+def columns_table(columns: list[list[Any]], headers: list[str]) -> str:
+    """`table` of the cells given column by column (what a 50k-row table is built as).
 
     When tabulate would measure text by len() (wcwidth not installed) the same text is laid
     out here, without loading tabulate (~25 ms a start) or its per-cell type guessing (~2 s for
     a 50k-blob `blobs` table); tests/test_render_speed.py checks both agree."""
-    if (
-        all(type(c) is str for row in rows for c in row)
-        and "".join([c for row in rows for c in row]).isprintable()
-    ):
-        cells = rows  # the common case, checked in one go: nothing to escape
+    every = list(itertools.chain.from_iterable(columns))
+    if set(map(type, every)) <= {str} and "".join(every).isprintable():
+        cells = columns  # the common case, checked in one go: nothing to escape
     else:
-        cells = [[safe(c) for c in row] for row in rows]
+        cells = [[safe(c) for c in column] for column in columns]
+    del every
     if not _wide_chars():
-        return simple_table(cells, headers)
+        return _simple_columns(cells, headers)
     from tabulate import tabulate
 
-    return str(tabulate(cells, headers=headers, tablefmt="simple", disable_numparse=True))
+    rows = [list(r) for r in zip(*cells, strict=True)]
+    return str(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
 
 
 def _wide_chars() -> bool:
@@ -117,14 +144,14 @@ def simple_table(cells: list[list[str]], headers: list[str]) -> str:
     measured by len(): cells stripped (headers not), each column as wide as its widest cell or its header
     plus 2, left-aligned, two spaces between columns, a dashed rule under the headers, no trailing
     spaces."""
+    columns = [list(c) for c in zip(*cells, strict=True)] if cells else [[] for _ in headers]
+    return _simple_columns(columns, headers)
+
+
+def _simple_columns(cells: list[list[str]], headers: list[str]) -> str:
+    """simple_table of cells given column by column (C-level map/zip over 50k rows)."""
     heads = list(headers)
-    # Column by column (C-level map/zip over 50k rows): cells stripped, each column as wide as
-    # its widest cell or its header + 2, each cell padded, rows joined and right-stripped.
-    columns = (
-        [list(map(str.strip, column)) for column in zip(*cells, strict=True)]
-        if cells
-        else [[] for _ in heads]
-    )
+    columns = [list(map(str.strip, column)) for column in cells]
     widths = [
         max(len(h) + 2, max(map(len, column), default=0)) for h, column in zip(heads, columns, strict=True)
     ]
@@ -421,13 +448,19 @@ def blobs_json(snap: Snapshot, rows: list[BlobRow]) -> dict[str, Any]:
 
 
 def blobs_table(snap: Snapshot, rows: list[BlobRow], now: datetime, no_trunc: bool = False) -> str:
-    out = []
-    for b in rows:
-        note = "index" if b.from_index else ("older" if b.exports else "UNREFERENCED")
-        out.append(
-            [_digest(b.digest, no_trunc), size(b.size), b.kind, str(b.exports), note, ago(b.mtime_ns, now)]
-        )
-    text = table(out, ["DIGEST", "SIZE", "KIND", "EXPORTS", "REACHED FROM", "MODIFIED"])
+    digests, sizes, kinds, exports, from_index, mtimes, _ = zip(*rows, strict=True) if rows else ((),) * 7
+    columns = [
+        list(digests) if no_trunc else [d[:SHORT] for d in digests],
+        list(map(size, sizes)),
+        list(kinds),
+        list(map(str, exports)),
+        [
+            "index" if i else ("older" if e else "UNREFERENCED")
+            for i, e in zip(from_index, exports, strict=True)
+        ],
+        list(map(ago, mtimes, itertools.repeat(now))),
+    ]
+    text = columns_table(columns, ["DIGEST", "SIZE", "KIND", "EXPORTS", "REACHED FROM", "MODIFIED"])
     for s in snap.inventory.strays:
         text += "\n" + safe(f"stray: {s.relpath}: {s.reason}")
     return text

@@ -163,22 +163,21 @@ def blob_rows(inv: Inventory, exports: list[Export]) -> list[BlobRow]:
     counts = Counter(itertools.chain.from_iterable(e.blobs for e in exports))
     kinds = blob_kinds(inv)
     indexed = reachable_from_index(inv, exports)
-    new = tuple.__new__
-    return [
-        new(
-            BlobRow,
-            (
-                b.digest,
-                b.size,
-                kinds.get(b.digest, KIND_UNKNOWN),
-                counts.get(b.digest, 0),
-                b.digest in indexed,
-                b.mtime_ns,
-                b.mode,
-            ),
-        )
-        for b in inv.blobs.values()
-    ]
+    if not inv.blobs:
+        return []
+    # Column by column, at C speed (map over the blobs' own columns: no Python call per blob).
+    digests, sizes, mtimes, modes = list(zip(*inv.blobs.values(), strict=True))[:4]
+    columns = zip(
+        digests,
+        sizes,
+        map(kinds.get, digests, itertools.repeat(KIND_UNKNOWN)),
+        map(counts.get, digests, itertools.repeat(0)),
+        map(indexed.__contains__, digests),
+        mtimes,
+        modes,
+        strict=True,
+    )
+    return list(map(tuple.__new__, itertools.repeat(BlobRow), columns))
 
 
 @dataclass(frozen=True, slots=True)
