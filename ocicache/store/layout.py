@@ -31,6 +31,7 @@ from ocicache.format.names import (
     OWN_DIR,
     QUARANTINE,
 )
+from ocicache.store import scan
 from ocicache.store.base import (
     BlobFile,
     BlobScan,
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
 
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = scan.DIR_FLAGS
 _NOATIME = getattr(os, "O_NOATIME", 0)
 # Registered algorithms' encoded parts are lower-case hex of a fixed length (digest.py).
 _HEX_DIGITS = "0123456789abcdef"
@@ -306,82 +307,18 @@ class Layout:
         return scan
 
     def scan_columns(self) -> bytes:
-        """The lstat of every entry of each blobs/<algorithm>/, as one marshal document:
-        (DIR's and blobs/'s "dev:ino", [(algorithm, "dev:ino" or a stray's reason, names,
-        sizes, mtimes, modes, allocated, inodes, links, (inode, ctime) pairs), ...]), names
-        sorted. A listing's
-        child runs this; `scan_from_columns` reads it. b"" when blobs/ cannot be opened."""
-        from ocicache.store.listing import identity
-
+        """The lstat of every entry of each blobs/<algorithm>/, as one marshal document
+        (store/scan.columns; a listing's child makes the same); `scan_from_columns` reads it.
+        b"" when blobs/ cannot be opened."""
         blobs_fd = self._subdir_fd(BLOBS)
         if blobs_fd is None:
             return b""
-        folders: list[tuple[object, ...]] = []
-        for alg in sorted(os.listdir(blobs_fd)):
-            if alg not in ALGORITHMS:
-                folders.append((alg, "unknown digest algorithm folder"))
-                continue
-            alg_fd = self.blob_dir_fd(alg)
-            if alg_fd is None:
-                folders.append((alg, "not a directory (or a symlink); not followed"))
-                continue
-            # The hot loop of every command (one entry per blob, 50k+ in big caches): one
-            # lstat per name, its fields appended to columns (no stat_result is kept).
-            names = os.listdir(alg_fd)
-            names.sort()
-            sizes: list[int] = []
-            mtimes: list[int] = []
-            modes: list[int] = []
-            allocated: list[int] = []
-            inodes: list[str] = []
-            links: list[int] = []
-            # Only for the fingerprint: a file rewritten in place (its mtime set back, even) or
-            # replaced by another of the same size has another ctime or inode.
-            changes: list[int] = []
-            lstat = os.stat
-            for name in names:
-                try:
-                    st = lstat(name, dir_fd=alg_fd, follow_symlinks=False)
-                except OSError:
-                    st = None
-                if st is None:
-                    sizes.append(0)
-                    mtimes.append(0)
-                    modes.append(-1)  # cannot stat
-                    allocated.append(0)
-                    inodes.append("")
-                    links.append(0)
-                    changes.extend((0, 0))
-                    continue
-                n = st.st_nlink
-                sizes.append(st.st_size)
-                mtimes.append(st.st_mtime_ns)
-                modes.append(st.st_mode)
-                allocated.append(st.st_blocks * 512)
-                inodes.append(f"{st.st_dev}:{st.st_ino}" if n > 1 else "")
-                links.append(n)
-                changes.extend((st.st_ino, st.st_ctime_ns))
-            folders.append(
-                (
-                    alg,
-                    identity(os.fstat(alg_fd)),
-                    names,
-                    sizes,
-                    mtimes,
-                    modes,
-                    allocated,
-                    inodes,
-                    links,
-                    changes,
-                )
-            )
-        return marshal.dumps((identity(os.fstat(self._root_fd)), identity(os.fstat(blobs_fd)), folders))
+        return scan.columns(self._root_fd, blobs_fd, self.blob_dir_fd)
 
     def scan_from_columns(self, data: bytes) -> BlobScan | None:
         """The BlobScan of `scan_columns`'s bytes; None unless they are well formed and DIR,
         blobs/ and each blobs/<algorithm>/ are the folders this Layout holds open."""
-        from ocicache.store.listing import identity
-
+        identity = scan.identity
         blobs_fd = self._subdir_fd(BLOBS)
         if not data or blobs_fd is None:
             return None
