@@ -19,6 +19,7 @@ Safety rules (the issue, and FORMAT.md):
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -135,13 +136,30 @@ class BlobDeletion(NamedTuple):
         return f"{self.algorithm}:{self.name}"
 
 
-_new = tuple.__new__
-
-
-def _deletion(b: BlobFile, kind: str) -> BlobDeletion:
-    """BlobDeletion(...) of a blob file, without NamedTuple's per-call argument handling."""
-    algorithm, _, name = b.digest.partition(":")  # (BlobFile's properties split it twice)
-    return _new(BlobDeletion, (algorithm, name, kind, b.size, b.mtime_ns, b.allocated, b.inode, b.links))
+def _deletions(blobs: list[BlobFile], kinds: dict[str, str]) -> list[BlobDeletion]:
+    """The BlobDeletion of each blob file, its kind a step of the deletion order (`kinds`:
+    reports.blob_kinds), in digest order, column by column at C speed (a plan at 50k blobs
+    makes 50k)."""
+    if not blobs:
+        return []
+    digests, sizes, mtimes, _, allocated, inodes, links = zip(*blobs, strict=True)
+    if not all(map(operator.lt, digests, digests[1:])):  # (a directory's scan is in digest order)
+        blobs = sorted(blobs, key=operator.itemgetter(0))
+        digests, sizes, mtimes, _, allocated, inodes, links = zip(*blobs, strict=True)
+    parts = list(map(str.partition, digests, itertools.repeat(":")))
+    found = list(map(kinds.get, digests, itertools.repeat(KIND_UNKNOWN)))
+    columns = zip(
+        map(operator.itemgetter(0), parts),
+        map(operator.itemgetter(2), parts),
+        map(_STEP_OF.get, found, found),
+        sizes,
+        mtimes,
+        allocated,
+        inodes,
+        links,
+        strict=True,
+    )
+    return list(map(tuple.__new__, itertools.repeat(BlobDeletion), columns))
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,12 +259,11 @@ def make_plan(
     ingest_stale = tuple(i for i in inv.ingest if not _young(i.mtime_ns, now_ns, policy.grace_ns))
 
     size_before = metadata_bytes + sum(b.size for b in inv.blobs.values()) + sum(i.bytes for i in inv.ingest)
-    grace = policy.grace_ns
+    # Not _young, inline (50k blobs): a blob is old when now - mtime >= grace.
+    cutoff = now_ns - policy.grace_ns
 
     def old_bytes(digests: Iterable[str]) -> int:
-        return sum(
-            [b.size for b in map(inv.blobs.__getitem__, digests) if now_ns - b.mtime_ns >= grace]
-        )  # not _young, inline: 50k blobs
+        return sum([b.size for b in map(inv.blobs.__getitem__, digests) if b.mtime_ns <= cutoff])
 
     # What no kept export and no protected root reaches is freed (reach.Holders: the rule
     # history's UNIQUE uses), but a blob younger than grace.
@@ -272,13 +289,9 @@ def make_plan(
                 "what is left is needed by index.json, --keep, or is younger "
                 "than --grace"
             )
-    kinds = {d: _STEP_OF.get(k, k) for d, k in blob_kinds(inv).items()}
-    unknown = KIND_UNKNOWN
-    deletions = [
-        _deletion(b, kinds.get(d, unknown))
-        for d, b in inv.blobs.items()
-        if d in freed and now_ns - b.mtime_ns >= grace
-    ]
+    deletions = _deletions(
+        [b for d, b in inv.blobs.items() if d in freed and b.mtime_ns <= cutoff], blob_kinds(inv)
+    )
     if deletions and not policy.allow_empty_index:
         _require_index_protects_something(inv, deletions)
     removed = sum(d.size for d in deletions) + sum(i.bytes for i in ingest_stale)
@@ -452,7 +465,8 @@ def _protected_roots(inv: Inventory, policy: Policy, now_ns: int) -> list[str]:
 
 def _deletion_order(inv: Inventory, deletions: list[BlobDeletion]) -> tuple[BlobDeletion, ...]:
     """Manifests first (a parent before the manifests it references), then configs, layers,
-    unknown blobs; by digest within each step, so the order is deterministic."""
+    unknown blobs; by digest within each step, so the order is deterministic (`deletions`:
+    _deletions's, in digest order)."""
     doomed = {d.digest for d in deletions if d.kind == KIND_MANIFEST}
     parents: dict[str, list[str]] = {}
     for p in sorted(doomed):
@@ -466,12 +480,8 @@ def _deletion_order(inv: Inventory, deletions: list[BlobDeletion]) -> tuple[Blob
     steps[KIND_MANIFEST].sort(key=lambda d: (depth[d.digest], d.digest))
     out: list[BlobDeletion] = []
     for kind in BLOB_KINDS:
-        # (algorithm, name) orders as the digest does: no algorithm name is a prefix of another
-        out.extend(steps[kind] if kind == KIND_MANIFEST else sorted(steps[kind], key=_ALG_NAME))
+        out.extend(steps[kind])  # (the others stay in digest order, as _deletions made them)
     return tuple(out)
-
-
-_ALG_NAME = operator.itemgetter(0, 1)  # (algorithm, name)
 
 
 def _depths(parents: dict[str, list[str]], nodes: Iterable[str]) -> dict[str, int]:
