@@ -210,3 +210,67 @@ def test_the_old_per_digest_file_is_deleted(tmp_path: Path) -> None:
     _cached(d)
     assert len(_kept_files()) == 1
     assert not old.exists()
+
+
+def test_a_background_write_keeps_the_same_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With background writes on (the console script's), a forked child keeps the read while
+    the caller goes on; after wait_kept the file is there, byte for byte what a write made at
+    once keeps, and the next read uses it."""
+    from ocicache.store import cache as cachemod
+
+    d = tmp_path / "c"
+    shutil.copytree(REPO / "fixtures" / "buildkit-v0.32.2" / "f-tags", d)
+    expected = _fresh(d)
+    _cached(d)
+    (now,) = _kept_files()
+    inline = now.read_bytes()
+    now.unlink()
+    monkeypatch.setattr(cachemod, "_background", True)
+    assert _cached(d) == expected
+    assert len(cachemod._children) == 1  # the parent went on: a child keeps the read
+    cachemod.wait_kept()
+    assert not cachemod._children
+    (background,) = _kept_files()
+    assert background.read_bytes() == inline
+    with monkeypatch.context() as m:
+        _no_reading(m)
+        assert _cached(d) == expected
+
+
+def test_no_background_write_with_other_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process with other threads is not forked (a child could find their locks held): the
+    read is kept at once."""
+    import threading
+
+    from ocicache.store import cache as cachemod
+
+    d = tmp_path / "c"
+    shutil.copytree(REPO / "fixtures" / "buildkit-v0.32.2" / "f-tags", d)
+    monkeypatch.setattr(cachemod, "_background", True)
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        _cached(d)
+        assert not cachemod._children
+        assert len(_kept_files()) == 1
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_the_console_script_leaves_its_read_kept(tmp_path: Path) -> None:
+    """`python -m ocicache` (the console script's way) keeps a read in a child and waits for it:
+    when the command has returned, the read is on disk and the next run answers the same."""
+    import subprocess
+    import sys
+
+    d = tmp_path / "c"
+    shutil.copytree(REPO / "fixtures" / "buildkit-v0.32.2" / "f-tags", d)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("OCICACHE_NO_CACHE", None)
+    cmd = [sys.executable, "-m", "ocicache", "history", str(d), "--json"]
+    first = subprocess.run(cmd, env=env, capture_output=True, check=True, timeout=120)
+    assert len(_kept_files()) == 1
+    second = subprocess.run(cmd, env=env, capture_output=True, check=True, timeout=120)
+    assert second.stdout == first.stdout
