@@ -3,10 +3,6 @@
 app (app.main). Imports nothing else first: typer and the commands load while the listing's
 child stats the blobs.
 
-It turns on the cache's background writes: the read a command keeps (store/cache.py) is encoded
-and written by a forked child while the command makes its answer, and waited for before the
-process exits (the next command finds it).
-
 On the way out it flushes stdout and stderr and leaves at once (os._exit): the interpreter's
 teardown would free a big read's ~300k objects one by one (~50 ms at 50k blobs) after the answer
 is already out. Everything ocicache writes is closed, and every child reaped, by then."""
@@ -22,18 +18,13 @@ def main() -> None:
 
     begin_early(sys.argv[1:])
     from ocicache.cli.app import main as run
-    from ocicache.store import cache
 
-    cache.background_writes()  # (a read is kept by a child while the answer is made)
     try:
         run()  # (under --debug an exception goes on up: Python prints it and exits as usual)
     except SystemExit as e:
         code = e.code
         stop_early()
-        cache.wait_kept()
         _leave(code)
-    finally:
-        cache.wait_kept()
 
 
 def _leave(code: object) -> None:

@@ -88,7 +88,9 @@ def read_store(
     complete = _read_documents(store, inv, known)
     exports = build_exports(inv)
     if k is not None and cache is not None and known is not None and complete:
-        cache.keep_read_soon(store.root, lambda: kept.encode(k, inv, exports, known))
+        data = kept.encode(k, inv, exports, known)
+        if data is not None:
+            cache.keep_read(store.root, data)
     return inv, exports
 
 

@@ -13,9 +13,6 @@ Never a wrong answer, never an error:
   and checksummed; anything unreadable, mismatched or malformed is ignored as if absent;
 - writes go to a temporary file renamed over the old one (atomic); of two processes writing at
   once the last one wins (each file is whole and right);
-- the console script keeps a read from a forked child (`keep_read_soon`, `background_writes`)
-  while it makes its answer, and waits for that child before it exits (`wait_kept`): when a
-  command has returned, what it kept is on disk;
 - `check` never uses it; OCICACHE_NO_CACHE=1 turns it off; a library call uses it only when
   asked (`use_cache=True`; the CLI asks).
 """
@@ -29,7 +26,6 @@ import os
 import sys
 import tempfile
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 
 from ocicache import __version__
@@ -119,68 +115,6 @@ class ReadCache:
             _prune(path.parent, keep=path.name)
             with contextlib.suppress(OSError):
                 os.unlink(path.parent.parent / _OLD_FACTS)  # 0.5's per-digest file: replaced
-
-    def keep_read_soon(self, root: Path | str, make: Callable[[], bytes | None]) -> None:
-        """keep_read(root, make()). With background writes on (`background_writes`: the
-        console script's, which calls `wait_kept` before it exits) and no other thread in this
-        process, a forked child does it while this process goes on to answer (make() is
-        ~0.25 s at 50k blobs); otherwise (or when fork fails) now."""
-        if self._read_path(root) is None:
-            return
-        pid = _fork() if _background else None
-        if pid == 0:  # the child: keep the read, and leave without running anything of the parent's
-            try:
-                _let_go_of_stdio()  # (a pipe the caller reads ends when the parent's answer does)
-                data = make()
-                if data is not None:
-                    self.keep_read(root, data)
-            finally:
-                os._exit(0)
-        if pid is not None:
-            _children.append(pid)
-            return
-        data = make()
-        if data is not None:
-            self.keep_read(root, data)
-
-
-_background = False
-_children: list[int] = []
-
-
-def background_writes() -> None:
-    """Let `keep_read_soon` keep reads in a forked child (the caller calls `wait_kept` before
-    it exits)."""
-    global _background
-    _background = True
-
-
-def wait_kept() -> None:
-    """Wait for every child `keep_read_soon` forked (each has written its read, or given up)."""
-    while _children:
-        pid = _children.pop()
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-
-
-def _let_go_of_stdio() -> None:
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.close(null)
-
-
-def _fork() -> int | None:
-    """os.fork(); None in a process with other threads (a child could find their locks held
-    forever) or when fork fails."""
-    import _thread
-
-    if _thread._count() > 0:
-        return None
-    try:
-        return os.fork()
-    except OSError:
-        return None
 
 
 _OLD_FACTS = "blobs.marshal"
