@@ -199,7 +199,7 @@ class _Reader:
         self.inv = inv
         self.cache = cache
         self.known_layers: set[str] = set()
-        self._descriptors: dict[tuple[object, ...], Descriptor] = {}
+        self._descriptors: dict[str, Descriptor] = {}  # by digest, the first seen
         self.done: set[str] = set()  # sniffed or parsed
         self.parsed: set[str] = set()  # read and decoded (or found too big to read)
         self.walked: set[str] = set()  # foreign documents whose references were followed
@@ -431,8 +431,12 @@ class _Reader:
         seen = self._descriptors
 
         def one(d: Descriptor) -> Descriptor:
-            key = (d.digest, d.size, d.media_type, tuple(d.annotations.items()))
-            return seen.setdefault(key, d)
+            # Looked up by digest, shared when equal, annotations in the same order too (most
+            # are: a digest's descriptor is the same in every manifest that names it).
+            first = seen.setdefault(d.digest, d)
+            if first is d or (first == d and list(first.annotations) == list(d.annotations)):
+                return first
+            return d
 
         return CacheManifest(
             m.digest,
