@@ -223,3 +223,32 @@ def test_the_console_script_exits_as_python_would(code: str, status: int) -> Non
     assert r.returncode == status
     assert r.stdout == "out"
     assert r.stderr == ("why\n" if code == "'why'" else "")
+
+
+def test_the_scan_module_imports_nothing_heavy() -> None:
+    """store/scan.py is what a listing's child runs right after the fork, before anything else
+    loads: it imports os, marshal and format/names' constants, nothing else of ocicache or the
+    standard library's heavier modules (README: Layout of the code)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; before = set(sys.modules); import ocicache.store.scan; "
+        "print(' '.join(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert set(out) <= {
+        "__future__",
+        "ocicache",
+        "ocicache.format",
+        "ocicache.format.names",
+        "ocicache.store",
+        "ocicache.store.scan",
+    }, out

@@ -40,7 +40,7 @@ def dumps(doc: dict[str, Any]) -> bytes:
         compact = msgspec.json.encode(doc)
         if not compact.isascii() or b"\x7f" in compact:
             compact = None
-    except (UnicodeEncodeError, TypeError, OverflowError):  # a lone surrogate, an int past 64 bits
+    except (UnicodeEncodeError, TypeError):  # a lone surrogate; a value json refuses too (it says so)
         compact = None
     if compact is None:
         compact = json.dumps(doc, separators=(",", ":"), sort_keys=False).encode()

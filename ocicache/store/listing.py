@@ -5,9 +5,9 @@ calls in a big cache, ~0.2 s). The CLI begins it (`begin`) as soon as typer has 
 a child of this process runs Layout's own scan (store/scan.py, which Layout.scan_columns runs:
 directory fds opened as Layout opens them, O_NOFOLLOW, nothing read but lstat) on the other
 core while this one loads the modules that read DIR, and sends the result back as one marshal
-document. `Layout.scan_blobs` then builds
-its BlobScan from those bytes (`Layout.scan_from_columns`) instead of stat-ing again: the same
-values, from the same code, as a scan of its own.
+document. `Layout.scan_blobs` then builds its BlobScan from those bytes
+(`Layout.scan_from_columns`) instead of stat-ing again: the same values, from the same code,
+as a scan of its own.
 
 The columns are used only when they are certainly of the same directory (the device and
 inode of DIR, `blobs` and each `blobs/<algorithm>` equal what the reading Layout opened) and the

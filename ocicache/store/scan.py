@@ -1,16 +1,20 @@
 """The lstat of every entry of each blobs/<algorithm>/: the one pass over blobs/ every command
 makes (store/layout.Layout.scan_columns), as columns in one marshal document.
 
-It imports only os and marshal: a listing's child (listing.py), forked before anything else of
-ocicache loads, runs it at once (a ~40 ms head start on the layout module's imports)."""
+It imports os, marshal and format/names' constants, nothing else: a listing's child
+(listing.py), forked before anything else of ocicache loads, runs it at once (a ~40 ms head
+start on the layout module's imports; tests/test_listing.py checks what it imports)."""
 
 from __future__ import annotations
 
 import marshal
 import os
-from collections.abc import Callable
 
 from ocicache.format.names import BLOBS, HEX_LENGTHS
+
+TYPE_CHECKING = False  # (typing itself is not imported: it loads re, enum, collections, ...)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
