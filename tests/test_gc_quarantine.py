@@ -458,3 +458,41 @@ def test_back_to_back_gc_during_exports_loses_nothing(tmp_path: Path) -> None:
     held_or_present = blob_names(root) | _held(root)
     for d in landed:
         assert d[7:] in held_or_present
+
+
+def _fs_type_by_stat(path: Path) -> str:
+    """GNU stat's own name for the filesystem of `path` (statfs's f_type)."""
+    return subprocess.run(
+        ["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@pytest.mark.parametrize("where", ["/dev/shm", "tmp_path"])
+def test_purge_threads_follow_the_filesystem(where: str, tmp_path: Path) -> None:
+    """On tmpfs an unlink is CPU work: no more purge threads than cores; elsewhere (a disk,
+    where each unlink may wait on the device) PURGE_WORKERS. The type is told by device
+    number from /proc/self/mountinfo, and agrees with GNU stat's statfs."""
+    from ocicache.store import quarantine
+
+    path = Path(where) if where != "tmp_path" else tmp_path
+    if not path.is_dir():
+        pytest.skip(f"{path} does not exist here")
+    told = _fs_type_by_stat(path)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        mine = quarantine._fs_type(os.fstat(fd).st_dev)
+        workers = quarantine.purge_workers(fd)
+    finally:
+        os.close(fd)
+    if told in ("tmpfs", "ramfs"):
+        assert mine == told
+        assert workers == min(quarantine.PURGE_WORKERS, len(os.sched_getaffinity(0)))
+    else:
+        assert mine not in ("tmpfs", "ramfs") and mine is not None
+        assert workers == quarantine.PURGE_WORKERS
+
+
+def test_fs_type_of_an_unknown_device_is_none() -> None:
+    from ocicache.store import quarantine
+
+    assert quarantine._fs_type(os.makedev(4095, 1048575)) is None

@@ -64,6 +64,10 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEX
 _CANNOT_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM)
 _NO_LINK = (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK)  # no hard link here: rename instead
 PURGE_WORKERS = 8  # threads unlinking at once (each unlink may wait on the device)
+# Filesystems whose unlink never waits on a device: there, purge threads beyond the cores only
+# contend for the folder's lock and the GIL (50k blobs, 2 cores, tmpfs: 8 threads 1.2 s, 2
+# threads 0.72 s, 1 thread 0.86 s; ext4: 8 threads 2.3 s, 2 threads 5.2 s, 1 thread 8.6 s).
+_MEMORY_FS = frozenset({"tmpfs", "ramfs"})
 _CHUNK = 256  # blobs a purge thread takes at a time
 _DROPPED = ".dropped"  # .ocicache/<batch>.<algorithm>.dropped: what an exchange drops
 _END = "."  # the journal's last line: written whole
@@ -736,7 +740,7 @@ def purge(
     keep: set[str],
     *,
     mine: tuple[str, Sequence[Planned]] | None = None,
-    workers: int = PURGE_WORKERS,
+    workers: int | None = None,
     tick: Callable[[], None] | None = None,
 ) -> Purged:
     """Unlink every quarantined blob of a batch made before `older_than_ns` (but those in
@@ -746,7 +750,7 @@ def purge(
     `mine` = (batch, blobs): what this run moved into its batch, as its plan saw them; each is
     unlinked only if its lstat still shows the size and mtime the plan saw, else it is listed
     in `mismatched` (written anew since: the caller puts it back). `workers` threads unlink at
-    once (one when `tick`, called after each unlink, is given).
+    once (default `purge_workers`; one when `tick`, called after each unlink, is given).
 
     A kept digest whose blob is in blobs/ again (an export wrote it anew after gc moved it:
     BuildKit found it absent) has its quarantined copy purged like any other: holding it
@@ -797,6 +801,8 @@ def purge(
             with lock:
                 out.add(part)
 
+        if workers is None:
+            workers = purge_workers(jobs[0][0]) if jobs else 1
         in_threads(run, jobs, 1 if tick is not None else min(workers, len(jobs)))
     finally:
         folders.close()
@@ -835,6 +841,35 @@ def _unlink_all(
         if tick is not None:
             tick()
     return out
+
+
+def purge_workers(fd: int) -> int:
+    """How many threads unlink at once in the folder `fd`: PURGE_WORKERS, but no more than the
+    usable cores on a memory filesystem (tmpfs, ramfs), where an unlink is only CPU work."""
+    if _fs_type(os.fstat(fd).st_dev) not in _MEMORY_FS:
+        return PURGE_WORKERS
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(PURGE_WORKERS, cores))
+
+
+def _fs_type(dev: int) -> str | None:
+    """The type of the filesystem mounted from device `dev`, as /proc/self/mountinfo names it;
+    None when it cannot be told (no /proc, no such mount)."""
+    want = f"{os.major(dev)}:{os.minor(dev)}"
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                # id, parent, major:minor, root, mount point, options, optional fields..., "-", type
+                if len(fields) > 2 and fields[2] == want and "-" in fields[6:]:
+                    i = fields.index("-", 6)
+                    return fields[i + 1] if i + 1 < len(fields) else None
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def in_threads(fn: Callable[[Any], None], jobs: list[Any], workers: int) -> None:
