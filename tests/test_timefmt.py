@@ -32,3 +32,60 @@ def test_format_edges() -> None:
 @given(st.integers(min_value=0, max_value=253_402_300_799 * 10**9))
 def test_format_then_parse_keeps_the_microseconds(ns: int) -> None:
     assert parse_rfc3339_ns(format_rfc3339(ns)) == ns - ns % 1000
+
+
+# The fast path (`_parse_go`, BuildKit's own form, asked only of 30 characters ending in Z)
+# against the general regex parser, on the form itself and on near misses: any character
+# anywhere before the Z, out-of-range fields.
+_GO_CHARS = st.sampled_from("0123456789-T:.Zz +_٣tx\u00e9")
+
+
+def _go_form(ns: int) -> str:
+    """`2026-09-21T10:11:12.123456789Z` (years zero-padded, which strftime's %Y is not)."""
+    d = datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC)
+    return (
+        f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}"
+        f".{ns % 1_000_000_000:09d}Z"
+    )
+
+
+@given(NS)
+def test_go_form_parses_as_the_general_parser_does(ns: int) -> None:
+    from ocicache.base import timefmt
+
+    text = _go_form(ns)
+    assert len(text) == 30
+    got = timefmt._parse_go(text)
+    want = None if text.startswith("0001") else ns
+    assert got == want == timefmt._parse_general(text)
+
+
+@given(NS, st.integers(min_value=0, max_value=28), _GO_CHARS)
+def test_go_form_near_misses_agree_with_the_general_parser(ns: int, at: int, ch: str) -> None:
+    from ocicache.base import timefmt
+
+    text = _go_form(ns)
+    text = text[:at] + ch + text[at + 1 :]
+    fast = timefmt._parse_go(text)
+    if fast is not None:  # (None: the general parser decides)
+        assert fast == timefmt._parse_general(text)
+
+
+def test_go_form_edges() -> None:
+    from ocicache.base import timefmt
+
+    for text in (
+        "2026-02-29T00:00:00.000000000Z",  # no such day
+        "2024-02-29T23:59:59.999999999Z",  # a leap day
+        "2026-09-21T24:00:00.000000000Z",
+        "2026-09-21T23:60:00.000000000Z",
+        "2026-09-21T23:59:60.000000000Z",  # a leap second: datetime refuses it
+        "0001-01-01T00:00:00.000000000Z",  # Go's zero time
+        "1969-12-31T23:59:59.999999999Z",
+        "2026-09-21T10:11:12.1_3456789Z",
+        "2026-09-21T10:11:12.+23456789Z",
+        "2026-09-21T10:11:1٣.123456789Z",
+    ):
+        assert timefmt._parse_go(text) in (None, timefmt._parse_general(text)), text
+        assert timefmt.parse_rfc3339_ns(text) == timefmt._parse_general(text), text
+    assert timefmt._parse_go("2024-02-29T23:59:59.999999999Z") == 1_709_251_199_999_999_999

@@ -42,6 +42,11 @@ def _parse(text: str) -> int | None:
         fast = _parse_go(text)
         if fast is not None:
             return fast
+    return _parse_general(text)
+
+
+def _parse_general(text: str) -> int | None:
+    """Any RFC 3339 time (the regex), whatever its precision and offset."""
     m = _RFC3339.fullmatch(text)
     if not m:
         return None
@@ -76,8 +81,10 @@ def _midnight(year: int, month: int, day: int) -> int | None:
 
 
 def _parse_go(text: str) -> int | None:
-    """The form BuildKit writes (`2026-09-21T10:11:12.123456789Z`, ASCII digits), without the
-    regex; None sends anything else (and anything odd) to the general parser."""
+    """The form BuildKit writes (`2026-09-21T10:11:12.123456789Z`, ASCII digits), with
+    datetime's C parser for the seconds (~5x the Python slicing it replaced: a big cache has
+    ~30k distinct times); None sends anything else (and anything odd) to the general parser."""
+    frac = text[20:29]
     if (
         text[4] != "-"
         or text[7] != "-"
@@ -85,18 +92,18 @@ def _parse_go(text: str) -> int | None:
         or text[13] != ":"
         or text[16] != ":"
         or text[19] != "."
+        or not text.isascii()
+        or not frac.isdigit()
+        or text[:4] == "0001"
     ):
         return None
-    digits = text[:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16] + text[17:19] + text[20:29]
-    if not (digits.isascii() and digits.isdigit()) or text[:4] == "0001":
+    try:
+        # (fromisoformat checks every other character is a digit and the date and time exist;
+        # a whole-second timestamp of years 1..9999 is exact in a float)
+        seconds = datetime.fromisoformat(text[:19] + "+00:00").timestamp()
+    except ValueError:
         return None
-    h, mi, s = int(text[11:13]), int(text[14:16]), int(text[17:19])
-    if h > 23 or mi > 59 or s > 59:
-        return None
-    midnight = _midnight(int(text[:4]), int(text[5:7]), int(text[8:10]))
-    if midnight is None:
-        return None
-    return (midnight + h * 3600 + mi * 60 + s) * 1_000_000_000 + int(text[20:29])
+    return int(seconds) * 1_000_000_000 + int(frac)
 
 
 def format_rfc3339(ns: int) -> str:
