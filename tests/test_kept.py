@@ -210,3 +210,31 @@ def test_the_old_per_digest_file_is_deleted(tmp_path: Path) -> None:
     _cached(d)
     assert len(_kept_files()) == 1
     assert not old.exists()
+
+
+def _first_through_listing(d: Path) -> dict[str, Any]:
+    """A first read (no kept read: every blob sniffed) through a listing whose child reads the
+    heads ahead (Layout.sniff_ahead)."""
+    with Layout(d, Listing(str(d))) as layout:
+        inv, exports = read_store(layout, ReadCache.default(layout.root))
+    return _view(inv, exports)
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=lambda p: p.name)
+def test_first_read_with_heads_read_ahead_is_the_fresh_read(fixture: Path, tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    shutil.copytree(fixture, d)
+    assert _kept_files() == []
+    assert _first_through_listing(d) == _fresh(d)
+
+
+def test_first_read_with_heads_read_ahead_on_hostile_layouts(tmp_path: Path) -> None:
+    from test_hostile import CASES, _build
+
+    for i, c in enumerate(CASES):
+        (tmp_path / str(i)).mkdir()
+        base, _, _ = _build(tmp_path / str(i), c)
+        expected = _fresh(base.root)
+        for f in _kept_files():
+            f.unlink()
+        assert _first_through_listing(base.root) == expected, c.name

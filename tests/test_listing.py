@@ -3,13 +3,18 @@ lstat pass gives, fingerprint included."""
 
 from __future__ import annotations
 
+import contextlib
+import marshal
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from test_hostile import CASES, Case, _build
 
+from ocicache.base.errors import CorruptError
+from ocicache.store import scan
 from ocicache.store.base import BlobScan
 from ocicache.store.layout import Layout
 from ocicache.store.listing import Listing
@@ -252,3 +257,156 @@ def test_the_scan_module_imports_nothing_heavy() -> None:
         "ocicache.store",
         "ocicache.store.scan",
     }, out
+
+
+# -- heads read ahead (store/scan.heads, listing.Heads, Layout.read_blob_head) ---------------
+
+
+def _heads_both(d: Path) -> tuple[dict[str, bytes], dict[str, bytes], int]:
+    """(every blob's head as Layout reads it itself, as read through a listing's child that was
+    asked for heads, how many heads the child gave)."""
+    with Layout(d) as layout:
+        scan = layout.scan_blobs()
+        plain = {}
+        for digest, blob in scan.blobs.items():
+            with contextlib.suppress(OSError, CorruptError):
+                plain[digest] = layout.read_blob_head(blob, 64)
+    given = 0
+    with Layout(d, Listing(str(d))) as layout:
+        layout.sniff_ahead()
+        scan = layout.scan_blobs()
+        heads = layout._heads
+        ahead = {}
+        if heads is not None:  # (None: the listing was not used, e.g. blobs/ is a symlink)
+            real_get = heads.get
+
+            def counting(alg: str, name: str) -> bytes | None:
+                nonlocal given
+                got = real_get(alg, name)
+                given += got is not None
+                return got
+
+            heads.get = counting  # type: ignore[method-assign]
+        for digest, blob in sorted(scan.blobs.items(), key=lambda db: db[1].mtime_ns, reverse=True):
+            with contextlib.suppress(OSError, CorruptError):
+                ahead[digest] = layout.read_blob_head(blob, 64)
+    return plain, ahead, given
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=lambda p: p.name)
+def test_heads_read_ahead_are_the_heads(fixture: Path, tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    shutil.copytree(fixture, d)
+    plain, ahead, given = _heads_both(d)
+    assert ahead == plain and len(plain) > 0
+    assert given == len(plain)  # every one came from the child (the listing was used)
+
+
+@pytest.mark.parametrize("c", CASES, ids=lambda c: c.name)
+def test_hostile_layouts_same_heads(tmp_path: Path, c: Case) -> None:
+    base, _, _ = _build(tmp_path, c)
+    plain, ahead, _ = _heads_both(base.root)
+    assert ahead == plain
+
+
+def _serve(d: Path, between: Callable[[], None]) -> tuple[list[str], dict[int, bytes | None]]:
+    """store/scan.serve run here: the scan's names (position order) and the records it sent,
+    `between` run after the scan and before the heads (the parent's answer)."""
+    sent: list[bytes] = []
+
+    def go() -> bool:
+        between()
+        return True
+
+    scan.serve(str(d), sent.append, go)
+    stream = b"".join(sent)
+    size = int.from_bytes(stream[:8], "big")
+    columns = marshal.loads(stream[8 : 8 + size])
+    names = [n for folder in columns[2] if len(folder) > 2 for n in folder[2]]
+    records: dict[int, bytes | None] = {}
+    order: list[int] = []
+    i, rest = 0, stream[8 + size :]
+    while i < len(rest):
+        pos, n = int.from_bytes(rest[i : i + 4], "big"), rest[i + 4]
+        records[pos] = None if n == 255 else rest[i + 5 : i + 5 + n]
+        order.append(pos)
+        i += 5 + (0 if n == 255 else n)
+    assert len(order) == len(records)  # each entry once
+    return names, records
+
+
+def test_heads_of_files_changed_after_the_scan_are_not_sent(tmp_path: Path) -> None:
+    """A blob rewritten in place (same size), replaced by a symlink, a FIFO or a bigger file, or
+    removed, between the scan and the heads: no head is sent for it (the parent reads it
+    itself); every other head is the file's own first 64 bytes, newest first."""
+    d = tmp_path / "c"
+    shutil.copytree(FIXTURES[0], d)
+    sha = d / "blobs" / "sha256"
+    victims = sorted(p for p in sha.iterdir())[:5]
+
+    def change() -> None:
+        a, b, c, e, f = victims
+        data = a.read_bytes()
+        a.write_bytes(bytes([data[0] ^ 1]) + data[1:])
+        b.unlink()
+        os.symlink("/etc/passwd", b)
+        c.unlink()
+        os.mkfifo(c)
+        e.write_bytes(e.read_bytes() + b"more")
+        f.unlink()
+
+    names, records = _serve(d, change)
+    changed = {p.name for p in victims}
+    regular = [n for n in names]
+    assert set(records) == {names.index(n) for n in regular}  # every regular entry, once
+    for pos, head in records.items():
+        name = names[pos]
+        if name in changed:
+            assert head is None, name
+        else:
+            assert head == (sha / name).read_bytes()[:64], name
+    mtimes = [(sha / names[p]).stat().st_mtime_ns for p in records if names[p] not in changed]
+    assert mtimes == sorted(mtimes, reverse=True)
+
+
+def test_a_folder_replaced_after_the_scan_gives_no_heads(tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    shutil.copytree(FIXTURES[0], d)
+    sha = d / "blobs" / "sha256"
+
+    def swap() -> None:
+        shutil.copytree(sha, d / "blobs" / "copy")
+        os.rename(sha, d / "blobs" / "old")
+        os.rename(d / "blobs" / "copy", sha)
+
+    _, records = _serve(d, swap)
+    assert records and all(h is None for h in records.values())
+
+
+def test_heads_that_were_not_sent_are_read_by_layout(tmp_path: Path) -> None:
+    """Through Layout: a head the child did not send (the file changed), or asked for twice,
+    is read from the file as it is now."""
+    d = tmp_path / "c"
+    shutil.copytree(FIXTURES[0], d)
+    listing = Listing(str(d))
+    with Layout(d, listing) as layout:
+        layout.sniff_ahead()
+        blobs = layout.scan_blobs().blobs
+        assert layout._heads is not None
+        blob = next(iter(blobs.values()))
+        first = layout.read_blob_head(blob, 64)
+        path = d / "blobs" / "sha256" / blob.name
+        path.write_bytes(b"{changed}" + path.read_bytes()[9:])
+        assert layout.read_blob_head(blob, 64) == path.read_bytes()[:64] != first  # asked again
+        for other in list(blobs.values())[1:]:
+            assert layout.read_blob_head(other, 64) == (d / "blobs" / "sha256" / other.name).read_bytes()[:64]
+
+
+def test_no_heads_unless_asked(tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    shutil.copytree(FIXTURES[0], d)
+    with Layout(d, Listing(str(d))) as layout:
+        layout.scan_blobs()
+        assert layout._heads is None
+    listing = Listing(str(d))
+    assert listing.take() is not None and listing._pid is None  # answered, reaped

@@ -16,7 +16,6 @@ from ocicache.format.model import CacheConfig, CacheManifest, Index, IndexEntry,
 from ocicache.format.names import INDEX_JSON, QUARANTINE
 from ocicache.store.base import BlobFile, IngestEntry, QuarantineScan, Stray
 
-SNIFF_BYTES = 64
 HELD_NOTE = f"held in gc's quarantine, {QUARANTINE}/: the next `ocicache gc`, `pin` or `repair` puts it back"
 
 

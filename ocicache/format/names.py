@@ -8,6 +8,8 @@ BLOBS = "blobs"
 # lower-case hex names in them (format/digest.py validates digests by it).
 HEX_LENGTHS = {"sha256": 64, "sha512": 128}
 INGEST = "ingest"
+# What is read of a blob to tell a JSON document from a layer (a layer's body is never read).
+SNIFF_BYTES = 64
 # gc's own folder inside DIR (quarantine.py): the only thing ocicache ever adds to a directory.
 OWN_DIR = ".ocicache"
 QUARANTINE = f"{OWN_DIR}/quarantine"

@@ -228,6 +228,10 @@ class Facts:
         self.docs: dict[str, Fact] = {}
         self.not_json: dict[str, int] = {}
 
+    def knows_nothing(self) -> bool:
+        """True when no earlier read is behind these facts (every blob is sniffed)."""
+        return not self._docs and not self._not_json
+
     def verdict(self, digest: str, size: int) -> str | None:
         """NOT_JSON, PARSED (ask `parsed`), or None when this digest and size are unknown."""
         if self._not_json.get(digest) == size:

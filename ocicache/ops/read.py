@@ -25,12 +25,12 @@ from ocicache.base.errors import (
     missing_manifest_hint,
 )
 from ocicache.core.exports import Export, build_exports
-from ocicache.core.inventory import SNIFF_BYTES, ForeignRef, Inventory
+from ocicache.core.inventory import ForeignRef, Inventory
 from ocicache.format import documents as docs
 from ocicache.format import mediatypes as mt
 from ocicache.format.digest import Digest, parse_digest
 from ocicache.format.model import CacheConfig, CacheManifest, Descriptor, Index, IndexEntry, OtherManifest
-from ocicache.format.names import INDEX_JSON, LOCK_FILE, OCI_LAYOUT
+from ocicache.format.names import INDEX_JSON, LOCK_FILE, OCI_LAYOUT, SNIFF_BYTES
 from ocicache.ops import kept
 from ocicache.store.base import BlobFile, QuarantineScan, Store, blob_relpath
 from ocicache.store.cache import ReadCache, read_stamp
@@ -57,6 +57,8 @@ def read_inventory(
     gc's quarantine holds (gc, which alone changes it, under its lock) skip scanning it.
     """
     known = kept.facts(cache.kept_read(store.root)) if cache is not None else None
+    if known is None or known.knows_nothing():
+        store.sniff_ahead()
     inv, _ = _fresh(store, index_bytes, quarantine)
     _read_documents(store, inv, known)
     return inv
@@ -79,6 +81,8 @@ def read_store(
     view = cache.kept_read(store.root) if cache is not None else None
     candidate = kept.decode(view) if view is not None else None
     del view
+    if candidate is None:  # (a first read: every blob is sniffed)
+        store.sniff_ahead()
     inv, fingerprint = _fresh(store, index_bytes, quarantine)
     k = kept.key(inv, fingerprint, read_stamp()) if cache is not None and fingerprint else None
     if k is not None and candidate is not None and candidate.key == k:
@@ -132,7 +136,10 @@ def _read_documents(store: Store, inv: Inventory, known: kept.Facts | None) -> b
     """Find and parse every document; False when a file could not be read (what was found
     then depends on the files' state, not only on their content: it is not kept)."""
     reader = _Reader(store, inv, known)
-    reader.run()
+    try:
+        reader.run()
+    finally:
+        store.sniff_ahead(False)  # (heads a store read ahead are let go)
     return not reader.unreadable
 
 

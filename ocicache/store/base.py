@@ -205,6 +205,12 @@ class Store(Protocol):
         """Every blob with its size and time, and every entry that is not a blob."""
         ...
 
+    def sniff_ahead(self, wanted: bool = True) -> None:
+        """A hint, before `scan_blobs`: this read will ask for most blobs' heads (it knows none
+        of them yet); the store may read them ahead, in parallel. `wanted=False`, after: no
+        more will be asked for (what was read ahead can go)."""
+        ...
+
     def scan_ingest(self) -> tuple[IngestEntry, ...]:
         """Uploads left unfinished."""
         ...

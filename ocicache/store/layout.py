@@ -30,6 +30,7 @@ from ocicache.format.names import (
     INGEST,
     OWN_DIR,
     QUARANTINE,
+    SNIFF_BYTES,
 )
 from ocicache.store import scan
 from ocicache.store.base import (
@@ -45,12 +46,12 @@ from ocicache.store.base import (
 )
 
 if TYPE_CHECKING:
-    from ocicache.store.listing import Listing
+    from ocicache.store.listing import Heads, Listing
 
 
-_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_READ_FLAGS = scan.READ_FLAGS
 _DIR_FLAGS = scan.DIR_FLAGS
-_NOATIME = getattr(os, "O_NOATIME", 0)
+_NOATIME = scan.NOATIME
 # Registered algorithms' encoded parts are lower-case hex of a fixed length (digest.py).
 _HEX_DIGITS = "0123456789abcdef"
 _HEX_LEN = HEX_LENGTHS
@@ -78,6 +79,8 @@ class Layout:
         `scan_blobs` take the blobs' lstat from it (listing.py)."""
         self.root = Path(os.path.abspath(root))
         self._listing = listing
+        self._sniff_ahead = False
+        self._heads: Heads | None = None  # what the listing's child reads ahead (read_blob_head)
         try:
             # DIR itself may be a symlink the user chose to name; nothing below it may be.
             self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -100,6 +103,10 @@ class Layout:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
+        self._drop_heads()
+        listing, self._listing = self._listing, None
+        if listing is not None:
+            listing.close()
         for fd in self._dir_fds.values():
             if fd is not None:
                 os.close(fd)
@@ -252,7 +259,13 @@ class Layout:
         return self._read(fd, digest.encoded, self.blob_relpath(digest), limit)
 
     def read_blob_head(self, blob: BlobFile, n: int) -> bytes:
-        """The first `n` bytes of a blob file (to tell JSON from layer bytes)."""
+        """The first `n` bytes of a blob file (to tell JSON from layer bytes): as the listing's
+        child read it (`sniff_ahead`), when it did, else read now."""
+        heads = self._heads
+        if heads is not None and n <= SNIFF_BYTES:
+            head = heads.get(blob.algorithm, blob.name)
+            if head is not None:
+                return head[:n]
         fd = self.blob_dir_fd(blob.algorithm)
         if fd is None:
             raise FileNotFoundError(blob.relpath)
@@ -290,12 +303,15 @@ class Layout:
         when they are certainly of these very folders; later scans (gc re-scans before
         deleting) stat anew."""
         listing, self._listing = self._listing, None
+        self._drop_heads()  # (a head read ahead is of the first scan's file)
         if listing is not None:
-            data = listing.take()
-            if data is not None:
-                scan = self.scan_from_columns(data)
-                if scan is not None:
-                    return scan
+            data = listing.take(heads=self._sniff_ahead)
+            got = self._from_columns(data) if data is not None else None
+            if got is not None:
+                scan, folders = got
+                self._heads = listing.heads(folders)
+                return scan
+            listing.close()
         blobs_fd = self._subdir_fd(BLOBS)
         if blobs_fd is None:
             strays: list[Stray] = []
@@ -315,9 +331,27 @@ class Layout:
             return b""
         return scan.columns(self._root_fd, blobs_fd, self.blob_dir_fd)
 
+    def sniff_ahead(self, wanted: bool = True) -> None:
+        """This read will sniff most blobs (a first read): the listing's child, if any, reads
+        their heads while this process parses the documents (read_blob_head takes them).
+        `wanted=False`: the read is done; the child is stopped and its heads let go."""
+        self._sniff_ahead = wanted
+        if not wanted:
+            self._drop_heads()
+
+    def _drop_heads(self) -> None:
+        heads, self._heads = self._heads, None
+        if heads is not None:
+            heads.close()
+
     def scan_from_columns(self, data: bytes) -> BlobScan | None:
         """The BlobScan of `scan_columns`'s bytes; None unless they are well formed and DIR,
         blobs/ and each blobs/<algorithm>/ are the folders this Layout holds open."""
+        got = self._from_columns(data)
+        return None if got is None else got[0]
+
+    def _from_columns(self, data: bytes) -> tuple[BlobScan, list[tuple[str, list[str]]]] | None:
+        """scan_from_columns, and each folder's (algorithm, names) in the columns' order."""
         identity = scan.identity
         blobs_fd = self._subdir_fd(BLOBS)
         if not data or blobs_fd is None:
@@ -328,6 +362,7 @@ class Layout:
                 return None
             blobs: dict[str, BlobFile] = {}
             strays: list[Stray] = []
+            named: list[tuple[str, list[str]]] = []
             for folder in folders:
                 alg = folder[0]
                 rel_alg = f"{BLOBS}/{alg}"
@@ -350,10 +385,11 @@ class Layout:
                 ):
                     return None
                 self._add_blobs(alg, rel_alg, folder, blobs, strays)
+                named.append((alg, names))
         except (ValueError, TypeError, EOFError, KeyError):
             return None
         fingerprint = hashlib.sha256(data).digest()
-        return BlobScan(blobs, tuple(sorted(strays, key=lambda s: s.relpath)), fingerprint)
+        return BlobScan(blobs, tuple(sorted(strays, key=lambda s: s.relpath)), fingerprint), named
 
     @staticmethod
     def _add_blobs(

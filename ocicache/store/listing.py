@@ -18,10 +18,11 @@ Layout scans itself as always. No other process is run, and nothing is written a
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
 _CHUNK = 1 << 20
+_PIPE_SIZE = 1 << 20
 
 
 class Listing:
@@ -29,44 +30,158 @@ class Listing:
 
     def __init__(self, directory: str) -> None:
         self.root = os.path.abspath(directory)
-        self._pid, self._fd = _start(self.root)
+        self._pid, self._fd, self._go = _start(self.root)
         self._bytes: bytes | None = None
+        self._stream: int | None = None  # the heads' stream, while the child sends them
 
     def result(self) -> bytes | None:
         """The marshalled columns (Layout.scan_columns); None when the child could not make them."""
-        pid, fd = self._pid, self._fd
-        self._pid, self._fd = None, None
-        if pid is None or fd is None:
-            return self._bytes
-        chunks: list[bytes] = []
-        try:
-            while chunk := os.read(fd, _CHUNK):
-                chunks.append(chunk)
-        except OSError:
-            chunks = []
-        finally:
-            os.close(fd)
-        status = _reap(pid)
-        data = b"".join(chunks)
-        self._bytes = data if status == 0 and data else None
-        return self._bytes
+        return self._columns(False)
 
-    def take(self) -> bytes | None:
-        """result(), once: the listing lets go of its bytes (the caller keeps what it needs)."""
-        data = self.result()
+    def take(self, heads: bool = False) -> bytes | None:
+        """result(), once: the listing lets go of its bytes (the caller keeps what it needs).
+        `heads`: the child goes on to read the blobs' heads (store/scan.heads), which `heads()`
+        then hands out."""
+        data = self._columns(heads)
         self._bytes = None
         return data
 
-    def close(self) -> None:
-        """Stop the child if it still runs (the listing was not used) and reap it."""
-        pid, fd = self._pid, self._fd
-        self._pid, self._fd = None, None
-        if fd is not None:
+    def _columns(self, heads: bool) -> bytes | None:
+        pid, fd, go = self._pid, self._fd, self._go
+        self._fd, self._go = None, None
+        if fd is None:
+            return self._bytes
+        data: bytes | None = None
+        try:
+            size = _read_exactly(fd, 8)
+            if size is not None:
+                data = _read_exactly(fd, int.from_bytes(size, "big"))
+        except OSError:
+            data = None
+        # The child waits for this answer before it reads a single head.
+        answer = b"h" if heads and data else b"-"
+        if go is not None:
+            with suppress(OSError):
+                os.write(go, answer)
+            os.close(go)
+        if answer == b"h":
+            self._stream = fd  # the child goes on; reaped by close()
+        else:
             os.close(fd)
+            self._pid = None
+            if pid is not None:
+                _reap(pid)
+        self._bytes = data or None
+        return self._bytes
+
+    def heads(self, folders: list[tuple[str, list[str]]]) -> Heads | None:
+        """The heads the child is reading (after `take(heads=True)`), for the scan's folders
+        (algorithm, names) in the columns' order; None when it reads none."""
+        fd, self._stream = self._stream, None
+        if fd is None:
+            return None
+        return Heads(fd, folders, self.close)
+
+    def close(self) -> None:
+        """Stop the child if it still runs (the listing was not used, or its heads are no
+        longer wanted) and reap it."""
+        pid, fd, go, stream = self._pid, self._fd, self._go, self._stream
+        self._pid, self._fd, self._go, self._stream = None, None, None, None
+        for f in (fd, go, stream):
+            if f is not None:
+                os.close(f)
         if pid is not None:
             with suppress(OSError):
                 os.kill(pid, 9)
             _reap(pid)
+
+
+class Heads:
+    """Blob heads read ahead by a listing's child (store/scan.heads: records of position,
+    length, head), handed out by digest. `get` waits for the child when it has not reached the
+    blob yet (it reads newest first, as the reader sniffs); None when the child sent no head for
+    it (the file was not the scan's; the caller reads it itself), or already gave it."""
+
+    def __init__(self, fd: int, folders: list[tuple[str, list[str]]], done: Callable[[], None]) -> None:
+        self._fd: int | None = fd
+        self._done = done
+        self._rest = b""
+        self._got: dict[str, dict[str, bytes | None]] = {alg: {} for alg, _ in folders}
+        # (first position, names, heads by name: None where the child sent none)
+        self._spans: list[tuple[int, list[str], dict[str, bytes | None]]] = []
+        start = 0
+        for alg, names in folders:
+            self._spans.append((start, names, self._got[alg]))
+            start += len(names)
+        self._given: set[str] = set()
+
+    def get(self, algorithm: str, name: str) -> bytes | None:
+        got = self._got.get(algorithm)
+        if got is None:
+            return None
+        key = f"{algorithm}:{name}"
+        if key in self._given:
+            return None
+        while name not in got:
+            if self._fd is None:
+                return None
+            self._more()
+        self._given.add(key)
+        return got.pop(name)
+
+    def _more(self) -> None:
+        fd = self._fd
+        assert fd is not None
+        try:
+            chunk = os.read(fd, _CHUNK)
+        except OSError:
+            chunk = b""
+        if not chunk:  # the child is done (or gone): what was not sent is read by the caller
+            self._fd = None
+            self._done()
+            return
+        buf = self._rest + chunk if self._rest else chunk
+        spans = self._spans
+        one = spans[0] if len(spans) == 1 else None
+        i, end = 0, len(buf)
+        while i + 5 <= end:
+            n = buf[i + 4]
+            stop = i + 5 + (0 if n == 255 else n)
+            if stop > end:
+                break
+            pos = int.from_bytes(buf[i : i + 4], "big")
+            span = one if one is not None else _span(spans, pos)
+            if span is not None and 0 <= pos - span[0] < len(span[1]):
+                span[2][span[1][pos - span[0]]] = buf[i + 5 : stop] if n != 255 else None
+            i = stop
+        self._rest = buf[i:]
+
+    def close(self) -> None:
+        if self._fd is not None:
+            self._fd = None
+            self._done()
+
+
+def _span(
+    spans: list[tuple[int, list[str], dict[str, bytes | None]]], pos: int
+) -> tuple[int, list[str], dict[str, bytes | None]] | None:
+    for span in reversed(spans):
+        if pos >= span[0]:
+            return span
+    return None
+
+
+def _read_exactly(fd: int, n: int) -> bytes | None:
+    """n bytes from the pipe, or None when it ends before."""
+    chunks: list[bytes] = []
+    left = n
+    while left > 0:
+        chunk = os.read(fd, min(left, _CHUNK))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 # The read commands whose DIR may be listed before the command line is parsed (`begin_early`);
@@ -129,39 +244,55 @@ def begin(directory: object) -> Iterator[Listing | None]:
         listing.close()
 
 
-def _start(root: str) -> tuple[int | None, int | None]:
-    """Fork the child that scans DIR; (pid, read end of its pipe), or (None, None): also in a
-    process with other threads, whose locks a forked child could find held forever."""
+def _start(root: str) -> tuple[int | None, int | None, int | None]:
+    """Fork the child that scans DIR; (pid, read end of its pipe, write end of the pipe that
+    answers it), or Nones: also in a process with other threads, whose locks a forked child
+    could find held forever."""
     import _thread
 
     if _thread._count() > 0:  # threads started by threading or _thread (~3 ms less than threading)
-        return None, None
+        return None, None, None
     try:
         r, w = os.pipe()
     except OSError:
-        return None, None
+        return None, None, None
     try:
-        pid = os.fork()
+        ask_r, ask_w = os.pipe()
     except OSError:
         os.close(r)
         os.close(w)
-        return None, None
+        return None, None, None
+    with suppress(OSError):  # (room for the heads while the parent is busy: 1 MiB, Linux's most)
+        import fcntl
+
+        fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_SIZE)
+    try:
+        pid = os.fork()
+    except OSError:
+        for f in (r, w, ask_r, ask_w):
+            os.close(f)
+        return None, None, None
     if pid == 0:  # the child: scan, write, and leave without running anything of the parent's
         code = 1
         try:
             os.close(r)
-            from ocicache.store.scan import columns_of  # (imports os and marshal only)
+            os.close(ask_w)
+            from ocicache.store.scan import serve  # (imports os, marshal and stat only)
 
-            view = memoryview(columns_of(root))
-            while view:
-                view = view[os.write(w, view) :]
+            def send(data: bytes) -> None:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(w, view) :]
+
+            serve(root, send, lambda: os.read(ask_r, 1) == b"h")
             code = 0
-        except BaseException:  # any failure means "no listing"; the parent scans
+        except BaseException:  # any failure means "no listing" (or no more heads); the parent reads
             code = 1
         finally:
             os._exit(code)
     os.close(w)
-    return pid, r
+    os.close(ask_r)
+    return pid, r, ask_w
 
 
 def _reap(pid: int) -> int:

@@ -257,6 +257,9 @@ class RegistryStore:
             raise FileNotFoundError(f"{self.registry.ref(key)}: blob unknown to the registry")
         return got
 
+    def sniff_ahead(self, wanted: bool = True) -> None:
+        """(Nothing is read ahead: a registry's blobs are never sniffed.)"""
+
     def read_blob_head(self, blob: BlobFile, n: int) -> bytes:
         """A document's first bytes; b"" for a leaf (a layer's kind comes from the descriptor
         that names it: a registry's layers are never fetched to sniff them)."""
