@@ -283,7 +283,7 @@ def gc(
     """Plan and (unless dry_run) apply gc on DIR. RefusedError: nothing unsafe was done.
 
     `listing` (a listing of DIR begun earlier, listing.py) is only taken by a dry run: a real gc
-    stats the blobs itself, under its own timing. `use_cache`: read with what earlier runs
+    begins its own, under its lock, right before each plan's read. `use_cache`: read with what earlier runs
     learned about blob digests, and keep what this one learns ($XDG_CACHE_HOME/ocicache)."""
     token = _KEEP_FACTS.set(use_cache)
     try:
@@ -482,6 +482,9 @@ def _restore_then_plan(
     """Put back what a plan made now needs (until nothing more comes back), then plan."""
     for _ in range(4):
         progress.folders = _folder_stamps(layout)
+        # The read's lstat pass (and, on a first read, the blobs' heads) in a child, begun
+        # after the folders' stamps as the read's own scan would be (store/listing.py).
+        layout.list_ahead()
         index, inv, exports = _read(layout, policy, now)
         progress.know(inv.quarantine)
         if not _put_back(layout, inv, _needed(inv, exports, policy, now), progress):

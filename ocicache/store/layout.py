@@ -331,6 +331,14 @@ class Layout:
             return b""
         return scan.columns(self._root_fd, blobs_fd, self.blob_dir_fd)
 
+    def list_ahead(self) -> None:
+        """Begin now, in a child (listing.py), the scan the next `scan_blobs` takes (and the
+        heads, if `sniff_ahead` asks): a real gc's, begun under its lock, just before its read."""
+        if self._listing is None:
+            from ocicache.store.listing import Listing
+
+            self._listing = Listing(str(self.root))
+
     def sniff_ahead(self, wanted: bool = True) -> None:
         """This read will sniff most blobs (a first read): the listing's child, if any, reads
         their heads while this process parses the documents (read_blob_head takes them).
