@@ -410,3 +410,21 @@ def test_no_heads_unless_asked(tmp_path: Path) -> None:
         assert layout._heads is None
     listing = Listing(str(d))
     assert listing.take() is not None and listing._pid is None  # answered, reaped
+
+
+def test_list_ahead_replaces_a_listing_not_taken(tmp_path: Path) -> None:
+    """A real gc begins a listing before each plan's read; one its failed read did not take is
+    stopped (it is older than the next read's folder stamps), and the new one is what the scan
+    takes: a blob written between them is in it."""
+    d = tmp_path / "c"
+    shutil.copytree(FIXTURES[0], d)
+    with Layout(d) as layout:
+        layout.list_ahead()
+        first = layout._listing
+        assert first is not None
+        first.result()  # (its scan is done: the blob below comes after it)
+        (d / "blobs" / "sha256" / ("5" * 64)).write_bytes(b"late")
+        layout.list_ahead()
+        assert first._pid is None and first._fd is None  # stopped and reaped
+        assert layout._listing is not first
+        assert "sha256:" + "5" * 64 in layout.scan_blobs().blobs

@@ -2,8 +2,9 @@
 
 Cache manifests are found by content, not only through index.json (older exports have nothing
 pointing at them). Only the first bytes of a blob are read unless they start like JSON; a blob
-that an already-parsed manifest lists as a layer is never opened (layers can be gigabytes and
-are never JSON).
+that an already-parsed manifest lists as a layer is not sniffed here (layers can be gigabytes and
+are never JSON). On a first read through a listing, its child reads every regular blob's first
+64 bytes ahead, layers included, in parallel (Store.sniff_ahead; a layer's body is never read).
 
 Foreign content (every index.json entry that is not a cache manifest: images, Docker v2
 manifests and lists, artifacts, nested indexes) is walked by its descriptors, iteratively,
@@ -277,7 +278,7 @@ class _Reader:
                 stack.extend(reversed(self._referrer_refs(digest)))
             if not mt.is_document_role(ref.role):
                 if ref.media_type is not None and mt.is_layer_type(ref.media_type):
-                    self.known_layers.add(digest)  # never opened
+                    self.known_layers.add(digest)  # never sniffed
                 continue
             if digest in self.walked:
                 continue

@@ -333,11 +333,13 @@ class Layout:
 
     def list_ahead(self) -> None:
         """Begin now, in a child (listing.py), the scan the next `scan_blobs` takes (and the
-        heads, if `sniff_ahead` asks): a real gc's, begun under its lock, just before its read."""
-        if self._listing is None:
-            from ocicache.store.listing import Listing
+        heads, if `sniff_ahead` asks): a real gc's, begun under its lock, just before its read.
+        A listing begun earlier and not taken (its read failed) is stopped: it is older."""
+        from ocicache.store.listing import Listing
 
-            self._listing = Listing(str(self.root))
+        if self._listing is not None:
+            self._listing.close()
+        self._listing = Listing(str(self.root))
 
     def sniff_ahead(self, wanted: bool = True) -> None:
         """This read will sniff most blobs (a first read): the listing's child, if any, reads

@@ -5,14 +5,22 @@ calls in a big cache, ~0.2 s). The CLI begins it (`begin`) as soon as typer has 
 a child of this process runs Layout's own scan (store/scan.py, which Layout.scan_columns runs:
 directory fds opened as Layout opens them, O_NOFOLLOW, nothing read but lstat) on the other
 core while this one loads the modules that read DIR, and sends the result back as one marshal
-document. `Layout.scan_blobs` then builds its BlobScan from those bytes
+document, its length first. `Layout.scan_blobs` then builds its BlobScan from those bytes
 (`Layout.scan_from_columns`) instead of stat-ing again: the same values, from the same code,
-as a scan of its own.
+as a scan of its own. A real gc begins one under its lock, just before each plan's read
+(Layout.list_ahead).
+
+Then the child waits for one byte of answer. On a first read (the reader knows no blob:
+Layout.sniff_ahead) it is "h": the child goes on to read the first 64 bytes of every regular
+blob, newest first, as the reader sniffs (scan.heads: each from the very file the scan listed,
+its lstat fields unchanged), and streams them back while this process parses the documents;
+`Heads` hands them to Layout.read_blob_head. Otherwise the child leaves at once.
 
 The columns are used only when they are certainly of the same directory (the device and
-inode of DIR, `blobs` and each `blobs/<algorithm>` equal what the reading Layout opened) and the
-child exited cleanly; otherwise (fork failed, DIR is not a cache directory, a folder vanished)
-Layout scans itself as always. No other process is run, and nothing is written anywhere.
+inode of DIR, `blobs` and each `blobs/<algorithm>` equal what the reading Layout opened) and
+they came whole (their length); otherwise (fork failed, DIR is not a cache directory, a folder
+vanished) Layout scans itself as always. A head the child did not send is read by Layout itself.
+No other process is run, and nothing is written anywhere.
 """
 
 from __future__ import annotations

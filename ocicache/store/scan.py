@@ -1,7 +1,8 @@
 """The lstat of every entry of each blobs/<algorithm>/: the one pass over blobs/ every command
-makes (store/layout.Layout.scan_columns), as columns in one marshal document.
+makes (store/layout.Layout.scan_columns), as columns in one marshal document; and, for a
+listing's child on a first read, every regular blob's first 64 bytes (`heads`).
 
-It imports os, marshal and format/names' constants, nothing else: a listing's child
+It imports os, marshal, stat and format/names' constants, nothing else: a listing's child
 (listing.py), forked before anything else of ocicache loads, runs it at once (a ~40 ms head
 start on the layout module's imports; tests/test_listing.py checks what it imports)."""
 
