@@ -193,7 +193,7 @@ def _read_exactly(fd: int, n: int) -> bytes | None:
 
 
 # The read commands whose DIR may be listed before the command line is parsed (`begin_early`);
-# gc only with --dry-run (a real gc stats every blob itself, under its rules).
+# gc only with --dry-run (a real gc begins its own, under its lock: Layout.list_ahead).
 EARLY_COMMANDS = frozenset({"history", "show", "blobs", "du", "diff"})
 _early: dict[str, Listing] = {}
 
