@@ -357,8 +357,7 @@ def test_heads_of_files_changed_after_the_scan_are_not_sent(tmp_path: Path) -> N
 
     names, records = _serve(d, change)
     changed = {p.name for p in victims}
-    regular = [n for n in names]
-    assert set(records) == {names.index(n) for n in regular}  # every regular entry, once
+    assert set(records) == set(range(len(names)))  # every entry (all regular at the scan), once
     for pos, head in records.items():
         name = names[pos]
         if name in changed:
@@ -384,8 +383,8 @@ def test_a_folder_replaced_after_the_scan_gives_no_heads(tmp_path: Path) -> None
 
 
 def test_heads_that_were_not_sent_are_read_by_layout(tmp_path: Path) -> None:
-    """Through Layout: a head the child did not send (the file changed), or asked for twice,
-    is read from the file as it is now."""
+    """Through Layout: a head asked for twice is read from the file as it is now the second
+    time; every other one is the file's own."""
     d = tmp_path / "c"
     shutil.copytree(FIXTURES[0], d)
     listing = Listing(str(d))
@@ -428,3 +427,59 @@ def test_list_ahead_replaces_a_listing_not_taken(tmp_path: Path) -> None:
         assert first._pid is None and first._fd is None  # stopped and reaped
         assert layout._listing is not first
         assert "sha256:" + "5" * 64 in layout.scan_blobs().blobs
+
+
+def test_heads_hands_out_what_the_stream_says() -> None:
+    """listing.Heads on a stream written here: a head comes by name whatever the order and
+    however the records are cut across reads; a "no head" record, a name never sent, and a
+    head already given are None (the caller reads them itself); a position out of range is
+    ignored; the end of the stream tells its listing."""
+    from ocicache.store.listing import Heads
+
+    names = ["a" * 64, "b" * 64, "c" * 64]
+    stream = (
+        (1).to_bytes(4, "big")
+        + bytes([3])
+        + b"{x}"
+        + (0).to_bytes(4, "big")
+        + b"\xff"
+        + (9).to_bytes(4, "big")
+        + bytes([1])
+        + b"z"
+    )
+    r, w = os.pipe()
+    ended: list[bool] = []
+    heads = Heads(r, [("sha256", names)], lambda: ended.append(True))
+    try:
+        os.write(w, stream[:6])  # the first record cut in two
+        heads._more()
+        assert heads._got["sha256"] == {}
+        os.write(w, stream[6:])
+        os.close(w)
+        w = -1
+        assert heads.get("sha256", names[1]) == b"{x}"
+        assert heads.get("sha256", names[1]) is None  # given already
+        assert heads.get("sha256", names[0]) is None  # "no head"
+        assert not ended
+        assert heads.get("sha256", names[2]) is None  # never sent: read to the end
+        assert ended == [True]
+        with pytest.raises(OSError):
+            os.fstat(r)  # the stream's fd is closed with it
+        assert heads.get("sha512", "d" * 128) is None  # a folder the scan did not have
+    finally:
+        if w >= 0:
+            os.close(w)
+        heads.close()
+
+
+def test_a_read_with_heads_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    """The heads' pipe is closed when the read ends (and the child is reaped)."""
+    from ocicache.ops.read import read_inventory
+
+    d = tmp_path / "c"
+    shutil.copytree(FIXTURES[0], d)
+    before = set(os.listdir("/proc/self/fd"))
+    with Layout(d, Listing(str(d))) as layout:
+        read_inventory(layout)
+        assert layout._heads is None  # let go when the documents were read
+    assert set(os.listdir("/proc/self/fd")) == before

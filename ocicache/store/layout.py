@@ -49,9 +49,7 @@ if TYPE_CHECKING:
     from ocicache.store.listing import Heads, Listing
 
 
-_READ_FLAGS = scan.READ_FLAGS
 _DIR_FLAGS = scan.DIR_FLAGS
-_NOATIME = scan.NOATIME
 # Registered algorithms' encoded parts are lower-case hex of a fixed length (digest.py).
 _HEX_DIGITS = "0123456789abcdef"
 _HEX_LEN = HEX_LENGTHS
@@ -177,14 +175,9 @@ class Layout:
     # -- reads -----------------------------------------------------------------------------------
     def _open(self, dir_fd: int, name: str, where: str) -> int:
         try:
-            fd = os.open(name, _READ_FLAGS | _NOATIME, dir_fd=dir_fd)
+            fd = scan.open_to_read(name, dir_fd)
         except PermissionError:
-            if not _NOATIME:
-                raise CorruptError("permission denied", file=where) from None
-            try:  # O_NOATIME is only allowed to the file's owner
-                fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
-            except PermissionError:
-                raise CorruptError("permission denied", file=where) from None
+            raise CorruptError("permission denied", file=where) from None
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise CorruptError("is a symlink; not followed", file=where) from None

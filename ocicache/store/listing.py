@@ -145,8 +145,7 @@ class Heads:
         except OSError:
             chunk = b""
         if not chunk:  # the child is done (or gone): what was not sent is read by the caller
-            self._fd = None
-            self._done()
+            self.close()
             return
         buf = self._rest + chunk if self._rest else chunk
         spans = self._spans
@@ -165,8 +164,10 @@ class Heads:
         self._rest = buf[i:]
 
     def close(self) -> None:
-        if self._fd is not None:
-            self._fd = None
+        """Close the stream (its fd is this object's) and stop the child (`done`)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
             self._done()
 
 

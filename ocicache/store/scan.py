@@ -19,10 +19,23 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-# How a blob is opened to be read (Layout's reads too): never through a symlink, never waiting
-# on a FIFO; O_NOATIME where the owner may use it.
+# How a blob is opened to be read: never through a symlink, never waiting on a FIFO.
 READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+def open_to_read(name: str, dir_fd: int) -> int:
+    """An fd reading the file `name` below `dir_fd`, opened with READ_FLAGS, and O_NOATIME
+    when the file's owner may use it (only the owner may); OSError as os.open raises it. The
+    one way a blob is opened (Layout's reads and a listing child's heads)."""
+    try:
+        return os.open(name, READ_FLAGS | NOATIME, dir_fd=dir_fd)
+    except PermissionError:
+        if not NOATIME:
+            raise
+    return os.open(name, READ_FLAGS, dir_fd=dir_fd)
+
+
 _BATCH = 256  # heads sent at a time
 
 
@@ -181,7 +194,6 @@ def _send_heads(
     fds: dict[int, int],
     send: Callable[[bytes], None],
 ) -> None:
-    flags = [READ_FLAGS | NOATIME]
     out: list[bytes] = []
     for k in order:
         f, i = where[k]
@@ -190,9 +202,7 @@ def _send_heads(
         changes = folder[9]
         head = None
         if fd_dir is not None:
-            head = _head(
-                fd_dir, folder[2][i], folder[3][i], folder[4][i], changes[2 * i], changes[2 * i + 1], flags
-            )
+            head = _head(fd_dir, folder[2][i], folder[3][i], folder[4][i], changes[2 * i], changes[2 * i + 1])
         position = (starts[f] + i).to_bytes(4, "big")
         out.append(position + (_NO_HEAD if head is None else bytes((len(head),)) + head))
         if len(out) == _BATCH:
@@ -205,20 +215,11 @@ def _send_heads(
 _NO_HEAD = b"\xff"  # a record's length byte: no head for this entry (the parent reads it)
 
 
-def _head(
-    fd_dir: int, name: str, size: int, mtime: int, ino: int, ctime: int, flags: list[int]
-) -> bytes | None:
+def _head(fd_dir: int, name: str, size: int, mtime: int, ino: int, ctime: int) -> bytes | None:
     """The first SNIFF_BYTES of the file `name`, if it is still the regular file the scan saw
-    and it gives them all; else None. `flags[0]` loses O_NOATIME at its first refusal (only a
-    file's owner may use it)."""
+    and it gives them all; else None."""
     try:
-        try:
-            fd = os.open(name, flags[0], dir_fd=fd_dir)
-        except PermissionError:
-            if not flags[0] & NOATIME:
-                return None
-            flags[0] &= ~NOATIME
-            fd = os.open(name, flags[0], dir_fd=fd_dir)
+        fd = open_to_read(name, fd_dir)
     except OSError:
         return None
     try:
