@@ -4,9 +4,11 @@ lstat pass gives, fingerprint included."""
 from __future__ import annotations
 
 import contextlib
+import json
 import marshal
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -318,14 +320,16 @@ def _serve(d: Path, between: Callable[[], None]) -> tuple[list[str], dict[int, b
         between()
         return True
 
+    before = time.time_ns()
     scan.serve(str(d), sent.append, go)
     stream = b"".join(sent)
-    size = int.from_bytes(stream[:8], "big")
-    columns = marshal.loads(stream[8 : 8 + size])
+    assert before <= int.from_bytes(stream[:8], "big") <= time.time_ns()  # when the scan began
+    size = int.from_bytes(stream[8:16], "big")
+    columns = marshal.loads(stream[16 : 16 + size])
     names = [n for folder in columns[2] if len(folder) > 2 for n in folder[2]]
     records: dict[int, bytes | None] = {}
     order: list[int] = []
-    i, rest = 0, stream[8 + size :]
+    i, rest = 0, stream[16 + size :]
     while i < len(rest):
         pos, n = int.from_bytes(rest[i : i + 4], "big"), rest[i + 4]
         records[pos] = None if n == 255 else rest[i + 5 : i + 5 + n]
@@ -483,3 +487,59 @@ def test_a_read_with_heads_leaves_no_descriptor_open(tmp_path: Path) -> None:
         read_inventory(layout)
         assert layout._heads is None  # let go when the documents were read
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+def _land_after_listing(d: Path, ahead: Callable[[Layout], None] | None) -> tuple[str, BlobScan]:
+    """An export lands between a listing's scan and the read: an older export's manifest is
+    taken out of blobs/ before the listing, then (its scan done) written back and named by
+    index.json, rewritten in place as BuildKit does. (The manifest's digest, the read's scan.)"""
+    from ocicache import api
+
+    older = next(e for e in api.history(d).exports if not e.current)
+    blob = d / "blobs" / "sha256" / older.digest[7:]
+    aside = d.parent / "aside"
+    os.rename(blob, aside)
+    old = time.time() - 3600  # index.json last written an hour ago
+    os.utime(d / "index.json", (old, old))
+    index = json.loads((d / "index.json").read_bytes())
+    index["manifests"][0]["digest"] = older.digest
+    index["manifests"][0]["size"] = aside.stat().st_size
+    with Layout(d, None if ahead else Listing(str(d))) as layout:
+        if ahead:
+            ahead(layout)
+        listing = layout._listing
+        assert listing is not None
+        assert listing.result() is not None  # the child's scan is done: without the manifest
+        os.rename(aside, blob)  # the export lands: its blobs, then index.json
+        with open(d / "index.json", "r+b") as f:
+            f.truncate(0)
+            f.write(json.dumps(index).encode())
+        return older.digest, layout.scan_blobs()
+
+
+@pytest.mark.parametrize("how", ["cli", "list_ahead"])
+def test_an_export_landing_after_the_scan_is_not_missed(tmp_path: Path, how: str) -> None:
+    """The regression of 0.6.2: a listing begun before the read lacked the manifest of an
+    export that landed before index.json was read, and gc refused ("index.json references
+    this manifest but it is missing", exit 6). A scan that began before index.json's last write
+    is not used: the read scans itself and sees what that index names."""
+    d = tmp_path / "c"
+    shutil.copytree(FIXTURES[0], d)
+    digest, got = _land_after_listing(d, Layout.list_ahead if how == "list_ahead" else None)
+    assert digest in got.blobs
+    with Layout(d) as plain:
+        assert got == plain.scan_blobs()
+
+
+def test_a_listing_after_the_last_index_write_is_used(tmp_path: Path) -> None:
+    """The other side: index.json written well before the scan, the listing is taken (a blob
+    written after its scan is not in it)."""
+    d = tmp_path / "c"
+    shutil.copytree(FIXTURES[0], d)
+    old = time.time() - 3600
+    os.utime(d / "index.json", (old, old))
+    listing = Listing(str(d))
+    assert listing.result() is not None
+    (d / "blobs" / "sha256" / ("5" * 64)).write_bytes(b"late")
+    with Layout(d, listing) as layout:
+        assert "sha256:" + "5" * 64 not in layout.scan_blobs().blobs

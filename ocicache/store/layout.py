@@ -51,6 +51,12 @@ if TYPE_CHECKING:
 
 _DIR_FLAGS = scan.DIR_FLAGS
 # Registered algorithms' encoded parts are lower-case hex of a fixed length (digest.py).
+# How much older than a listing's scan index.json must be for the scan to be known to list
+# every blob that index names (Layout._listed_after_index): a file's mtime comes from the
+# kernel's coarse clock (a tick behind) and is cut to the filesystem's granularity (a
+# nanosecond on ext4, xfs, btrfs and tmpfs; a second on some; two on FAT).
+INDEX_SETTLED_NS = 2_000_000_000
+
 _HEX_DIGITS = "0123456789abcdef"
 _HEX_LEN = HEX_LENGTHS
 _HEX_BYTES = _HEX_DIGITS.encode()
@@ -293,12 +299,12 @@ class Layout:
         """One lstat pass over blobs/: every blob by digest, and everything else as a stray.
 
         The first scan of a Layout given a listing takes its columns from the listing's child
-        when they are certainly of these very folders; later scans (gc re-scans before
-        deleting) stat anew."""
+        when they are certainly of these very folders and began after index.json was last
+        written; later scans (gc re-scans before deleting) stat anew."""
         listing, self._listing = self._listing, None
         self._drop_heads()  # (a head read ahead is of the first scan's file)
         if listing is not None:
-            data = listing.take(heads=self._sniff_ahead)
+            data = listing.take(heads=self._sniff_ahead, began_after=self._listed_after_index)
             got = self._from_columns(data) if data is not None else None
             if got is not None:
                 scan, folders = got
@@ -323,6 +329,18 @@ class Layout:
         if blobs_fd is None:
             return b""
         return scan.columns(self._root_fd, blobs_fd, self.blob_dir_fd)
+
+    def _listed_after_index(self, began_ns: int) -> bool:
+        """Whether a listing's scan, begun at `began_ns`, lists every blob the index.json read
+        before this scan can name. BuildKit writes an export's blobs, then index.json (in place,
+        which sets its mtime): a scan begun after that write lists them all. A listing is begun
+        before the read (the CLI's, at once; gc's, before each plan), so an export may land in
+        between: judged by index.json's mtime now (never older than that of the bytes read),
+        INDEX_SETTLED_NS before the scan at the latest; else Layout scans itself. (A stale
+        scan could delete nothing: what it lacks is unknown to the read, a needed manifest
+        missing from it a refusal.)"""
+        st = self.stat_top(INDEX_JSON)
+        return st is None or st.st_mtime_ns + INDEX_SETTLED_NS <= began_ns
 
     def list_ahead(self) -> None:
         """Begin now, in a child (listing.py), the scan the next `scan_blobs` takes (and the

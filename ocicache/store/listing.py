@@ -5,10 +5,10 @@ calls in a big cache, ~0.2 s). The CLI begins it (`begin`) as soon as typer has 
 a child of this process runs Layout's own scan (store/scan.py, which Layout.scan_columns runs:
 directory fds opened as Layout opens them, O_NOFOLLOW, nothing read but lstat) on the other
 core while this one loads the modules that read DIR, and sends the result back as one marshal
-document, its length first. `Layout.scan_blobs` then builds its BlobScan from those bytes
-(`Layout.scan_from_columns`) instead of stat-ing again: the same values, from the same code,
-as a scan of its own. A real gc begins one under its lock, just before each plan's read
-(Layout.list_ahead).
+document, after the clock's time before it began and its length. `Layout.scan_blobs` then
+builds its BlobScan from those bytes (`Layout.scan_from_columns`) instead of stat-ing again:
+the same values, from the same code, as a scan of its own. A real gc begins one under its
+lock, just before each plan's read (Layout.list_ahead).
 
 Then the child waits for one byte of answer. On a first read (the reader knows no blob:
 Layout.sniff_ahead) it is "h": the child goes on to read the first 64 bytes of every regular
@@ -17,10 +17,12 @@ its lstat fields unchanged), and streams them back while this process parses the
 `Heads` hands them to Layout.read_blob_head. Otherwise the child leaves at once.
 
 The columns are used only when they are certainly of the same directory (the device and
-inode of DIR, `blobs` and each `blobs/<algorithm>` equal what the reading Layout opened) and
-they came whole (their length); otherwise (fork failed, DIR is not a cache directory, a folder
-vanished) Layout scans itself as always. A head the child did not send is read by Layout itself.
-No other process is run, and nothing is written anywhere.
+inode of DIR, `blobs` and each `blobs/<algorithm>` equal what the reading Layout opened), they
+came whole (their length), and the scan began after the index.json the reader read was
+written (Layout.scan_blobs: a scan begun before an export's index.json write may lack the
+blobs that index names); otherwise (fork failed, DIR is not a cache directory, a folder
+vanished, an export landing) Layout scans itself as always. A head the child did not send is
+read by Layout itself. No other process is run, and nothing is written anywhere.
 """
 
 from __future__ import annotations
@@ -41,29 +43,35 @@ class Listing:
         self._pid, self._fd, self._go = _start(self.root)
         self._bytes: bytes | None = None
         self._stream: int | None = None  # the heads' stream, while the child sends them
+        self._began = 0  # the clock's time before the child's scan began
 
     def result(self) -> bytes | None:
         """The marshalled columns (Layout.scan_columns); None when the child could not make them."""
         return self._columns(False)
 
-    def take(self, heads: bool = False) -> bytes | None:
+    def take(self, heads: bool = False, began_after: Callable[[int], bool] | None = None) -> bytes | None:
         """result(), once: the listing lets go of its bytes (the caller keeps what it needs).
         `heads`: the child goes on to read the blobs' heads (store/scan.heads), which `heads()`
-        then hands out."""
-        data = self._columns(heads)
+        then hands out. `began_after(ns)`: given the clock's time before the child's scan began
+        (time.time_ns()), False when the scan is too old for the caller (Layout: it may predate
+        the index.json just read); the columns are then dropped (None) and no head is read."""
+        data = self._columns(heads, began_after)
         self._bytes = None
         return data
 
-    def _columns(self, heads: bool) -> bytes | None:
+    def _columns(self, heads: bool, began_after: Callable[[int], bool] | None = None) -> bytes | None:
         pid, fd, go = self._pid, self._fd, self._go
         self._fd, self._go = None, None
-        if fd is None:
-            return self._bytes
+        if fd is None:  # (answered already)
+            return self._bytes if self._bytes and _fits(began_after, self._began) else None
         data: bytes | None = None
         try:
-            size = _read_exactly(fd, 8)
-            if size is not None:
-                data = _read_exactly(fd, int.from_bytes(size, "big"))
+            head = _read_exactly(fd, 16)
+            if head is not None:
+                self._began = int.from_bytes(head[:8], "big")
+                data = _read_exactly(fd, int.from_bytes(head[8:], "big"))
+                if data and not _fits(began_after, self._began):
+                    data = None
         except OSError:
             data = None
         # The child waits for this answer before it reads a single head.
@@ -169,6 +177,10 @@ class Heads:
         if fd is not None:
             os.close(fd)
             self._done()
+
+
+def _fits(began_after: Callable[[int], bool] | None, began_ns: int) -> bool:
+    return began_after is None or began_after(began_ns)
 
 
 def _span(
@@ -286,7 +298,7 @@ def _start(root: str) -> tuple[int | None, int | None, int | None]:
         try:
             os.close(r)
             os.close(ask_w)
-            from ocicache.store.scan import serve  # (imports os, marshal and stat only)
+            from ocicache.store.scan import serve  # (imports os, marshal, stat and time only)
 
             def send(data: bytes) -> None:
                 view = memoryview(data)

@@ -2,7 +2,7 @@
 makes (store/layout.Layout.scan_columns), as columns in one marshal document; and, for a
 listing's child on a first read, every regular blob's first 64 bytes (`heads`).
 
-It imports os, marshal, stat and format/names' constants, nothing else: a listing's child
+It imports os, marshal, stat, time and format/names' constants, nothing else: a listing's child
 (listing.py), forked before anything else of ocicache loads, runs it at once (a ~40 ms head
 start on the layout module's imports; tests/test_listing.py checks what it imports)."""
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import marshal
 import os
 import stat
+import time
 
 from ocicache.format.names import BLOBS, HEX_LENGTHS, SNIFF_BYTES
 
@@ -108,9 +109,11 @@ def _scan(root_fd: int, blobs_fd: int, folder_fd: Callable[[str], int | None]) -
 def serve(root: str, send: Callable[[bytes], None], go: Callable[[], bool]) -> None:
     """What a listing's child runs. `columns` of the directory `root`, its folders opened as
     Layout opens them (DIR as named, a symlink even; blobs/ and blobs/<algorithm>/ with
-    O_NOFOLLOW), sent with its length first (8 bytes, big-endian); the reading Layout uses them
-    only if every folder's "dev:ino" is the one it opened. Then, if `go()` (the parent's answer:
-    this read will sniff), `heads`."""
+    O_NOFOLLOW), sent after the clock's time before the scan began (8 bytes, big-endian: ns
+    since the epoch) and their length (8 bytes); the reading Layout uses them only if every
+    folder's "dev:ino" is the one it opened and the index.json it read is older than the scan.
+    Then, if `go()` (the parent's answer: this read will sniff), `heads`."""
+    started = time.time_ns()
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     opened = [root_fd]
     try:
@@ -128,7 +131,7 @@ def serve(root: str, send: Callable[[bytes], None], go: Callable[[], bool]) -> N
         # The very bytes Layout's own scan makes (marshal marks objects for back-references by
         # their reference counts, and the fingerprint hashes these bytes): the same call.
         data = columns(root_fd, blobs_fd, folder_fd)
-        send(len(data).to_bytes(8, "big") + data)
+        send(started.to_bytes(8, "big") + len(data).to_bytes(8, "big") + data)
         if go():
             scanned = marshal.loads(data)
             del data
