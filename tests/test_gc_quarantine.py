@@ -14,6 +14,8 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +40,24 @@ def _held(root: Path) -> set[str]:
     return {p.name for p in q.glob("q-*/sha256/*")}
 
 
-def _repoint(root: Path, digest: str, tag: str = "latest") -> None:
+def _size_now(root: Path, digest: str) -> int | None:
+    """The size of a blob in blobs/ or in gc's quarantine; None when it is in neither (a gc
+    moving it or purging it at that very moment)."""
+    for path in [
+        root / "blobs" / "sha256" / digest[7:],
+        *(root / QUARANTINE).glob(f"q-*/sha256/{digest[7:]}"),
+    ]:
+        with suppress(FileNotFoundError):
+            return path.stat().st_size
+    return None
+
+
+def _repoint(root: Path, digest: str, tag: str = "latest", size: int | None = None) -> None:
     """BuildKit's index update: under its exclusive flock, drop the entry with `tag`, append
     one for `digest`, rewrite index.json in place (truncate + write)."""
-    path = root / "blobs" / "sha256" / digest[7:]
-    size = (
-        path.stat().st_size
-        if path.exists()
-        else next((root / QUARANTINE).glob(f"q-*/sha256/{digest[7:]}")).stat().st_size
-    )
+    if size is None:
+        size = _size_now(root, digest)
+        assert size is not None, digest
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         with index_lock(fd, timeout=10):
@@ -394,26 +405,38 @@ def _upload(root: Path, scratch: Path, digest: str) -> None:
     ing.rmdir()
 
 
-def _exporter_loop(root: Path, scratch: Path, stop: threading.Event, landed: list[str]) -> None:
+def _exporter_loop(
+    root: Path, scratch: Path, stop: threading.Event, landed: list[str], errors: list[str]
+) -> None:
     """BuildKit-like exports, back to back: an identical re-export of an older export (nothing
     written), one re-using an old layer, and a fresh one, in BuildKit's order (check what is
     present, write layers, config, manifest, then the in-place index.json rewrite under its
-    flock). The documents are made in `scratch` and uploaded."""
+    flock). The documents are made in `scratch` and uploaded. What it raises goes to `errors`
+    (the test fails on it, rather than waiting for exports that never come)."""
+    try:
+        _exports(root, scratch, stop, landed)
+    except BaseException:
+        errors.append(traceback.format_exc())
+
+
+def _exports(root: Path, scratch: Path, stop: threading.Event, landed: list[str]) -> None:
     b = Builder(scratch)
     k = 0
     while not stop.is_set():
         snap = api.history(root)
         older = [e for e in snap.exports if not e.current and e.complete]
         kind = k % 3
-        if kind == 0 and older:  # identical to an older export: found present, nothing written
+        size = _size_now(root, older[-1].digest) if kind == 0 and older else None
+        if size is not None:  # identical to an older export: found present, nothing written
             target = older[-1].digest
             time.sleep(0.05)
-            _repoint(root, target)
+            _repoint(root, target, size=size)
         else:
             reused: list[dict[str, Any]] = []
             if kind == 1 and older:  # old layers found present now, named by the manifest later
-                doc = json.loads((root / "blobs" / "sha256" / older[-1].digest[7:]).read_bytes())
-                reused = doc["layers"][:2]
+                with suppress(FileNotFoundError):  # (unless gc moved that manifest just now)
+                    doc = json.loads((root / "blobs" / "sha256" / older[-1].digest[7:]).read_bytes())
+                    reused = doc["layers"][:2]
             fresh = b.layer(f"fresh-{k}", created_ns=time.time_ns())
             target = b.export([*reused, fresh], tag=None, mtime_ns=time.time_ns())
             manifest = json.loads((scratch / "blobs" / "sha256" / target[7:]).read_bytes())
@@ -434,18 +457,22 @@ def test_back_to_back_gc_during_exports_loses_nothing(tmp_path: Path) -> None:
     history_dir(root, exports=10, layers=3, shared=1)
     stop = threading.Event()
     landed: list[str] = []
-    t = threading.Thread(target=_exporter_loop, args=(root, tmp_path / "scratch", stop, landed))
+    errors: list[str] = []
+    t = threading.Thread(target=_exporter_loop, args=(root, tmp_path / "scratch", stop, landed, errors))
     t.start()
     runs = 0
+    deadline = time.monotonic() + 300
     try:
-        while runs < 6 or len(landed) < 6:
+        while (runs < 6 or len(landed) < 6) and t.is_alive() and time.monotonic() < deadline:
             p = _gc_proc(root, env={gc_apply.SETTLE_ENV: "0.3"})
             _, err = p.communicate(timeout=120)
             assert p.returncode in (0, 7), err  # 7: the exporter held the lock too long
             runs += 1
     finally:
         stop.set()
-        t.join()
+        t.join(timeout=120)
+    assert not errors, errors[0]
+    assert runs >= 6 and len(landed) >= 6, (runs, len(landed))
     api.gc(root, Policy())
     assert_consistent(root)
     index = json.loads((root / "index.json").read_bytes())
