@@ -121,6 +121,77 @@ def case(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+_ALONE_ENV = "OCICACHE_TEST_ALONE"  # in the pytest that runs them: where their outcomes go
+_alone: dict[str, list[str]] | None = None  # nodeid -> [outcome, report], from that run
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """A test marked `alone` needs a process with no thread but its own: a listing forks only
+    then (store/listing.py), and the test is about what the listing's child does. In a process
+    with other threads (a pytest-xdist worker: execnet's), the first such test runs them all in
+    one pytest of its own (`_run_alone`), and each then passes, fails or skips as it did there."""
+    import _thread
+
+    if pyfuncitem.get_closest_marker("alone") is None or _thread._count() == 0 or os.environ.get(_ALONE_ENV):
+        return None
+    outcome, report = _run_alone(pyfuncitem.session).get(pyfuncitem.nodeid, ["not run", ""])
+    if outcome == "passed":
+        return True
+    if outcome == "skipped":
+        pytest.skip(f"skipped when run alone: {report}")
+    pytest.fail(f"run alone, in a pytest without threads: {outcome}\n{report}", pytrace=False)
+
+
+def _run_alone(session: pytest.Session) -> dict[str, list[str]]:
+    global _alone
+    if _alone is None:
+        ids = [item.nodeid for item in session.items if item.get_closest_marker("alone")]
+        fd, out = tempfile.mkstemp(prefix="ocicache-alone-", suffix=".json")
+        os.close(fd)
+        try:
+            p = subprocess.run(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider", *ids],
+                cwd=session.config.rootpath,
+                env={**os.environ, _ALONE_ENV: out},
+                capture_output=True,
+                text=True,
+                timeout=1800,
+            )
+            text = Path(out).read_text()
+            _alone = json.loads(text) if text else {}
+        finally:
+            os.unlink(out)
+        if not _alone:
+            _alone = {
+                i: ["not run", f"exit {p.returncode}\n{p.stdout[-3000:]}{p.stderr[-2000:]}"] for i in ids
+            }
+    return _alone
+
+
+_outcomes: dict[str, list[str]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """In the pytest `_run_alone` starts: each test's outcome (a failure in any phase fails it)."""
+    if not os.environ.get(_ALONE_ENV):
+        return
+    got = _outcomes.setdefault(report.nodeid, ["passed", ""])
+    if report.failed and got[0] != "failed":
+        _outcomes[report.nodeid] = ["failed", report.longreprtext[-6000:]]
+    elif report.skipped and got[0] == "passed":
+        _outcomes[report.nodeid] = [
+            "skipped",
+            str(report.longrepr[-1] if isinstance(report.longrepr, tuple) else ""),
+        ]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    path = os.environ.get(_ALONE_ENV)
+    if path and os.path.exists(path):
+        Path(path).write_text(json.dumps(_outcomes))
+
+
 @pytest.fixture(autouse=True)
 def _private_xdg_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path_factory.mktemp("xdg-cache")

@@ -230,6 +230,7 @@ def test_gc_freed_counts_disk_space_given_back(tmp_path: Path) -> None:
     shutil.rmtree(elsewhere)
 
 
+@pytest.mark.alone  # (the listing forks only in a process without other threads)
 def test_listing_gives_the_same_blocks_and_links(tmp_path: Path) -> None:
     root = copy_tree(FIXTURES / "f-tags", tmp_path / "f")
     blobs = sorted((root / "blobs" / "sha256").iterdir())

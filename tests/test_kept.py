@@ -62,6 +62,7 @@ def _kept_files() -> list[Path]:
     return sorted(reads.iterdir()) if reads.is_dir() else []
 
 
+@pytest.mark.alone  # (through a listing: it forks only in a process without other threads)
 @pytest.mark.parametrize("fixture", FIXTURES, ids=lambda p: p.name)
 def test_kept_read_is_the_fresh_read(fixture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     d = tmp_path / "c"
@@ -220,6 +221,7 @@ def _first_through_listing(d: Path) -> dict[str, Any]:
     return _view(inv, exports)
 
 
+@pytest.mark.alone  # (through a listing: it forks only in a process without other threads)
 @pytest.mark.parametrize("fixture", FIXTURES, ids=lambda p: p.name)
 def test_first_read_with_heads_read_ahead_is_the_fresh_read(fixture: Path, tmp_path: Path) -> None:
     d = tmp_path / "c"
@@ -228,6 +230,7 @@ def test_first_read_with_heads_read_ahead_is_the_fresh_read(fixture: Path, tmp_p
     assert _first_through_listing(d) == _fresh(d)
 
 
+@pytest.mark.alone  # (through a listing: it forks only in a process without other threads)
 def test_first_read_with_heads_read_ahead_on_hostile_layouts(tmp_path: Path) -> None:
     from test_hostile import CASES, _build
 

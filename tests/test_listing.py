@@ -21,6 +21,9 @@ from ocicache.store.base import BlobScan
 from ocicache.store.layout import Layout
 from ocicache.store.listing import Listing
 
+# Every test here is about what the listing's forked child does (conftest.py: `alone`).
+pytestmark = pytest.mark.alone
+
 REPO = Path(__file__).parent.parent
 FIXTURES = sorted(p for p in (REPO / "fixtures" / "buildkit-v0.32.2").iterdir() if p.is_dir())
 

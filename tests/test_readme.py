@@ -58,7 +58,7 @@ def test_readme_has_the_two_setup_commands() -> None:
     assert "pip install" in install and "ocicache history fixtures/" in install
     # CI runs the README's test command (the same install and the same pytest call)
     ci = (ROOT / ".ci" / "run").read_text()
-    for piece in (".venv/bin/pip install -q '.[test]'", ".venv/bin/python -m pytest -q"):
+    for piece in (".venv/bin/pip install -q '.[test]'", ".venv/bin/python -m pytest -q -n auto"):
         assert piece in ci and piece in tests
 
 
