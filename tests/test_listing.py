@@ -546,3 +546,11 @@ def test_a_listing_after_the_last_index_write_is_used(tmp_path: Path) -> None:
     (d / "blobs" / "sha256" / ("5" * 64)).write_bytes(b"late")
     with Layout(d, listing) as layout:
         assert "sha256:" + "5" * 64 not in layout.scan_blobs().blobs
+
+
+def test_runs_in_a_process_without_other_threads() -> None:
+    """What `alone` promises (conftest.py): under pytest-xdist too, these tests run where the
+    listing can fork."""
+    import _thread
+
+    assert _thread._count() == 0
