@@ -1,7 +1,7 @@
 """Time decoding, validating and parsing every cache manifest and config of DIR, two ways.
 
 `slow` is the Python path (documents.loads_blob -> classify -> parse_*), `fast` is
-fastdecode.decode_blob (msgspec). Both start from cold memos (parsed times, valid digests) and
+decoder.decode_blob (msgspec). Both start from cold memos (parsed times, valid digests) and
 with the cyclic GC off, as a first `ocicache history` run does; medians of --repeat runs.
 
     python benchmarks/decode.py /tmp/ocb/cache-50102
@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ocicache.base import timefmt
+from ocicache.format import decoder
 from ocicache.format import documents as docs
-from ocicache.format import fastdecode
 
 Blob = tuple[str, bytes]
 
@@ -56,7 +56,7 @@ def slow(blobs: list[Blob]) -> list[object]:
 def fast(blobs: list[Blob]) -> list[object]:
     out: list[object] = []
     for digest, data in blobs:
-        answer = fastdecode.decode_blob(data, digest, digest)
+        answer = decoder.decode_blob(data, digest, digest)
         out.append(answer[1] if answer is not None else None)
     return out
 
@@ -69,7 +69,7 @@ def timed(
     for _ in range(repeat):
         for name, fn in fns.items():
             timefmt._memo.clear()
-            fastdecode._valid_digests.clear()
+            decoder._valid_digests.clear()
             start = time.perf_counter()
             fn(blobs)
             times[name].append(time.perf_counter() - start)

@@ -2,7 +2,7 @@
 
 For every input schema in schemas/: real documents, generated valid documents, and mutations of
 them (wrong types, missing required keys, bad digests, big and fractional numbers, extra keys
-known and unknown): fastdecode.accepts(doc) == (jsonschema finds no violation), and a document
+known and unknown): decoder.accepts(doc) == (jsonschema finds no violation), and a document
 both accept converts to a model value. The decoder decides, jsonschema explains: a document
 one accepts and the other refuses would be read wrong or explained with no message.
 """
@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mutations import mutate
 
-from ocicache.format import fastdecode
+from ocicache.format import decoder
 from ocicache.format import mediatypes as mt
 from ocicache.format.schema import validate
 
@@ -38,16 +38,16 @@ SHA256 = "sha256:" + "ab" * 32
 
 def agree(doc: Any, schema: str) -> bool:
     """Both verdicts, asserted equal; the verdict. A valid blob document converts."""
-    ours = fastdecode.accepts(doc, schema)
+    ours = decoder.accepts(doc, schema)
     violations = validate(doc, schema)
     assert ours == (not violations), (schema, violations[:1], doc)
     if ours:
         if schema in ("image-manifest", "image-index", "docker-manifest-list"):
-            fastdecode.convert_cache_manifest(doc, schema, SHA256)
+            decoder.convert_cache_manifest(doc, schema, SHA256)
         elif schema == "cacheconfig":
-            fastdecode.convert_cache_config(doc, SHA256)
+            decoder.convert_cache_config(doc, SHA256)
         elif schema == "foreign-manifest":
-            fastdecode.convert_other_manifest(doc, SHA256)
+            decoder.convert_other_manifest(doc, SHA256)
     return ours
 
 
@@ -464,7 +464,7 @@ def test_edges(schema: str, doc: Any, valid: bool) -> None:
 
 def test_integral_floats_become_ints_in_a_copy() -> None:
     doc = {"schemaVersion": 2, "manifests": [{"mediaType": "x", "digest": SHA256, "size": 7.0}]}
-    index = fastdecode.convert_index(doc)
+    index = decoder.convert_index(doc)
     assert type(index.entries[0].descriptor.size) is int
     assert index.raw is doc and doc["manifests"][0]["size"] == 7.0  # type: ignore[index]
 

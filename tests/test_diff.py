@@ -31,7 +31,7 @@ from ocicache.core.diff import (
     tree_of,
 )
 from ocicache.format import mediatypes as mt
-from ocicache.format.fastdecode import cache_config
+from ocicache.format.decoder import cache_config
 from ocicache.format.model import ANN_CREATED, ANN_UNCOMPRESSED, CacheConfig, new_config_layer
 from ocicache.format.schema import validate
 from ocicache.synth import Builder, compact

@@ -25,8 +25,8 @@ from ocicache.core.exports import build_exports
 from ocicache.core.inventory import Inventory
 from ocicache.format import documents as docs
 from ocicache.format import mediatypes as mt
+from ocicache.format.decoder import accepts
 from ocicache.format.digest import is_valid_digest
-from ocicache.format.fastdecode import accepts
 from ocicache.format.model import ANN_REF_NAME
 from ocicache.format.names import INDEX_JSON
 from ocicache.store.base import Store

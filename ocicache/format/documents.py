@@ -1,7 +1,7 @@
 """JSON documents as text: strict loading, what a blob is (classify), and the messages.
 
 The reading rules of JSON itself live here (loads_strict, loads_blob: UTF-8, no NaN/Infinity,
-bounded nesting and integers, repeated keys); fastdecode.py is the one decoder from a document
+bounded nesting and integers, repeated keys); decoder.py is the one decoder from a document
 to its model value, and jsonschema (schema.py) explains what it refuses: errors say where,
 `CorruptError(file=..., where="manifests[2].digest", ...)`, in jsonschema's words.
 """
@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ocicache.base.errors import CorruptError
-from ocicache.format import fastdecode
+from ocicache.format import decoder
 from ocicache.format import mediatypes as mt
-from ocicache.format.fastdecode import FOREIGN_SCHEMA, Rejected
+from ocicache.format.decoder import FOREIGN_SCHEMA, Rejected
 from ocicache.format.model import CacheConfig, CacheManifest, Index, OtherManifest
 
 # Largest JSON document we will decode. BuildKit itself refuses to import a manifest or config
@@ -62,7 +62,7 @@ def loads_strict(data: bytes, file: str) -> Any:
 
 def loads_blob(data: bytes, file: str) -> Any:
     """Decode a JSON blob as BuildKit does: like loads_strict, but a repeated key keeps its last
-    value (Go's encoding/json, which BuildKit imports blobs with; msgspec, see fastdecode, reads
+    value (Go's encoding/json, which BuildKit imports blobs with; msgspec, see decoder.py, reads
     them the same way). `check` reports such keys (duplicate_keys)."""
     return _loads(data, file, None)
 
@@ -147,7 +147,7 @@ def looks_like_json(head: bytes) -> bool:
 def validate(doc: object, schema: str, file: str) -> None:
     """Check `doc` against one of our input schemas; CorruptError naming the first violation."""
     try:
-        fastdecode.check(doc, schema)
+        decoder.check(doc, schema)
     except Rejected as e:
         raise explain(doc, schema, file, e) from None
 
@@ -209,7 +209,7 @@ def classify(doc: object) -> str:
 def parse_index(doc: object, file: str = "index.json") -> Index:
     """index.json: an OCI image index whose entries are the tags' cache manifests."""
     try:
-        return fastdecode.convert_index(doc)
+        return decoder.convert_index(doc)
     except Rejected as e:
         raise explain(doc, "image-index", file, e) from None
 
@@ -219,7 +219,7 @@ def parse_cache_manifest(doc: object, digest: str, file: str) -> CacheManifest:
     doc = _object(doc, file)
     schema = "image-manifest" if "config" in doc else _list_schema(doc)
     try:
-        return fastdecode.convert_cache_manifest(doc, schema, digest)
+        return decoder.convert_cache_manifest(doc, schema, digest)
     except Rejected as e:
         raise explain(doc, schema, file, e) from None
 
@@ -231,7 +231,7 @@ def parse_other_manifest(doc: object, digest: str, file: str) -> OtherManifest:
     references is then unknown)."""
     doc = _object(doc, file)
     try:
-        return fastdecode.convert_other_manifest(doc, digest)
+        return decoder.convert_other_manifest(doc, digest)
     except Rejected as e:
         raise explain(doc, FOREIGN_SCHEMA, file, e) from None
 
@@ -239,7 +239,7 @@ def parse_other_manifest(doc: object, digest: str, file: str) -> OtherManifest:
 def parse_cache_config(doc: object, digest: str, file: str) -> CacheConfig:
     """The cache config: layer parent links (missing parent = 0, -1 = root) and record times."""
     try:
-        return fastdecode.convert_cache_config(doc, digest)
+        return decoder.convert_cache_config(doc, digest)
     except Rejected as e:
         raise explain(doc, "cacheconfig", file, e) from None
 
@@ -274,10 +274,10 @@ Parsed = tuple[str | None, object | None, CorruptError | None]  # kind, model va
 
 def read_document(data: bytes, digest: str, file: str) -> Parsed:
     """Kind, model value and error of a JSON blob's bytes. The decoder reads the bytes itself
-    when it can (fastdecode.decode_blob: every document BuildKit writes); otherwise they are
+    when it can (decoder.decode_blob: every document BuildKit writes); otherwise they are
     decoded here as Python values (the rules of loads_blob, and its messages), classified, and
     converted by the same decoder, jsonschema explaining what it refuses."""
-    fast = fastdecode.decode_blob(data, digest, file)
+    fast = decoder.decode_blob(data, digest, file)
     if fast is not None:
         return fast[0], fast[1], None
     kind: str | None = None

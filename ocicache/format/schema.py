@@ -1,6 +1,6 @@
 """The one place JSON Schemas are loaded and applied.
 
-The decoder (fastdecode.py) decides what is valid; jsonschema explains: it gives the message,
+The decoder (decoder.py) decides what is valid; jsonschema explains: it gives the message,
 with its path, of a document the decoder refuses (documents.explain), and `check`'s full list
 of violations. tests/test_decoder_schemas.py holds the two to the same verdicts.
 

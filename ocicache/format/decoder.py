@@ -21,7 +21,7 @@ Structs and through the same builders (_shape_a, _shape_bc, _other, _config, cac
   conversion (_rename_keys).
 
 The Structs accept exactly what the schemas accept (tests/test_decoder_schemas.py holds them
-to jsonschema's verdicts; test_fastdecode.py the two ways to each other). A document the Structs
+to jsonschema's verdicts; test_decoder.py the two ways to each other). A document the Structs
 refuse raises Rejected; documents.py then asks jsonschema (schema.py) for the message, with its
 path, that users see: jsonschema explains, it no longer decides.
 

@@ -1,4 +1,4 @@
-"""The decoder's two ways into its Structs agree: fastdecode.decode_blob (msgspec reads the bytes)
+"""The decoder's two ways into its Structs agree: decoder.decode_blob (msgspec reads the bytes)
 never answers where converting the decoded document would refuse or answer differently.
 
 The document way (loads_blob -> classify -> parse_*: msgspec.convert of what Python's json
@@ -28,7 +28,7 @@ from mutations import mutate
 from ocicache.base.errors import CorruptError
 from ocicache.format import documents as docs
 from ocicache.format import mediatypes as mt
-from ocicache.format.fastdecode import decode_blob
+from ocicache.format.decoder import decode_blob
 from ocicache.format.model import CacheConfig, CacheManifest, OtherManifest
 from ocicache.synth import Builder, compact, history_dir
 
@@ -507,11 +507,11 @@ def test_the_forms_each_way_takes() -> None:
 
 def test_digests_remembered_only_when_valid() -> None:
     """The memo of valid digests never lets an invalid one through afterwards."""
-    from ocicache.format import fastdecode
+    from ocicache.format import decoder
 
     bad = "sha256:" + "A" * 64
     good = "sha256:" + hashlib.sha256(b"memo").hexdigest()
     for digest in (good, bad, good, bad):
         doc = compact({"layers": [{"blob": digest}], "records": []})
         assert (decode_blob(doc, DIGEST, "f") is not None) == (digest == good)
-    assert good in fastdecode._valid_digests and bad not in fastdecode._valid_digests
+    assert good in decoder._valid_digests and bad not in decoder._valid_digests
