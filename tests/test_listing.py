@@ -548,6 +548,25 @@ def test_a_listing_after_the_last_index_write_is_used(tmp_path: Path) -> None:
         assert "sha256:" + "5" * 64 not in layout.scan_blobs().blobs
 
 
+def test_gc_begins_no_listing_while_index_json_is_fresh(tmp_path: Path) -> None:
+    """list_ahead (a real gc's, before each plan) forks no child while index.json was written
+    less than INDEX_SETTLED_NS ago (an export landing): that scan would not be taken. Once
+    index.json is older, it begins one again; the read's blobs are the same either way."""
+    d = tmp_path / "c"
+    shutil.copytree(FIXTURES[0], d)
+    (d / "index.json").write_bytes((d / "index.json").read_bytes())  # just written
+    with Layout(d) as layout:
+        layout.list_ahead()
+        assert layout._listing is None
+        fresh = layout.scan_blobs()
+    old = time.time() - 3600
+    os.utime(d / "index.json", (old, old))
+    with Layout(d) as layout:
+        layout.list_ahead()
+        assert layout._listing is not None
+        assert layout.scan_blobs() == fresh
+
+
 def test_runs_in_a_process_without_other_threads() -> None:
     """What `alone` promises (conftest.py): under pytest-xdist too, these tests run where the
     listing can fork."""

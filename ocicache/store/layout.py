@@ -14,6 +14,7 @@ import hashlib
 import marshal
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -345,11 +346,16 @@ class Layout:
     def list_ahead(self) -> None:
         """Begin now, in a child (listing.py), the scan the next `scan_blobs` takes (and the
         heads, if `sniff_ahead` asks): a real gc's, begun under its lock, just before its read.
-        A listing begun earlier and not taken (its read failed) is stopped: it is older."""
+        A listing begun earlier and not taken (its read failed) is stopped: it is older. None
+        is begun while index.json is younger than INDEX_SETTLED_NS (an export landing): its
+        scan would not be taken (_listed_after_index), and the read scans itself."""
         from ocicache.store.listing import Listing
 
         if self._listing is not None:
             self._listing.close()
+            self._listing = None
+        if not self._listed_after_index(time.time_ns()):
+            return
         self._listing = Listing(str(self.root))
 
     def sniff_ahead(self, wanted: bool = True) -> None:
