@@ -56,7 +56,8 @@ def test_round_trip(cache: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     for d in (cache, cache / "ocicache", cache / "ocicache" / "registry"):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+    # no temporary file left; the lock file stays (its name is the record's, plus .lock)
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, path.name + ".lock"]
 
 
 def test_merging(cache: Path) -> None:
@@ -78,7 +79,7 @@ def test_one_file_per_host_and_repository(cache: Path) -> None:
     assert load(HOST, REPO)["a"][0].digest == _d(1)
     assert load("registry.example.com", REPO)["a"][0].digest == _d(2)
     assert load(HOST, "app")["a"][0].digest == _d(3)
-    assert len(list((cache / "ocicache" / "registry").iterdir())) == 3
+    assert len([p for p in (cache / "ocicache" / "registry").iterdir() if p.suffix == ".json"]) == 3
 
 
 def test_no_cache_dir(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -179,7 +180,8 @@ def test_failed_replace_keeps_the_old_file(cache: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(record.os, "replace", fail)
     assert update(HOST, REPO, {"a": _d(2)}, 2)["a"][-1] == Seen(_d(2), 2, 2)
     assert _file(cache).read_bytes() == before
-    assert [p.name for p in _file(cache).parent.iterdir()] == [_file(cache).name]  # temp removed
+    names = sorted(p.name for p in _file(cache).parent.iterdir())
+    assert names == [_file(cache).name, _file(cache).name + ".lock"]  # temp removed
 
 
 def test_forget(cache: Path) -> None:
@@ -241,3 +243,60 @@ def test_file_size_is_capped(cache: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert load(HOST, REPO) == got  # what is written is read back
     assert all(h[-1] == Seen(_d(1000 * int(t[1:]) + 59), 59, 59) for t, h in got.items())  # newest kept
     assert 10 < sum(len(h) for h in got.values()) < 600
+
+
+def test_two_processes_recording_at_once_both_keep_what_they_saw(cache: Path) -> None:
+    """update reads, merges and writes under the record's lock file: another process's update
+    that waits for it reads what the holder wrote, and adds to it (without the lock its write,
+    made from what it read before, would drop the holder's tag)."""
+    import fcntl
+    import subprocess
+    import sys
+    import time
+
+    update(HOST, REPO, {"a": _d(1)}, 10)
+    lock = _file(cache).with_name(_file(cache).name + ".lock")
+    assert lock.is_file() and stat.S_IMODE(lock.stat().st_mode) == 0o600
+    script = (
+        "import sys\n"
+        "from ocicache.store.registry.record import update\n"
+        "print('ready', flush=True)\n"
+        f"update({HOST!r}, {REPO!r}, {{'c': {_d(3)!r}}}, 30)\n"
+    )
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        other = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        assert other.stdout is not None
+        assert other.stdout.readline() == "ready\n"
+        # The other process is now waiting for the lock (LOCK_WAIT_S): what this one records
+        # meanwhile is what it will read.
+        time.sleep(0.3)
+        body = json.loads(_file(cache).read_bytes())
+        body["tags"]["b"] = [{"digest": _d(2), "first_seen_ns": 20, "last_seen_ns": 20}]
+        _file(cache).write_text(json.dumps(body))
+    finally:
+        os.close(fd)
+    assert other.wait(timeout=60) == 0
+    assert set(load(HOST, REPO)) == {"a", "b", "c"}
+
+
+def test_a_lock_it_cannot_take_does_not_stop_the_record(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lock held past LOCK_WAIT_S (or a lock file that cannot be opened) delays the update,
+    never loses it."""
+    import fcntl
+
+    monkeypatch.setattr(record, "LOCK_WAIT_S", 0.05)
+    update(HOST, REPO, {"a": _d(1)}, 10)
+    lock = _file(cache).with_name(_file(cache).name + ".lock")
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        update(HOST, REPO, {"b": _d(2)}, 20)
+    finally:
+        os.close(fd)
+    lock.unlink()
+    lock.symlink_to(cache / "elsewhere")
+    update(HOST, REPO, {"c": _d(3)}, 30)
+    assert set(load(HOST, REPO)) == {"a", "b", "c"}
+    assert not (cache / "elsewhere").exists()

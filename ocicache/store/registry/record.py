@@ -15,8 +15,10 @@ each tag's entries oldest first. Never an error for the file:
   repository, reads as nothing recorded; a malformed entry or tag is dropped;
 - writes go to a temporary file in the same directory, fsync'ed, renamed over the old one
   (atomic), mode 0600, directories created 0700; a write that fails (a read-only cache
-  directory, a full disk) is skipped without a word; two processes writing at once: the last
-  writer wins;
+  directory, a full disk) is skipped without a word;
+- read, merged and written under an flock of `<same name>.lock` beside it (0600), so that two
+  processes recording at once both keep what they saw; one that cannot take the lock within
+  LOCK_WAIT_S (or at all) records anyway, and then the last writer wins;
 - bounded: MAX_PER_TAG entries per tag, MAX_TAGS tags, and fewer entries per tag when the file
   would pass MAX_FILE (so that what is written is always read back);
 - OCICACHE_NO_CACHE=1 (no cache directory): nothing is read or written.
@@ -30,7 +32,8 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +47,7 @@ SUBDIR = "registry"
 MAX_FILE = 4 << 20  # bytes: a larger file is not read
 MAX_PER_TAG = 200  # entries kept per tag (the newest)
 MAX_TAGS = 2000  # tags kept (those seen now first, then the most recently seen)
+LOCK_WAIT_S = 2.0  # at most this long for another process's update of the same file
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
 
@@ -91,6 +95,11 @@ def update(host: str, repo: str, current: Mapping[str, str], now_ns: int) -> Rec
             raise UsageError(f"{str(tag)[:80]!r} is not a tag name")
         if not is_valid_digest(digest):
             raise UsageError(f"tag {tag}: {str(digest)[:80]!r} is not a digest")
+    with _locked(path):
+        return _update(path, host, repo, current, now_ns)
+
+
+def _update(path: Path | None, host: str, repo: str, current: Mapping[str, str], now_ns: int) -> Record:
     merged = _read(path, host, repo) if path is not None else {}
     for tag in sorted(current):
         digest = current[tag]
@@ -112,6 +121,11 @@ def forget(host: str, repo: str, digests: set[str] | frozenset[str]) -> None:
     path = record_path(host, repo)
     if path is None or not digests:
         return
+    with _locked(path):
+        _forget(path, host, repo, digests)
+
+
+def _forget(path: Path, host: str, repo: str, digests: set[str] | frozenset[str]) -> None:
     record = _read(path, host, repo)
     changed = False
     out: Record = {}
@@ -245,6 +259,39 @@ def _mkdirs(directory: Path) -> None:
     for d in reversed(missing):
         with contextlib.suppress(FileExistsError):
             os.mkdir(d, 0o700)
+
+
+@contextlib.contextmanager
+def _locked(path: Path | None) -> Iterator[None]:
+    """Hold an flock of `path`'s lock file while the body runs, waited for at most
+    LOCK_WAIT_S; without it (no cache directory, a read-only one, no flock, the wait ran out)
+    the body runs all the same."""
+    fd = None
+    if path is not None:
+        with contextlib.suppress(OSError):
+            _mkdirs(path.parent)
+            fd = os.open(
+                path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | _CLOEXEC, 0o600
+            )
+    try:
+        if fd is not None:
+            import fcntl
+
+            deadline = time.monotonic() + LOCK_WAIT_S
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        break
+                    time.sleep(0.01)
+                except OSError:
+                    break
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # (releases the lock)
 
 
 def _write(path: Path, body: bytes) -> None:
