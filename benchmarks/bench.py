@@ -31,6 +31,7 @@ line), never a crash; the exit status is 1 if any did.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shlex
@@ -39,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,13 +149,29 @@ def progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def measured_env(environ: Mapping[str, str], cmd: list[str], pycache: Path) -> dict[str, str]:
+    """The environment every measured ocicache command runs in: as this one's, but
+    - PYTHONPATH only for a `... -m ocicache` command (a checkout): an installed console script
+      runs its own installed code, not a checkout that PYTHONPATH names;
+    - bytecode always written and read, in `pycache` (PYTHONPYCACHEPREFIX), whatever
+      PYTHONDONTWRITEBYTECODE says: a run never pays for compiling the modules it imports
+      (`warm_up` compiles them once), as an installed package never does;
+    - no OCICACHE_NO_CACHE (the repeated runs are what the kept read is for)."""
+    env = dict(environ)
+    env.pop("OCICACHE_NO_CACHE", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if ["-m", "ocicache"] not in [list(pair) for pair in itertools.pairwise(cmd)]:
+        env.pop("PYTHONPATH", None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         self.args = args
         self.work = work
         self.cmd = args.ocicache_cmd
-        self.env = dict(os.environ)
-        self.env.pop("OCICACHE_NO_CACHE", None)
+        self.env = measured_env(os.environ, self.cmd, work / "pycache")
         self.timeout = args.timeout
         self.n_xdg = 0
         where = args.copies or default_copies()
@@ -180,6 +198,21 @@ class Bench:
 
     def with_cache(self, xdg: Path) -> dict[str, str]:
         return {**self.env, "XDG_CACHE_HOME": str(xdg)}
+
+    def warm_up(self, d: Path, lines: Iterable[str]) -> None:
+        """Each command line once on `d` (and a real gc on a copy of it), not timed: every
+        module any of them imports is compiled into the measured environment's bytecode
+        folder before the first timed run."""
+        xdg = self.fresh_xdg()
+        copy = self.copies / "warm-up"
+        try:
+            for line in lines:
+                self.run(self.argv(line, d), self.with_cache(xdg), ok=(0, 1))
+            real_copy(d, copy)
+            self.run(self.argv(GC_LINE, copy), self.with_cache(xdg))
+        finally:
+            rmtree(xdg)
+            rmtree(copy)
 
     def find(self, d: Path) -> Result:
         return self.run(["find", str(d), "-type", "f", "-printf", "%s\n"])
@@ -369,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         "--ocicache-cmd",
         type=shlex.split,
         default=None,
-        help="how to run ocicache, e.g. 'python -m ocicache' (PYTHONPATH as set); "
+        help="how to run ocicache, e.g. 'python -m ocicache' (PYTHONPATH as set: only a "
+        "`-m ocicache` command is given PYTHONPATH, an installed `ocicache` runs its own code); "
         "default: `ocicache` when on PATH, else this Python's -m ocicache",
     )
     p.add_argument(
@@ -423,7 +457,14 @@ def main(argv: list[str] | None = None) -> int:
     args.no_check = "check" in args.skip
 
     try:
-        probe = subprocess.run([*args.ocicache_cmd, "--version"], capture_output=True, text=True, timeout=120)
+        # (the code the measured runs will run: PYTHONPATH as measured_env passes it)
+        probe_env = measured_env(os.environ, args.ocicache_cmd, Path(tempfile.gettempdir()))
+        del probe_env["PYTHONPYCACHEPREFIX"]
+        if "PYTHONDONTWRITEBYTECODE" in os.environ:
+            probe_env["PYTHONDONTWRITEBYTECODE"] = os.environ["PYTHONDONTWRITEBYTECODE"]
+        probe = subprocess.run(
+            [*args.ocicache_cmd, "--version"], capture_output=True, text=True, timeout=120, env=probe_env
+        )
         problem = (
             ""
             if probe.returncode == 0
@@ -461,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
 
         header = [
             f"ocicache: {shlex.join(args.ocicache_cmd)} ({version}); "
-            f"PYTHONPATH={os.environ.get('PYTHONPATH', '')!r}",
+            f"PYTHONPATH={bench.env.get('PYTHONPATH', '')!r} (bytecode: {bench.env['PYTHONPYCACHEPREFIX']})",
             f"cpus: {os.cpu_count()}  repeat: {R} (medians)  load average at start: "
             f"{_loadavg()}  first run = empty fresh XDG_CACHE_HOME, warm page cache",
             f"umoci: {umoci_version or 'not installed (apt-get install umoci): not compared'}",
@@ -510,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
             hash_bytes = blob_list(hash_d, hash_list)
             hash_cmd = ["sh", "-c", f"xargs -0 sha256sum < {shlex.quote(str(hash_list))} >/dev/null"]
 
+        progress("warm-up: every command line once, bytecode compiled (not timed)")
+        bench.warm_up(small or big, [*lines, CHECK_LINE])
         # Repetition-major: a burst of noise from the shared machine lands on every line
         # alike rather than on one line's repetitions.
         for rep in range(R):

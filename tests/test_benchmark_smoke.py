@@ -81,6 +81,19 @@ def test_read_floor_lists_what_the_reader_reads(tmp_path: Path) -> None:
     assert len(set(heads)) == len(heads)
 
 
+def test_measured_commands_run_their_own_code_compiled(tmp_path: Path) -> None:
+    """An installed `ocicache` is not handed the PYTHONPATH of a checkout (it would run the
+    checkout's code); `python -m ocicache` is (that is how it finds one). Bytecode is always
+    written and read, in the benchmark's own folder: no timed run compiles the modules."""
+    bench, _ = _benchmark_modules()
+    environ = {"PYTHONPATH": "/src", "PYTHONDONTWRITEBYTECODE": "1", "OCICACHE_NO_CACHE": "1", "HOME": "/h"}
+    installed = bench.measured_env(environ, ["/venv/bin/ocicache"], tmp_path)
+    assert installed == {"HOME": "/h", "PYTHONPYCACHEPREFIX": str(tmp_path)}
+    checkout = bench.measured_env(environ, [sys.executable, "-m", "ocicache"], tmp_path)
+    assert checkout == {"HOME": "/h", "PYTHONPATH": "/src", "PYTHONPYCACHEPREFIX": str(tmp_path)}
+    assert environ["PYTHONDONTWRITEBYTECODE"] == "1"  # (a copy)
+
+
 def test_generator_is_deterministic(tmp_path: Path) -> None:
     _, gen = _benchmark_modules()
     shape = gen.shape_for(400)
