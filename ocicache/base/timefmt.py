@@ -108,20 +108,19 @@ def _parse_go(text: str) -> int | None:
 
 def format_rfc3339(ns: int) -> str:
     """`2026-11-27T19:16:57.260096Z`: UTC, microsecond precision (`blobs --json` writes one per
-    blob: the date of each day and the clock of each second of the day are made once)."""
+    blob: the date of each day is made once, the time of day by arithmetic)."""
     seconds, frac = divmod(ns, 1_000_000_000)
     day, second = divmod(seconds, 86_400)
     date = _dates.get(day)
     if date is None:
-        date = _dates[day] = datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%dT")
-    clock = _clocks.get(second)
-    if clock is None:
-        clock = _clocks[second] = f"{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}."
-    return f"{date}{clock}{frac // 1000:06d}Z"
+        date = datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
+        _dates[day] = date
+    hours, second = divmod(second, 3600)
+    minutes, second = divmod(second, 60)
+    return f"{date}T{hours:02d}:{minutes:02d}:{second:02d}.{frac // 1000:06d}Z"
 
 
-_dates: dict[int, str] = {}  # day since the epoch -> "YYYY-MM-DDT"
-_clocks: dict[int, str] = {}  # second of the day -> "HH:MM:SS." (at most 86,400)
+_dates: dict[int, str] = {}
 
 
 def to_datetime(ns: int) -> datetime:
