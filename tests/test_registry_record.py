@@ -300,3 +300,9 @@ def test_a_lock_it_cannot_take_does_not_stop_the_record(cache: Path, monkeypatch
     update(HOST, REPO, {"c": _d(3)}, 30)
     assert set(load(HOST, REPO)) == {"a", "b", "c"}
     assert not (cache / "elsewhere").exists()
+
+
+def test_forgetting_with_nothing_recorded_makes_nothing(cache: Path) -> None:
+    """gc on a repository no run recorded: no cache folder, no lock file."""
+    forget(HOST, REPO, {_d(1)})
+    assert not cache.exists()

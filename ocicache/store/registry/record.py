@@ -119,8 +119,8 @@ def _update(path: Path | None, host: str, repo: str, current: Mapping[str, str],
 def forget(host: str, repo: str, digests: set[str] | frozenset[str]) -> None:
     """Drop every entry of these digests (gc deleted them); a tag left with none is dropped."""
     path = record_path(host, repo)
-    if path is None or not digests:
-        return
+    if path is None or not digests or not os.path.lexists(path):
+        return  # (nothing recorded: no folder or lock file is made for nothing)
     with _locked(path):
         _forget(path, host, repo, digests)
 
