@@ -1,8 +1,10 @@
-"""Bounded reads of an open file."""
+"""Bounded reads of an open file, and a bounded wait for its flock."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import time
 
 
 def read_at_most(fd: int, limit: int) -> bytes:
@@ -17,3 +19,20 @@ def read_at_most(fd: int, limit: int) -> bytes:
         chunks.append(chunk)
         remaining -= len(chunk)
     return b"".join(chunks)
+
+
+def flock_within(fd: int, timeout: float, poll: float) -> bool | None:
+    """An exclusive flock of `fd`, waited for at most `timeout` seconds (tried every `poll`):
+    True when taken, False when another holder kept it that long, None when the filesystem
+    gives no flock (some network filesystems). Released when `fd` is closed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
+        except OSError:
+            return None

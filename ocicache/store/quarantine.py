@@ -40,7 +40,6 @@ batch or below it is never followed; a name only becomes a path after digest.is_
 from __future__ import annotations
 
 import errno
-import fcntl
 import functools
 import itertools
 import json
@@ -54,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ocicache.base.errors import BusyError, RefusedError
+from ocicache.base.fileio import flock_within
 from ocicache.format import documents as docs
 from ocicache.format.digest import ALGORITHMS, is_hex_name
 from ocicache.format.names import BLOBS, OWN_DIR, QUARANTINE
@@ -113,21 +113,13 @@ def gc_lock(layout: Layout, timeout: float = 120.0) -> Iterator[None]:
     what a pin names, and pin checks under BuildKit's lock that what it pins is present."""
     fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0), dir_fd=layout.root_fd)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise BusyError(
-                        "another ocicache gc, pin, repair or copy is running on this directory",
-                        file=str(layout.root),
-                        hint="try again when it has finished",
-                    ) from None
-                time.sleep(0.05)
-            except OSError:
-                break  # no flock here (some network filesystems): see above
+        # (None: no flock here, some network filesystems: see above)
+        if flock_within(fd, timeout, 0.05) is False:
+            raise BusyError(
+                "another ocicache gc, pin, repair or copy is running on this directory",
+                file=str(layout.root),
+                hint="try again when it has finished",
+            )
         yield
     finally:
         os.close(fd)

@@ -32,13 +32,12 @@ import json
 import os
 import stat
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ocicache.base.errors import UsageError
-from ocicache.base.fileio import read_at_most
+from ocicache.base.fileio import flock_within, read_at_most
 from ocicache.base.xdg import cache_dir
 from ocicache.format.digest import is_valid_digest
 from ocicache.store.registry.storage import is_repository_name, is_tag_name
@@ -275,19 +274,7 @@ def _locked(path: Path | None) -> Iterator[None]:
             )
     try:
         if fd is not None:
-            import fcntl
-
-            deadline = time.monotonic() + LOCK_WAIT_S
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        break
-                    time.sleep(0.01)
-                except OSError:
-                    break
+            flock_within(fd, LOCK_WAIT_S, 0.01)  # (whatever it gives, the body runs)
         yield
     finally:
         if fd is not None:
