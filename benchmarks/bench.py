@@ -157,12 +157,18 @@ def measured_env(environ: Mapping[str, str], cmd: list[str], pycache: Path) -> d
       PYTHONDONTWRITEBYTECODE says: a run never pays for compiling the modules it imports
       (`warm_up` compiles them once), as an installed package never does;
     - no OCICACHE_NO_CACHE (the repeated runs are what the kept read is for)."""
-    env = dict(environ)
+    env = own_code_env(environ, cmd)
     env.pop("OCICACHE_NO_CACHE", None)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
+
+
+def own_code_env(environ: Mapping[str, str], cmd: list[str]) -> dict[str, str]:
+    """`environ`, without PYTHONPATH unless `cmd` is a `... -m ocicache` command (a checkout)."""
+    env = dict(environ)
     if ["-m", "ocicache"] not in [list(pair) for pair in itertools.pairwise(cmd)]:
         env.pop("PYTHONPATH", None)
-    env["PYTHONPYCACHEPREFIX"] = str(pycache)
     return env
 
 
@@ -457,13 +463,12 @@ def main(argv: list[str] | None = None) -> int:
     args.no_check = "check" in args.skip
 
     try:
-        # (the code the measured runs will run: PYTHONPATH as measured_env passes it)
-        probe_env = measured_env(os.environ, args.ocicache_cmd, Path(tempfile.gettempdir()))
-        del probe_env["PYTHONPYCACHEPREFIX"]
-        if "PYTHONDONTWRITEBYTECODE" in os.environ:
-            probe_env["PYTHONDONTWRITEBYTECODE"] = os.environ["PYTHONDONTWRITEBYTECODE"]
-        probe = subprocess.run(
-            [*args.ocicache_cmd, "--version"], capture_output=True, text=True, timeout=120, env=probe_env
+        probe = subprocess.run(  # (the code the measured runs will run)
+            [*args.ocicache_cmd, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=own_code_env(os.environ, args.ocicache_cmd),
         )
         problem = (
             ""
