@@ -244,3 +244,22 @@ def test_listing_gives_the_same_blocks_and_links(tmp_path: Path) -> None:
     linked = [b for b in plain.blobs.values() if b.links > 1]
     assert {b.name for b in linked} == {blobs[0].name, blobs[1].name}
     assert all(b.inode for b in linked) and all(b.allocated > 0 for b in plain.blobs.values())
+
+
+@pytest.mark.parametrize("command", ["show", "ref", "pin", "diff"])
+def test_a_ref_the_shell_expanded_says_to_quote_it(cache: Path, command: str) -> None:
+    """bash and zsh turn an unquoted `~0` into the current directory (and `~N` into an entry
+    of `dirs`): ocicache gets a path, which no tag or digest can be, and its hint says to quote
+    it; a REF that is only unknown keeps the usual hint."""
+    expanded = os.getcwd()
+    extra = {"pin": ["keep"], "diff": ["~0"]}.get(command, [])
+    r = run_inprocess(command, str(cache), expanded, *extra)
+    assert r.code == 5, (r.code, r.err)
+    assert f"ocicache: error: {expanded}: no export with this tag or digest" in r.err
+    assert "hint: no tag or digest starts with `/`: if you typed ~N, your shell expanded it" in r.err
+    assert "quote it: '~N'" in r.err
+    plain = run_inprocess(command, str(cache), "no-such-tag", *extra)
+    assert plain.code == 5
+    assert (
+        plain.err.splitlines()[-1] == "hint: REF is a tag, a digest, a digest prefix of 7+ hex digits, or ~N"
+    )

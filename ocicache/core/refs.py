@@ -69,10 +69,19 @@ def resolve(exports: Sequence[Export], ref: str, foreign: Sequence[IndexEntry] =
     )
     known = sorted({t for e in exports for t in (*e.tags, *e.pins)})
     tags = ", ".join(known) if known else "none"
-    raise NotFoundError(
-        f"{ref}: no export with this tag or digest (tags: {tags})",
-        hint="REF is a tag, a digest, a digest prefix of 7+ hex digits, or ~N",
-    )
+    raise NotFoundError(f"{ref}: no export with this tag or digest (tags: {tags})", hint=_hint(ref))
+
+
+def _hint(ref: str) -> str:
+    """What to do about a REF that names nothing; a path, where a shell expanded `~N` unquoted."""
+    if ref.startswith("/"):
+        # (no tag or digest starts with "/": bash and zsh read an unquoted ~0 as $PWD and ~N as
+        # an entry of `dirs`, and pass the path on)
+        return (
+            "no tag or digest starts with `/`: if you typed ~N, your shell expanded it to a "
+            "directory (bash and zsh read ~0 as the current one); quote it: '~N'"
+        )
+    return "REF is a tag, a digest, a digest prefix of 7+ hex digits, or ~N"
 
 
 def _not_foreign(ref: str, hits: Sequence[IndexEntry]) -> None:
