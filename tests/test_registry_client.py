@@ -933,6 +933,43 @@ def test_a_stalled_body_is_retried() -> None:
     assert len(served) == 2
 
 
+def test_a_trickling_body_is_a_timeout_not_a_hang() -> None:
+    """A server that sends a byte at a time, each well within the read timeout, never trips
+    that timeout: a body bringing under STALL_BYTES in a timeout's time is stalled, retried
+    once as a timeout is, then reported. A slow server that keeps bringing data is not."""
+    doc = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "pad": "x" * 4000}).encode()
+
+    def trickle() -> Iterator[bytes]:
+        for i in range(len(doc)):
+            time.sleep(0.01)  # ~100 bytes/s: the whole document would take 40 s
+            yield doc[i : i + 1]
+
+    def slow() -> Iterator[bytes]:
+        for i in range(0, len(doc), 2048):
+            time.sleep(0.1)  # 2 KiB per 0.1 s
+            yield doc[i : i + 2048]
+
+    served: list[Request] = []
+
+    def handler(req: Request) -> Reply:
+        served.append(req)
+        body = trickle() if req.route.endswith("/latest") else slow()
+        return Reply(200, {"Content-Type": OCI_MANIFEST}, chunks=body)
+
+    with FakeServer(handler) as srv, client(srv.host, timeout=0.3, retries=3) as c:
+        c._sleep = lambda s: None
+        start = time.monotonic()
+        with pytest.raises(RegistryError) as e:
+            c.get_manifest("latest")
+        elapsed = time.monotonic() - start
+        got = c.get_manifest("slow")
+    assert elapsed < 5, elapsed
+    assert "timed out (2 attempts)" in str(e.value) and srv.host in str(e.value), str(e.value)
+    assert e.value.exit_code == EXIT_REGISTRY
+    assert [r.route for r in served].count("/v2/" + REPO + "/manifests/latest") == 2
+    assert got is not None and got.data == doc
+
+
 def test_connection_refused_is_quick() -> None:
     port = closed_port()
     start = time.monotonic()

@@ -4,7 +4,9 @@ Every name and digest is validated before it goes into a URL; reads are bounded 
 read by digest is verified. Authentication follows the 401 challenge: Basic with Docker's
 credentials, or Bearer tokens from the challenge's realm (cached per scope until they
 expire). Requests are retried with exponential backoff and jitter on 429, 500, 502, 503, 504
-and on timeouts and dropped connections (Retry-After honoured up to 10 s). Redirects are
+and on timeouts and dropped connections (Retry-After honoured up to 10 s); a body that brings
+under STALL_BYTES in a read timeout's time is a timeout too (a trickle never trips the read
+timeout itself). Redirects are
 followed only within the same scheme, host and port, so credentials never go elsewhere.
 One client may be used from many threads; `map` runs a function over items in a bounded
 thread pool.
@@ -73,7 +75,9 @@ RETRY_AFTER_CAP = 10.0
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 TOKEN_DEFAULT_EXPIRY = 60  # seconds (distribution token spec: expires_in defaults to 60)
-CHUNK = 1 << 20
+# A body that brings fewer bytes than this in a read timeout's time is stalled, and fails as a
+# timeout does: a server that trickles a byte at a time never trips the read timeout itself.
+STALL_BYTES = 1024
 USER_AGENT = f"ocicache/{__version__}"
 _DEFAULT: Any = object()
 
@@ -142,6 +146,7 @@ class RegistryClient:
         self._tokens: dict[str, _Token] = {}
         self._sleep: Callable[[float], None] = time.sleep
         self._clock: Callable[[], float] = time.monotonic
+        self._window = timeout  # (for _flowing: how long a body may take to bring STALL_BYTES)
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout)),
             follow_redirects=False,
@@ -307,7 +312,7 @@ class RegistryClient:
             if response.status_code == 404:
                 raise NotFoundError(f"{self.host}/{self.repo} has no blob {digest}")
             if response.status_code != 200:
-                body = _read_some(response)
+                body = _read_some(response, self._window)
                 raise self._unexpected(
                     "GET", path, _Answer(response.status_code, response.headers, body, response.url)
                 )
@@ -430,7 +435,7 @@ class RegistryClient:
             self.cancel_upload(upload)
             raise
         try:
-            body = _read_some(response) if response.status_code not in (201, 204) else b""
+            body = _read_some(response, self._window) if response.status_code not in (201, 204) else b""
         finally:
             response.close()
         if response.status_code not in (201, 204):
@@ -498,7 +503,7 @@ class RegistryClient:
                 elif ok:
                     body = self._read(response, limit, limit_name, method, path)
                 else:
-                    body = _read_some(response)
+                    body = _read_some(response, self._window)
                 return _Answer(response.status_code, response.headers, body, response.url)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as e:
                 tries[0] += 1
@@ -612,7 +617,7 @@ class RegistryClient:
             raise self._too_large(method, path, limit, limit_name, size)
         chunks: list[bytes] = []
         total = 0
-        for chunk in response.iter_bytes(CHUNK):
+        for chunk in _flowing(response, self._window):
             total += len(chunk)
             if total > limit:
                 raise self._too_large(method, path, limit, limit_name, None)
@@ -621,7 +626,7 @@ class RegistryClient:
 
     def _chunks(self, response: httpx.Response, path: str) -> Iterator[bytes]:
         try:
-            yield from response.iter_bytes(CHUNK)
+            yield from _flowing(response, self._window)
         except httpx.HTTPError as e:
             raise self._network_error("GET", path, e, 1) from None
 
@@ -736,7 +741,7 @@ class RegistryClient:
         try:
             response = self._http.send(request, stream=True)
             try:
-                body = _read_some(response, TOKEN_LIMIT + 1)
+                body = _read_some(response, self._window, TOKEN_LIMIT + 1)
             finally:
                 response.close()
         except httpx.ConnectError as e:
@@ -916,11 +921,26 @@ def _port(url: httpx.URL) -> int | None:
     return url.port or {"http": 80, "https": 443}.get(url.scheme)
 
 
-def _read_some(response: httpx.Response, limit: int = ERROR_BODY_LIMIT) -> bytes:
+def _flowing(response: httpx.Response, window: float) -> Iterator[bytes]:
+    """The body's chunks as they arrive (the transport's reads: up to 64 KiB); httpx.ReadTimeout
+    (retried, then reported, as a silent server is) when fewer than STALL_BYTES arrive in any
+    `window` seconds after the first."""
+    start, got = time.monotonic(), 0
+    for chunk in response.iter_bytes():  # (as they arrive: a chunk_size would gather them first)
+        got += len(chunk)
+        now = time.monotonic()
+        if now - start >= window:
+            if got < STALL_BYTES:
+                raise httpx.ReadTimeout(f"the answer's body stalled: {got} bytes in {now - start:.0f} s")
+            start, got = now, 0
+        yield chunk
+
+
+def _read_some(response: httpx.Response, window: float, limit: int = ERROR_BODY_LIMIT) -> bytes:
     """At most `limit` bytes of the body (the rest is left unread)."""
     chunks: list[bytes] = []
     total = 0
-    for chunk in response.iter_bytes(CHUNK):
+    for chunk in _flowing(response, window):
         chunks.append(chunk)
         total += len(chunk)
         if total >= limit:
