@@ -1,3 +1,3 @@
 """ocicache: inspect, garbage-collect, pin, copy and check BuildKit cache stores (directories, registries)."""
 
-__version__ = "0.6.4"
+__version__ = "0.6.5"
