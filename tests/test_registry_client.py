@@ -970,6 +970,28 @@ def test_a_trickling_body_is_a_timeout_not_a_hang() -> None:
     assert got is not None and got.data == doc
 
 
+def test_a_slow_reader_of_a_blob_is_not_a_stalled_server() -> None:
+    """Only the time spent waiting for the body counts: a caller that takes longer than the
+    read timeout over each chunk of a streamed blob, the last chunk a few bytes, gets it all."""
+    blob = os.urandom(70_000) + b"tail"
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+
+    def body() -> Iterator[bytes]:
+        yield blob[:-4]
+        time.sleep(0.05)  # (the tail comes in a read of its own)
+        yield blob[-4:]
+
+    def handler(req: Request) -> Reply:
+        return Reply(200, {"Content-Type": "application/octet-stream"}, chunks=body())
+
+    got = []
+    with FakeServer(handler) as srv, client(srv.host, timeout=0.3) as c, c.open_blob(digest) as chunks:
+        for chunk in chunks:
+            got.append(chunk)
+            time.sleep(0.4)
+    assert b"".join(got) == blob and got[-1] == b"tail"
+
+
 def test_connection_refused_is_quick() -> None:
     port = closed_port()
     start = time.monotonic()

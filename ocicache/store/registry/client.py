@@ -923,16 +923,21 @@ def _port(url: httpx.URL) -> int | None:
 
 def _flowing(response: httpx.Response, window: float) -> Iterator[bytes]:
     """The body's chunks as they arrive (the transport's reads: up to 64 KiB); httpx.ReadTimeout
-    (retried, then reported, as a silent server is) when fewer than STALL_BYTES arrive in any
-    `window` seconds after the first."""
-    start, got = time.monotonic(), 0
-    for chunk in response.iter_bytes():  # (as they arrive: a chunk_size would gather them first)
+    (retried, then reported, as a silent server is) when fewer than STALL_BYTES arrive in
+    `window` seconds of waiting for them (the time the caller spends on a chunk not counted)."""
+    chunks = response.iter_bytes()  # (as they arrive: a chunk_size would gather them first)
+    waited, got = 0.0, 0
+    while True:
+        began = time.monotonic()
+        chunk = next(chunks, None)
+        if chunk is None:
+            return
+        waited += time.monotonic() - began
         got += len(chunk)
-        now = time.monotonic()
-        if now - start >= window:
+        if waited >= window:
             if got < STALL_BYTES:
-                raise httpx.ReadTimeout(f"the answer's body stalled: {got} bytes in {now - start:.0f} s")
-            start, got = now, 0
+                raise httpx.ReadTimeout(f"the answer's body stalled: {got} bytes in {waited:.0f} s")
+            waited, got = 0.0, 0
         yield chunk
 
 
