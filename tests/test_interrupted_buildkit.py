@@ -3,7 +3,8 @@
 BuildKit v0.32.2 (../shared/buildkit, skipped when absent) exports a cache with a big layer
 (incompressible, so writing it takes seconds) under tag `first`, then builds again with that
 layer's input changed and is killed as soon as the new layer's partial write shows in
-`ingest/`. What is left is what a crash, an OOM kill or a cancelled CI job leaves: an
+`ingest/` (an export that ends before that lands, and the next attempt brings a new layer; after
+three the test skips, saying so). What is left is what a crash, an OOM kill or a cancelled CI job leaves: an
 `ingest/<ref>/` folder (data, ref, total, startedat, updatedat) holding part of the layer, maybe
 some finished blobs of the new export, and index.json as the first export left it.
 
