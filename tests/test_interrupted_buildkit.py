@@ -22,14 +22,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from buildkit_helpers import STEPS, cached_steps, daemon, needs_buildkit
+from clirun import json_of
 
-ROOT = Path(__file__).resolve().parent.parent
 BIG = 96 << 20  # random bytes: gzip cannot shrink them, so the layer takes seconds to write
 
 
@@ -52,24 +51,6 @@ def _context(root: Path, big_seed: int) -> Path:
         os.utime(p, (1_767_225_600, 1_767_225_600))
     os.utime(ctx / "big", (stamp, stamp))
     return ctx
-
-
-def _ocicache(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ocicache", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=300,
-    )
-
-
-def _json(*args: str) -> dict[str, object]:
-    p = _ocicache(*args)
-    assert p.returncode == 0, (args, p.returncode, p.stderr)
-    doc = json.loads(p.stdout)
-    assert isinstance(doc, dict)
-    return doc
 
 
 def _partial_ingest(cache: Path) -> list[Path]:
@@ -147,7 +128,7 @@ def test_an_export_killed_mid_layer_leaves_an_ingest_gc_removes_and_the_cache_st
     names = {f"ingest/{p.name}" for p in _partial_ingest(cache)}
     assert names, "the partial write is gone"
 
-    check = _json("check", str(cache), "--json")
+    check = json_of("check", str(cache))
     assert check["ok"] is True
     findings = check["findings"]
     assert isinstance(findings, list)
@@ -155,31 +136,31 @@ def test_an_export_killed_mid_layer_leaves_an_ingest_gc_removes_and_the_cache_st
     assert stale == names
     assert all(f["severity"] in ("note", "warning") for f in findings), findings
 
-    history = _json("history", str(cache), "--json")
+    history = json_of("history", str(cache))
     exports = history["exports"]
     assert isinstance(exports, list)
     named = {m["digest"] for m in before["manifests"]}  # ("first", and any export that outran a kill)
     assert digest in named
     assert {e["digest"] for e in exports if e["current"]} == named
 
-    du = _json("du", str(cache), "--json")
+    du = json_of("du", str(cache))
     categories = du["categories"]
     assert isinstance(categories, list)
     ingest = next(c for c in categories if c["category"] == "ingest")
     assert ingest["files"] >= len(names) and ingest["bytes"] > 0
 
     # Under the default grace the write is recent: BuildKit may still be writing it. Kept.
-    dry = _json("gc", str(cache), "--dry-run", "--json")
+    dry = json_of("gc", str(cache), "--dry-run")
     assert dry["ingest"] == []
 
-    gc = _json("gc", str(cache), "--grace", "0", "--json")
-    assert {f"ingest/{i['name']}" for i in gc["ingest"]} == names  # type: ignore[union-attr]
+    gc = json_of("gc", str(cache), "--grace", "0")
+    assert {f"ingest/{i['name']}" for i in gc["ingest"]} == names
     assert not any((cache / n).exists() for n in names)
-    assert {e["digest"] for e in gc["kept"]} == named  # type: ignore[union-attr]
+    assert {e["digest"] for e in gc["kept"]} == named
     assert json.loads((cache / "index.json").read_text()) == before
-    after = _json("check", str(cache), "--json")
+    after = json_of("check", str(cache))
     assert after["ok"] is True
-    assert [f for f in after["findings"] if f["severity"] != "note"] == []  # type: ignore[union-attr]
+    assert [f for f in after["findings"] if f["severity"] != "note"] == []
 
     with daemon(tmp_path / "fresh") as fresh:
         r = fresh.build(tmp_path / "ctx-1", "--import-cache", f"type=local,src={cache},digest={digest}")

@@ -6,8 +6,8 @@ credentials, or Bearer tokens from the challenge's realm (cached per scope until
 expire). Requests are retried with exponential backoff and jitter on 429, 500, 502, 503, 504
 and on timeouts and dropped connections (Retry-After honoured up to 10 s); a body that brings
 under STALL_BYTES in a read timeout's time is a timeout too (a trickle never trips the read
-timeout itself). Redirects are
-followed only within the same scheme, host and port, so credentials never go elsewhere.
+timeout itself). Redirects are followed only within the same scheme, host and port, so
+credentials never go elsewhere.
 One client may be used from many threads; `map` runs a function over items in a bounded
 thread pool.
 """
